@@ -1,0 +1,17 @@
+//! Countersign's domain: no HTTP, no SQL. Time comes from a [`Clock`].
+
+pub mod approval;
+pub mod audit;
+pub mod canonical;
+pub mod clock;
+pub mod directory;
+pub mod error;
+pub mod grant;
+pub mod ids;
+pub mod principal;
+pub mod secret;
+pub mod validate;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use principal::{Principal, Role};

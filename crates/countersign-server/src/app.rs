@@ -1,0 +1,450 @@
+//! Building and running the server.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::middleware;
+use axum::routing::{get, post};
+use countersign_core::approval::RequestLimits;
+use countersign_core::audit::Actor;
+use countersign_core::directory::{self, MintedKey};
+use countersign_core::{Clock, Error, SystemClock, secret};
+use countersign_proto::ErrorCode;
+use countersign_proto::TrustLevel;
+use countersign_proto::admin::KeyRole;
+use countersign_store::{SqliteOptions, Store, Synchronous};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
+use crate::routes::{admin, approvals, audit, ciba, meta};
+use crate::settings::Settings;
+use crate::signer::Signer;
+use crate::state::AppState;
+use crate::waiters::Waiters;
+use crate::{service, telemetry};
+
+/// What the first start created; the generated admin key is shown only here.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// Present when the key was generated (not given by `bootstrap_admin_key`).
+    pub admin_key: Option<String>,
+}
+
+/// The demo principals and their fresh keys.
+#[derive(Debug, Clone)]
+pub struct DemoSetup {
+    pub agent_id: String,
+    pub agent_key: String,
+    pub user_id: String,
+    pub reviewer_key: String,
+}
+
+/// A built server, bound to its port, not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    pub state: AppState,
+    pub bootstrap: Option<Bootstrap>,
+    pub demo: Option<DemoSetup>,
+    stop: watch::Sender<bool>,
+}
+
+/// A server serving in the background (tests and embedding).
+pub struct RunningApp {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn build(settings: Settings) -> anyhow::Result<App> {
+    build_with_clock(settings, Arc::new(SystemClock)).await
+}
+
+fn synchronous(value: &str) -> anyhow::Result<Synchronous> {
+    match value {
+        "full" => Ok(Synchronous::Full),
+        "normal" => Ok(Synchronous::Normal),
+        other => anyhow::bail!("database.synchronous must be `full` or `normal`, not {other:?}"),
+    }
+}
+
+fn limits(settings: &Settings) -> anyhow::Result<RequestLimits> {
+    let r = &settings.requests;
+    anyhow::ensure!(
+        0 < r.min_expiry_secs
+            && r.min_expiry_secs <= r.default_expiry_secs
+            && r.default_expiry_secs <= r.max_expiry_secs,
+        "requests: need 0 < min_expiry_secs <= default_expiry_secs <= max_expiry_secs"
+    );
+    anyhow::ensure!(
+        settings.tokens.lifetime_secs > 0,
+        "tokens.lifetime_secs must be positive"
+    );
+    Ok(RequestLimits {
+        default_expiry_secs: r.default_expiry_secs,
+        min_expiry_secs: r.min_expiry_secs,
+        max_expiry_secs: r.max_expiry_secs,
+        max_context_bytes: r.max_context_bytes,
+        ..RequestLimits::default()
+    })
+}
+
+/// Opens the store, applying pending migrations, and closes it.
+pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let mut options = SqliteOptions::new(settings.db_path());
+    options.synchronous = synchronous(&settings.database.synchronous)?;
+    Store::open(options)?;
+    Ok(())
+}
+
+/// Builds the server with a given clock (tests drive time with a `ManualClock`).
+pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+    telemetry::install_metrics();
+    let limits = limits(&settings)?;
+    let mut options = SqliteOptions::new(settings.db_path());
+    options.synchronous = synchronous(&settings.database.synchronous)?;
+    options.readers = settings.database.readers;
+    let store = tokio::task::spawn_blocking(move || Store::open(options))
+        .await
+        .context("opening the store")??;
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let issuer = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+    let bootstrap = bootstrap(&store, &settings, clock.as_ref()).await?;
+    let signer = Signer::load_or_create(&store, &settings.tokens.algorithm, clock.as_ref()).await?;
+    let (stop, stopping) = watch::channel(false);
+    let state = AppState {
+        store,
+        clock,
+        signer: Arc::new(signer),
+        waiters: Arc::new(Waiters::default()),
+        settings: Arc::new(settings),
+        limits: Arc::new(limits),
+        issuer: issuer.into(),
+        stopping,
+    };
+    let demo = if state.settings.demo {
+        Some(demo(&state).await?)
+    } else {
+        None
+    };
+    let router = router(state.clone());
+    Ok(App {
+        listener,
+        router,
+        state,
+        bootstrap,
+        demo,
+        stop,
+    })
+}
+
+/// On the first start: the `default` tenant and its admin key.
+async fn bootstrap(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> anyhow::Result<Option<Bootstrap>> {
+    if store.has_tenants().await? {
+        return Ok(None);
+    }
+    let now = clock.now();
+    let tenant = directory::new_tenant(admin::ROOT_TENANT, Some("Default"), now)?;
+    let mut key = directory::mint_key(
+        &tenant.id,
+        KeyRole::Admin,
+        None,
+        None,
+        Some("bootstrap admin key".into()),
+        now,
+    )?;
+    let generated = match &settings.bootstrap_admin_key {
+        Some(given) => {
+            directory::operator_key(given)?;
+            key = MintedKey {
+                record: directory::ApiKey {
+                    key_hash: secret::hash_secret(given),
+                    prefix: secret::display_prefix(given),
+                    ..key.record
+                },
+                secret: given.clone(),
+            };
+            false
+        }
+        None => true,
+    };
+    match store
+        .create_tenant(tenant, key.clone(), Actor::system("bootstrap"))
+        .await
+    {
+        Ok(()) => Ok(Some(Bootstrap {
+            admin_key: generated.then_some(key.secret),
+        })),
+        // Another replica bootstrapped first.
+        Err(Error::AlreadyExists(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+const DEMO_AGENT: &str = "demo-agent";
+const DEMO_REVIEWER: &str = "reviewer@example.com";
+
+/// Demo principals in `default` (created once) with fresh keys on every start.
+async fn demo(state: &AppState) -> anyhow::Result<DemoSetup> {
+    let tenant = admin::ROOT_TENANT;
+    let now = state.clock.now();
+    let actor = Actor::system("demo");
+    let store = &state.store;
+    let agent = match store
+        .list_agents(tenant)
+        .await?
+        .into_iter()
+        .find(|a| a.name == DEMO_AGENT)
+    {
+        Some(a) => a,
+        None => {
+            store
+                .create_agent(
+                    directory::new_agent(tenant, DEMO_AGENT, TrustLevel::Standard, now)?,
+                    actor.clone(),
+                )
+                .await?
+        }
+    };
+    let user = match store
+        .list_users(tenant)
+        .await?
+        .into_iter()
+        .find(|u| u.email == DEMO_REVIEWER)
+    {
+        Some(u) => u,
+        None => {
+            store
+                .create_user(
+                    directory::new_user(tenant, DEMO_REVIEWER, "Demo Reviewer", now)?,
+                    actor.clone(),
+                )
+                .await?
+        }
+    };
+    let agent_key = directory::mint_key(
+        tenant,
+        KeyRole::Agent,
+        None,
+        Some(agent.id.clone()),
+        Some("demo".into()),
+        now,
+    )?;
+    store
+        .create_api_key(agent_key.record.clone(), actor.clone())
+        .await?;
+    let reviewer_key = directory::mint_key(
+        tenant,
+        KeyRole::Reviewer,
+        Some(user.id.clone()),
+        None,
+        Some("demo".into()),
+        now,
+    )?;
+    store
+        .create_api_key(reviewer_key.record.clone(), actor)
+        .await?;
+    Ok(DemoSetup {
+        agent_id: agent.id,
+        agent_key: agent_key.secret,
+        user_id: user.id,
+        reviewer_key: reviewer_key.secret,
+    })
+}
+
+fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let api = Router::new()
+        .route("/ciba/authorize", post(ciba::authorize))
+        .route("/ciba/token", get(ciba::token))
+        .route("/ciba/approve", post(ciba::approve))
+        .route("/ciba/deny", post(ciba::deny))
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/{id}", get(approvals::get))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route("/v1/approvals/{id}/reject", post(approvals::deny))
+        .route(
+            "/v1/admin/users",
+            post(admin::create_user).get(admin::list_users),
+        )
+        .route("/v1/admin/users/{id}", get(admin::get_user))
+        .route("/v1/admin/users/{id}/disable", post(admin::disable_user))
+        .route(
+            "/v1/admin/agents",
+            post(admin::create_agent).get(admin::list_agents),
+        )
+        .route("/v1/admin/agents/{id}", get(admin::get_agent))
+        .route("/v1/admin/agents/{id}/disable", post(admin::disable_agent))
+        .route(
+            "/v1/admin/api-keys",
+            post(admin::create_api_key).get(admin::list_api_keys),
+        )
+        .route(
+            "/v1/admin/api-keys/{id}/revoke",
+            post(admin::revoke_api_key),
+        )
+        .route("/v1/admin/tenants", post(admin::create_tenant))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .route("/metrics", get(meta::metrics))
+        .route("/.well-known/jwks.json", get(meta::jwks))
+        .route("/openapi.json", get(meta::openapi))
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
+        .layer(middleware::from_fn(telemetry::track))
+        .layer(DefaultBodyLimit::max(settings.http.max_body_bytes))
+        .with_state(state);
+    api.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                // The path only: query strings can carry secrets (authReqId).
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
+            }))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(CatchPanicLayer::custom(|_| {
+                error_response(ErrorCode::Internal, "internal error".into(), None)
+            }))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_secs(settings.http.request_timeout_secs),
+            )),
+    )
+}
+
+/// Marks overdue requests expired in the background, so waiters and lists see it.
+async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(state.settings.requests.sweep_interval_ms.max(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = service::sweep_expired(&state).await {
+            tracing::warn!(error = %e, "expiry sweep failed; will retry");
+        }
+    }
+}
+
+impl App {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            listener,
+            router,
+            state,
+            stop,
+            ..
+        } = self;
+        let sweeper = tokio::spawn(run_sweeper(state.clone(), stop.subscribe()));
+        let grace = Duration::from_secs(state.settings.http.shutdown_grace_secs);
+        let (drained_tx, drained_rx) = oneshot::channel::<()>();
+        let stop_for_signal = stop.clone();
+        let server =
+            axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                let _ = stop_for_signal.send(true);
+                let _ = drained_tx.send(());
+            });
+        let served = async {
+            server.await?;
+            Ok::<(), anyhow::Error>(())
+        };
+        tokio::pin!(served);
+        tokio::select! {
+            r = &mut served => r?,
+            _ = async {
+                let _ = drained_rx.await;
+                tokio::time::sleep(grace).await;
+            } => tracing::warn!("in-flight requests did not finish within the grace period"),
+        }
+        let _ = stop.send(true);
+        let _ = sweeper.await;
+        Ok(())
+    }
+
+    /// Serves in the background; stop it with [`RunningApp::stop`].
+    pub fn spawn(self) -> RunningApp {
+        let addr = self.local_addr();
+        let state = self.state.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(self.run(async move {
+            let _ = rx.await;
+        }));
+        RunningApp {
+            addr,
+            base_url: format!("http://{addr}"),
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+}
+
+impl RunningApp {
+    /// Stops serving and waits until the server has finished.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Bearer API keys.
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use countersign_core::{Error, Principal, secret};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The authenticated caller.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            Error::Unauthorized("missing `Authorization: Bearer <api key>`".into())
+        })?;
+        let value = header
+            .to_str()
+            .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
+        let key = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Error::Unauthorized("the Authorization header must be `Bearer <api key>`".into())
+            })?;
+        let principal = state
+            .store
+            .authenticate(&secret::hash_secret(key))
+            .await?
+            .ok_or_else(|| Error::Unauthorized("unknown, revoked or disabled API key".into()))?;
+        Ok(Auth(principal))
+    }
+}

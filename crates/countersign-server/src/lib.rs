@@ -1,0 +1,18 @@
+//! Countersign's HTTP server as a library: [`build`] makes an [`App`] that `main` and the
+//! tests run the same way.
+
+mod app;
+mod auth;
+mod error;
+mod openapi;
+mod routes;
+pub mod service;
+pub mod settings;
+mod signer;
+pub mod state;
+pub mod telemetry;
+mod views;
+mod waiters;
+
+pub use app::{App, Bootstrap, DemoSetup, RunningApp, build, build_with_clock, migrate};
+pub use settings::Settings;

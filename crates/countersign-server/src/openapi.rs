@@ -1,0 +1,38 @@
+//! The OpenAPI description of every endpoint, served at `/openapi.json`.
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{admin, approvals, audit, ciba, meta};
+
+struct ApiKeyAuth;
+
+impl Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Countersign", description = "Human-in-the-loop authorization for AI agents"),
+    modifiers(&ApiKeyAuth),
+    paths(
+        ciba::authorize, ciba::token, ciba::approve, ciba::deny,
+        approvals::list, approvals::get, approvals::approve, approvals::deny,
+        admin::create_user, admin::list_users, admin::get_user, admin::disable_user,
+        admin::create_agent, admin::list_agents, admin::get_agent, admin::disable_agent,
+        admin::create_api_key, admin::list_api_keys, admin::revoke_api_key, admin::create_tenant,
+        audit::list, audit::verify,
+        meta::healthz, meta::readyz, meta::metrics, meta::jwks,
+    ),
+    components(schemas(countersign_proto::ErrorBody, countersign_proto::ErrorCode))
+)]
+struct ApiDoc;
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,251 @@
+//! The admin API: users, agents, API keys and tenants, all confined to the key's tenant.
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use countersign_core::directory::{self, MintedKey};
+use countersign_core::{Error, Principal};
+use countersign_proto::admin::{
+    AgentList, AgentView, ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAgent, CreateApiKey,
+    CreateTenant, CreateUser, KeyRole, TenantCreated, UserList, UserView,
+};
+
+use crate::auth::Auth;
+use crate::error::{ApiJson, ApiResult};
+use crate::state::AppState;
+use crate::views;
+
+/// The tenant whose admins may create other tenants.
+pub const ROOT_TENANT: &str = "default";
+
+fn admin(caller: &Principal) -> Result<(), Error> {
+    caller.require_admin()
+}
+
+fn created(key: MintedKey) -> ApiKeyCreated {
+    ApiKeyCreated {
+        key: key.secret,
+        view: views::api_key(key.record),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/admin/users", tag = "admin", request_body = CreateUser,
+    responses((status = 201, body = UserView), (status = "4XX", body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(input): ApiJson<CreateUser>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    admin(&caller)?;
+    let user = directory::new_user(
+        &caller.tenant_id,
+        &input.email,
+        &input.name,
+        state.clock.now(),
+    )?;
+    let user = state.store.create_user(user, caller.actor()).await?;
+    Ok((StatusCode::CREATED, Json(views::user(user))))
+}
+
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin",
+    responses((status = 200, body = UserList)), security(("api_key" = [])))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<UserList>> {
+    admin(&caller)?;
+    let users = state.store.list_users(&caller.tenant_id).await?;
+    Ok(Json(UserList {
+        users: users.into_iter().map(views::user).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = UserView), (status = 404, body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    admin(&caller)?;
+    let user = state
+        .store
+        .get_user(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such user".into()))?;
+    Ok(Json(views::user(user)))
+}
+
+#[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = UserView), (status = 404, body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn disable_user(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UserView>> {
+    admin(&caller)?;
+    let user = state
+        .store
+        .disable_user(&caller.tenant_id, &id, caller.actor(), state.clock.now())
+        .await?;
+    Ok(Json(views::user(user)))
+}
+
+#[utoipa::path(post, path = "/v1/admin/agents", tag = "admin", request_body = CreateAgent,
+    responses((status = 201, body = AgentView), (status = "4XX", body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_agent(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(input): ApiJson<CreateAgent>,
+) -> ApiResult<(StatusCode, Json<AgentView>)> {
+    admin(&caller)?;
+    let agent = directory::new_agent(
+        &caller.tenant_id,
+        &input.name,
+        input.trust_level,
+        state.clock.now(),
+    )?;
+    let agent = state.store.create_agent(agent, caller.actor()).await?;
+    Ok((StatusCode::CREATED, Json(views::agent(agent))))
+}
+
+#[utoipa::path(get, path = "/v1/admin/agents", tag = "admin",
+    responses((status = 200, body = AgentList)), security(("api_key" = [])))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<AgentList>> {
+    admin(&caller)?;
+    let agents = state.store.list_agents(&caller.tenant_id).await?;
+    Ok(Json(AgentList {
+        agents: agents.into_iter().map(views::agent).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/admin/agents/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = AgentView), (status = 404, body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_agent(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    admin(&caller)?;
+    let agent = state
+        .store
+        .get_agent(&caller.tenant_id, &id)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such agent".into()))?;
+    Ok(Json(views::agent(agent)))
+}
+
+#[utoipa::path(post, path = "/v1/admin/agents/{id}/disable", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = AgentView), (status = 404, body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn disable_agent(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentView>> {
+    admin(&caller)?;
+    let agent = state
+        .store
+        .disable_agent(&caller.tenant_id, &id, caller.actor(), state.clock.now())
+        .await?;
+    Ok(Json(views::agent(agent)))
+}
+
+#[utoipa::path(post, path = "/v1/admin/api-keys", tag = "admin", request_body = CreateApiKey,
+    responses((status = 201, body = ApiKeyCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(input): ApiJson<CreateApiKey>,
+) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
+    admin(&caller)?;
+    let minted = directory::mint_key(
+        &caller.tenant_id,
+        input.role,
+        input.user_id,
+        input.agent_id,
+        input.name,
+        state.clock.now(),
+    )?;
+    state
+        .store
+        .create_api_key(minted.record.clone(), caller.actor())
+        .await?;
+    Ok((StatusCode::CREATED, Json(created(minted))))
+}
+
+#[utoipa::path(get, path = "/v1/admin/api-keys", tag = "admin",
+    responses((status = 200, body = ApiKeyList)), security(("api_key" = [])))]
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<ApiKeyList>> {
+    admin(&caller)?;
+    let keys = state.store.list_api_keys(&caller.tenant_id).await?;
+    Ok(Json(ApiKeyList {
+        api_keys: keys.into_iter().map(views::api_key).collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/admin/api-keys/{id}/revoke", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = ApiKeyView), (status = 404, body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ApiKeyView>> {
+    admin(&caller)?;
+    let key = state
+        .store
+        .revoke_api_key(&caller.tenant_id, &id, caller.actor(), state.clock.now())
+        .await?;
+    Ok(Json(views::api_key(key)))
+}
+
+/// Creates another tenant with its own admin key; only admins of `default` may.
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", request_body = CreateTenant,
+    responses((status = 201, body = TenantCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(input): ApiJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
+    admin(&caller)?;
+    if caller.tenant_id != ROOT_TENANT {
+        return Err(Error::Forbidden(format!(
+            "only admins of the `{ROOT_TENANT}` tenant create tenants"
+        ))
+        .into());
+    }
+    let now = state.clock.now();
+    let tenant = directory::new_tenant(&input.id, input.name.as_deref(), now)?;
+    let key = directory::mint_key(
+        &tenant.id,
+        KeyRole::Admin,
+        None,
+        None,
+        Some("initial admin key".into()),
+        now,
+    )?;
+    state
+        .store
+        .create_tenant(tenant.clone(), key.clone(), caller.actor())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TenantCreated {
+            tenant: views::tenant(tenant),
+            admin_key: created(key),
+        }),
+    ))
+}

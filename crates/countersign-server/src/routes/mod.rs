@@ -1,0 +1,5 @@
+pub mod admin;
+pub mod approvals;
+pub mod audit;
+pub mod ciba;
+pub mod meta;

@@ -1,0 +1,231 @@
+//! The approval flows as the API faces use them: authenticate-free, HTTP-free orchestration of
+//! the domain and the store. Handlers extract and map; this decides.
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use countersign_core::approval::{self, ApprovalRequest, Decision, RequestRef, Verdict};
+use countersign_core::grant::GrantClaims;
+use countersign_core::{Error, Principal, Result};
+use countersign_proto::ciba::{AuthorizeRequest, AuthorizeResponse, TokenResponse};
+use countersign_proto::{ApprovalStatus, ErrorCode};
+
+use crate::state::AppState;
+
+/// `POST /ciba/authorize`: an agent asks a reviewer.
+pub async fn authorize(
+    state: &AppState,
+    caller: &Principal,
+    input: AuthorizeRequest,
+) -> Result<AuthorizeResponse> {
+    let agent_id = caller.require_agent()?;
+    let now = state.clock.now();
+    let new = approval::new_ciba_request(&caller.tenant_id, agent_id, &input, &state.limits, now)?;
+    match state
+        .store
+        .get_user(&caller.tenant_id, &input.user_id)
+        .await?
+    {
+        Some(user) if !user.disabled => {}
+        _ => {
+            return Err(Error::invalid_with(
+                ErrorCode::UnknownUserId,
+                format!(
+                    "`userId` {:?} is not an active reviewer of this tenant",
+                    input.user_id
+                ),
+            ));
+        }
+    }
+    let auth_req_id = new.auth_req_id.clone();
+    let request = state.store.create_request(new, caller.actor()).await?;
+    metrics::counter!("countersign_approval_requests_created_total", "kind" => "ciba").increment(1);
+    Ok(AuthorizeResponse {
+        auth_req_id,
+        expires_in: request.expires_in(now),
+        interval: state.settings.requests.poll_interval_secs,
+    })
+}
+
+/// `GET /ciba/token`: the asking agent learns the outcome, waiting up to `wait` for it.
+pub async fn poll(
+    state: &AppState,
+    caller: &Principal,
+    auth_req_id: &str,
+    wait: StdDuration,
+) -> Result<TokenResponse> {
+    let agent_id = caller.require_agent()?;
+    let by = match RequestRef::parse(auth_req_id)? {
+        r @ RequestRef::AuthReqHash(_) => r,
+        RequestRef::PublicId(_) => return Err(Error::NotFound("no such approval request".into())),
+    };
+    let mut request = find(state, &caller.tenant_id, &by).await?;
+    if request.agent_id != agent_id {
+        return Err(Error::Forbidden(
+            "only the agent that asked can poll this request".into(),
+        ));
+    }
+    if !wait.is_zero() && request.status_at(state.clock.now()) == ApprovalStatus::Pending {
+        request = wait_for_decision(state, &caller.tenant_id, request, wait).await?;
+    }
+    answer_poll(state, caller, request).await
+}
+
+/// Holds until the request leaves `pending`, it expires, or `wait` passes.
+pub async fn wait_for_decision(
+    state: &AppState,
+    tenant_id: &str,
+    mut request: ApprovalRequest,
+    wait: StdDuration,
+) -> Result<ApprovalRequest> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let by = RequestRef::PublicId(request.id.clone());
+    let mut stopping = state.stopping.clone();
+    loop {
+        if *stopping.borrow() {
+            return Ok(request);
+        }
+        let subscription = state.waiters.subscribe(&request.id);
+        let notified = subscription.notify.notified();
+        tokio::pin!(notified);
+        // Register before re-reading, so a decision between the read and the wait still wakes us.
+        notified.as_mut().enable();
+        request = find(state, tenant_id, &by).await?;
+        let now = state.clock.now();
+        if request.status_at(now) != ApprovalStatus::Pending {
+            return Ok(request);
+        }
+        let until_expiry = (request.expires_at - now).to_std().unwrap_or_default();
+        let wake_at = deadline.min(tokio::time::Instant::now() + until_expiry);
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = stopping.changed() => {}
+            _ = tokio::time::sleep_until(wake_at) => {
+                if wake_at >= deadline {
+                    return find(state, tenant_id, &by).await;
+                }
+            }
+        }
+    }
+}
+
+async fn answer_poll(
+    state: &AppState,
+    caller: &Principal,
+    request: ApprovalRequest,
+) -> Result<TokenResponse> {
+    let now = state.clock.now();
+    Ok(match request.status_at(now) {
+        ApprovalStatus::Pending => TokenResponse::Pending,
+        ApprovalStatus::Expired => TokenResponse::Expired,
+        ApprovalStatus::Rejected => TokenResponse::Denied {
+            reason: request.comment,
+        },
+        ApprovalStatus::Cancelled => TokenResponse::Denied {
+            reason: Some("the request was cancelled".into()),
+        },
+        ApprovalStatus::Approved => match issue_grant(state, caller, &request).await? {
+            Some((token, expires_in)) => TokenResponse::Approved {
+                access_token: Some(token),
+                token_type: Some("Bearer".into()),
+                expires_in: Some(expires_in),
+                token_already_issued: false,
+            },
+            None => TokenResponse::Approved {
+                access_token: None,
+                token_type: None,
+                expires_in: None,
+                token_already_issued: true,
+            },
+        },
+    })
+}
+
+/// Signs the one access token of an approval; `None` if it was already issued.
+pub async fn issue_grant(
+    state: &AppState,
+    caller: &Principal,
+    request: &ApprovalRequest,
+) -> Result<Option<(String, i64)>> {
+    if request.token_issued_at.is_some() {
+        return Ok(None);
+    }
+    let now = state.clock.now();
+    let lifetime = Duration::seconds(state.settings.tokens.lifetime_secs);
+    let claims = GrantClaims::for_approval(&state.issuer, request, now, lifetime);
+    let token = state.signer.sign(&claims)?;
+    // The compare-and-set makes the token single-issue even under concurrent polls.
+    if state
+        .store
+        .mark_token_issued(
+            &request.tenant_id,
+            &request.id,
+            &claims.jti,
+            caller.actor(),
+            now,
+        )
+        .await?
+    {
+        metrics::counter!("countersign_tokens_issued_total").increment(1);
+        Ok(Some((token, lifetime.num_seconds())))
+    } else {
+        Ok(None)
+    }
+}
+
+/// A reviewer's (or admin's) approve or deny, through any face.
+pub async fn decide(
+    state: &AppState,
+    caller: &Principal,
+    by: &RequestRef,
+    verdict: Verdict,
+    comment: Option<String>,
+) -> Result<ApprovalRequest> {
+    caller.require_reviewer_or_admin()?;
+    let request = find(state, &caller.tenant_id, by).await?;
+    caller.may_decide(&request)?;
+    let decision = Decision::new(
+        verdict,
+        caller.actor(),
+        comment,
+        state.clock.now(),
+        &state.limits,
+    )?;
+    let decided = state
+        .store
+        .decide(&caller.tenant_id, &request.id, decision)
+        .await?;
+    state.waiters.wake(&decided.id);
+    let label = match verdict {
+        Verdict::Approve => "approved",
+        Verdict::Reject => "rejected",
+    };
+    metrics::counter!("countersign_decisions_total", "verdict" => label).increment(1);
+    Ok(decided)
+}
+
+pub async fn find(state: &AppState, tenant_id: &str, by: &RequestRef) -> Result<ApprovalRequest> {
+    state
+        .store
+        .find_request(tenant_id, by)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such approval request".into()))
+}
+
+/// Marks overdue requests expired and wakes their waiters; returns how many expired.
+pub async fn sweep_expired(state: &AppState) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let expired = state.store.expire_due(state.clock.now(), 500).await?;
+        for e in &expired {
+            state.waiters.wake(&e.request.id);
+        }
+        total += expired.len();
+        if expired.len() < 500 {
+            break;
+        }
+    }
+    if total > 0 {
+        metrics::counter!("countersign_approval_requests_expired_total").increment(total as u64);
+    }
+    Ok(total)
+}

@@ -1,0 +1,199 @@
+//! Configuration: defaults, then a TOML file, then `COUNTERSIGN_*` environment variables
+//! (`__` separates nesting: `COUNTERSIGN_TOKENS__LIFETIME_SECS`). Any `COUNTERSIGN_X_FILE`
+//! variable sets `x` from the content of the file it names, for secrets.
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Where the SQLite database lives.
+    pub data_dir: PathBuf,
+    /// The public base URL; it is the token issuer. Defaults to `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// The first admin key of the `default` tenant, used on the first start only.
+    pub bootstrap_admin_key: Option<String>,
+    /// Create a demo agent and reviewer with keys on start, and print a curl walk-through.
+    pub demo: bool,
+    pub database: DatabaseSettings,
+    pub tokens: TokenSettings,
+    pub requests: RequestSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `full` (fsync per group commit; survives power loss) or `normal` (survives crashes).
+    pub synchronous: String,
+    /// Read connections.
+    pub readers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Lifetime of access tokens, in seconds.
+    pub lifetime_secs: i64,
+    /// `ES256` or `EdDSA`, for the key created on first start.
+    pub algorithm: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestSettings {
+    pub default_expiry_secs: i64,
+    pub min_expiry_secs: i64,
+    pub max_expiry_secs: i64,
+    /// Largest `context`, in bytes of canonical JSON.
+    pub max_context_bytes: usize,
+    /// The `interval` agents are told to poll at.
+    pub poll_interval_secs: i64,
+    /// Longest `waitSeconds` a poll may hold.
+    pub max_wait_secs: u64,
+    /// How often expired requests are swept, in milliseconds.
+    pub sweep_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a request may take (long-polls included), in seconds.
+    pub request_timeout_secs: u64,
+    /// Longest a graceful shutdown waits for in-flight requests, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `countersign_server=debug,info`.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./countersign-data"),
+            public_url: None,
+            bootstrap_admin_key: None,
+            demo: false,
+            database: DatabaseSettings::default(),
+            tokens: TokenSettings::default(),
+            requests: RequestSettings::default(),
+            http: HttpSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            synchronous: "full".into(),
+            readers: 4,
+        }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            lifetime_secs: 300,
+            algorithm: "ES256".into(),
+        }
+    }
+}
+
+impl Default for RequestSettings {
+    fn default() -> Self {
+        RequestSettings {
+            default_expiry_secs: 300,
+            min_expiry_secs: 10,
+            max_expiry_secs: 86_400,
+            max_context_bytes: 16 * 1024,
+            poll_interval_secs: 5,
+            max_wait_secs: 30,
+            sweep_interval_ms: 1_000,
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 60,
+            shutdown_grace_secs: 35,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the TOML file (if given), then the environment.
+    pub fn figment(config_file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config_file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("COUNTERSIGN_")
+                .split("__")
+                .filter(|k| !k.as_str().ends_with("_file") && !is_client_variable(k.as_str())),
+        );
+        for (name, value) in std::env::vars() {
+            if let Some(key) = name
+                .strip_prefix("COUNTERSIGN_")
+                .and_then(|k| k.strip_suffix("_FILE"))
+            {
+                let key = key.to_lowercase().replace("__", ".");
+                match std::fs::read_to_string(&value) {
+                    Ok(secret) => {
+                        figment =
+                            figment.merge(Serialized::global(&key, secret.trim_end().to_string()));
+                    }
+                    Err(e) => {
+                        figment = figment.merge(Serialized::global(
+                            "__file_error",
+                            format!("cannot read {name}={value}: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        figment
+    }
+
+    pub fn load(config_file: Option<&Path>) -> Result<Settings, figment::Error> {
+        Settings::figment(config_file).extract()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("countersign.db")
+    }
+}
+
+/// Variables the command-line client reads; they are not server settings.
+fn is_client_variable(key: &str) -> bool {
+    matches!(key, "url" | "key" | "config")
+}

@@ -1,0 +1,153 @@
+//! Access-token signing. Keys live in the store, so tokens stay verifiable across restarts;
+//! their public halves are published as a JWKS with RFC 7638 thumbprints as `kid`.
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use countersign_core::{Clock, Error, Result};
+use countersign_store::{SigningKeyRecord, Store};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+struct ActiveKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+}
+
+/// Signs tokens with the active key and publishes every key's public half.
+pub struct Signer {
+    active: ActiveKey,
+    jwks: Value,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("kid", &self.active.kid)
+            .finish()
+    }
+}
+
+fn public_jwk(alg: &str, der: &[u8]) -> Result<Value> {
+    match alg {
+        "ES256" => {
+            let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .map_err(|e| Error::Internal(format!("bad ES256 key: {e}")))?;
+            // Uncompressed point: 0x04 || x || y.
+            let point = pair.public_key().as_ref();
+            if point.len() != 65 {
+                return Err(Error::Internal("unexpected P-256 public key length".into()));
+            }
+            Ok(json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+            }))
+        }
+        "EdDSA" => {
+            let pair = Ed25519KeyPair::from_pkcs8(der)
+                .map_err(|e| Error::Internal(format!("bad EdDSA key: {e}")))?;
+            Ok(json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            }))
+        }
+        other => Err(Error::Internal(format!(
+            "unsupported signing algorithm {other}"
+        ))),
+    }
+}
+
+/// RFC 7638: SHA-256 over the required members in lexicographic order, base64url.
+fn thumbprint(jwk: &Value) -> Result<String> {
+    let canonical = countersign_core::canonical::canonical_json(jwk)?;
+    Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
+}
+
+fn generate(alg: &str) -> Result<Vec<u8>> {
+    let rng = SystemRandom::new();
+    match alg {
+        "ES256" => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|e| Error::Internal(format!("key generation failed: {e}"))),
+        // jsonwebtoken needs a PKCS#8 v1 Ed25519 key.
+        "EdDSA" => Ed25519KeyPair::generate_pkcs8v1(&rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|e| Error::Internal(format!("key generation failed: {e}"))),
+        other => Err(Error::invalid(format!(
+            "tokens.algorithm must be ES256 or EdDSA, not {other:?}"
+        ))),
+    }
+}
+
+impl Signer {
+    /// Loads the store's keys, creating one with `algorithm` when there is none.
+    pub async fn load_or_create(
+        store: &Store,
+        algorithm: &str,
+        clock: &dyn Clock,
+    ) -> Result<Signer> {
+        let mut keys = store.signing_keys().await?;
+        if !keys.iter().any(|k| k.active) {
+            let der = generate(algorithm)?;
+            let kid = thumbprint(&public_jwk(algorithm, &der)?)?;
+            let record = SigningKeyRecord {
+                kid,
+                alg: algorithm.to_string(),
+                private_der: der,
+                created_at: clock.now(),
+                active: true,
+            };
+            store.insert_signing_key(record.clone()).await?;
+            keys.push(record);
+        }
+        let mut published = Vec::new();
+        let mut active = None;
+        for key in &keys {
+            let mut jwk = public_jwk(&key.alg, &key.private_der)?;
+            let kid = thumbprint(&jwk)?;
+            if let Value::Object(map) = &mut jwk {
+                map.insert("kid".into(), json!(kid));
+                map.insert("use".into(), json!("sig"));
+                map.insert("alg".into(), json!(key.alg));
+            }
+            published.push(jwk);
+            if key.active {
+                let (alg, encoding) = match key.alg.as_str() {
+                    "ES256" => (Algorithm::ES256, EncodingKey::from_ec_der(&key.private_der)),
+                    _ => (Algorithm::EdDSA, EncodingKey::from_ed_der(&key.private_der)),
+                };
+                active = Some(ActiveKey { kid, alg, encoding });
+            }
+        }
+        let active = active.ok_or_else(|| Error::Internal("no active signing key".into()))?;
+        Ok(Signer {
+            active,
+            jwks: json!({ "keys": published }),
+        })
+    }
+
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
+        let mut header = Header::new(self.active.alg);
+        header.kid = Some(self.active.kid.clone());
+        header.typ = Some("at+jwt".into());
+        jsonwebtoken::encode(&header, claims, &self.active.encoding)
+            .map_err(|e| Error::Internal(format!("signing failed: {e}")))
+    }
+
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
+    }
+
+    pub fn algorithm(&self) -> &'static str {
+        match self.active.alg {
+            Algorithm::ES256 => "ES256",
+            _ => "EdDSA",
+        }
+    }
+}

@@ -1,0 +1,24 @@
+use std::sync::Arc;
+
+use countersign_core::Clock;
+use countersign_core::approval::RequestLimits;
+use countersign_store::Store;
+
+use crate::settings::Settings;
+use crate::signer::Signer;
+use crate::waiters::Waiters;
+
+/// What every handler and worker shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub signer: Arc<Signer>,
+    pub waiters: Arc<Waiters>,
+    pub settings: Arc<Settings>,
+    pub limits: Arc<RequestLimits>,
+    /// The token issuer: the public base URL.
+    pub issuer: Arc<str>,
+    /// Turns true when the server begins shutting down; long-polls then answer at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}

@@ -1,0 +1,89 @@
+//! Domain records as wire types.
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use countersign_core::approval::ApprovalRequest;
+use countersign_core::audit::ChainedEvent;
+use countersign_core::directory::{Agent, ApiKey, Tenant, User};
+use countersign_proto::admin::{AgentView, ApiKeyView, TenantView, UserView};
+use countersign_proto::approvals::ApprovalView;
+use countersign_proto::audit::AuditEventView;
+
+pub fn user(u: User) -> UserView {
+    UserView {
+        id: u.id,
+        email: u.email,
+        name: u.name,
+        disabled: u.disabled,
+        created_at: u.created_at,
+    }
+}
+
+pub fn agent(a: Agent) -> AgentView {
+    AgentView {
+        id: a.id,
+        name: a.name,
+        trust_level: a.trust_level,
+        disabled: a.disabled,
+        created_at: a.created_at,
+    }
+}
+
+pub fn api_key(k: ApiKey) -> ApiKeyView {
+    ApiKeyView {
+        id: k.id,
+        role: k.role,
+        agent_id: k.agent_id,
+        user_id: k.user_id,
+        name: k.name,
+        prefix: k.prefix,
+        created_at: k.created_at,
+        revoked_at: k.revoked_at,
+    }
+}
+
+pub fn tenant(t: Tenant) -> TenantView {
+    TenantView {
+        id: t.id,
+        name: t.name,
+        created_at: t.created_at,
+    }
+}
+
+pub fn approval(
+    r: ApprovalRequest,
+    agent_names: &HashMap<String, String>,
+    now: DateTime<Utc>,
+) -> ApprovalView {
+    ApprovalView {
+        status: r.status_at(now),
+        kind: r.kind.as_str().to_string(),
+        agent_name: agent_names.get(&r.agent_id).cloned().unwrap_or_default(),
+        id: r.id,
+        scope: r.scope,
+        binding_message: r.binding_message,
+        context: r.context,
+        context_sha256: r.context_sha256,
+        agent_id: r.agent_id,
+        user_id: r.user_id,
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        decided_at: r.decided_at,
+        decided_by: r.decided_by,
+        comment: r.comment,
+    }
+}
+
+pub fn audit_event(e: ChainedEvent) -> AuditEventView {
+    AuditEventView {
+        seq: e.seq,
+        at: e.record.at,
+        actor_type: e.record.actor_type,
+        actor_id: e.record.actor_id,
+        action: e.record.action,
+        subject: e.record.subject,
+        details: e.record.details,
+        prev_hash: e.prev_hash,
+        hash: e.hash,
+    }
+}

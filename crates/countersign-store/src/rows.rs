@@ -1,0 +1,178 @@
+//! Row mapping between SQL and domain records.
+use chrono::{DateTime, Utc};
+use countersign_core::approval::{ApprovalRequest, RequestKind};
+use countersign_core::audit::{AuditRecord, ChainedEvent};
+use countersign_core::clock::from_millis;
+use countersign_core::directory::{Agent, ApiKey, Tenant, User};
+use countersign_core::{Error, Principal, Role};
+use countersign_proto::admin::KeyRole;
+use countersign_proto::{ApprovalStatus, TrustLevel};
+use rusqlite::Row;
+
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(row: &Row, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+    Ok(from_millis(row.get(idx)?))
+}
+
+fn opt_time(row: &Row, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    Ok(row.get::<_, Option<i64>>(idx)?.map(from_millis))
+}
+
+fn bad(idx: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        idx,
+        rusqlite::types::Type::Text,
+        format!("unexpected {what}").into(),
+    )
+}
+
+fn json(row: &Row, idx: usize) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+pub const TENANT_COLUMNS: &str = "id, name, created_at";
+
+pub fn tenant(row: &Row) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        created_at: time(row, 2)?,
+    })
+}
+
+pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at";
+
+pub fn user(row: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        email: row.get(2)?,
+        name: row.get(3)?,
+        disabled: row.get(4)?,
+        created_at: time(row, 5)?,
+    })
+}
+
+pub const AGENT_COLUMNS: &str = "id, tenant_id, name, trust_level, disabled, created_at";
+
+pub fn agent(row: &Row) -> rusqlite::Result<Agent> {
+    let trust: String = row.get(3)?;
+    Ok(Agent {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        name: row.get(2)?,
+        trust_level: TrustLevel::parse(&trust).ok_or_else(|| bad(3, "trust level"))?,
+        disabled: row.get(4)?,
+        created_at: time(row, 5)?,
+    })
+}
+
+pub const API_KEY_COLUMNS: &str =
+    "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at";
+
+pub fn api_key(row: &Row) -> rusqlite::Result<ApiKey> {
+    let role: String = row.get(4)?;
+    Ok(ApiKey {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        key_hash: row.get(2)?,
+        prefix: row.get(3)?,
+        role: KeyRole::parse(&role).ok_or_else(|| bad(4, "role"))?,
+        user_id: row.get(5)?,
+        agent_id: row.get(6)?,
+        name: row.get(7)?,
+        created_at: time(row, 8)?,
+        revoked_at: opt_time(row, 9)?,
+    })
+}
+
+/// Columns: id, tenant_id, role, user_id, agent_id.
+pub fn principal(row: &Row) -> rusqlite::Result<Principal> {
+    let role: String = row.get(2)?;
+    let role = match KeyRole::parse(&role) {
+        Some(KeyRole::Admin) => Role::Admin,
+        Some(KeyRole::Reviewer) => Role::Reviewer {
+            user_id: row
+                .get::<_, Option<String>>(3)?
+                .ok_or_else(|| bad(3, "null"))?,
+        },
+        Some(KeyRole::Agent) => Role::Agent {
+            agent_id: row
+                .get::<_, Option<String>>(4)?
+                .ok_or_else(|| bad(4, "null"))?,
+        },
+        None => return Err(bad(2, "role")),
+    };
+    Ok(Principal {
+        key_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        role,
+    })
+}
+
+pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope, binding_message, \
+     context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
+     token_issued_at";
+
+pub fn request(row: &Row) -> rusqlite::Result<ApprovalRequest> {
+    let kind: String = row.get(2)?;
+    let status: String = row.get(9)?;
+    Ok(ApprovalRequest {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        kind: RequestKind::parse(&kind).ok_or_else(|| bad(2, "kind"))?,
+        agent_id: row.get(3)?,
+        user_id: row.get(4)?,
+        scope: row.get(5)?,
+        binding_message: row.get(6)?,
+        context: json(row, 7)?,
+        context_sha256: row.get(8)?,
+        status: ApprovalStatus::parse(&status).ok_or_else(|| bad(9, "status"))?,
+        created_at: time(row, 10)?,
+        expires_at: time(row, 11)?,
+        decided_at: opt_time(row, 12)?,
+        decided_by: row.get(13)?,
+        comment: row.get(14)?,
+        token_issued_at: opt_time(row, 15)?,
+    })
+}
+
+pub const AUDIT_COLUMNS: &str =
+    "tenant_id, seq, at, actor_type, actor_id, action, subject, details, prev_hash, hash";
+
+pub fn audit_event(row: &Row) -> rusqlite::Result<ChainedEvent> {
+    Ok(ChainedEvent {
+        seq: row.get(1)?,
+        record: AuditRecord {
+            tenant_id: row.get(0)?,
+            at: time(row, 2)?,
+            actor_type: row.get(3)?,
+            actor_id: row.get(4)?,
+            action: row.get(5)?,
+            subject: row.get(6)?,
+            details: json(row, 7)?,
+        },
+        prev_hash: row.get(8)?,
+        hash: row.get(9)?,
+    })
+}
+
+/// Maps a database error into the one taxonomy: unique violations are conflicts, the rest is
+/// internal.
+pub fn db_error(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Error::AlreadyExists("something with the same unique name already exists".into())
+        }
+        _ => Error::Internal(format!("database: {e}")),
+    }
+}

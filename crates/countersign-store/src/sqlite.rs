@@ -1,0 +1,896 @@
+//! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use chrono::{DateTime, Utc};
+use countersign_core::approval::{ApprovalRequest, Decision, NewRequest, RequestRef};
+use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent};
+use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::{Error, Principal, Result};
+use countersign_proto::ApprovalStatus;
+use countersign_proto::admin::KeyRole;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::rows::{self, db_error, ms};
+use crate::{Expired, Page, RequestFilter, SigningKeyRecord};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// How hard SQLite works to make a commit survive a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync on every commit (group commit makes this cheap): survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a process crash, may lose the last commits on power
+    /// loss.
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    pub readers: usize,
+    /// Most changes committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> SqliteOptions {
+        SqliteOptions {
+            path: path.into(),
+            synchronous: Synchronous::Full,
+            readers: 4,
+            max_batch: 512,
+        }
+    }
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+/// A unit of work run by the writer thread inside the shared transaction.
+trait WriteJob: Send {
+    fn run(&mut self, conn: &Connection);
+    fn finish(self: Box<Self>, commit: Result<()>);
+}
+
+struct TypedJob<T, F> {
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: Option<oneshot::Sender<Result<T>>>,
+}
+
+impl<T, F> WriteJob for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) {
+        let Some(work) = self.work.take() else { return };
+        // Each job gets its own savepoint, so one failing change does not undo its neighbours.
+        let result = match conn.execute_batch("SAVEPOINT job") {
+            Ok(()) => {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+                    .unwrap_or_else(|_| Err(Error::Internal("a store operation panicked".into())));
+                let end = if outcome.is_ok() {
+                    conn.execute_batch("RELEASE job")
+                } else {
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                };
+                match end {
+                    Ok(()) => outcome,
+                    Err(e) => Err(db_error(e)),
+                }
+            }
+            Err(e) => Err(db_error(e)),
+        };
+        self.result = Some(result);
+    }
+
+    fn finish(mut self: Box<Self>, commit: Result<()>) {
+        let outcome = match (self.result.take(), commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(e)) => Err(e),
+            (None, Ok(())) => Err(Error::Internal("store operation was not run".into())),
+        };
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(db_error)?;
+    for (version, sql) in MIGRATIONS {
+        let applied: Option<i64> = conn
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_error)?;
+        if applied.is_some() {
+            continue;
+        }
+        let tx = format!(
+            "BEGIN IMMEDIATE; {sql}; INSERT INTO schema_migrations (version, applied_at) VALUES ({version}, {}); COMMIT;",
+            Utc::now().timestamp_millis()
+        );
+        if let Err(e) = conn.execute_batch(&tx) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(Error::Internal(format!("migration {version} failed: {e}")));
+        }
+        tracing::info!(version, "applied migration");
+    }
+    Ok(())
+}
+
+/// The versions of the embedded migrations, for checking dialects agree.
+pub fn sqlite_migration_versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|(v, _)| *v).collect()
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, max_batch: usize) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = db_error(e);
+            for job in batch {
+                job.finish(Err(err.clone()));
+            }
+            continue;
+        }
+        for job in batch.iter_mut() {
+            job.run(&conn);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(db_error);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for job in batch {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+/// Appends an audit event at the end of its tenant's chain, inside the caller's transaction.
+fn append_audit(conn: &Connection, record: AuditRecord) -> Result<ChainedEvent> {
+    let previous: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT seq, hash FROM audit_events WHERE tenant_id = ?1 ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&record.tenant_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(db_error)?;
+    let event = audit::chain(record, previous)?;
+    let details = serde_json::to_string(&event.record.details).map_err(Error::internal)?;
+    conn.prepare_cached(
+        "INSERT INTO audit_events (tenant_id, seq, at, actor_type, actor_id, action, subject, \
+         details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            event.record.tenant_id,
+            event.seq,
+            ms(event.record.at),
+            event.record.actor_type,
+            event.record.actor_id,
+            event.record.action,
+            event.record.subject,
+            details,
+            event.prev_hash,
+            event.hash,
+        ])
+    })
+    .map_err(db_error)?;
+    Ok(event)
+}
+
+fn insert_api_key(conn: &Connection, key: &ApiKey) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, \
+         created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key.id,
+            key.tenant_id,
+            key.key_hash,
+            key.prefix,
+            key.role.as_str(),
+            key.user_id,
+            key.agent_id,
+            key.name,
+            ms(key.created_at),
+        ])
+    })
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn key_created_audit(key: &ApiKey, actor: &Actor) -> AuditRecord {
+    AuditRecord::new(
+        &key.tenant_id,
+        key.created_at,
+        actor,
+        "api_key.created",
+        &key.id,
+        json!({"role": key.role.as_str(), "user_id": key.user_id, "agent_id": key.agent_id, "prefix": key.prefix}),
+    )
+}
+
+fn request_in_tx(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<ApprovalRequest>> {
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM approval_requests WHERE tenant_id = ?1 AND id = ?2",
+        rows::REQUEST_COLUMNS
+    ))
+    .and_then(|mut s| s.query_row([tenant_id, id], rows::request).optional())
+    .map_err(db_error)
+}
+
+fn not_found(what: &str) -> Error {
+    Error::NotFound(format!("no such {what}"))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub fn open(options: SqliteOptions) -> Result<Store> {
+        if let Some(dir) = options.path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let writer = open_connection(&options.path, false).map_err(|e| {
+            Error::Unavailable(format!("cannot open {}: {e}", options.path.display()))
+        })?;
+        let sync = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        writer
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+            ))
+            .map_err(db_error)?;
+        migrate(&writer)?;
+        let readers = (0..options.readers.max(1))
+            .map(|_| open_connection(&options.path, true).map(Mutex::new))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_error)?;
+        let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let max_batch = options.max_batch.max(1);
+        std::thread::Builder::new()
+            .name("countersign-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx, max_batch))
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: options.path,
+                writer: tx,
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs a change inside the writer's next group commit and waits until it is durable.
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = TypedJob {
+            work: Some(work),
+            result: None,
+            reply: Some(reply),
+        };
+        self.inner
+            .writer
+            .send(Box::new(job))
+            .map_err(|_| Error::Unavailable("the store is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the store is closed".into()))?
+    }
+
+    /// Runs a query on a free read connection. Queries are short and indexed, so they run in
+    /// place rather than hopping to another thread.
+    fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let readers = &self.inner.readers;
+        let start = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..readers.len() {
+            if let Some(conn) = readers[(start + i) % readers.len()].try_lock() {
+                return query(&conn).map_err(db_error);
+            }
+        }
+        let conn = readers[start % readers.len()].lock();
+        query(&conn).map_err(db_error)
+    }
+
+    // ----- tenants -----
+
+    pub async fn has_tenants(&self) -> Result<bool> {
+        self.read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |r| r.get(0)))
+    }
+
+    /// Creates a tenant together with its first admin key.
+    pub async fn create_tenant(
+        &self,
+        tenant: Tenant,
+        admin_key: MintedKey,
+        actor: Actor,
+    ) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![tenant.id, tenant.name, ms(tenant.created_at)]))
+                .map_err(|e| match db_error(e) {
+                    Error::AlreadyExists(_) => {
+                        Error::AlreadyExists(format!("tenant {:?} already exists", tenant.id))
+                    }
+                    other => other,
+                })?;
+            append_audit(
+                c,
+                AuditRecord::new(
+                    &tenant.id,
+                    tenant.created_at,
+                    &actor,
+                    "tenant.created",
+                    &tenant.id,
+                    json!({"name": tenant.name}),
+                ),
+            )?;
+            insert_api_key(c, &admin_key.record)?;
+            append_audit(c, key_created_audit(&admin_key.record, &actor))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM tenants WHERE id = ?1",
+                rows::TENANT_COLUMNS
+            ))?
+            .query_row([id], rows::tenant)
+            .optional()
+        })
+    }
+
+    // ----- users -----
+
+    pub async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO users (id, tenant_id, email, name, disabled, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![user.id, user.tenant_id, user.email, user.name, ms(user.created_at)]))
+            .map_err(|e| match db_error(e) {
+                Error::AlreadyExists(_) => Error::AlreadyExists(format!("a user with email {:?} already exists", user.email)),
+                other => other,
+            })?;
+            append_audit(
+                c,
+                AuditRecord::new(&user.tenant_id, user.created_at, &actor, "user.created", &user.id, json!({"email": user.email, "name": user.name})),
+            )?;
+            Ok(user)
+        })
+        .await
+    }
+
+    pub async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM users WHERE tenant_id = ?1 ORDER BY id",
+                rows::USER_COLUMNS
+            ))?
+            .query_map([tenant_id], rows::user)?
+            .collect()
+        })
+    }
+
+    pub async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM users WHERE tenant_id = ?1 AND id = ?2",
+                rows::USER_COLUMNS
+            ))?
+            .query_row([tenant_id, id], rows::user)
+            .optional()
+        })
+    }
+
+    /// Disables a user; their keys stop working at once and they can no longer be asked.
+    pub async fn disable_user(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<User> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached("UPDATE users SET disabled = 1 WHERE tenant_id = ?1 AND id = ?2 AND disabled = 0")
+                .and_then(|mut s| s.execute([&tenant_id, &id]))
+                .map_err(db_error)?;
+            if changed == 1 {
+                append_audit(c, AuditRecord::new(&tenant_id, at, &actor, "user.disabled", &id, json!({})))?;
+            }
+            c.prepare_cached(&format!("SELECT {} FROM users WHERE tenant_id = ?1 AND id = ?2", rows::USER_COLUMNS))
+                .and_then(|mut s| s.query_row([&tenant_id, &id], rows::user).optional())
+                .map_err(db_error)?
+                .ok_or_else(|| not_found("user"))
+        })
+        .await
+    }
+
+    // ----- agents -----
+
+    pub async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO agents (id, tenant_id, name, trust_level, disabled, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![agent.id, agent.tenant_id, agent.name, agent.trust_level.as_str(), ms(agent.created_at)])
+            })
+            .map_err(|e| match db_error(e) {
+                Error::AlreadyExists(_) => Error::AlreadyExists(format!("an agent named {:?} already exists", agent.name)),
+                other => other,
+            })?;
+            append_audit(
+                c,
+                AuditRecord::new(&agent.tenant_id, agent.created_at, &actor, "agent.created", &agent.id,
+                    json!({"name": agent.name, "trust_level": agent.trust_level.as_str()})),
+            )?;
+            Ok(agent)
+        })
+        .await
+    }
+
+    pub async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM agents WHERE tenant_id = ?1 ORDER BY id",
+                rows::AGENT_COLUMNS
+            ))?
+            .query_map([tenant_id], rows::agent)?
+            .collect()
+        })
+    }
+
+    pub async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM agents WHERE tenant_id = ?1 AND id = ?2",
+                rows::AGENT_COLUMNS
+            ))?
+            .query_row([tenant_id, id], rows::agent)
+            .optional()
+        })
+    }
+
+    pub async fn disable_agent(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Agent> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached("UPDATE agents SET disabled = 1 WHERE tenant_id = ?1 AND id = ?2 AND disabled = 0")
+                .and_then(|mut s| s.execute([&tenant_id, &id]))
+                .map_err(db_error)?;
+            if changed == 1 {
+                append_audit(c, AuditRecord::new(&tenant_id, at, &actor, "agent.disabled", &id, json!({})))?;
+            }
+            c.prepare_cached(&format!("SELECT {} FROM agents WHERE tenant_id = ?1 AND id = ?2", rows::AGENT_COLUMNS))
+                .and_then(|mut s| s.query_row([&tenant_id, &id], rows::agent).optional())
+                .map_err(db_error)?
+                .ok_or_else(|| not_found("agent"))
+        })
+        .await
+    }
+
+    // ----- API keys -----
+
+    /// Stores a minted key after checking that its owner exists in the tenant and is active.
+    pub async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey> {
+        self.write(move |c| {
+            let owner_ok = |table: &str, id: &str| -> Result<bool> {
+                c.prepare_cached(&format!(
+                    "SELECT disabled FROM {table} WHERE tenant_id = ?1 AND id = ?2"
+                ))
+                .and_then(|mut s| {
+                    s.query_row([&key.tenant_id, id], |r| r.get::<_, bool>(0))
+                        .optional()
+                })
+                .map_err(db_error)
+                .map(|d| d == Some(false))
+            };
+            match key.role {
+                KeyRole::Reviewer => {
+                    let user = key.user_id.as_deref().unwrap_or_default();
+                    if !owner_ok("users", user)? {
+                        return Err(Error::NotFound(format!(
+                            "no active user {user:?} in this tenant"
+                        )));
+                    }
+                }
+                KeyRole::Agent => {
+                    let agent = key.agent_id.as_deref().unwrap_or_default();
+                    if !owner_ok("agents", agent)? {
+                        return Err(Error::NotFound(format!(
+                            "no active agent {agent:?} in this tenant"
+                        )));
+                    }
+                }
+                KeyRole::Admin => {}
+            }
+            insert_api_key(c, &key)?;
+            append_audit(c, key_created_audit(&key, &actor))?;
+            Ok(key)
+        })
+        .await
+    }
+
+    pub async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM api_keys WHERE tenant_id = ?1 ORDER BY id",
+                rows::API_KEY_COLUMNS
+            ))?
+            .query_map([tenant_id], rows::api_key)?
+            .collect()
+        })
+    }
+
+    pub async fn revoke_api_key(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKey> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached("UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL")
+                .and_then(|mut s| s.execute(params![tenant_id, id, ms(at)]))
+                .map_err(db_error)?;
+            if changed == 1 {
+                append_audit(c, AuditRecord::new(&tenant_id, at, &actor, "api_key.revoked", &id, json!({})))?;
+            }
+            c.prepare_cached(&format!("SELECT {} FROM api_keys WHERE tenant_id = ?1 AND id = ?2", rows::API_KEY_COLUMNS))
+                .and_then(|mut s| s.query_row([&tenant_id, &id], rows::api_key).optional())
+                .map_err(db_error)?
+                .ok_or_else(|| not_found("API key"))
+        })
+        .await
+    }
+
+    /// The principal of an active key whose owner is active, by the key's hash.
+    pub async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT k.id, k.tenant_id, k.role, k.user_id, k.agent_id FROM api_keys k \
+                 LEFT JOIN users u ON u.id = k.user_id LEFT JOIN agents a ON a.id = k.agent_id \
+                 WHERE k.key_hash = ?1 AND k.revoked_at IS NULL \
+                 AND COALESCE(u.disabled, 0) = 0 AND COALESCE(a.disabled, 0) = 0",
+            )?
+            .query_row([key_hash], rows::principal)
+            .optional()
+        })
+    }
+
+    // ----- approval requests -----
+
+    pub async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest> {
+        self.write(move |c| {
+            let r = &new.request;
+            let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
+            c.prepare_cached(
+                "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
+                 binding_message, context, context_sha256, status, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.id, r.tenant_id, r.kind.as_str(), new.auth_req_hash, r.agent_id, r.user_id, r.scope,
+                    r.binding_message, context, r.context_sha256, r.status.as_str(), ms(r.created_at), ms(r.expires_at),
+                ])
+            })
+            .map_err(db_error)?;
+            append_audit(
+                c,
+                AuditRecord::new(&r.tenant_id, r.created_at, &actor, "approval.created", &r.id, json!({
+                    "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
+                    "binding_message": r.binding_message, "context_sha256": r.context_sha256,
+                    "expires_at_ms": ms(r.expires_at),
+                })),
+            )?;
+            Ok(new.request)
+        })
+        .await
+    }
+
+    pub async fn find_request(
+        &self,
+        tenant_id: &str,
+        by: &RequestRef,
+    ) -> Result<Option<ApprovalRequest>> {
+        let (column, value) = match by {
+            RequestRef::AuthReqHash(h) => ("auth_req_hash", h),
+            RequestRef::PublicId(id) => ("id", id),
+        };
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM approval_requests WHERE {column} = ?1 AND tenant_id = ?2",
+                rows::REQUEST_COLUMNS
+            ))?
+            .query_row([value.as_str(), tenant_id], rows::request)
+            .optional()
+        })
+    }
+
+    pub async fn list_requests(
+        &self,
+        tenant_id: &str,
+        filter: &RequestFilter,
+    ) -> Result<Page<ApprovalRequest>> {
+        let now = ms(filter.now);
+        let mut sql = format!(
+            "SELECT {} FROM approval_requests WHERE tenant_id = ?1",
+            rows::REQUEST_COLUMNS
+        );
+        // Pending past expiry counts as expired even before the sweeper records it.
+        match filter.status {
+            Some(ApprovalStatus::Pending) => {
+                sql.push_str(" AND status = 'pending' AND expires_at > ?2")
+            }
+            Some(ApprovalStatus::Expired) => sql
+                .push_str(" AND (status = 'expired' OR (status = 'pending' AND expires_at <= ?2))"),
+            Some(s) => sql.push_str(&format!(
+                " AND status = '{}' AND ?2 IS NOT NULL",
+                s.as_str()
+            )),
+            None => sql.push_str(" AND ?2 IS NOT NULL"),
+        }
+        sql.push_str(" AND (?3 IS NULL OR user_id = ?3) AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5");
+        let limit = filter.limit.clamp(1, 500);
+        let mut items = self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_map(
+                    params![tenant_id, now, filter.user_id, filter.before_id, limit + 1],
+                    rows::request,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let has_more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Ok(Page { items, has_more })
+    }
+
+    /// The compare-and-set at the heart of every decision: only a pending, unexpired request
+    /// changes, so of many concurrent decisions exactly one wins. The loser learns the
+    /// current status.
+    pub async fn decide(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        decision: Decision,
+    ) -> Result<ApprovalRequest> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let status = decision.verdict.status();
+            let changed = c
+                .prepare_cached(
+                    "UPDATE approval_requests SET status = ?3, decided_at = ?4, decided_by = ?5, comment = ?6 \
+                     WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending' AND expires_at > ?4",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![tenant_id, id, status.as_str(), ms(decision.at), decision.actor.id, decision.comment])
+                })
+                .map_err(db_error)?;
+            let request = request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))?;
+            if changed == 0 {
+                return Err(Error::AlreadyDecided { status: request.status_at(decision.at) });
+            }
+            let action = match status {
+                ApprovalStatus::Approved => "approval.approved",
+                _ => "approval.rejected",
+            };
+            append_audit(
+                c,
+                AuditRecord::new(&tenant_id, decision.at, &decision.actor, action, &id, json!({"comment": decision.comment})),
+            )?;
+            Ok(request)
+        })
+        .await
+    }
+
+    /// Records that the one access token of an approval was issued; false if it already was.
+    pub async fn mark_token_issued(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        jti: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (tenant_id, id, jti) = (tenant_id.to_string(), id.to_string(), jti.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE approval_requests SET token_issued_at = ?3, token_jti = ?4 \
+                     WHERE tenant_id = ?1 AND id = ?2 AND status = 'approved' AND token_issued_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![tenant_id, id, ms(at), jti]))
+                .map_err(db_error)?;
+            if changed == 1 {
+                append_audit(c, AuditRecord::new(&tenant_id, at, &actor, "token.issued", &id, json!({"jti": jti})))?;
+            }
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Marks up to `limit` pending requests past their expiry as expired, each with its audit
+    /// event.
+    pub async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
+        self.write(move |c| {
+            let due = c
+                .prepare_cached(&format!(
+                    "SELECT {} FROM approval_requests WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+                    rows::REQUEST_COLUMNS
+                ))
+                .and_then(|mut s| s.query_map(params![ms(now), limit], rows::request)?.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(db_error)?;
+            let mut expired = Vec::with_capacity(due.len());
+            for mut request in due {
+                let changed = c
+                    .prepare_cached("UPDATE approval_requests SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'")
+                    .and_then(|mut s| s.execute(params![request.id, ms(request.expires_at)]))
+                    .map_err(db_error)?;
+                if changed == 1 {
+                    request.status = ApprovalStatus::Expired;
+                    request.decided_at = Some(request.expires_at);
+                    append_audit(
+                        c,
+                        AuditRecord::new(&request.tenant_id, now, &Actor::system("expiry"), "approval.expired", &request.id,
+                            json!({"expires_at_ms": ms(request.expires_at)})),
+                    )?;
+                    expired.push(Expired { tenant_id: request.tenant_id.clone(), request });
+                }
+            }
+            Ok(expired)
+        })
+        .await
+    }
+
+    pub async fn pending_count(&self) -> Result<i64> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    // ----- audit -----
+
+    /// Events of a tenant in chain order, after `after_seq`.
+    pub async fn list_audit(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<ChainedEvent>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM audit_events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                rows::AUDIT_COLUMNS
+            ))?
+            .query_map(params![tenant_id, after_seq, limit], rows::audit_event)?
+            .collect()
+        })
+    }
+
+    // ----- signing keys -----
+
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT kid, alg, private_der, created_at, active FROM signing_keys ORDER BY created_at")?
+                .query_map([], |r| {
+                    Ok(SigningKeyRecord {
+                        kid: r.get(0)?,
+                        alg: r.get(1)?,
+                        private_der: r.get(2)?,
+                        created_at: countersign_core::clock::from_millis(r.get(3)?),
+                        active: r.get(4)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    pub async fn insert_signing_key(&self, key: SigningKeyRecord) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .and_then(|mut s| s.execute(params![key.kid, key.alg, key.private_der, ms(key.created_at), key.active]))
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records an audit event that is not part of another change.
+    pub async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent> {
+        self.write(move |c| append_audit(c, record)).await
+    }
+}
