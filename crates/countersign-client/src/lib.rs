@@ -97,6 +97,11 @@ impl Client {
         }
     }
 
+    /// The key this client acts with.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     pub fn base_url(&self) -> &Url {
         &self.base
     }

@@ -1,0 +1,69 @@
+//! Health, readiness, metrics, OpenAPI and request ids.
+use crate::support::*;
+
+#[tokio::test]
+async fn health_readiness_and_request_ids() {
+    let app = spawn_app().await;
+    assert_eq!(app.anonymous().health().await.unwrap().status, "ok");
+    assert_eq!(app.anonymous().ready().await.unwrap().status, "ready");
+    let res = app.http().get(app.url("/healthz")).send().await.unwrap();
+    assert!(res.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_pending_and_decisions() {
+    let app = spawn_app().await;
+    let (user, reviewer) = app.reviewer("alice@example.com").await;
+    let (_, agent) = app.agent("bot").await;
+    agent.ciba_authorize(&payment(&user)).await.unwrap();
+    let asked = agent.ciba_authorize(&payment(&user)).await.unwrap();
+    reviewer
+        .ciba_approve(&countersign_proto::ciba::ApproveRequest {
+            auth_req_id: Some(asked.auth_req_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let text = app.http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("countersign_http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/ciba/authorize\""));
+    assert!(text.contains("countersign_http_request_duration_seconds"));
+    assert!(text.contains("countersign_decisions_total"));
+    // Metrics are process-wide and tests share the process; this server has one pending.
+    assert!(text.contains("countersign_approval_requests_pending"));
+}
+
+#[tokio::test]
+async fn openapi_describes_every_endpoint() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.http().get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/ciba/authorize",
+        "/ciba/token",
+        "/ciba/approve",
+        "/ciba/deny",
+        "/v1/approvals",
+        "/v1/approvals/{id}",
+        "/v1/approvals/{id}/approve",
+        "/v1/approvals/{id}/deny",
+        "/v1/admin/users",
+        "/v1/admin/users/{id}",
+        "/v1/admin/users/{id}/disable",
+        "/v1/admin/agents",
+        "/v1/admin/agents/{id}",
+        "/v1/admin/agents/{id}/disable",
+        "/v1/admin/api-keys",
+        "/v1/admin/api-keys/{id}/revoke",
+        "/v1/admin/tenants",
+        "/v1/audit",
+        "/v1/audit/verify",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/.well-known/jwks.json",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not described");
+    }
+    assert!(doc["components"]["schemas"]["AuthorizeRequest"].is_object());
+}
