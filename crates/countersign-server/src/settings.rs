@@ -184,8 +184,8 @@ impl Settings {
         figment
     }
 
-    pub fn load(config_file: Option<&Path>) -> Result<Settings, figment::Error> {
-        Settings::figment(config_file).extract()
+    pub fn load(config_file: Option<&Path>) -> Result<Settings, Box<figment::Error>> {
+        Settings::figment(config_file).extract().map_err(Box::new)
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -288,12 +288,9 @@ fn not_found(what: &str) -> Error {
 impl Store {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub fn open(options: SqliteOptions) -> Result<Store> {
-        if let Some(dir) = options.path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let writer = open_connection(&options.path, false).map_err(|e| {
             Error::Unavailable(format!("cannot open {}: {e}", options.path.display()))

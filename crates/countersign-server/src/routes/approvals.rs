@@ -56,10 +56,12 @@ pub async fn list(
     if !(1..=200).contains(&limit) {
         return Err(Error::invalid("`limit` must be between 1 and 200").into());
     }
-    if let Some(c) = &query.cursor {
-        if !ids::is_id(c, ids::APPROVAL) {
-            return Err(Error::invalid("`cursor` is not a cursor this server gave out").into());
-        }
+    if query
+        .cursor
+        .as_deref()
+        .is_some_and(|c| !ids::is_id(c, ids::APPROVAL))
+    {
+        return Err(Error::invalid("`cursor` is not a cursor this server gave out").into());
     }
     let now = state.clock.now();
     let page = state

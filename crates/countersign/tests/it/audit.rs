@@ -33,9 +33,15 @@ async fn every_state_change_is_audited_in_a_verifiable_chain() {
         "token.issued",
         "api_key.revoked",
     ] {
-        assert!(actions.contains(&expected), "missing {expected} in {actions:?}");
+        assert!(
+            actions.contains(&expected),
+            "missing {expected} in {actions:?}"
+        );
     }
-    let approved = events.iter().find(|e| e.action == "approval.approved").unwrap();
+    let approved = events
+        .iter()
+        .find(|e| e.action == "approval.approved")
+        .unwrap();
     assert_eq!(approved.actor_type, "reviewer");
     assert_eq!(approved.actor_id, user);
     assert_eq!(approved.details["comment"], "fine");
@@ -58,12 +64,19 @@ async fn every_state_change_is_audited_in_a_verifiable_chain() {
 async fn audit_pages_with_a_cursor() {
     let app = spawn_app().await;
     for i in 0..7 {
-        app.admin.create_user(&format!("u{i}@example.com"), "U").await.unwrap();
+        app.admin
+            .create_user(&format!("u{i}@example.com"), "U")
+            .await
+            .unwrap();
     }
     let mut seqs = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = app.admin.audit_page(cursor.as_deref(), Some(3)).await.unwrap();
+        let page = app
+            .admin
+            .audit_page(cursor.as_deref(), Some(3))
+            .await
+            .unwrap();
         seqs.extend(page.events.iter().map(|e| e.seq));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -72,15 +85,24 @@ async fn audit_pages_with_a_cursor() {
     }
     let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
     assert_eq!(seqs, expected);
-    assert_eq!(code(app.admin.audit_page(Some("abc"), None).await), "invalid_request");
-    assert_eq!(code(app.admin.audit_page(None, Some(0)).await), "invalid_request");
+    assert_eq!(
+        code(app.admin.audit_page(Some("abc"), None).await),
+        "invalid_request"
+    );
+    assert_eq!(
+        code(app.admin.audit_page(None, Some(0)).await),
+        "invalid_request"
+    );
 }
 
 #[tokio::test]
 async fn verify_names_the_first_edited_event() {
     let app = spawn_app().await;
     for i in 0..4 {
-        app.admin.create_user(&format!("u{i}@example.com"), "U").await.unwrap();
+        app.admin
+            .create_user(&format!("u{i}@example.com"), "U")
+            .await
+            .unwrap();
     }
     assert!(app.admin.audit_verify().await.unwrap().ok);
     let conn = rusqlite::Connection::open(app.db_path()).unwrap();
@@ -101,11 +123,17 @@ async fn verify_names_the_first_edited_event() {
 async fn verify_detects_a_removed_event() {
     let app = spawn_app().await;
     for i in 0..4 {
-        app.admin.create_user(&format!("u{i}@example.com"), "U").await.unwrap();
+        app.admin
+            .create_user(&format!("u{i}@example.com"), "U")
+            .await
+            .unwrap();
     }
     let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.execute("DELETE FROM audit_events WHERE tenant_id = 'default' AND seq = 3", [])
-        .unwrap();
+    conn.execute(
+        "DELETE FROM audit_events WHERE tenant_id = 'default' AND seq = 3",
+        [],
+    )
+    .unwrap();
     let report = app.admin.audit_verify().await.unwrap();
     assert!(!report.ok);
     let broken = report.first_broken.unwrap();

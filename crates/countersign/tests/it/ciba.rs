@@ -22,11 +22,20 @@ async fn seed_flow_approve_yields_one_token() {
     let asked = agent.ciba_authorize(&payment(&user)).await.unwrap();
     assert_eq!(asked.expires_in, 300);
     assert_eq!(asked.interval, 5);
-    assert!(asked.auth_req_id.len() >= 22, "at least 128 bits of randomness");
+    assert!(
+        asked.auth_req_id.len() >= 22,
+        "at least 128 bits of randomness"
+    );
 
-    assert_eq!(agent.ciba_token(&asked.auth_req_id, None).await.unwrap(), TokenResponse::Pending);
+    assert_eq!(
+        agent.ciba_token(&asked.auth_req_id, None).await.unwrap(),
+        TokenResponse::Pending
+    );
 
-    let decided = reviewer.ciba_approve(&approve_by(&asked.auth_req_id)).await.unwrap();
+    let decided = reviewer
+        .ciba_approve(&approve_by(&asked.auth_req_id))
+        .await
+        .unwrap();
     assert_eq!(decided.status, "approved");
     assert!(decided.approval_id.starts_with("apr_"));
 
@@ -77,7 +86,10 @@ async fn seed_flow_deny_with_reason() {
         }
     );
     // A second decision gets 409 with the current status.
-    let err = reviewer.ciba_approve(&approve_by(&asked.auth_req_id)).await.unwrap_err();
+    let err = reviewer
+        .ciba_approve(&approve_by(&asked.auth_req_id))
+        .await
+        .unwrap_err();
     match err {
         countersign_client::ClientError::Api {
             status,
@@ -109,11 +121,18 @@ async fn reviewers_find_pending_requests_by_public_id_and_decide_with_it() {
         })
         .await
         .unwrap();
-    assert_eq!(mine.approvals.len(), 1, "a reviewer sees only requests addressed to them");
+    assert_eq!(
+        mine.approvals.len(),
+        1,
+        "a reviewer sees only requests addressed to them"
+    );
     let view = &mine.approvals[0];
     assert_eq!(view.status, ApprovalStatus::Pending);
     assert_eq!(view.scope, "approve:payment");
-    assert_eq!(view.binding_message, "Approve payment of $500 to Acme Corp?");
+    assert_eq!(
+        view.binding_message,
+        "Approve payment of $500 to Acme Corp?"
+    );
     assert_eq!(view.context["amount"], 500);
     assert_eq!(view.agent_id, agent_id);
     assert_eq!(view.agent_name, "bot");
@@ -123,7 +142,10 @@ async fn reviewers_find_pending_requests_by_public_id_and_decide_with_it() {
     assert!(!raw.contains(&asked.auth_req_id));
 
     // Another reviewer can neither see nor decide it.
-    assert_eq!(code(other_reviewer.get_approval(&view.id).await), "not_found");
+    assert_eq!(
+        code(other_reviewer.get_approval(&view.id).await),
+        "not_found"
+    );
     let err = other_reviewer
         .ciba_approve(&ApproveRequest {
             approval_id: Some(view.id.clone()),
@@ -209,10 +231,22 @@ async fn long_poll_wakes_on_decision() {
         (answer, start.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    reviewer.ciba_approve(&approve_by(&asked.auth_req_id)).await.unwrap();
+    reviewer
+        .ciba_approve(&approve_by(&asked.auth_req_id))
+        .await
+        .unwrap();
     let (answer, waited) = poller.await.unwrap();
-    assert!(matches!(answer, TokenResponse::Approved { access_token: Some(_), .. }));
-    assert!(waited < Duration::from_secs(10), "woke on the decision, not the timeout: {waited:?}");
+    assert!(matches!(
+        answer,
+        TokenResponse::Approved {
+            access_token: Some(_),
+            ..
+        }
+    ));
+    assert!(
+        waited < Duration::from_secs(10),
+        "woke on the decision, not the timeout: {waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -238,8 +272,14 @@ async fn expiry_is_seen_at_read_time_recorded_by_the_sweeper_and_blocks_decision
 
     clock.advance(chrono::Duration::seconds(61));
     // Before any sweep, a poll already reads expired.
-    assert_eq!(agent.ciba_token(&asked.auth_req_id, None).await.unwrap(), TokenResponse::Expired);
-    let err = reviewer.ciba_approve(&approve_by(&asked.auth_req_id)).await.unwrap_err();
+    assert_eq!(
+        agent.ciba_token(&asked.auth_req_id, None).await.unwrap(),
+        TokenResponse::Expired
+    );
+    let err = reviewer
+        .ciba_approve(&approve_by(&asked.auth_req_id))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("already_decided"));
     match err {
         countersign_client::ClientError::Api { current_status, .. } => {
@@ -248,7 +288,9 @@ async fn expiry_is_seen_at_read_time_recorded_by_the_sweeper_and_blocks_decision
         other => panic!("unexpected {other:?}"),
     }
 
-    let expired = countersign_server::service::sweep_expired(&app.server.state).await.unwrap();
+    let expired = countersign_server::service::sweep_expired(&app.server.state)
+        .await
+        .unwrap();
     assert_eq!(expired, 1);
     let listed = app
         .admin
@@ -261,11 +303,20 @@ async fn expiry_is_seen_at_read_time_recorded_by_the_sweeper_and_blocks_decision
     assert_eq!(listed.approvals.len(), 1);
     let audit = app.admin.audit_page(None, Some(500)).await.unwrap();
     assert_eq!(
-        audit.events.iter().filter(|e| e.action == "approval.expired").count(),
+        audit
+            .events
+            .iter()
+            .filter(|e| e.action == "approval.expired")
+            .count(),
         1,
         "expiry is recorded once"
     );
-    assert_eq!(countersign_server::service::sweep_expired(&app.server.state).await.unwrap(), 0);
+    assert_eq!(
+        countersign_server::service::sweep_expired(&app.server.state)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -278,7 +329,10 @@ async fn a_waiting_agent_learns_of_expiry() {
     let asked = agent.ciba_authorize(&input).await.unwrap();
     let start = Instant::now();
     // The long-poll ends at expiry (10 s), before its 30 s wait.
-    let answer = agent.ciba_token(&asked.auth_req_id, Some(30)).await.unwrap();
+    let answer = agent
+        .ciba_token(&asked.auth_req_id, Some(30))
+        .await
+        .unwrap();
     assert_eq!(answer, TokenResponse::Expired);
     assert!(start.elapsed() < Duration::from_secs(20));
 }
@@ -334,9 +388,15 @@ async fn only_the_asking_agent_polls_and_agents_never_decide() {
     let (_, other_agent) = app.agent("other-bot").await;
     let asked = agent.ciba_authorize(&payment(&user)).await.unwrap();
 
-    let err = other_agent.ciba_token(&asked.auth_req_id, None).await.unwrap_err();
+    let err = other_agent
+        .ciba_token(&asked.auth_req_id, None)
+        .await
+        .unwrap_err();
     assert_eq!((err.status(), err.code()), (Some(403), Some("forbidden")));
-    let err = agent.ciba_approve(&approve_by(&asked.auth_req_id)).await.unwrap_err();
+    let err = agent
+        .ciba_approve(&approve_by(&asked.auth_req_id))
+        .await
+        .unwrap_err();
     assert_eq!((err.status(), err.code()), (Some(403), Some("forbidden")));
     let err = agent
         .ciba_deny(&DenyRequest {
@@ -347,12 +407,36 @@ async fn only_the_asking_agent_polls_and_agents_never_decide() {
         .unwrap_err();
     assert_eq!(err.status(), Some(403));
     // Reviewers and admins cannot ask or poll as an agent.
-    assert_eq!(reviewer.ciba_authorize(&payment(&user)).await.unwrap_err().status(), Some(403));
-    assert_eq!(app.admin.ciba_token(&asked.auth_req_id, None).await.unwrap_err().status(), Some(403));
+    assert_eq!(
+        reviewer
+            .ciba_authorize(&payment(&user))
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
+    assert_eq!(
+        app.admin
+            .ciba_token(&asked.auth_req_id, None)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
     // Agents cannot list approvals.
-    assert_eq!(agent.list_approvals(&Default::default()).await.unwrap_err().status(), Some(403));
+    assert_eq!(
+        agent
+            .list_approvals(&Default::default())
+            .await
+            .unwrap_err()
+            .status(),
+        Some(403)
+    );
     // Still pending after all that.
-    assert_eq!(agent.ciba_token(&asked.auth_req_id, None).await.unwrap(), TokenResponse::Pending);
+    assert_eq!(
+        agent.ciba_token(&asked.auth_req_id, None).await.unwrap(),
+        TokenResponse::Pending
+    );
 }
 
 #[tokio::test]
@@ -362,9 +446,15 @@ async fn authorize_validates_its_input() {
     let (_, agent) = app.agent("bot").await;
 
     let mut unknown = payment("usr_01aaaaaaaaaaaaaaaaaaaaaaaa");
-    assert_eq!(code(agent.ciba_authorize(&unknown).await), ErrorCode::UnknownUserId.as_str());
+    assert_eq!(
+        code(agent.ciba_authorize(&unknown).await),
+        ErrorCode::UnknownUserId.as_str()
+    );
     unknown.user_id = "not-an-id".into();
-    assert_eq!(code(agent.ciba_authorize(&unknown).await), "unknown_user_id");
+    assert_eq!(
+        code(agent.ciba_authorize(&unknown).await),
+        "unknown_user_id"
+    );
 
     for expiry in [0, 9, 86_401, -5] {
         let mut input = payment(&user);
@@ -388,16 +478,29 @@ async fn authorize_validates_its_input() {
 
     // A disabled reviewer can no longer be asked.
     app.admin.disable_user(&user).await.unwrap();
-    assert_eq!(code(agent.ciba_authorize(&payment(&user)).await), "unknown_user_id");
+    assert_eq!(
+        code(agent.ciba_authorize(&payment(&user)).await),
+        "unknown_user_id"
+    );
     // Nothing was created by any of the above.
-    assert!(app.admin.list_approvals(&Default::default()).await.unwrap().approvals.is_empty());
+    assert!(
+        app.admin
+            .list_approvals(&Default::default())
+            .await
+            .unwrap()
+            .approvals
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn unknown_auth_req_ids_are_not_found() {
     let app = spawn_app().await;
     let (_, agent) = app.agent("bot").await;
-    assert_eq!(code(agent.ciba_token("does-not-exist", None).await), "not_found");
+    assert_eq!(
+        code(agent.ciba_token("does-not-exist", None).await),
+        "not_found"
+    );
     let made_up = "A".repeat(43);
     assert_eq!(code(agent.ciba_token(&made_up, None).await), "not_found");
 }
@@ -409,20 +512,42 @@ async fn restart_keeps_requests_keys_tokens_and_the_audit_chain() {
     let (_, agent) = app.agent("bot").await;
     let pending = agent.ciba_authorize(&payment(&user)).await.unwrap();
     let decided = agent.ciba_authorize(&payment(&user)).await.unwrap();
-    reviewer.ciba_approve(&approve_by(&decided.auth_req_id)).await.unwrap();
+    reviewer
+        .ciba_approve(&approve_by(&decided.auth_req_id))
+        .await
+        .unwrap();
     let jwks_before = app.admin.jwks().await.unwrap();
-    let events_before = app.admin.audit_page(None, Some(500)).await.unwrap().events.len();
+    let events_before = app
+        .admin
+        .audit_page(None, Some(500))
+        .await
+        .unwrap()
+        .events
+        .len();
 
     let app = app.restart().await;
     let agent = app.client(agent.key().unwrap());
     let reviewer = app.client(reviewer.key().unwrap());
-    assert_eq!(agent.ciba_token(&pending.auth_req_id, None).await.unwrap(), TokenResponse::Pending);
+    assert_eq!(
+        agent.ciba_token(&pending.auth_req_id, None).await.unwrap(),
+        TokenResponse::Pending
+    );
     assert!(matches!(
         agent.ciba_token(&decided.auth_req_id, None).await.unwrap(),
-        TokenResponse::Approved { access_token: Some(_), .. }
+        TokenResponse::Approved {
+            access_token: Some(_),
+            ..
+        }
     ));
-    reviewer.ciba_approve(&approve_by(&pending.auth_req_id)).await.unwrap();
-    assert_eq!(app.admin.jwks().await.unwrap(), jwks_before, "the signing key survives");
+    reviewer
+        .ciba_approve(&approve_by(&pending.auth_req_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.admin.jwks().await.unwrap(),
+        jwks_before,
+        "the signing key survives"
+    );
     let report = app.admin.audit_verify().await.unwrap();
     assert!(report.ok);
     assert!(report.events_checked as usize > events_before);

@@ -24,17 +24,65 @@ fn json(stdout: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_and_reviewer_commands_drive_the_flow() {
     let app = spawn_app().await;
-    let (code, out, err) = countersign(&app, ADMIN_KEY, &["admin", "users", "create", "--email", "carol@example.com", "--name", "Carol"]);
+    let (code, out, err) = countersign(
+        &app,
+        ADMIN_KEY,
+        &[
+            "admin",
+            "users",
+            "create",
+            "--email",
+            "carol@example.com",
+            "--name",
+            "Carol",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let user = json(&out)["id"].as_str().unwrap().to_string();
-    let (code, out, _) = countersign(&app, ADMIN_KEY, &["admin", "agents", "create", "--name", "cli-bot", "--trust-level", "critical"]);
+    let (code, out, _) = countersign(
+        &app,
+        ADMIN_KEY,
+        &[
+            "admin",
+            "agents",
+            "create",
+            "--name",
+            "cli-bot",
+            "--trust-level",
+            "critical",
+        ],
+    );
     assert_eq!(code, 0);
     let agent = json(&out);
     assert_eq!(agent["trust_level"], "critical");
     let agent_id = agent["id"].as_str().unwrap().to_string();
-    let (_, out, _) = countersign(&app, ADMIN_KEY, &["admin", "api-keys", "create", "--role", "agent", "--agent-id", &agent_id]);
+    let (_, out, _) = countersign(
+        &app,
+        ADMIN_KEY,
+        &[
+            "admin",
+            "api-keys",
+            "create",
+            "--role",
+            "agent",
+            "--agent-id",
+            &agent_id,
+        ],
+    );
     let agent_key = json(&out)["key"].as_str().unwrap().to_string();
-    let (_, out, _) = countersign(&app, ADMIN_KEY, &["admin", "api-keys", "create", "--role", "reviewer", "--user-id", &user]);
+    let (_, out, _) = countersign(
+        &app,
+        ADMIN_KEY,
+        &[
+            "admin",
+            "api-keys",
+            "create",
+            "--role",
+            "reviewer",
+            "--user-id",
+            &user,
+        ],
+    );
     let reviewer_key = json(&out)["key"].as_str().unwrap().to_string();
     let (_, out, _) = countersign(&app, ADMIN_KEY, &["admin", "users", "list"]);
     assert_eq!(json(&out)["users"].as_array().unwrap().len(), 1);
@@ -46,7 +94,11 @@ async fn admin_and_reviewer_commands_drive_the_flow() {
     assert_eq!(code, 0);
     let listed = json(&out);
     let id = listed["approvals"][0]["id"].as_str().unwrap().to_string();
-    let (code, out, _) = countersign(&app, &reviewer_key, &["approvals", "approve", &id, "--comment", "from the shell"]);
+    let (code, out, _) = countersign(
+        &app,
+        &reviewer_key,
+        &["approvals", "approve", &id, "--comment", "from the shell"],
+    );
     assert_eq!(code, 0);
     assert_eq!(json(&out)["status"], "approved");
     let (code, _, err) = countersign(&app, &reviewer_key, &["approvals", "deny", &id]);
@@ -54,7 +106,10 @@ async fn admin_and_reviewer_commands_drive_the_flow() {
     assert!(err.contains("already_decided"), "{err}");
     assert!(matches!(
         agent.ciba_token(&asked.auth_req_id, None).await.unwrap(),
-        countersign_proto::ciba::TokenResponse::Approved { access_token: Some(_), .. }
+        countersign_proto::ciba::TokenResponse::Approved {
+            access_token: Some(_),
+            ..
+        }
     ));
 
     // A wrong role is refused with the server's message.
@@ -72,7 +127,11 @@ async fn audit_verify_exits_non_zero_on_an_edited_event() {
     assert_eq!(code, 0);
     assert!(out.contains("intact"));
     let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.execute("UPDATE audit_events SET actor_id = 'someone-else' WHERE seq = 3", []).unwrap();
+    conn.execute(
+        "UPDATE audit_events SET actor_id = 'someone-else' WHERE seq = 3",
+        [],
+    )
+    .unwrap();
     let (code, out, _) = countersign(&app, ADMIN_KEY, &["audit", "verify"]);
     assert_eq!(code, 1);
     assert!(out.contains("BROKEN at event 3"), "{out}");

@@ -1,5 +1,11 @@
 //! One integration-test binary: each test starts the real server on port 0 with its own
 //! temporary SQLite store and drives it over HTTP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::field_reassign_with_default
+)]
 
 mod admin;
 mod audit;

@@ -24,7 +24,15 @@ async fn metrics_count_requests_pending_and_decisions() {
         })
         .await
         .unwrap();
-    let text = app.http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .http()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("countersign_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/ciba/authorize\""));
     assert!(text.contains("countersign_http_request_duration_seconds"));
@@ -36,7 +44,15 @@ async fn metrics_count_requests_pending_and_decisions() {
 #[tokio::test]
 async fn openapi_describes_every_endpoint() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = app.http().get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = app
+        .http()
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let paths = doc["paths"].as_object().unwrap();
     for path in [
         "/ciba/authorize",

@@ -147,11 +147,16 @@ pub fn payment(user_id: &str) -> AuthorizeRequest {
         scope: "approve:payment".into(),
         binding_message: "Approve payment of $500 to Acme Corp?".into(),
         requested_expiry: Some(300),
-        context: Some(serde_json::json!({"amount": 500, "recipient": "Acme Corp", "currency": "USD"})),
+        context: Some(
+            serde_json::json!({"amount": 500, "recipient": "Acme Corp", "currency": "USD"}),
+        ),
     }
 }
 
 /// The error code of a failed call.
 pub fn code<T: std::fmt::Debug>(r: Result<T, countersign_client::ClientError>) -> String {
-    r.expect_err("expected an error").code().unwrap_or("<no code>").to_string()
+    r.expect_err("expected an error")
+        .code()
+        .unwrap_or("<no code>")
+        .to_string()
 }

@@ -35,7 +35,9 @@ async fn verify(app: &TestApp, token: &str) -> serde_json::Value {
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&[app.base.as_str()]);
     validation.validate_aud = false;
-    decode::<serde_json::Value>(token, &key, &validation).unwrap().claims
+    decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap()
+        .claims
 }
 
 #[tokio::test]
@@ -48,17 +50,29 @@ async fn es256_tokens_verify_and_carry_the_approved_action() {
     assert_eq!(claims["client_id"], agent_id.as_str());
     assert_eq!(claims["scope"], "approve:payment");
     assert!(claims["jti"].as_str().unwrap().len() > 20);
-    let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
     assert_eq!(exp - iat, 300);
     assert!(claims["approval_id"].as_str().unwrap().starts_with("apr_"));
     let detail = &claims["authorization_details"][0];
     assert_eq!(detail["type"], "countersign_approval");
     assert_eq!(detail["scope"], "approve:payment");
-    assert_eq!(detail["binding_message"], "Approve payment of $500 to Acme Corp?");
+    assert_eq!(
+        detail["binding_message"],
+        "Approve payment of $500 to Acme Corp?"
+    );
     let context = serde_json::json!({"amount": 500, "recipient": "Acme Corp", "currency": "USD"});
     assert_eq!(detail["context"], context);
-    assert_eq!(detail["context_sha256"], canonical_sha256(&context).unwrap().as_str());
-    assert_eq!(decode_header(&token).unwrap().alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(
+        detail["context_sha256"],
+        canonical_sha256(&context).unwrap().as_str()
+    );
+    assert_eq!(
+        decode_header(&token).unwrap().alg,
+        jsonwebtoken::Algorithm::ES256
+    );
 }
 
 #[tokio::test]
@@ -69,9 +83,15 @@ async fn eddsa_tokens_verify_and_lifetime_is_configurable() {
     })
     .await;
     let (token, _, _) = approved_token(&app).await;
-    assert_eq!(decode_header(&token).unwrap().alg, jsonwebtoken::Algorithm::EdDSA);
+    assert_eq!(
+        decode_header(&token).unwrap().alg,
+        jsonwebtoken::Algorithm::EdDSA
+    );
     let claims = verify(&app, &token).await;
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 60);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60
+    );
 }
 
 #[tokio::test]
@@ -84,7 +104,8 @@ async fn a_tampered_token_does_not_verify() {
     let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
     use base64::Engine;
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut payload: serde_json::Value = serde_json::from_slice(&engine.decode(&parts[1]).unwrap()).unwrap();
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&engine.decode(&parts[1]).unwrap()).unwrap();
     payload["authorization_details"][0]["context"]["amount"] = serde_json::json!(50000);
     parts[1] = engine.encode(serde_json::to_vec(&payload).unwrap());
     let forged = parts.join(".");
