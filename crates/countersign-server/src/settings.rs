@@ -150,42 +150,38 @@ impl Default for LogSettings {
 }
 
 impl Settings {
-    /// Defaults, then the TOML file (if given), then the environment.
-    pub fn figment(config_file: Option<&Path>) -> Figment {
+    /// Defaults, then the TOML file (if given), then the environment, then `*_FILE` secrets.
+    pub fn figment(config_file: Option<&Path>) -> anyhow::Result<Figment> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = config_file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(
-            Env::prefixed("COUNTERSIGN_")
-                .split("__")
-                .filter(|k| !k.as_str().ends_with("_file") && !is_client_variable(k.as_str())),
-        );
-        for (name, value) in std::env::vars() {
-            if let Some(key) = name
+        figment = figment.merge(Env::prefixed("COUNTERSIGN_").split("__").filter(|k| {
+            let k = k.as_str().to_ascii_lowercase();
+            !k.ends_with("_file") && !is_client_variable(&k)
+        }));
+        for (name, path) in std::env::vars() {
+            let Some(key) = name
                 .strip_prefix("COUNTERSIGN_")
                 .and_then(|k| k.strip_suffix("_FILE"))
-            {
-                let key = key.to_lowercase().replace("__", ".");
-                match std::fs::read_to_string(&value) {
-                    Ok(secret) => {
-                        figment =
-                            figment.merge(Serialized::global(&key, secret.trim_end().to_string()));
-                    }
-                    Err(e) => {
-                        figment = figment.merge(Serialized::global(
-                            "__file_error",
-                            format!("cannot read {name}={value}: {e}"),
-                        ));
-                    }
-                }
+            else {
+                continue;
+            };
+            if is_client_variable(&key.to_ascii_lowercase()) {
+                continue;
             }
+            let secret = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {name}={path}: {e}"))?;
+            let key = key.to_ascii_lowercase().replace("__", ".");
+            figment = figment.merge(Serialized::global(&key, secret.trim_end().to_string()));
         }
-        figment
+        Ok(figment)
     }
 
-    pub fn load(config_file: Option<&Path>) -> Result<Settings, Box<figment::Error>> {
-        Settings::figment(config_file).extract().map_err(Box::new)
+    pub fn load(config_file: Option<&Path>) -> anyhow::Result<Settings> {
+        Ok(Settings::figment(config_file)?
+            .extract()
+            .map_err(Box::new)?)
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -196,4 +192,65 @@ impl Settings {
 /// Variables the command-line client reads; they are not server settings.
 fn is_client_variable(key: &str) -> bool {
     matches!(key, "url" | "key" | "config")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_environment_then_secret_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "countersign.toml",
+                r#"
+                listen = "0.0.0.0:9000"
+                public_url = "https://approvals.example.com"
+                [tokens]
+                lifetime_secs = 120
+                "#,
+            )?;
+            jail.create_file(
+                "admin-key",
+                "from-a-file-0123456789-0123456789-0123456789\n",
+            )?;
+            jail.set_env("COUNTERSIGN_TOKENS__LIFETIME_SECS", "90");
+            jail.set_env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY_FILE", "admin-key");
+            // Variables of the command-line client are not server settings.
+            jail.set_env("COUNTERSIGN_URL", "http://127.0.0.1:8080");
+            jail.set_env("COUNTERSIGN_KEY", "csk_x");
+            let s =
+                Settings::load(Some(Path::new("countersign.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.listen, "0.0.0.0:9000");
+            assert_eq!(
+                s.public_url.as_deref(),
+                Some("https://approvals.example.com")
+            );
+            assert_eq!(s.tokens.lifetime_secs, 90, "environment beats the file");
+            assert_eq!(s.tokens.algorithm, "ES256", "defaults fill the rest");
+            assert_eq!(
+                s.bootstrap_admin_key.as_deref(),
+                Some("from-a-file-0123456789-0123456789-0123456789")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_unreadable_secret_files_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "lisen = \"typo\"")?;
+            assert!(Settings::load(Some(Path::new("bad.toml"))).is_err());
+            jail.set_env(
+                "COUNTERSIGN_BOOTSTRAP_ADMIN_KEY_FILE",
+                "/nonexistent/secret",
+            );
+            let err = Settings::load(None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("cannot read"), "{err}");
+            Ok(())
+        });
+    }
 }

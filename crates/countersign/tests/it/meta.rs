@@ -83,3 +83,21 @@ async fn openapi_describes_every_endpoint() {
     }
     assert!(doc["components"]["schemas"]["AuthorizeRequest"].is_object());
 }
+
+#[tokio::test]
+async fn graceful_shutdown_answers_in_flight_long_polls() {
+    let app = spawn_app().await;
+    let (user, _) = app.reviewer("alice@example.com").await;
+    let (_, agent) = app.agent("bot").await;
+    let asked = agent.ciba_authorize(&payment(&user)).await.unwrap();
+    let id = asked.auth_req_id.clone();
+    let poller = tokio::spawn(async move { agent.ciba_token(&id, Some(30)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let start = std::time::Instant::now();
+    app.server.stop().await.unwrap();
+    // The waiting agent gets a real answer rather than a dropped connection, and shutdown
+    // does not wait out the 30 s poll.
+    let answer = poller.await.unwrap().unwrap();
+    assert_eq!(answer, countersign_proto::ciba::TokenResponse::Pending);
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -1,0 +1,268 @@
+//! The store against a real SQLite database.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{Duration, Utc};
+use countersign_core::approval::{self, Decision, RequestLimits, RequestRef, Verdict};
+use countersign_core::audit::{Actor, ActorKind, ChainVerifier};
+use countersign_core::directory;
+use countersign_core::{Clock, Error, Result, SystemClock};
+use countersign_proto::admin::KeyRole;
+use countersign_proto::ciba::AuthorizeRequest;
+use countersign_proto::{ApprovalStatus, TrustLevel};
+use countersign_store::{RequestFilter, SqliteOptions, Store};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    user: String,
+    agent: String,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(SqliteOptions::new(dir.path().join("t.db"))).unwrap();
+    let now = SystemClock.now();
+    let admin = Actor::system("test");
+    let key = directory::mint_key("t", KeyRole::Admin, None, None, None, now).unwrap();
+    store
+        .create_tenant(
+            directory::new_tenant("t", None, now).unwrap(),
+            key,
+            admin.clone(),
+        )
+        .await
+        .unwrap();
+    let user = store
+        .create_user(
+            directory::new_user("t", "a@example.com", "A", now).unwrap(),
+            admin.clone(),
+        )
+        .await
+        .unwrap();
+    let agent = store
+        .create_agent(
+            directory::new_agent("t", "bot", TrustLevel::Standard, now).unwrap(),
+            admin,
+        )
+        .await
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        user: user.id,
+        agent: agent.id,
+    }
+}
+
+fn input(user: &str, expiry: i64) -> AuthorizeRequest {
+    AuthorizeRequest {
+        user_id: user.into(),
+        scope: "s".into(),
+        binding_message: "m".into(),
+        requested_expiry: Some(expiry),
+        context: None,
+    }
+}
+
+async fn create(f: &Fixture, expiry: i64, now: chrono::DateTime<Utc>) -> approval::NewRequest {
+    let new = approval::new_ciba_request(
+        "t",
+        &f.agent,
+        &input(&f.user, expiry),
+        &RequestLimits::default(),
+        now,
+    )
+    .unwrap();
+    f.store
+        .create_request(new.clone(), Actor::new(ActorKind::Agent, &f.agent))
+        .await
+        .unwrap();
+    new
+}
+
+async fn verify_chain(store: &Store) -> ChainVerifier {
+    let mut v = ChainVerifier::default();
+    for e in store.list_audit("t", 0, 100_000).await.unwrap() {
+        v.check(&e).unwrap();
+    }
+    v
+}
+
+#[tokio::test]
+async fn one_failing_change_does_not_undo_its_batch_neighbours() {
+    let f = fixture().await;
+    let now = SystemClock.now();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = f.store.clone();
+        // Every fifth insert reuses an email and must fail alone.
+        let email = if i % 5 == 0 {
+            "a@example.com".to_string()
+        } else {
+            format!("u{i}@example.com")
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_user(
+                    directory::new_user("t", &email, "U", now).unwrap(),
+                    Actor::system("test"),
+                )
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Error::AlreadyExists(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 40);
+    assert_eq!(f.store.list_users("t").await.unwrap().len(), 41);
+    let v = verify_chain(&f.store).await;
+    assert!(v.first_broken.is_none());
+}
+
+#[tokio::test]
+async fn decide_is_a_compare_and_set() {
+    let f = fixture().await;
+    let now = SystemClock.now();
+    let new = create(&f, 300, now).await;
+    let id = new.request.id.clone();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let store = f.store.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let verdict = if i % 2 == 0 {
+                Verdict::Approve
+            } else {
+                Verdict::Reject
+            };
+            let d = Decision::new(
+                verdict,
+                Actor::system("r"),
+                None,
+                now,
+                &RequestLimits::default(),
+            )
+            .unwrap();
+            store.decide("t", &id, d).await
+        }));
+    }
+    let results: Vec<Result<_>> = futures_join(tasks).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, Error::AlreadyDecided { .. }))
+    );
+    let stored = f
+        .store
+        .find_request("t", &RequestRef::PublicId(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.status.is_terminal());
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn expired_requests_cannot_be_decided_and_are_swept_once() {
+    let f = fixture().await;
+    let now = SystemClock.now();
+    let new = create(&f, 10, now).await;
+    let later = now + Duration::seconds(11);
+    let d = Decision::new(
+        Verdict::Approve,
+        Actor::system("r"),
+        None,
+        later,
+        &RequestLimits::default(),
+    )
+    .unwrap();
+    match f.store.decide("t", &new.request.id, d).await {
+        Err(Error::AlreadyDecided { status }) => assert_eq!(status, ApprovalStatus::Expired),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(f.store.expire_due(later, 100).await.unwrap().len(), 1);
+    assert_eq!(f.store.expire_due(later, 100).await.unwrap().len(), 0);
+    let page = f
+        .store
+        .list_requests(
+            "t",
+            &RequestFilter {
+                status: Some(ApprovalStatus::Expired),
+                user_id: None,
+                before_id: None,
+                limit: 10,
+                now: later,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_is_marked_issued_once() {
+    let f = fixture().await;
+    let now = SystemClock.now();
+    let new = create(&f, 300, now).await;
+    let actor = Actor::new(ActorKind::Agent, &f.agent);
+    assert!(
+        !f.store
+            .mark_token_issued("t", &new.request.id, "j0", actor.clone(), now)
+            .await
+            .unwrap(),
+        "not approved yet"
+    );
+    let d = Decision::new(
+        Verdict::Approve,
+        Actor::system("r"),
+        None,
+        now,
+        &RequestLimits::default(),
+    )
+    .unwrap();
+    f.store.decide("t", &new.request.id, d).await.unwrap();
+    assert!(
+        f.store
+            .mark_token_issued("t", &new.request.id, "j1", actor.clone(), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .mark_token_issued("t", &new.request.id, "j2", actor, now)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_migrations_are_idempotent() {
+    let f = fixture().await;
+    let now = SystemClock.now();
+    let new = create(&f, 300, now).await;
+    let path = f.store.path().to_path_buf();
+    drop(f.store);
+    let store = Store::open(SqliteOptions::new(&path)).unwrap();
+    let found = store
+        .find_request("t", &RequestRef::AuthReqHash(new.auth_req_hash.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, new.request);
+    assert!(verify_chain(&store).await.first_broken.is_none());
+    assert_eq!(countersign_store::sqlite_migration_versions(), vec![1]);
+}
