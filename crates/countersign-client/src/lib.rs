@@ -5,6 +5,7 @@ use countersign_proto::admin::{
     AgentList, AgentView, ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAgent, CreateApiKey,
     CreateTenant, CreateUser, TenantCreated, UserList, UserView,
 };
+use countersign_proto::admin::{RotateSigningKey, SigningKeyView};
 use countersign_proto::approvals::{ApprovalList, ApprovalView, ApproveBody, DenyBody};
 use countersign_proto::audit::{AuditPage, AuditVerifyReport};
 use countersign_proto::ciba::{
@@ -226,6 +227,14 @@ impl Client {
 
     pub async fn create_tenant(&self, body: &CreateTenant) -> Result<TenantCreated> {
         self.post("/v1/admin/tenants", body).await
+    }
+
+    pub async fn rotate_signing_key(&self, algorithm: Option<String>) -> Result<SigningKeyView> {
+        self.post(
+            "/v1/admin/signing-keys/rotate",
+            &RotateSigningKey { algorithm },
+        )
+        .await
     }
 
     // ----- the seed's agent API -----

@@ -138,3 +138,19 @@ pub struct TenantCreated {
     pub tenant: TenantView,
     pub admin_key: ApiKeyCreated,
 }
+
+/// `POST /v1/admin/signing-keys/rotate`: make a new token-signing key active.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSigningKey {
+    /// `ES256` or `EdDSA`; defaults to the configured `tokens.algorithm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SigningKeyView {
+    pub kid: String,
+    pub alg: String,
+    pub created_at: DateTime<Utc>,
+}

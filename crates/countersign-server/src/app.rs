@@ -16,7 +16,7 @@ use countersign_core::{Clock, Error, SystemClock, secret};
 use countersign_proto::ErrorCode;
 use countersign_proto::TrustLevel;
 use countersign_proto::admin::KeyRole;
-use countersign_store::{SqliteOptions, Store, Synchronous};
+use countersign_store::{Change, PostgresOptions, SqliteOptions, Store, StoreConfig, Synchronous};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
 use crate::routes::{admin, approvals, audit, ciba, meta};
 use crate::settings::Settings;
-use crate::signer::Signer;
+use crate::signer::Signers;
 use crate::state::AppState;
 use crate::waiters::Waiters;
 use crate::{service, telemetry};
@@ -102,11 +102,29 @@ fn limits(settings: &Settings) -> anyhow::Result<RequestLimits> {
     })
 }
 
+fn store_config(settings: &Settings) -> anyhow::Result<StoreConfig> {
+    match settings.database.url.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let mut options = PostgresOptions::new(url);
+            options.max_connections = settings.database.max_connections;
+            Ok(StoreConfig::Postgres(options))
+        }
+        Some(other) => anyhow::bail!(
+            "database.url must be a postgres:// URL (leave it unset for the embedded SQLite); got a {} URL",
+            other.split(':').next().unwrap_or("malformed")
+        ),
+        None => {
+            let mut options = SqliteOptions::new(settings.db_path());
+            options.synchronous = synchronous(&settings.database.synchronous)?;
+            options.readers = settings.database.readers;
+            Ok(StoreConfig::Sqlite(options))
+        }
+    }
+}
+
 /// Opens the store, applying pending migrations, and closes it.
-pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let mut options = SqliteOptions::new(settings.db_path());
-    options.synchronous = synchronous(&settings.database.synchronous)?;
-    Store::open(options)?;
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    Store::open(store_config(settings)?).await?;
     Ok(())
 }
 
@@ -114,12 +132,9 @@ pub fn migrate(settings: &Settings) -> anyhow::Result<()> {
 pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
     telemetry::install_metrics();
     let limits = limits(&settings)?;
-    let mut options = SqliteOptions::new(settings.db_path());
-    options.synchronous = synchronous(&settings.database.synchronous)?;
-    options.readers = settings.database.readers;
-    let store = tokio::task::spawn_blocking(move || Store::open(options))
+    let store = Store::open(store_config(&settings)?)
         .await
-        .context("opening the store")??;
+        .context("opening the store")?;
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -131,7 +146,8 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         .trim_end_matches('/')
         .to_string();
     let bootstrap = bootstrap(&store, &settings, clock.as_ref()).await?;
-    let signer = Signer::load_or_create(&store, &settings.tokens.algorithm, clock.as_ref()).await?;
+    let signer =
+        Signers::load_or_create(&store, &settings.tokens.algorithm, clock.as_ref()).await?;
     let (stop, stopping) = watch::channel(false);
     let state = AppState {
         store,
@@ -310,6 +326,10 @@ fn router(state: AppState) -> Router {
             post(admin::revoke_api_key),
         )
         .route("/v1/admin/tenants", post(admin::create_tenant))
+        .route(
+            "/v1/admin/signing-keys/rotate",
+            post(admin::rotate_signing_key),
+        )
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/healthz", get(meta::healthz))
@@ -359,6 +379,35 @@ async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Applies hints from other replicas: wake the waiters of a changed request, reload keys,
+/// and after a lost listener wake everyone so they re-read the store.
+async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
+    let Some(mut changes) = state.store.changes() else {
+        return;
+    };
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            _ = stop.changed() => return,
+        };
+        match change {
+            Ok(Change::Request(id)) => state.waiters.wake(&id),
+            Ok(Change::SigningKeys) => reload_keys(&state).await,
+            Ok(Change::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                state.waiters.wake_all();
+                reload_keys(&state).await;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn reload_keys(state: &AppState) {
+    if let Err(e) = state.signer.reload(&state.store).await {
+        tracing::warn!(error = %e, "reloading signing keys failed");
+    }
+}
+
 impl App {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
@@ -383,6 +432,7 @@ impl App {
             ..
         } = self;
         let sweeper = tokio::spawn(run_sweeper(state.clone(), stop.subscribe()));
+        let follower = tokio::spawn(follow_changes(state.clone(), stop.subscribe()));
         let grace = Duration::from_secs(state.settings.http.shutdown_grace_secs);
         let (drained_tx, drained_rx) = oneshot::channel::<()>();
         let stop_for_signal = stop.clone();
@@ -407,6 +457,7 @@ impl App {
         }
         let _ = stop.send(true);
         let _ = sweeper.await;
+        let _ = follower.await;
         Ok(())
     }
 

@@ -25,7 +25,7 @@ impl Modify for ApiKeyAuth {
         approvals::list, approvals::get, approvals::approve, approvals::deny,
         admin::create_user, admin::list_users, admin::get_user, admin::disable_user,
         admin::create_agent, admin::list_agents, admin::get_agent, admin::disable_agent,
-        admin::create_api_key, admin::list_api_keys, admin::revoke_api_key, admin::create_tenant,
+        admin::create_api_key, admin::list_api_keys, admin::revoke_api_key, admin::create_tenant, admin::rotate_signing_key,
         audit::list, audit::verify,
         meta::healthz, meta::readyz, meta::metrics, meta::jwks,
     ),

@@ -152,7 +152,7 @@ pub async fn issue_grant(
     let now = state.clock.now();
     let lifetime = Duration::seconds(state.settings.tokens.lifetime_secs);
     let claims = GrantClaims::for_approval(&state.issuer, request, now, lifetime);
-    let token = state.signer.sign(&claims)?;
+    let token = state.signer.current().sign(&claims)?;
     // The compare-and-set makes the token single-issue even under concurrent polls.
     if state
         .store

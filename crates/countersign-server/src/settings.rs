@@ -30,9 +30,15 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// `full` (fsync per group commit; survives power loss) or `normal` (survives crashes).
+    /// `postgres://…` selects PostgreSQL (several replicas may share it); otherwise the
+    /// embedded SQLite database under `data_dir` is used.
+    pub url: Option<String>,
+    /// PostgreSQL connections per replica.
+    pub max_connections: u32,
+    /// SQLite: `full` (fsync per group commit; survives power loss) or `normal` (survives
+    /// crashes).
     pub synchronous: String,
-    /// Read connections.
+    /// SQLite read connections.
     pub readers: usize,
 }
 
@@ -101,6 +107,8 @@ impl Default for Settings {
 impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
+            url: None,
+            max_connections: 16,
             synchronous: "full".into(),
             readers: 4,
         }
@@ -156,10 +164,14 @@ impl Settings {
         if let Some(path) = config_file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("COUNTERSIGN_").split("__").filter(|k| {
-            let k = k.as_str().to_ascii_lowercase();
-            !k.ends_with("_file") && !is_client_variable(&k)
-        }));
+        figment = figment.merge(
+            Env::prefixed("COUNTERSIGN_")
+                .filter(|k| {
+                    let k = k.as_str().to_ascii_lowercase();
+                    !k.ends_with("_file") && !is_client_variable(&k)
+                })
+                .map(|k| env_key(k.as_str()).into()),
+        );
         for (name, path) in std::env::vars() {
             let Some(key) = name
                 .strip_prefix("COUNTERSIGN_")
@@ -172,7 +184,7 @@ impl Settings {
             }
             let secret = std::fs::read_to_string(&path)
                 .map_err(|e| anyhow::anyhow!("cannot read {name}={path}: {e}"))?;
-            let key = key.to_ascii_lowercase().replace("__", ".");
+            let key = env_key(key);
             figment = figment.merge(Serialized::global(&key, secret.trim_end().to_string()));
         }
         Ok(figment)
@@ -187,6 +199,16 @@ impl Settings {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("countersign.db")
     }
+}
+
+/// The setting an environment variable names: `__` nests, and the common
+/// `COUNTERSIGN_DATABASE_URL` means `database.url`.
+fn env_key(name: &str) -> String {
+    let key = name.to_ascii_lowercase();
+    if key == "database_url" {
+        return "database.url".into();
+    }
+    key.replace("__", ".")
 }
 
 /// Variables the command-line client reads; they are not server settings.
@@ -219,6 +241,10 @@ mod tests {
             // Variables of the command-line client are not server settings.
             jail.set_env("COUNTERSIGN_URL", "http://127.0.0.1:8080");
             jail.set_env("COUNTERSIGN_KEY", "csk_x");
+            jail.set_env(
+                "COUNTERSIGN_DATABASE_URL",
+                "postgres://db.example.com/countersign",
+            );
             let s =
                 Settings::load(Some(Path::new("countersign.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(s.listen, "0.0.0.0:9000");
@@ -228,6 +254,10 @@ mod tests {
             );
             assert_eq!(s.tokens.lifetime_secs, 90, "environment beats the file");
             assert_eq!(s.tokens.algorithm, "ES256", "defaults fill the rest");
+            assert_eq!(
+                s.database.url.as_deref(),
+                Some("postgres://db.example.com/countersign")
+            );
             assert_eq!(
                 s.bootstrap_admin_key.as_deref(),
                 Some("from-a-file-0123456789-0123456789-0123456789")

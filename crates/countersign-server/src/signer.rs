@@ -4,12 +4,15 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use countersign_core::audit::Actor;
 use countersign_core::{Clock, Error, Result};
 use countersign_store::{SigningKeyRecord, Store};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 struct ActiveKey {
     kid: String,
@@ -86,29 +89,23 @@ fn generate(alg: &str) -> Result<Vec<u8>> {
 }
 
 impl Signer {
-    /// Loads the store's keys, creating one with `algorithm` when there is none.
-    pub async fn load_or_create(
-        store: &Store,
-        algorithm: &str,
-        clock: &dyn Clock,
-    ) -> Result<Signer> {
-        let mut keys = store.signing_keys().await?;
-        if !keys.iter().any(|k| k.active) {
-            let der = generate(algorithm)?;
-            let kid = thumbprint(&public_jwk(algorithm, &der)?)?;
-            let record = SigningKeyRecord {
-                kid,
-                alg: algorithm.to_string(),
-                private_der: der,
-                created_at: clock.now(),
-                active: true,
-            };
-            store.insert_signing_key(record.clone()).await?;
-            keys.push(record);
-        }
+    /// A fresh key record of the given algorithm, not yet stored.
+    pub fn new_key(algorithm: &str, clock: &dyn Clock) -> Result<SigningKeyRecord> {
+        let der = generate(algorithm)?;
+        Ok(SigningKeyRecord {
+            kid: thumbprint(&public_jwk(algorithm, &der)?)?,
+            alg: algorithm.to_string(),
+            private_der: der,
+            created_at: clock.now(),
+            active: true,
+        })
+    }
+
+    /// Signs with the active key and publishes every key.
+    pub fn from_records(keys: &[SigningKeyRecord]) -> Result<Signer> {
         let mut published = Vec::new();
         let mut active = None;
-        for key in &keys {
+        for key in keys {
             let mut jwk = public_jwk(&key.alg, &key.private_der)?;
             let kid = thumbprint(&jwk)?;
             if let Value::Object(map) = &mut jwk {
@@ -116,13 +113,16 @@ impl Signer {
                 map.insert("use".into(), json!("sig"));
                 map.insert("alg".into(), json!(key.alg));
             }
-            published.push(jwk);
+            // The active key first: clients that take the first key get the right one.
             if key.active {
+                published.insert(0, jwk);
                 let (alg, encoding) = match key.alg.as_str() {
                     "ES256" => (Algorithm::ES256, EncodingKey::from_ec_der(&key.private_der)),
                     _ => (Algorithm::EdDSA, EncodingKey::from_ed_der(&key.private_der)),
                 };
                 active = Some(ActiveKey { kid, alg, encoding });
+            } else {
+                published.push(jwk);
             }
         }
         let active = active.ok_or_else(|| Error::Internal("no active signing key".into()))?;
@@ -149,5 +149,55 @@ impl Signer {
             Algorithm::ES256 => "ES256",
             _ => "EdDSA",
         }
+    }
+}
+
+/// The current signer, replaced as a whole when keys change (here or on another replica).
+#[derive(Debug)]
+pub struct Signers {
+    current: RwLock<Arc<Signer>>,
+}
+
+impl Signers {
+    /// Loads the store's keys, creating the first one with `algorithm` if there is none.
+    pub async fn load_or_create(
+        store: &Store,
+        algorithm: &str,
+        clock: &dyn Clock,
+    ) -> Result<Signers> {
+        let keys = store
+            .ensure_signing_key(Signer::new_key(algorithm, clock)?)
+            .await?;
+        Ok(Signers {
+            current: RwLock::new(Arc::new(Signer::from_records(&keys)?)),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Signer> {
+        self.current.read().clone()
+    }
+
+    /// Re-reads the keys from the store.
+    pub async fn reload(&self, store: &Store) -> Result<()> {
+        let signer = Signer::from_records(&store.signing_keys().await?)?;
+        *self.current.write() = Arc::new(signer);
+        Ok(())
+    }
+
+    /// Makes a new key active; the old ones stay published so issued tokens still verify.
+    pub async fn rotate(
+        &self,
+        store: &Store,
+        algorithm: &str,
+        clock: &dyn Clock,
+        actor: Actor,
+        tenant_id: &str,
+    ) -> Result<SigningKeyRecord> {
+        let key = Signer::new_key(algorithm, clock)?;
+        store
+            .rotate_signing_key(key.clone(), actor, tenant_id)
+            .await?;
+        self.reload(store).await?;
+        Ok(key)
     }
 }

@@ -5,7 +5,7 @@ use countersign_core::approval::RequestLimits;
 use countersign_store::Store;
 
 use crate::settings::Settings;
-use crate::signer::Signer;
+use crate::signer::Signers;
 use crate::waiters::Waiters;
 
 /// What every handler and worker shares.
@@ -13,7 +13,7 @@ use crate::waiters::Waiters;
 pub struct AppState {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
-    pub signer: Arc<Signer>,
+    pub signer: Arc<Signers>,
     pub waiters: Arc<Waiters>,
     pub settings: Arc<Settings>,
     pub limits: Arc<RequestLimits>,

@@ -40,6 +40,13 @@ impl Waiters {
         }
     }
 
+    /// Wakes every waiter, so each re-reads the truth (after hints may have been lost).
+    pub fn wake_all(&self) {
+        for n in self.map.lock().values() {
+            n.notify_waiters();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().len()
     }

@@ -1,20 +1,37 @@
 //! Countersign's store. Every state change is one transaction that also appends its audit
 //! event, so a change and its record are durable together or not at all.
 //!
-//! SQLite is the embedded default: one writer thread commits queued changes in groups (one
-//! fsync for many requests), and a small pool of read connections answers queries in place.
+//! Two backends implement one contract ([`Backend`]):
+//! - SQLite, the embedded default: one writer thread commits queued changes in groups (one
+//!   fsync for many requests), and a small pool of read connections answers queries in place.
+//! - PostgreSQL, for several replicas: atomic SQL per change, per-tenant audit chains kept
+//!   linear by a row lock, background jobs claimed with `FOR UPDATE SKIP LOCKED`, and
+//!   LISTEN/NOTIFY to wake waiters on other replicas.
 
-mod rows;
+mod postgres;
 mod sqlite;
 
-pub use sqlite::{SqliteOptions, Synchronous, sqlite_migration_versions};
+use std::ops::Deref;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::approval::ApprovalRequest;
-use countersign_core::audit::ChainedEvent;
+use countersign_core::approval::{ApprovalRequest, Decision, NewRequest, RequestRef};
+use countersign_core::audit::{Actor, AuditRecord, ChainedEvent};
+use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::{Principal, Result};
 use countersign_proto::ApprovalStatus;
+use tokio::sync::broadcast;
 
-pub use sqlite::Store;
+pub use postgres::PostgresOptions;
+pub use sqlite::{SqliteOptions, Synchronous};
+
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite(SqliteOptions),
+    Postgres(PostgresOptions),
+}
 
 /// Which approval requests to list, newest first.
 #[derive(Debug, Clone)]
@@ -53,5 +70,167 @@ pub struct Expired {
     pub request: ApprovalRequest,
 }
 
-/// One batch of audit events for verification or export.
-pub type AuditBatch = Vec<ChainedEvent>;
+/// A hint from another replica that something changed. The store stays the truth: a hint
+/// only says "read again".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An approval request changed state.
+    Request(String),
+    /// The signing keys changed.
+    SigningKeys,
+    /// Hints may have been lost (the listener reconnected): re-read everything waited on.
+    Resync,
+}
+
+/// The contract both backends keep, with the same semantics.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// `sqlite` or `postgres`.
+    fn dialect(&self) -> &'static str;
+
+    /// Hints of changes made by other replicas; `None` when there is only this process.
+    fn changes(&self) -> Option<broadcast::Receiver<Change>>;
+
+    // tenants
+    async fn has_tenants(&self) -> Result<bool>;
+    /// Creates a tenant together with its first admin key.
+    async fn create_tenant(&self, tenant: Tenant, admin_key: MintedKey, actor: Actor)
+    -> Result<()>;
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
+
+    // users
+    async fn create_user(&self, user: User, actor: Actor) -> Result<User>;
+    async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>>;
+    async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>>;
+    /// Disables a user; their keys stop working at once and they can no longer be asked.
+    async fn disable_user(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<User>;
+
+    // agents
+    async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent>;
+    async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>>;
+    async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>>;
+    async fn disable_agent(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Agent>;
+
+    // API keys
+    /// Stores a minted key after checking that its owner exists in the tenant and is active.
+    async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey>;
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>>;
+    async fn revoke_api_key(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKey>;
+    /// The principal of an active key whose owner is active, by the key's hash.
+    async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>>;
+
+    // approval requests
+    async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest>;
+    async fn find_request(
+        &self,
+        tenant_id: &str,
+        by: &RequestRef,
+    ) -> Result<Option<ApprovalRequest>>;
+    async fn list_requests(
+        &self,
+        tenant_id: &str,
+        filter: &RequestFilter,
+    ) -> Result<Page<ApprovalRequest>>;
+    /// The compare-and-set at the heart of every decision: only a pending, unexpired request
+    /// changes, so of many concurrent decisions exactly one wins. The losers learn the
+    /// current status.
+    async fn decide(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        decision: Decision,
+    ) -> Result<ApprovalRequest>;
+    /// Records that the one access token of an approval was issued; false if it already was.
+    async fn mark_token_issued(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        jti: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Marks up to `limit` pending requests past their expiry as expired, each with its audit
+    /// event. Safe to run on every replica at once: each request expires exactly once.
+    async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>>;
+    async fn pending_count(&self) -> Result<i64>;
+
+    // audit
+    /// Events of a tenant in chain order, after `after_seq`.
+    async fn list_audit(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<ChainedEvent>>;
+    /// Records an audit event that is not part of another change.
+    async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent>;
+
+    // signing keys
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    /// Stores `candidate` as the active key unless one is already active (another replica may
+    /// have created it first); returns every key.
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>>;
+    /// Makes `key` the active key; older keys stay published for verification.
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        actor: Actor,
+        tenant_id: &str,
+    ) -> Result<()>;
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+impl Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &Self::Target {
+        self.backend.as_ref()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub async fn open(config: StoreConfig) -> Result<Store> {
+        let backend: Arc<dyn Backend> = match config {
+            StoreConfig::Sqlite(options) => {
+                let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options))
+                    .await
+                    .map_err(countersign_core::Error::internal)??;
+                Arc::new(store)
+            }
+            StoreConfig::Postgres(options) => Arc::new(postgres::PgStore::open(options).await?),
+        };
+        Ok(Store { backend })
+    }
+}
+
+/// The versions of each dialect's migrations; they must match.
+pub fn migration_versions() -> (Vec<i64>, Vec<i64>) {
+    (sqlite::migration_versions(), postgres::migration_versions())
+}

@@ -98,6 +98,19 @@ enum AdminCommand {
     ApiKeys(KeysCommand),
     #[command(subcommand)]
     Tenants(TenantsCommand),
+    /// Token-signing keys (admins of `default`).
+    #[command(subcommand, name = "signing-keys")]
+    SigningKeys(SigningKeysCommand),
+}
+
+#[derive(Subcommand)]
+enum SigningKeysCommand {
+    /// Make a new key active; earlier keys stay published.
+    Rotate {
+        /// ES256 or EdDSA (default: the server's tokens.algorithm).
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -342,6 +355,9 @@ async fn admin(remote: Remote, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Tenants(TenantsCommand::Create { id, name }) => {
             print(&c.create_tenant(&CreateTenant { id, name }).await?)
         }
+        AdminCommand::SigningKeys(SigningKeysCommand::Rotate { algorithm }) => {
+            print(&c.rotate_signing_key(algorithm).await?)
+        }
     }
 }
 
@@ -397,8 +413,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => {
             let settings = load_settings(&args)?;
-            countersign_server::migrate(&settings)?;
-            println!("migrations applied to {}", settings.db_path().display());
+            countersign_server::migrate(&settings).await?;
+            println!("migrations applied");
             Ok(())
         }
         Command::Healthcheck(remote) => {

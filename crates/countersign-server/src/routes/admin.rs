@@ -9,8 +9,10 @@ use countersign_proto::admin::{
     CreateTenant, CreateUser, KeyRole, TenantCreated, UserList, UserView,
 };
 
+use countersign_proto::admin::{RotateSigningKey, SigningKeyView};
+
 use crate::auth::Auth;
-use crate::error::{ApiJson, ApiResult};
+use crate::error::{ApiJson, ApiResult, OptionalJson};
 use crate::state::AppState;
 use crate::views;
 
@@ -248,4 +250,41 @@ pub async fn create_tenant(
             admin_key: created(key),
         }),
     ))
+}
+
+/// Makes a new token-signing key active on every replica; earlier keys stay in the JWKS so
+/// tokens already issued still verify. Server-wide, so only admins of `default` may.
+#[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", request_body = RotateSigningKey,
+    responses((status = 200, body = SigningKeyView), (status = "4XX", body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn rotate_signing_key(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    OptionalJson(input): OptionalJson<RotateSigningKey>,
+) -> ApiResult<Json<SigningKeyView>> {
+    admin(&caller)?;
+    if caller.tenant_id != ROOT_TENANT {
+        return Err(Error::Forbidden(format!(
+            "only admins of the `{ROOT_TENANT}` tenant rotate signing keys"
+        ))
+        .into());
+    }
+    let algorithm = input
+        .algorithm
+        .unwrap_or_else(|| state.settings.tokens.algorithm.clone());
+    let key = state
+        .signer
+        .rotate(
+            &state.store,
+            &algorithm,
+            state.clock.as_ref(),
+            caller.actor(),
+            &caller.tenant_id,
+        )
+        .await?;
+    Ok(Json(SigningKeyView {
+        kid: key.kid,
+        alg: key.alg,
+        created_at: key.created_at,
+    }))
 }

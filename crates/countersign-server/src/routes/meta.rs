@@ -43,7 +43,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// The public keys that verify access tokens.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta", responses((status = 200, body = Object)))]
 pub async fn jwks(State(state): State<AppState>) -> Json<Value> {
-    Json(state.signer.jwks().clone())
+    Json(state.signer.current().jwks().clone())
 }
 
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -66,15 +66,20 @@ async fn keys_are_shown_once_stored_hashed_and_revoked_at_once() {
     assert!(!raw.contains("key_hash"));
 
     // The database holds no key in clear.
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    let clear: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1",
-            [agent.key().unwrap()],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(clear, 0);
+    let secret = agent.key().unwrap();
+    let stored = app
+        .query_i64(&format!(
+            "SELECT COUNT(*) FROM api_keys WHERE key_hash = '{secret}' OR prefix = '{secret}'"
+        ))
+        .await;
+    assert_eq!(stored, 0);
+    let hashed = app
+        .query_i64(&format!(
+            "SELECT COUNT(*) FROM api_keys WHERE key_hash = '{}'",
+            countersign_core::secret::hash_secret(secret)
+        ))
+        .await;
+    assert_eq!(hashed, 1);
 
     let agent_key_id = listed
         .api_keys

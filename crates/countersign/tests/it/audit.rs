@@ -105,14 +105,12 @@ async fn verify_names_the_first_edited_event() {
             .unwrap();
     }
     assert!(app.admin.audit_verify().await.unwrap().ok);
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    let changed = conn
-        .execute(
+    let changed = app
+        .exec_sql(
             "UPDATE audit_events SET details = '{\"email\":\"mallory@example.com\",\"name\":\"U\"}' \
              WHERE tenant_id = 'default' AND seq = 4",
-            [],
         )
-        .unwrap();
+        .await;
     assert_eq!(changed, 1);
     let report = app.admin.audit_verify().await.unwrap();
     assert!(!report.ok);
@@ -128,12 +126,8 @@ async fn verify_detects_a_removed_event() {
             .await
             .unwrap();
     }
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.execute(
-        "DELETE FROM audit_events WHERE tenant_id = 'default' AND seq = 3",
-        [],
-    )
-    .unwrap();
+    app.exec_sql("DELETE FROM audit_events WHERE tenant_id = 'default' AND seq = 3")
+        .await;
     let report = app.admin.audit_verify().await.unwrap();
     assert!(!report.ok);
     let broken = report.first_broken.unwrap();

@@ -126,12 +126,8 @@ async fn audit_verify_exits_non_zero_on_an_edited_event() {
     let (code, out, _) = countersign(&app, ADMIN_KEY, &["audit", "verify"]);
     assert_eq!(code, 0);
     assert!(out.contains("intact"));
-    let conn = rusqlite::Connection::open(app.db_path()).unwrap();
-    conn.execute(
-        "UPDATE audit_events SET actor_id = 'someone-else' WHERE seq = 3",
-        [],
-    )
-    .unwrap();
+    app.exec_sql("UPDATE audit_events SET actor_id = 'someone-else' WHERE seq = 3")
+        .await;
     let (code, out, _) = countersign(&app, ADMIN_KEY, &["audit", "verify"]);
     assert_eq!(code, 1);
     assert!(out.contains("BROKEN at event 3"), "{out}");

@@ -19,6 +19,81 @@ pub struct TestApp {
     pub admin: Client,
     pub base: String,
     pub clock: Option<ManualClock>,
+    /// The PostgreSQL database of this test, when the suite runs on PostgreSQL.
+    pub database: DatabaseGuard,
+}
+
+/// Drops a test's PostgreSQL database when the test ends.
+pub struct DatabaseGuard(Option<String>);
+
+impl DatabaseGuard {
+    pub fn url(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// Hands the database on (to a restarted server) instead of dropping it.
+    pub fn keep(mut self) -> Option<String> {
+        self.0.take()
+    }
+}
+
+impl Drop for DatabaseGuard {
+    fn drop(&mut self) {
+        if let Some(url) = self.0.take() {
+            drop_database(&url);
+        }
+    }
+}
+
+/// Which store the suite runs on: `COUNTERSIGN_TEST_BACKEND=postgres` selects PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("COUNTERSIGN_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The PostgreSQL server the tests use; `scripts/test` starts one.
+pub fn test_server_url() -> String {
+    std::env::var("COUNTERSIGN_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("COUNTERSIGN_TEST_DATABASE_URL is not set: run scripts/test (it starts PostgreSQL) or point it at a server")
+    })
+}
+
+/// A new, empty database on the test server, for one test.
+pub async fn fresh_database() -> String {
+    use sqlx::Connection;
+    let server = test_server_url();
+    let name = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&server).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// Drops a test database (terminating its connections).
+pub fn drop_database(url: &str) {
+    let url = url.to_string();
+    let _ = std::thread::spawn(move || {
+        use sqlx::Connection;
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let parsed = url::Url::parse(&url).unwrap();
+            let name = parsed.path().trim_start_matches('/').to_string();
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&test_server_url()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        });
+    })
+    .join();
 }
 
 pub fn settings(dir: &TempDir) -> Settings {
@@ -38,6 +113,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut s = settings(&dir);
+    s.database.url = database_for_test().await;
     configure(&mut s);
     start(dir, s, None).await
 }
@@ -45,11 +121,21 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// A server whose time moves only when the test says so.
 pub async fn spawn_with_clock() -> TestApp {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let s = settings(&dir);
+    let mut s = settings(&dir);
+    s.database.url = database_for_test().await;
     start(dir, s, Some(ManualClock::new(Utc::now()))).await
 }
 
+async fn database_for_test() -> Option<String> {
+    if on_postgres() {
+        Some(fresh_database().await)
+    } else {
+        None
+    }
+}
+
 pub async fn start(dir: Arc<TempDir>, settings: Settings, clock: Option<ManualClock>) -> TestApp {
+    let database_url = settings.database.url.clone();
     let app = match &clock {
         Some(c) => countersign_server::build_with_clock(settings, Arc::new(c.clone())).await,
         None => countersign_server::build(settings).await,
@@ -63,17 +149,58 @@ pub async fn start(dir: Arc<TempDir>, settings: Settings, clock: Option<ManualCl
         dir,
         base,
         clock,
+        database: DatabaseGuard(database_url),
     }
 }
 
 impl TestApp {
     /// Stops this server and starts a new one on the same data directory.
     pub async fn restart(self) -> TestApp {
-        let dir = self.dir.clone();
-        let clock = self.clock.clone();
-        self.server.stop().await.unwrap();
-        let s = settings(&dir);
+        let TestApp {
+            server,
+            dir,
+            clock,
+            database,
+            ..
+        } = self;
+        server.stop().await.unwrap();
+        let mut s = settings(&dir);
+        s.database.url = database.keep();
         start(dir, s, clock).await
+    }
+
+    /// Runs a statement directly on the database (tests that tamper with stored data).
+    pub async fn exec_sql(&self, sql: &str) -> u64 {
+        match self.database.url() {
+            Some(url) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap()
+                    .rows_affected()
+            }
+            None => rusqlite::Connection::open(self.db_path())
+                .unwrap()
+                .execute(sql, [])
+                .unwrap() as u64,
+        }
+    }
+
+    /// Runs a query returning one integer directly on the database.
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        match self.database.url() {
+            Some(url) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+            }
+            None => rusqlite::Connection::open(self.db_path())
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+        }
     }
 
     pub fn anonymous(&self) -> Client {

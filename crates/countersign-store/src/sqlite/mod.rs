@@ -1,4 +1,6 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
+mod rows;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,10 +18,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::rows::{self, db_error, ms};
-use crate::{Expired, Page, RequestFilter, SigningKeyRecord};
+use async_trait::async_trait;
+use rows::{db_error, ms};
+use tokio::sync::broadcast;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+use crate::{Backend, Change, Expired, Page, RequestFilter, SigningKeyRecord};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
 
 /// How hard SQLite works to make a commit survive a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,15 +57,15 @@ impl SqliteOptions {
     }
 }
 
-/// The store handle; cheap to clone.
+/// The SQLite store; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqliteStore")
             .field("path", &self.inner.path)
             .finish()
     }
@@ -171,7 +176,7 @@ fn migrate(conn: &Connection) -> Result<()> {
 }
 
 /// The versions of the embedded migrations, for checking dialects agree.
-pub fn sqlite_migration_versions() -> Vec<i64> {
+pub fn migration_versions() -> Vec<i64> {
     MIGRATIONS.iter().map(|(v, _)| *v).collect()
 }
 
@@ -281,13 +286,20 @@ fn request_in_tx(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<
     .map_err(db_error)
 }
 
+fn insert_signing_key(c: &Connection, key: &SigningKeyRecord) -> Result<()> {
+    c.prepare_cached("INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| s.execute(params![key.kid, key.alg, key.private_der, ms(key.created_at), key.active]))
+        .map_err(db_error)?;
+    Ok(())
+}
+
 fn not_found(what: &str) -> Error {
     Error::NotFound(format!("no such {what}"))
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database and applies pending migrations.
-    pub fn open(options: SqliteOptions) -> Result<Store> {
+    pub fn open(options: SqliteOptions) -> Result<SqliteStore> {
         if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
@@ -315,7 +327,7 @@ impl Store {
             .name("countersign-sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx, max_batch))
             .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
-        Ok(Store {
+        Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: options.path,
                 writer: tx,
@@ -323,10 +335,6 @@ impl Store {
                 next_reader: AtomicUsize::new(0),
             }),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     /// Runs a change inside the writer's next group commit and waits until it is durable.
@@ -363,15 +371,27 @@ impl Store {
         let conn = readers[start % readers.len()].lock();
         query(&conn).map_err(db_error)
     }
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    fn dialect(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// One process owns a SQLite store, so it wakes its own waiters.
+    fn changes(&self) -> Option<broadcast::Receiver<Change>> {
+        None
+    }
 
     // ----- tenants -----
 
-    pub async fn has_tenants(&self) -> Result<bool> {
+    async fn has_tenants(&self) -> Result<bool> {
         self.read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |r| r.get(0)))
     }
 
     /// Creates a tenant together with its first admin key.
-    pub async fn create_tenant(
+    async fn create_tenant(
         &self,
         tenant: Tenant,
         admin_key: MintedKey,
@@ -404,7 +424,7 @@ impl Store {
         .await
     }
 
-    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {} FROM tenants WHERE id = ?1",
@@ -417,7 +437,7 @@ impl Store {
 
     // ----- users -----
 
-    pub async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
+    async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO users (id, tenant_id, email, name, disabled, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
@@ -436,7 +456,7 @@ impl Store {
         .await
     }
 
-    pub async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
+    async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {} FROM users WHERE tenant_id = ?1 ORDER BY id",
@@ -447,7 +467,7 @@ impl Store {
         })
     }
 
-    pub async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>> {
+    async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {} FROM users WHERE tenant_id = ?1 AND id = ?2",
@@ -459,7 +479,7 @@ impl Store {
     }
 
     /// Disables a user; their keys stop working at once and they can no longer be asked.
-    pub async fn disable_user(
+    async fn disable_user(
         &self,
         tenant_id: &str,
         id: &str,
@@ -485,7 +505,7 @@ impl Store {
 
     // ----- agents -----
 
-    pub async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent> {
+    async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent> {
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO agents (id, tenant_id, name, trust_level, disabled, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
@@ -507,7 +527,7 @@ impl Store {
         .await
     }
 
-    pub async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>> {
+    async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {} FROM agents WHERE tenant_id = ?1 ORDER BY id",
@@ -518,7 +538,7 @@ impl Store {
         })
     }
 
-    pub async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
+    async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {} FROM agents WHERE tenant_id = ?1 AND id = ?2",
@@ -529,7 +549,7 @@ impl Store {
         })
     }
 
-    pub async fn disable_agent(
+    async fn disable_agent(
         &self,
         tenant_id: &str,
         id: &str,
@@ -556,7 +576,7 @@ impl Store {
     // ----- API keys -----
 
     /// Stores a minted key after checking that its owner exists in the tenant and is active.
-    pub async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey> {
+    async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey> {
         self.write(move |c| {
             let owner_ok = |table: &str, id: &str| -> Result<bool> {
                 c.prepare_cached(&format!(
@@ -595,7 +615,7 @@ impl Store {
         .await
     }
 
-    pub async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
+    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {} FROM api_keys WHERE tenant_id = ?1 ORDER BY id",
@@ -606,7 +626,7 @@ impl Store {
         })
     }
 
-    pub async fn revoke_api_key(
+    async fn revoke_api_key(
         &self,
         tenant_id: &str,
         id: &str,
@@ -631,7 +651,7 @@ impl Store {
     }
 
     /// The principal of an active key whose owner is active, by the key's hash.
-    pub async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
+    async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT k.id, k.tenant_id, k.role, k.user_id, k.agent_id FROM api_keys k \
@@ -646,7 +666,7 @@ impl Store {
 
     // ----- approval requests -----
 
-    pub async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest> {
+    async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest> {
         self.write(move |c| {
             let r = &new.request;
             let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
@@ -675,7 +695,7 @@ impl Store {
         .await
     }
 
-    pub async fn find_request(
+    async fn find_request(
         &self,
         tenant_id: &str,
         by: &RequestRef,
@@ -694,7 +714,7 @@ impl Store {
         })
     }
 
-    pub async fn list_requests(
+    async fn list_requests(
         &self,
         tenant_id: &str,
         filter: &RequestFilter,
@@ -735,7 +755,7 @@ impl Store {
     /// The compare-and-set at the heart of every decision: only a pending, unexpired request
     /// changes, so of many concurrent decisions exactly one wins. The loser learns the
     /// current status.
-    pub async fn decide(
+    async fn decide(
         &self,
         tenant_id: &str,
         id: &str,
@@ -771,7 +791,7 @@ impl Store {
     }
 
     /// Records that the one access token of an approval was issued; false if it already was.
-    pub async fn mark_token_issued(
+    async fn mark_token_issued(
         &self,
         tenant_id: &str,
         id: &str,
@@ -798,7 +818,7 @@ impl Store {
 
     /// Marks up to `limit` pending requests past their expiry as expired, each with its audit
     /// event.
-    pub async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
+    async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
         self.write(move |c| {
             let due = c
                 .prepare_cached(&format!(
@@ -829,7 +849,7 @@ impl Store {
         .await
     }
 
-    pub async fn pending_count(&self) -> Result<i64> {
+    async fn pending_count(&self) -> Result<i64> {
         self.read(|c| {
             c.query_row(
                 "SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'",
@@ -842,7 +862,7 @@ impl Store {
     // ----- audit -----
 
     /// Events of a tenant in chain order, after `after_seq`.
-    pub async fn list_audit(
+    async fn list_audit(
         &self,
         tenant_id: &str,
         after_seq: i64,
@@ -860,7 +880,7 @@ impl Store {
 
     // ----- signing keys -----
 
-    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         self.read(|c| {
             c.prepare_cached("SELECT kid, alg, private_der, created_at, active FROM signing_keys ORDER BY created_at")?
                 .query_map([], |r| {
@@ -876,18 +896,56 @@ impl Store {
         })
     }
 
-    pub async fn insert_signing_key(&self, key: SigningKeyRecord) -> Result<()> {
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>> {
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .and_then(|mut s| s.execute(params![key.kid, key.alg, key.private_der, ms(key.created_at), key.active]))
+            let active: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active = 1)",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(db_error)?;
+            if !active {
+                insert_signing_key(c, &candidate)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.signing_keys().await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        actor: Actor,
+        tenant_id: &str,
+    ) -> Result<()> {
+        let tenant_id = tenant_id.to_string();
+        self.write(move |c| {
+            c.execute("UPDATE signing_keys SET active = 0 WHERE active = 1", [])
+                .map_err(db_error)?;
+            insert_signing_key(c, &key)?;
+            append_audit(
+                c,
+                AuditRecord::new(
+                    &tenant_id,
+                    key.created_at,
+                    &actor,
+                    "signing_key.rotated",
+                    &key.kid,
+                    json!({"alg": key.alg}),
+                ),
+            )?;
             Ok(())
         })
         .await
     }
 
     /// Records an audit event that is not part of another change.
-    pub async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent> {
+    async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent> {
         self.write(move |c| append_audit(c, record)).await
     }
 }

@@ -1,0 +1,181 @@
+//! Row mapping between PostgreSQL and domain records.
+use chrono::{DateTime, Utc};
+use countersign_core::approval::{ApprovalRequest, RequestKind};
+use countersign_core::audit::{AuditRecord, ChainedEvent};
+use countersign_core::clock::from_millis;
+use countersign_core::directory::{Agent, ApiKey, Tenant, User};
+use countersign_core::{Error, Principal, Result, Role};
+use countersign_proto::admin::KeyRole;
+use countersign_proto::{ApprovalStatus, TrustLevel};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use crate::SigningKeyRecord;
+
+pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at";
+pub const AGENT_COLUMNS: &str = "id, tenant_id, name, trust_level, disabled, created_at";
+pub const API_KEY_COLUMNS: &str =
+    "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at";
+pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope, binding_message, \
+     context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
+     token_issued_at";
+pub const AUDIT_COLUMNS: &str =
+    "tenant_id, seq, at, actor_type, actor_id, action, subject, details, prev_hash, hash";
+
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// Maps a database error into the one taxonomy.
+pub fn pg_error(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            Error::AlreadyExists("something with the same unique name already exists".into())
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            Error::Unavailable(format!("database unavailable: {e}"))
+        }
+        _ => Error::Internal(format!("database: {e}")),
+    }
+}
+
+fn get<'r, T>(row: &'r PgRow, idx: usize) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(idx).map_err(pg_error)
+}
+
+fn time(row: &PgRow, idx: usize) -> Result<DateTime<Utc>> {
+    Ok(from_millis(get(row, idx)?))
+}
+
+fn opt_time(row: &PgRow, idx: usize) -> Result<Option<DateTime<Utc>>> {
+    Ok(get::<Option<i64>>(row, idx)?.map(from_millis))
+}
+
+fn json(row: &PgRow, idx: usize) -> Result<serde_json::Value> {
+    let text: String = get(row, idx)?;
+    serde_json::from_str(&text).map_err(Error::internal)
+}
+
+fn bad(what: &str) -> Error {
+    Error::Internal(format!("unexpected {what} in the database"))
+}
+
+pub fn tenant(row: &PgRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: get(row, 0)?,
+        name: get(row, 1)?,
+        created_at: time(row, 2)?,
+    })
+}
+
+pub fn user(row: &PgRow) -> Result<User> {
+    Ok(User {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        email: get(row, 2)?,
+        name: get(row, 3)?,
+        disabled: get(row, 4)?,
+        created_at: time(row, 5)?,
+    })
+}
+
+pub fn agent(row: &PgRow) -> Result<Agent> {
+    let trust: String = get(row, 3)?;
+    Ok(Agent {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        name: get(row, 2)?,
+        trust_level: TrustLevel::parse(&trust).ok_or_else(|| bad("trust level"))?,
+        disabled: get(row, 4)?,
+        created_at: time(row, 5)?,
+    })
+}
+
+pub fn api_key(row: &PgRow) -> Result<ApiKey> {
+    let role: String = get(row, 4)?;
+    Ok(ApiKey {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        key_hash: get(row, 2)?,
+        prefix: get(row, 3)?,
+        role: KeyRole::parse(&role).ok_or_else(|| bad("role"))?,
+        user_id: get(row, 5)?,
+        agent_id: get(row, 6)?,
+        name: get(row, 7)?,
+        created_at: time(row, 8)?,
+        revoked_at: opt_time(row, 9)?,
+    })
+}
+
+/// Columns: id, tenant_id, role, user_id, agent_id.
+pub fn principal(row: &PgRow) -> Result<Principal> {
+    let role: String = get(row, 2)?;
+    let role = match KeyRole::parse(&role) {
+        Some(KeyRole::Admin) => Role::Admin,
+        Some(KeyRole::Reviewer) => Role::Reviewer {
+            user_id: get::<Option<String>>(row, 3)?.ok_or_else(|| bad("reviewer key"))?,
+        },
+        Some(KeyRole::Agent) => Role::Agent {
+            agent_id: get::<Option<String>>(row, 4)?.ok_or_else(|| bad("agent key"))?,
+        },
+        None => return Err(bad("role")),
+    };
+    Ok(Principal {
+        key_id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        role,
+    })
+}
+
+pub fn request(row: &PgRow) -> Result<ApprovalRequest> {
+    let kind: String = get(row, 2)?;
+    let status: String = get(row, 9)?;
+    Ok(ApprovalRequest {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        kind: RequestKind::parse(&kind).ok_or_else(|| bad("kind"))?,
+        agent_id: get(row, 3)?,
+        user_id: get(row, 4)?,
+        scope: get(row, 5)?,
+        binding_message: get(row, 6)?,
+        context: json(row, 7)?,
+        context_sha256: get(row, 8)?,
+        status: ApprovalStatus::parse(&status).ok_or_else(|| bad("status"))?,
+        created_at: time(row, 10)?,
+        expires_at: time(row, 11)?,
+        decided_at: opt_time(row, 12)?,
+        decided_by: get(row, 13)?,
+        comment: get(row, 14)?,
+        token_issued_at: opt_time(row, 15)?,
+    })
+}
+
+pub fn audit_event(row: &PgRow) -> Result<ChainedEvent> {
+    Ok(ChainedEvent {
+        seq: get(row, 1)?,
+        record: AuditRecord {
+            tenant_id: get(row, 0)?,
+            at: time(row, 2)?,
+            actor_type: get(row, 3)?,
+            actor_id: get(row, 4)?,
+            action: get(row, 5)?,
+            subject: get(row, 6)?,
+            details: json(row, 7)?,
+        },
+        prev_hash: get(row, 8)?,
+        hash: get(row, 9)?,
+    })
+}
+
+pub fn signing_key(row: &PgRow) -> Result<SigningKeyRecord> {
+    Ok(SigningKeyRecord {
+        kid: get(row, 0)?,
+        alg: get(row, 1)?,
+        private_der: get(row, 2)?,
+        created_at: time(row, 3)?,
+        active: get(row, 4)?,
+    })
+}
