@@ -211,9 +211,9 @@ fn env_key(name: &str) -> String {
     key.replace("__", ".")
 }
 
-/// Variables the command-line client reads; they are not server settings.
+/// Variables the command-line client and the test suite read; they are not server settings.
 fn is_client_variable(key: &str) -> bool {
-    matches!(key, "url" | "key" | "config")
+    matches!(key, "url" | "key" | "config") || key.starts_with("test_")
 }
 
 #[cfg(test)]

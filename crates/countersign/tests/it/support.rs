@@ -27,6 +27,10 @@ pub struct TestApp {
 pub struct DatabaseGuard(Option<String>);
 
 impl DatabaseGuard {
+    pub fn new(url: Option<String>) -> DatabaseGuard {
+        DatabaseGuard(url)
+    }
+
     pub fn url(&self) -> Option<&str> {
         self.0.as_deref()
     }
@@ -286,4 +290,26 @@ pub fn code<T: std::fmt::Debug>(r: Result<T, countersign_client::ClientError>) -
         .code()
         .unwrap_or("<no code>")
         .to_string()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `authReqId`s the server answered 200 for, collected from several tasks.
+#[derive(Default)]
+pub struct Accepted(std::sync::Mutex<Vec<String>>);
+
+impl Accepted {
+    pub fn push(&self, id: String) {
+        self.0.lock().unwrap().push(id);
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
 }

@@ -1,0 +1,433 @@
+//! Several replicas on one PostgreSQL database. These always run on PostgreSQL.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use countersign_client::Client;
+use countersign_core::ManualClock;
+use countersign_proto::ciba::{ApproveRequest, TokenResponse};
+use futures::future::join_all;
+
+use crate::support::*;
+
+struct Cluster {
+    replicas: Vec<TestApp>,
+    database: DatabaseGuard,
+}
+
+impl Cluster {
+    fn url(&self) -> &str {
+        self.database.url().unwrap()
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(self.url()).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
+async fn cluster(n: usize, clock: Option<ManualClock>) -> Cluster {
+    let url = fresh_database().await;
+    let starts = (0..n).map(|_| {
+        let url = url.clone();
+        let clock = clock.clone();
+        async move {
+            let dir = Arc::new(tempfile::tempdir().unwrap());
+            let mut s = settings(&dir);
+            s.database.url = Some(url);
+            let mut app = start(dir, s, clock).await;
+            // The cluster owns the database, not each replica.
+            std::mem::replace(&mut app.database, DatabaseGuard::new(None)).keep();
+            app
+        }
+    });
+    // All at once: migrations and bootstrap must tolerate each other.
+    let replicas = join_all(starts).await;
+    Cluster {
+        replicas,
+        database: DatabaseGuard::new(Some(url)),
+    }
+}
+
+fn on(app: &TestApp, client: &Client) -> Client {
+    app.client(client.key().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_at_once_migrate_and_bootstrap_once() {
+    let c = cluster(3, None).await;
+    assert_eq!(c.count("SELECT COUNT(*) FROM tenants").await, 1);
+    assert_eq!(c.count("SELECT COUNT(*) FROM schema_migrations").await, 1);
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM signing_keys WHERE active")
+            .await,
+        1
+    );
+    for r in &c.replicas {
+        r.admin.list_users().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decision_on_one_replica_wakes_a_long_poll_held_on_another() {
+    let c = cluster(3, None).await;
+    let (a, b, cc) = (&c.replicas[0], &c.replicas[1], &c.replicas[2]);
+    let (user, reviewer) = a.reviewer("alice@example.com").await;
+    let (_, agent) = a.agent("bot").await;
+    let asked = agent.ciba_authorize(&payment(&user)).await.unwrap();
+
+    let poller = on(cc, &agent);
+    let id = asked.auth_req_id.clone();
+    let waiting = tokio::spawn(async move {
+        let answer = poller.ciba_token(&id, Some(20)).await.unwrap();
+        (answer, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let decided_at = Instant::now();
+    on(b, &reviewer)
+        .ciba_approve(&ApproveRequest {
+            auth_req_id: Some(asked.auth_req_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (answer, answered_at) = waiting.await.unwrap();
+    assert!(matches!(
+        answer,
+        TokenResponse::Approved {
+            access_token: Some(_),
+            ..
+        }
+    ));
+    let delay = answered_at.duration_since(decided_at);
+    assert!(
+        delay < Duration::from_secs(2),
+        "woken by the other replica's NOTIFY, not the timeout: {delay:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_decisions_across_replicas_have_one_winner() {
+    let c = cluster(3, None).await;
+    let (user, reviewer) = c.replicas[0].reviewer("alice@example.com").await;
+    let (_, agent) = c.replicas[0].agent("bot").await;
+    let asked = agent.ciba_authorize(&payment(&user)).await.unwrap();
+    let deciders: Vec<Client> = c.replicas.iter().map(|r| on(r, &reviewer)).collect();
+    let tasks = (0..100).map(|i| {
+        let client = deciders[i % deciders.len()].clone();
+        let id = asked.auth_req_id.clone();
+        async move {
+            client
+                .ciba_approve(&ApproveRequest {
+                    auth_req_id: Some(id),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    let results = join_all(tasks).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.status() == Some(409))
+    );
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM audit_events WHERE action = 'approval.approved'")
+            .await,
+        1
+    );
+    assert!(c.replicas[2].admin.audit_verify().await.unwrap().ok);
+}
+
+async fn create_many(
+    c: &Cluster,
+    agent: &Client,
+    user: &str,
+    n: usize,
+    expiry: i64,
+) -> Vec<String> {
+    let clients: Vec<Client> = c.replicas.iter().map(|r| on(r, agent)).collect();
+    let mut ids = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
+        let batch = chunk.iter().map(|i| {
+            let client = clients[i % clients.len()].clone();
+            let mut input = payment(user);
+            input.requested_expiry = Some(expiry);
+            async move { client.ciba_authorize(&input).await.unwrap().auth_req_id }
+        });
+        ids.extend(join_all(batch).await);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_expire_a_thousand_requests_exactly_once() {
+    let clock = ManualClock::new(Utc::now());
+    let c = cluster(3, Some(clock.clone())).await;
+    let (user, _) = c.replicas[0].reviewer("alice@example.com").await;
+    let (_, agent) = c.replicas[0].agent("bot").await;
+    create_many(&c, &agent, &user, 1000, 30).await;
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
+            .await,
+        1000
+    );
+
+    clock.advance(chrono::Duration::seconds(31));
+    // Every replica sweeps at once (their background sweepers run too).
+    let sweeps = c.replicas.iter().flat_map(|r| {
+        let state = r.server.state.clone();
+        (0..3).map(move |_| {
+            let state = state.clone();
+            async move {
+                countersign_server::service::sweep_expired(&state)
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+    join_all(sweeps).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c
+        .count("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
+        .await
+        > 0
+    {
+        assert!(Instant::now() < deadline, "expiry did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM audit_events WHERE action = 'approval.expired'")
+            .await,
+        1000
+    );
+    assert_eq!(
+        c.count(
+            "SELECT COUNT(DISTINCT subject) FROM audit_events WHERE action = 'approval.expired'"
+        )
+        .await,
+        1000
+    );
+    assert!(c.replicas[1].admin.audit_verify().await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_claimed_by_a_replica_that_dies_is_taken_over() {
+    use sqlx::Connection;
+    let clock = ManualClock::new(Utc::now());
+    let c = cluster(2, Some(clock.clone())).await;
+    let (user, _) = c.replicas[0].reviewer("alice@example.com").await;
+    let (_, agent) = c.replicas[0].agent("bot").await;
+    create_many(&c, &agent, &user, 200, 30).await;
+    clock.advance(chrono::Duration::seconds(31));
+
+    // A replica claims half of the due work the way the sweeper does, then dies mid-job.
+    let mut dying = sqlx::PgConnection::connect(c.url()).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut dying).await.unwrap();
+    let claimed: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM approval_requests WHERE status = 'pending' AND expires_at <= $1 \
+         ORDER BY expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(clock_ms(&clock))
+    .fetch_all(&mut dying)
+    .await
+    .unwrap();
+    assert_eq!(claimed.len(), 100);
+    sqlx::query("UPDATE approval_requests SET status = 'expired' WHERE id = $1")
+        .bind(&claimed[0].0)
+        .execute(&mut dying)
+        .await
+        .unwrap();
+
+    // The live replicas do the rest without waiting on the claimed rows.
+    for r in &c.replicas {
+        countersign_server::service::sweep_expired(&r.server.state)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
+            .await,
+        100
+    );
+
+    // The dead replica's transaction never commits; its claims return and are finished.
+    drop(dying);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c
+        .count("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
+        .await
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned claims were not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        c.count(
+            "SELECT COUNT(DISTINCT subject) FROM audit_events WHERE action = 'approval.expired'"
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM audit_events WHERE action = 'approval.expired'")
+            .await,
+        200
+    );
+    assert!(c.replicas[0].admin.audit_verify().await.unwrap().ok);
+}
+
+fn clock_ms(clock: &ManualClock) -> i64 {
+    use countersign_core::Clock;
+    clock.now().timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_replica_process_loses_no_accepted_request() {
+    let c = cluster(1, None).await;
+    let survivor = &c.replicas[0];
+    let (user, _) = survivor.reviewer("alice@example.com").await;
+    let (_, agent) = survivor.agent("bot").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("COUNTERSIGN_DATABASE_URL", c.url())
+        .env("COUNTERSIGN_LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let doomed = Client::new(
+        &format!("http://127.0.0.1:{port}"),
+        agent.key().map(str::to_string),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while doomed.ready().await.is_err() {
+        assert!(Instant::now() < deadline, "the child replica did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Load the doomed replica from several tasks and kill it mid-stream.
+    let accepted = Arc::new(Accepted::default());
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let doomed = doomed.clone();
+            let accepted = accepted.clone();
+            let user = user.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    match doomed.ciba_authorize(&payment(&user)).await {
+                        Ok(r) => accepted.push(r.auth_req_id),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    for w in writers {
+        let _ = w.await;
+    }
+    let accepted = accepted.take();
+    assert!(
+        !accepted.is_empty(),
+        "some requests were accepted before the kill"
+    );
+    let reader = on(survivor, &agent);
+    for id in &accepted {
+        assert_eq!(
+            reader.ciba_token(id, None).await.unwrap(),
+            TokenResponse::Pending,
+            "an accepted request was lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_verify_across_replicas_and_key_rotation_spreads() {
+    let c = cluster(2, None).await;
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    let jwks_a = a.admin.jwks().await.unwrap();
+    assert_eq!(
+        jwks_a,
+        b.admin.jwks().await.unwrap(),
+        "one key set for all replicas"
+    );
+
+    let rotated = a
+        .admin
+        .rotate_signing_key(Some("EdDSA".into()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let jwks_b = b.admin.jwks().await.unwrap();
+        if jwks_b["keys"][0]["kid"] == rotated.kid.as_str() {
+            assert_eq!(
+                jwks_b["keys"].as_array().unwrap().len(),
+                2,
+                "the old key stays published"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica B never learned of the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A token signed by B now uses the new key.
+    let (user, reviewer) = b.reviewer("alice@example.com").await;
+    let (_, agent) = b.agent("bot").await;
+    let asked = agent.ciba_authorize(&payment(&user)).await.unwrap();
+    on(a, &reviewer)
+        .ciba_approve(&ApproveRequest {
+            auth_req_id: Some(asked.auth_req_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let TokenResponse::Approved {
+        access_token: Some(token),
+        ..
+    } = agent.ciba_token(&asked.auth_req_id, None).await.unwrap()
+    else {
+        panic!("no token");
+    };
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(rotated.kid.as_str()));
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    // Only admins of `default` rotate.
+    let tenant = a
+        .admin
+        .create_tenant(&countersign_proto::admin::CreateTenant {
+            id: "acme".into(),
+            name: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            a.client(&tenant.admin_key.key)
+                .rotate_signing_key(None)
+                .await
+        ),
+        "forbidden"
+    );
+}
