@@ -12,6 +12,9 @@ use countersign_proto::ciba::{
     ApproveRequest, AuthorizeRequest, AuthorizeResponse, DecisionResponse, DenyRequest,
     TokenResponse,
 };
+use countersign_proto::oidc::{
+    CreateOidcClient, OidcClientCreated, OidcClientList, OidcClientView, SetUserCode,
+};
 use countersign_proto::{ErrorBody, HealthResponse};
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
@@ -140,6 +143,28 @@ impl Client {
         }
     }
 
+    /// For answers without a body (204).
+    async fn send_empty(&self, builder: RequestBuilder) -> Result<()> {
+        let response = builder.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = response.bytes().await?;
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+                current_status: body.error.current_status,
+            }),
+            Err(_) => Err(ClientError::Unexpected {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.request(Method::GET, path)?).await
     }
@@ -221,6 +246,34 @@ impl Client {
         self.post(
             &format!("/v1/admin/api-keys/{id}/revoke"),
             &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn create_oidc_client(&self, body: &CreateOidcClient) -> Result<OidcClientCreated> {
+        self.post("/v1/admin/oidc-clients", body).await
+    }
+
+    pub async fn list_oidc_clients(&self) -> Result<OidcClientList> {
+        self.get("/v1/admin/oidc-clients").await
+    }
+
+    pub async fn get_oidc_client(&self, id: &str) -> Result<OidcClientView> {
+        self.get(&format!("/v1/admin/oidc-clients/{id}")).await
+    }
+
+    pub async fn delete_oidc_client(&self, id: &str) -> Result<()> {
+        self.send_empty(self.request(Method::DELETE, &format!("/v1/admin/oidc-clients/{id}"))?)
+            .await
+    }
+
+    pub async fn set_user_code(&self, user_id: &str, user_code: &str) -> Result<()> {
+        let body = SetUserCode {
+            user_code: user_code.into(),
+        };
+        self.send_empty(
+            self.request(Method::PUT, &format!("/v1/admin/users/{user_id}/user-code"))?
+                .json(&body),
         )
         .await
     }

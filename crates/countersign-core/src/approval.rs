@@ -39,18 +39,22 @@ impl Default for RequestLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
     Ciba,
+    /// OpenID Connect CIBA Core 1.0 (`/oidc/bc-authorize`).
+    Oidc,
 }
 
 impl RequestKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RequestKind::Ciba => "ciba",
+            RequestKind::Oidc => "oidc",
         }
     }
 
     pub fn parse(s: &str) -> Option<RequestKind> {
         match s {
             "ciba" => Some(RequestKind::Ciba),
+            "oidc" => Some(RequestKind::Oidc),
             _ => None,
         }
     }

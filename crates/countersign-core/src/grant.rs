@@ -65,3 +65,44 @@ impl GrantClaims {
         }
     }
 }
+
+/// The claims of a CIBA access token: the grant's claims with the client as audience and the
+/// RFC 9396 details the client asked for ahead of the approval's own detail.
+pub fn oidc_access_claims(
+    grant: &GrantClaims,
+    requested_details: &[Value],
+) -> crate::Result<Value> {
+    let mut claims = serde_json::to_value(grant).map_err(crate::Error::internal)?;
+    if let Value::Object(map) = &mut claims {
+        map.insert("aud".into(), Value::String(grant.client_id.clone()));
+        let mut details: Vec<Value> = requested_details.to_vec();
+        if let Some(Value::Array(own)) = map.remove("authorization_details") {
+            details.extend(own);
+        }
+        map.insert("authorization_details".into(), Value::Array(details));
+    }
+    Ok(claims)
+}
+
+/// The ID token of an approved CIBA request (OpenID Connect Core 1.0 §2, CIBA §10.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    /// When the user approved.
+    pub auth_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    pub amr: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+    #[serde(
+        rename = "urn:openid:params:jwt:claim:auth_req_id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_req_id: Option<String>,
+}

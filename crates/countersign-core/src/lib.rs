@@ -8,6 +8,7 @@ pub mod directory;
 pub mod error;
 pub mod grant;
 pub mod ids;
+pub mod oidc;
 pub mod principal;
 pub mod secret;
 pub mod validate;

@@ -50,6 +50,36 @@ pub enum ErrorCode {
     Internal,
     /// 503: the server is shutting down or its store is unavailable.
     Unavailable,
+    // OpenID Connect CIBA and OAuth 2.0 error codes (sent as `{"error","error_description"}`
+    // on the OpenID endpoints).
+    /// 400: `scope` lacks `openid` or is malformed.
+    InvalidScope,
+    /// 400: the `login_hint_token` has expired.
+    ExpiredLoginHintToken,
+    /// 400: the client may not use this grant or flow.
+    UnauthorizedClient,
+    /// 400: the client requires a `user_code` and none was sent.
+    MissingUserCode,
+    /// 400: the `user_code` is wrong.
+    InvalidUserCode,
+    /// 400: the `binding_message` is too long or not printable.
+    InvalidBindingMessage,
+    /// 401: client authentication failed.
+    InvalidClient,
+    /// 403 at the backchannel endpoint, 400 at the token endpoint: the user denied.
+    AccessDenied,
+    /// 400: `authorization_details` has an unknown type or does not match its schema.
+    InvalidAuthorizationDetails,
+    /// 400: the user has not decided yet.
+    AuthorizationPending,
+    /// 400: the client polls faster than `interval`; the interval grows.
+    SlowDown,
+    /// 400: the `auth_req_id` expired.
+    ExpiredToken,
+    /// 400: the `auth_req_id` is unknown, another client's, or already redeemed.
+    InvalidGrant,
+    /// 400: the token endpoint does not know this `grant_type`.
+    UnsupportedGrantType,
 }
 
 impl ErrorCode {
@@ -69,14 +99,42 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::ExpiredLoginHintToken => "expired_login_hint_token",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::MissingUserCode => "missing_user_code",
+            ErrorCode::InvalidUserCode => "invalid_user_code",
+            ErrorCode::InvalidBindingMessage => "invalid_binding_message",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::InvalidAuthorizationDetails => "invalid_authorization_details",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
         }
     }
 
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::UnknownUserId => 400,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::UnknownUserId
+            | ErrorCode::InvalidScope
+            | ErrorCode::ExpiredLoginHintToken
+            | ErrorCode::UnauthorizedClient
+            | ErrorCode::MissingUserCode
+            | ErrorCode::InvalidUserCode
+            | ErrorCode::InvalidBindingMessage
+            | ErrorCode::InvalidAuthorizationDetails
+            | ErrorCode::AuthorizationPending
+            | ErrorCode::SlowDown
+            | ErrorCode::ExpiredToken
+            | ErrorCode::InvalidGrant
+            | ErrorCode::UnsupportedGrantType => 400,
+            ErrorCode::Unauthorized | ErrorCode::InvalidClient => 401,
+            ErrorCode::Forbidden | ErrorCode::AccessDenied => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::AlreadyDecided | ErrorCode::AlreadyExists => 409,

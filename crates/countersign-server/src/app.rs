@@ -27,7 +27,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
-use crate::routes::{admin, approvals, audit, ciba, meta};
+use crate::oidc::Oidc;
+use crate::routes::{admin, approvals, audit, ciba, meta, oidc, oidc_admin};
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::state::AppState;
@@ -148,6 +149,9 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
     let bootstrap = bootstrap(&store, &settings, clock.as_ref()).await?;
     let signer =
         Signers::load_or_create(&store, &settings.tokens.algorithm, clock.as_ref()).await?;
+    let oidc = Oidc::new(&settings, &store, clock.as_ref())
+        .await
+        .context("setting up OpenID Connect")?;
     let (stop, stopping) = watch::channel(false);
     let state = AppState {
         store,
@@ -158,6 +162,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         limits: Arc::new(limits),
         issuer: issuer.into(),
         stopping,
+        oidc: Arc::new(oidc),
     };
     let demo = if state.settings.demo {
         Some(demo(&state).await?)
@@ -330,6 +335,21 @@ fn router(state: AppState) -> Router {
             "/v1/admin/signing-keys/rotate",
             post(admin::rotate_signing_key),
         )
+        .route(
+            "/v1/admin/oidc-clients",
+            post(oidc_admin::create).get(oidc_admin::list),
+        )
+        .route(
+            "/v1/admin/oidc-clients/{id}",
+            get(oidc_admin::get).delete(oidc_admin::delete),
+        )
+        .route(
+            "/v1/admin/users/{id}/user-code",
+            axum::routing::put(oidc_admin::set_user_code),
+        )
+        .route(crate::oidc::DISCOVERY_PATH, get(oidc::discovery))
+        .route(crate::oidc::BC_AUTHORIZE_PATH, post(oidc::bc_authorize))
+        .route(crate::oidc::TOKEN_PATH, post(oidc::token))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/healthz", get(meta::healthz))
@@ -391,10 +411,15 @@ async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         };
         match change {
-            Ok(Change::Request(id)) => state.waiters.wake(&id),
+            Ok(Change::Request(id)) => {
+                state.waiters.wake(&id);
+                // Another replica may have put callbacks in the outbox.
+                state.oidc.outbox_wake.notify_one();
+            }
             Ok(Change::SigningKeys) => reload_keys(&state).await,
             Ok(Change::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 state.waiters.wake_all();
+                state.oidc.outbox_wake.notify_one();
                 reload_keys(&state).await;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -433,6 +458,7 @@ impl App {
         } = self;
         let sweeper = tokio::spawn(run_sweeper(state.clone(), stop.subscribe()));
         let follower = tokio::spawn(follow_changes(state.clone(), stop.subscribe()));
+        let delivery = tokio::spawn(crate::oidc::delivery::run(state.clone(), stop.subscribe()));
         let grace = Duration::from_secs(state.settings.http.shutdown_grace_secs);
         let (drained_tx, drained_rx) = oneshot::channel::<()>();
         let stop_for_signal = stop.clone();
@@ -458,6 +484,7 @@ impl App {
         let _ = stop.send(true);
         let _ = sweeper.await;
         let _ = follower.await;
+        let _ = delivery.await;
         Ok(())
     }
 

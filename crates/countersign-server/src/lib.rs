@@ -4,6 +4,7 @@
 mod app;
 mod auth;
 mod error;
+mod oidc;
 mod openapi;
 mod routes;
 pub mod service;

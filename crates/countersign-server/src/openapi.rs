@@ -2,7 +2,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, approvals, audit, ciba, meta};
+use crate::routes::{admin, approvals, audit, ciba, meta, oidc, oidc_admin};
 
 struct ApiKeyAuth;
 
@@ -27,6 +27,8 @@ impl Modify for ApiKeyAuth {
         admin::create_agent, admin::list_agents, admin::get_agent, admin::disable_agent,
         admin::create_api_key, admin::list_api_keys, admin::revoke_api_key, admin::create_tenant, admin::rotate_signing_key,
         audit::list, audit::verify,
+        oidc::discovery, oidc::bc_authorize, oidc::token,
+        oidc_admin::create, oidc_admin::list, oidc_admin::get, oidc_admin::delete, oidc_admin::set_user_code,
         meta::healthz, meta::readyz, meta::metrics, meta::jwks,
     ),
     components(schemas(countersign_proto::ErrorBody, countersign_proto::ErrorCode))

@@ -195,6 +195,8 @@ pub async fn decide(
         .decide(&caller.tenant_id, &request.id, decision)
         .await?;
     state.waiters.wake(&decided.id);
+    // The decision may have put callbacks (CIBA ping/push) in the outbox.
+    state.oidc.outbox_wake.notify_one();
     let label = match verdict {
         Verdict::Approve => "approved",
         Verdict::Reject => "rejected",
@@ -218,6 +220,9 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize> {
         let expired = state.store.expire_due(state.clock.now(), 500).await?;
         for e in &expired {
             state.waiters.wake(&e.request.id);
+        }
+        if !expired.is_empty() {
+            state.oidc.outbox_wake.notify_one();
         }
         total += expired.len();
         if expired.len() < 500 {

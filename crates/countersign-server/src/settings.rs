@@ -25,6 +25,101 @@ pub struct Settings {
     pub requests: RequestSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub oidc: OidcSettings,
+    pub outbound: OutboundSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcSettings {
+    /// Key (at least 32 characters) from which `auth_req_id`s are derived. Unset: a random key
+    /// kept in the store and shared by every replica.
+    pub secret: Option<String>,
+    /// RFC 9396 `authorization_details` types clients may send, each with the JSON Schema its
+    /// objects must match.
+    pub authorization_details_types: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Longest lifetime of a client assertion or a signed request (`exp` - `iat`/`nbf`), and
+    /// how far in the past `nbf` may lie, in seconds.
+    pub max_jwt_lifetime_secs: i64,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// Lifetime of ID tokens, in seconds.
+    pub id_token_lifetime_secs: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// Allow callbacks to loopback, private, link-local and other non-public addresses.
+    pub allow_private_networks: bool,
+    /// Connect timeout of outgoing calls, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Total timeout of one outgoing call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts before a callback that keeps failing with network errors or 5xx is given up.
+    pub max_attempts: i64,
+    /// How often due callbacks are looked for when nothing wakes the worker, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        let mut types = std::collections::BTreeMap::new();
+        types.insert(
+            "tool_call".to_string(),
+            serde_json::json!({
+                "type": "object",
+                "required": ["type", "tool"],
+                "properties": {
+                    "type": {"const": "tool_call"},
+                    "tool": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "arguments": {"type": "object"},
+                    "locations": {"type": "array", "items": {"type": "string"}},
+                    "actions": {"type": "array", "items": {"type": "string"}}
+                }
+            }),
+        );
+        types.insert(
+            "payment_initiation".to_string(),
+            serde_json::json!({
+                "type": "object",
+                "required": ["type", "instructedAmount", "creditorName"],
+                "properties": {
+                    "type": {"const": "payment_initiation"},
+                    "instructedAmount": {
+                        "type": "object",
+                        "required": ["currency", "amount"],
+                        "properties": {
+                            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                            "amount": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,2})?$"}
+                        }
+                    },
+                    "creditorName": {"type": "string", "minLength": 1},
+                    "creditorAccount": {"type": "object"},
+                    "remittanceInformationUnstructured": {"type": "string"}
+                }
+            }),
+        );
+        OidcSettings {
+            secret: None,
+            authorization_details_types: types,
+            max_jwt_lifetime_secs: 3600,
+            jwt_leeway_secs: 5,
+            id_token_lifetime_secs: 300,
+        }
+    }
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        OutboundSettings {
+            allow_private_networks: false,
+            connect_timeout_ms: 2_000,
+            timeout_ms: 5_000,
+            max_attempts: 8,
+            poll_interval_ms: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +195,8 @@ impl Default for Settings {
             requests: RequestSettings::default(),
             http: HttpSettings::default(),
             log: LogSettings::default(),
+            oidc: OidcSettings::default(),
+            outbound: OutboundSettings::default(),
         }
     }
 }

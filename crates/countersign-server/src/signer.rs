@@ -140,6 +140,15 @@ impl Signer {
             .map_err(|e| Error::Internal(format!("signing failed: {e}")))
     }
 
+    /// Signs an ID token (`typ: JWT`, OpenID Connect Core).
+    pub fn sign_id_token<T: Serialize>(&self, claims: &T) -> Result<String> {
+        let mut header = Header::new(self.active.alg);
+        header.kid = Some(self.active.kid.clone());
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, claims, &self.active.encoding)
+            .map_err(|e| Error::Internal(format!("signing failed: {e}")))
+    }
+
     pub fn jwks(&self) -> &Value {
         &self.jwks
     }

@@ -4,6 +4,7 @@ use countersign_core::Clock;
 use countersign_core::approval::RequestLimits;
 use countersign_store::Store;
 
+use crate::oidc::Oidc;
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::waiters::Waiters;
@@ -21,4 +22,6 @@ pub struct AppState {
     pub issuer: Arc<str>,
     /// Turns true when the server begins shutting down; long-polls then answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// OpenID Connect CIBA: keys, `authorization_details` schemas, the callback client.
+    pub oidc: Arc<Oidc>,
 }

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use countersign_client::{ApprovalFilter, Client};
 use countersign_proto::TrustLevel;
 use countersign_proto::admin::{CreateAgent, CreateApiKey, CreateTenant, KeyRole};
+use countersign_proto::oidc::CreateOidcClient;
 use countersign_server::{App, Settings};
 use serde::Serialize;
 
@@ -101,6 +102,44 @@ enum AdminCommand {
     /// Token-signing keys (admins of `default`).
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCommand),
+    /// Agents registered as OpenID Connect CIBA clients.
+    #[command(subcommand, name = "oidc-clients")]
+    OidcClients(OidcClientsCommand),
+}
+
+#[derive(Subcommand)]
+enum OidcClientsCommand {
+    /// Register an agent as an OpenID client (its client_id is the agent id). The client
+    /// secret, for secret methods, is printed only here.
+    Create {
+        #[arg(long)]
+        agent_id: String,
+        /// client_secret_basic, client_secret_post or private_key_jwt.
+        #[arg(long, default_value = "client_secret_basic")]
+        auth_method: String,
+        /// poll, ping or push.
+        #[arg(long, default_value = "poll")]
+        delivery_mode: String,
+        /// The client's notification endpoint (ping and push).
+        #[arg(long)]
+        notification_endpoint: Option<String>,
+        /// A file holding the client's public JWK Set (private_key_jwt, signed requests).
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
+        /// Require signed authentication requests with this algorithm.
+        #[arg(long)]
+        request_signing_alg: Option<String>,
+        /// Require the user's user_code in every request.
+        #[arg(long)]
+        user_code: bool,
+    },
+    List,
+    Get {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -358,6 +397,48 @@ async fn admin(remote: Remote, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::SigningKeys(SigningKeysCommand::Rotate { algorithm }) => {
             print(&c.rotate_signing_key(algorithm).await?)
         }
+        AdminCommand::OidcClients(cmd) => match cmd {
+            OidcClientsCommand::Create {
+                agent_id,
+                auth_method,
+                delivery_mode,
+                notification_endpoint,
+                jwks_file,
+                request_signing_alg,
+                user_code,
+            } => {
+                let jwks = match jwks_file {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                        Some(serde_json::from_str(&text).with_context(|| {
+                            format!("{} is not JSON", path.display())
+                        })?)
+                    }
+                    None => None,
+                };
+                print(
+                    &c.create_oidc_client(&CreateOidcClient {
+                        agent_id,
+                        token_endpoint_auth_method: auth_method,
+                        jwks,
+                        backchannel_token_delivery_mode: delivery_mode,
+                        backchannel_client_notification_endpoint: notification_endpoint,
+                        backchannel_authentication_request_signing_alg: request_signing_alg,
+                        backchannel_user_code_parameter: user_code,
+                        grant_types: None,
+                    })
+                    .await?,
+                )
+            }
+            OidcClientsCommand::List => print(&c.list_oidc_clients().await?),
+            OidcClientsCommand::Get { id } => print(&c.get_oidc_client(&id).await?),
+            OidcClientsCommand::Delete { id } => {
+                c.delete_oidc_client(&id).await?;
+                println!("deleted {id}");
+                Ok(())
+            }
+        },
     }
 }
 

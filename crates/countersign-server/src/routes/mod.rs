@@ -3,3 +3,5 @@ pub mod approvals;
 pub mod audit;
 pub mod ciba;
 pub mod meta;
+pub mod oidc;
+pub mod oidc_admin;

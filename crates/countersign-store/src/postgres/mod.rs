@@ -1,4 +1,5 @@
 //! The PostgreSQL backend, for several replicas on one database.
+mod oidc;
 mod rows;
 
 use std::time::Duration;
@@ -8,6 +9,9 @@ use chrono::{DateTime, Utc};
 use countersign_core::approval::{ApprovalRequest, Decision, NewRequest, RequestRef};
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent, GENESIS_HASH};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::oidc::{
+    NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord,
+};
 use countersign_core::{Error, Principal, Result};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::admin::KeyRole;
@@ -22,7 +26,10 @@ use tokio::task::JoinHandle;
 
 use crate::{Backend, Change, Expired, Page, RequestFilter, SigningKeyRecord};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (3, include_str!("../../migrations/postgres/0003_oidc.sql")),
+];
 
 /// The channel replicas tell each other about changes on.
 const CHANNEL: &str = "countersign_changes";
@@ -265,6 +272,50 @@ fn key_created_audit(key: &ApiKey, actor: &Actor) -> AuditRecord {
         &key.id,
         json!({"role": key.role.as_str(), "user_id": key.user_id, "agent_id": key.agent_id, "prefix": key.prefix}),
     )
+}
+
+/// Inserts an approval request and its audit event, inside the caller's transaction.
+async fn insert_request(conn: &mut PgConnection, new: &NewRequest, actor: &Actor) -> Result<()> {
+    let r = &new.request;
+    let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
+            sqlx::query(
+        "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
+         binding_message, context, context_sha256, status, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&r.id)
+    .bind(&r.tenant_id)
+    .bind(r.kind.as_str())
+    .bind(&new.auth_req_hash)
+    .bind(&r.agent_id)
+    .bind(&r.user_id)
+    .bind(&r.scope)
+    .bind(&r.binding_message)
+    .bind(context)
+    .bind(&r.context_sha256)
+    .bind(r.status.as_str())
+    .bind(ms(r.created_at))
+    .bind(ms(r.expires_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    append_audit(
+        &mut *conn,
+        AuditRecord::new(
+            &r.tenant_id,
+            r.created_at,
+            actor,
+            "approval.created",
+            &r.id,
+            json!({
+                "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
+                "binding_message": r.binding_message, "context_sha256": r.context_sha256,
+                "expires_at_ms": ms(r.expires_at),
+            }),
+        ),
+    )
+    .await?;
+Ok(())
 }
 
 async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> Result<()> {
@@ -679,47 +730,9 @@ impl Backend for PgStore {
     }
 
     async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest> {
-        let r = &new.request;
-        let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
-             binding_message, context, context_sha256, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&r.id)
-        .bind(&r.tenant_id)
-        .bind(r.kind.as_str())
-        .bind(&new.auth_req_hash)
-        .bind(&r.agent_id)
-        .bind(&r.user_id)
-        .bind(&r.scope)
-        .bind(&r.binding_message)
-        .bind(context)
-        .bind(&r.context_sha256)
-        .bind(r.status.as_str())
-        .bind(ms(r.created_at))
-        .bind(ms(r.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &r.tenant_id,
-                r.created_at,
-                &actor,
-                "approval.created",
-                &r.id,
-                json!({
-                    "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
-                    "binding_message": r.binding_message, "context_sha256": r.context_sha256,
-                    "expires_at_ms": ms(r.expires_at),
-                }),
-            ),
-        )
-        .await?;
-        notify(&mut tx, &format!("r:{}", r.id)).await?;
+        insert_request(&mut tx, &new, &actor).await?;
+        notify(&mut tx, &format!("r:{}", new.request.id)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(new.request)
     }
@@ -826,6 +839,7 @@ impl Backend for PgStore {
             ),
         )
         .await?;
+        oidc::enqueue_outbox(&mut tx, id, status.as_str(), decision.at).await?;
         notify(&mut tx, &format!("r:{id}")).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(request)
@@ -908,6 +922,7 @@ impl Backend for PgStore {
                 ),
             )
             .await?;
+            oidc::enqueue_outbox(&mut tx, &request.id, "expired", now).await?;
             notify(&mut tx, &format!("r:{}", request.id)).await?;
             expired.push(Expired {
                 tenant_id: request.tenant_id.clone(),
@@ -950,6 +965,109 @@ impl Backend for PgStore {
         let event = append_audit(&mut tx, record).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(event)
+    }
+
+    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
+        self.oidc_create_client(client, actor).await
+    }
+
+    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
+        self.oidc_list_clients(tenant_id).await
+    }
+
+    async fn get_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        self.oidc_get_client(tenant_id, client_id).await
+    }
+
+    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
+        self.oidc_find_active_client(client_id).await
+    }
+
+    async fn delete_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_delete_client(tenant_id, client_id, actor, at)
+            .await
+    }
+
+    async fn create_oidc_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
+        self.oidc_create_request(new, actor).await
+    }
+
+    async fn get_oidc_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>> {
+        self.oidc_get_request(tenant_id, approval_id).await
+    }
+
+    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
+        self.oidc_record_poll(approval_id, at).await
+    }
+
+    async fn use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.oidc_use_jti(client_id, jti, expires_at, now).await
+    }
+
+    async fn set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_set_user_code(tenant_id, user_id, code_hash, actor, at)
+            .await
+    }
+
+    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
+        self.oidc_user_code_hash(tenant_id, user_id).await
+    }
+
+    async fn server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>> {
+        self.oidc_server_secret(name, candidate, at).await
+    }
+
+    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
+        self.oidc_token_jti(tenant_id, approval_id).await
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        self.outbox_claim(now, lease_until, limit).await
+    }
+
+    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        self.outbox_finish(id, outcome).await
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {

@@ -1,4 +1,5 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
+mod oidc;
 mod rows;
 
 use std::path::{Path, PathBuf};
@@ -10,6 +11,9 @@ use chrono::{DateTime, Utc};
 use countersign_core::approval::{ApprovalRequest, Decision, NewRequest, RequestRef};
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::oidc::{
+    NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord,
+};
 use countersign_core::{Error, Principal, Result};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::admin::KeyRole;
@@ -24,7 +28,10 @@ use tokio::sync::broadcast;
 
 use crate::{Backend, Change, Expired, Page, RequestFilter, SigningKeyRecord};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_oidc.sql")),
+];
 
 /// How hard SQLite works to make a commit survive a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -284,6 +291,33 @@ fn request_in_tx(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<
     ))
     .and_then(|mut s| s.query_row([tenant_id, id], rows::request).optional())
     .map_err(db_error)
+}
+
+/// Inserts an approval request and its audit event, inside the caller's transaction.
+fn insert_request(c: &Connection, new: &NewRequest, actor: &Actor) -> Result<()> {
+    let r = &new.request;
+    let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
+    c.prepare_cached(
+        "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
+         binding_message, context, context_sha256, status, created_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id, r.tenant_id, r.kind.as_str(), new.auth_req_hash, r.agent_id, r.user_id, r.scope,
+            r.binding_message, context, r.context_sha256, r.status.as_str(), ms(r.created_at), ms(r.expires_at),
+        ])
+    })
+    .map_err(db_error)?;
+    append_audit(
+        c,
+        AuditRecord::new(&r.tenant_id, r.created_at, actor, "approval.created", &r.id, json!({
+            "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
+            "binding_message": r.binding_message, "context_sha256": r.context_sha256,
+            "expires_at_ms": ms(r.expires_at),
+        })),
+    )?;
+    Ok(())
 }
 
 fn insert_signing_key(c: &Connection, key: &SigningKeyRecord) -> Result<()> {
@@ -668,28 +702,7 @@ impl Backend for SqliteStore {
 
     async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest> {
         self.write(move |c| {
-            let r = &new.request;
-            let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
-            c.prepare_cached(
-                "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
-                 binding_message, context, context_sha256, status, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    r.id, r.tenant_id, r.kind.as_str(), new.auth_req_hash, r.agent_id, r.user_id, r.scope,
-                    r.binding_message, context, r.context_sha256, r.status.as_str(), ms(r.created_at), ms(r.expires_at),
-                ])
-            })
-            .map_err(db_error)?;
-            append_audit(
-                c,
-                AuditRecord::new(&r.tenant_id, r.created_at, &actor, "approval.created", &r.id, json!({
-                    "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
-                    "binding_message": r.binding_message, "context_sha256": r.context_sha256,
-                    "expires_at_ms": ms(r.expires_at),
-                })),
-            )?;
+            insert_request(c, &new, &actor)?;
             Ok(new.request)
         })
         .await
@@ -785,6 +798,7 @@ impl Backend for SqliteStore {
                 c,
                 AuditRecord::new(&tenant_id, decision.at, &decision.actor, action, &id, json!({"comment": decision.comment})),
             )?;
+            oidc::enqueue_outbox(c, &id, status.as_str(), decision.at)?;
             Ok(request)
         })
         .await
@@ -841,6 +855,7 @@ impl Backend for SqliteStore {
                         AuditRecord::new(&request.tenant_id, now, &Actor::system("expiry"), "approval.expired", &request.id,
                             json!({"expires_at_ms": ms(request.expires_at)})),
                     )?;
+                    oidc::enqueue_outbox(c, &request.id, "expired", now)?;
                     expired.push(Expired { tenant_id: request.tenant_id.clone(), request });
                 }
             }
@@ -876,6 +891,111 @@ impl Backend for SqliteStore {
             .query_map(params![tenant_id, after_seq, limit], rows::audit_event)?
             .collect()
         })
+    }
+
+    // ----- OpenID Connect -----
+
+    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
+        self.oidc_create_client(client, actor).await
+    }
+
+    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
+        self.oidc_list_clients(tenant_id)
+    }
+
+    async fn get_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        self.oidc_get_client(tenant_id, client_id)
+    }
+
+    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
+        self.oidc_find_active_client(client_id)
+    }
+
+    async fn delete_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_delete_client(tenant_id, client_id, actor, at)
+            .await
+    }
+
+    async fn create_oidc_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
+        self.oidc_create_request(new, actor).await
+    }
+
+    async fn get_oidc_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>> {
+        self.oidc_get_request(tenant_id, approval_id)
+    }
+
+    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
+        self.oidc_record_poll(approval_id, at).await
+    }
+
+    async fn use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.oidc_use_jti(client_id, jti, expires_at, now).await
+    }
+
+    async fn set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_set_user_code(tenant_id, user_id, code_hash, actor, at)
+            .await
+    }
+
+    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
+        self.oidc_user_code_hash(tenant_id, user_id)
+    }
+
+    async fn server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>> {
+        self.oidc_server_secret(name, candidate, at).await
+    }
+
+    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
+        self.oidc_token_jti(tenant_id, approval_id)
+    }
+
+    async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        self.outbox_claim(now, lease_until, limit).await
+    }
+
+    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        self.outbox_finish(id, outcome).await
     }
 
     // ----- signing keys -----

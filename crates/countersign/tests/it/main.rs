@@ -14,6 +14,7 @@ mod cli;
 mod durability;
 mod errors;
 mod meta;
+mod oidc;
 mod replicas;
 mod support;
 mod tokens;

@@ -313,3 +313,12 @@ impl Accepted {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
+
+/// A server with a manual clock and adjusted settings.
+pub async fn spawn_with_clock_and(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut s = settings(&dir);
+    s.database.url = database_for_test().await;
+    configure(&mut s);
+    start(dir, s, Some(ManualClock::new(Utc::now()))).await
+}

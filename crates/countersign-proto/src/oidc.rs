@@ -1,0 +1,79 @@
+//! The admin API of OpenID clients: `/v1/admin/oidc-clients`.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+fn default_auth_method() -> String {
+    "client_secret_basic".into()
+}
+
+fn default_delivery_mode() -> String {
+    "poll".into()
+}
+
+/// Registers an agent as an OpenID client; its `client_id` is the agent's id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOidcClient {
+    pub agent_id: String,
+    /// `client_secret_basic` (default), `client_secret_post` or `private_key_jwt`.
+    #[serde(default = "default_auth_method")]
+    pub token_endpoint_auth_method: String,
+    /// The client's public keys (a JWK Set), for `private_key_jwt` and signed requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    /// `poll` (default), `ping` or `push`.
+    #[serde(default = "default_delivery_mode")]
+    pub backchannel_token_delivery_mode: String,
+    /// Required for ping and push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_client_notification_endpoint: Option<String>,
+    /// When set, every authentication request must be signed with this algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_authentication_request_signing_alg: Option<String>,
+    /// When true, every authentication request must carry the user's `user_code`.
+    #[serde(default)]
+    pub backchannel_user_code_parameter: bool,
+    /// Defaults to `["urn:openid:params:grant-type:ciba"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OidcClientView {
+    pub client_id: String,
+    pub token_endpoint_auth_method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    pub backchannel_token_delivery_mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_client_notification_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_authentication_request_signing_alg: Option<String>,
+    pub backchannel_user_code_parameter: bool,
+    pub grant_types: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The answer to registration: the only time the client secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OidcClientCreated {
+    #[serde(flatten)]
+    pub view: OidcClientView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OidcClientList {
+    pub oidc_clients: Vec<OidcClientView>,
+}
+
+/// `PUT /v1/admin/users/{id}/user-code`: the code the user tells a client (CIBA `user_code`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetUserCode {
+    pub user_code: String,
+}

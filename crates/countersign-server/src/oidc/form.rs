@@ -1,0 +1,44 @@
+//! `application/x-www-form-urlencoded` bodies of the OAuth endpoints.
+use countersign_core::{Error, Result};
+
+/// The parameters of a form body; OAuth forbids sending one more than once.
+#[derive(Debug, Clone, Default)]
+pub struct FormParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl FormParams {
+    pub fn parse(body: &[u8]) -> FormParams {
+        FormParams {
+            pairs: url::form_urlencoded::parse(body).into_owned().collect(),
+        }
+    }
+
+    /// The value of `name`; empty values count as absent (RFC 6749 §3.1).
+    pub fn get(&self, name: &str) -> Result<Option<&str>> {
+        let mut values = self
+            .pairs
+            .iter()
+            .filter(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Error::invalid(format!(
+                "`{name}` must not be sent more than once"
+            )));
+        }
+        Ok(first)
+    }
+
+    pub fn owned(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.get(name)?.map(str::to_string))
+    }
+
+    /// Names present other than those listed.
+    pub fn names_except<'a>(&'a self, allowed: &'a [&str]) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(k, v)| !v.is_empty() && !allowed.contains(&k.as_str()))
+            .map(|(k, _)| k.as_str())
+    }
+}

@@ -1,0 +1,163 @@
+//! The OpenID Connect CIBA endpoints. They speak OAuth: form bodies in, and errors as
+//! `{"error","error_description"}` with `Cache-Control: no-store`.
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use countersign_core::Error;
+use countersign_proto::ErrorCode;
+use serde_json::{Value, json};
+
+use crate::oidc::form::FormParams;
+use crate::oidc::service;
+use crate::state::AppState;
+
+/// Which endpoint answers: `access_denied` is 403 at the backchannel endpoint and 400 at the
+/// token endpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Backchannel,
+    Token,
+}
+
+/// The OAuth code and HTTP status of an error.
+fn oauth_error(error: &Error, endpoint: Endpoint) -> (StatusCode, &'static str, String) {
+    let code = error.code();
+    let (status, name) = match code {
+        ErrorCode::InvalidScope
+        | ErrorCode::ExpiredLoginHintToken
+        | ErrorCode::UnauthorizedClient
+        | ErrorCode::MissingUserCode
+        | ErrorCode::InvalidUserCode
+        | ErrorCode::InvalidBindingMessage
+        | ErrorCode::InvalidAuthorizationDetails
+        | ErrorCode::AuthorizationPending
+        | ErrorCode::SlowDown
+        | ErrorCode::ExpiredToken
+        | ErrorCode::InvalidGrant
+        | ErrorCode::UnsupportedGrantType
+        | ErrorCode::UnknownUserId => (StatusCode::BAD_REQUEST, code.as_str()),
+        ErrorCode::InvalidClient | ErrorCode::Unauthorized => {
+            (StatusCode::UNAUTHORIZED, "invalid_client")
+        }
+        ErrorCode::AccessDenied if endpoint == Endpoint::Backchannel => {
+            (StatusCode::FORBIDDEN, "access_denied")
+        }
+        ErrorCode::AccessDenied => (StatusCode::BAD_REQUEST, "access_denied"),
+        ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        _ => (StatusCode::BAD_REQUEST, "invalid_request"),
+    };
+    let description = match error {
+        Error::Internal(detail) => {
+            tracing::error!(error = %detail, "internal error");
+            "internal error; the server log has the details under this response's x-request-id"
+                .to_string()
+        }
+        other => other.to_string(),
+    };
+    (status, name, description)
+}
+
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn error_response(error: Error, endpoint: Endpoint) -> Response {
+    let (status, name, description) = oauth_error(&error, endpoint);
+    let mut response = (
+        status,
+        Json(json!({"error": name, "error_description": description})),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"countersign\""),
+        );
+    }
+    no_store(response)
+}
+
+/// The form body and the Authorization header of an OAuth request.
+fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>), Error> {
+    let is_form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        });
+    if !is_form {
+        return Err(Error::invalid(
+            "the body must be `application/x-www-form-urlencoded`",
+        ));
+    }
+    let authorization = headers
+        .get(AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| Error::invalid_with(ErrorCode::InvalidClient, "malformed Authorization header"))
+        })
+        .transpose()?;
+    Ok((FormParams::parse(body), authorization))
+}
+
+/// CIBA §7: the backchannel authentication endpoint.
+#[utoipa::path(post, path = "/oidc/bc-authorize", tag = "oidc",
+    request_body(content_type = "application/x-www-form-urlencoded", content = Object),
+    responses((status = 200, body = Object), (status = 400, body = Object), (status = 401, body = Object)))]
+pub async fn bc_authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let (form, authorization) = form(&headers, &body)?;
+        service::bc_authorize(&state, &form, authorization.as_deref()).await
+    }
+    .await;
+    match result {
+        Ok(answer) => {
+            let mut body = json!({
+                "auth_req_id": answer.auth_req_id,
+                "expires_in": answer.expires_in,
+            });
+            if let Some(interval) = answer.interval {
+                body["interval"] = json!(interval);
+            }
+            no_store((StatusCode::OK, Json(body)).into_response())
+        }
+        Err(e) => error_response(e, Endpoint::Backchannel),
+    }
+}
+
+/// CIBA §10: the token endpoint, grant `urn:openid:params:grant-type:ciba`.
+#[utoipa::path(post, path = "/oidc/token", tag = "oidc",
+    request_body(content_type = "application/x-www-form-urlencoded", content = Object),
+    responses((status = 200, body = Object), (status = 400, body = Object), (status = 401, body = Object)))]
+pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let (form, authorization) = form(&headers, &body)?;
+        service::token(&state, &form, authorization.as_deref()).await
+    }
+    .await;
+    match result {
+        Ok(tokens) => no_store((StatusCode::OK, Json(tokens)).into_response()),
+        Err(e) => error_response(e, Endpoint::Token),
+    }
+}
+
+/// OpenID Connect Discovery 1.0 with the CIBA metadata.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "oidc",
+    responses((status = 200, body = Object)))]
+pub async fn discovery(State(state): State<AppState>) -> Json<Value> {
+    Json(service::discovery(&state))
+}

@@ -1,0 +1,513 @@
+//! OpenID Connect clients, CIBA request state and the outbox on PostgreSQL.
+use chrono::{DateTime, Utc};
+use countersign_core::approval::ApprovalRequest;
+use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::clock::from_millis;
+use countersign_core::oidc::{
+    AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
+    OutboxOutcome, PollRecord, SLOW_DOWN_STEP_SECS,
+};
+use countersign_core::{Error, Result};
+use serde_json::json;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::rows::{ms, pg_error};
+use super::{PgStore, append_audit, insert_request, notify};
+
+const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
+     notification_endpoint, request_signing_alg, user_code_parameter, grant_types, created_at";
+const STATE_COLUMNS: &str =
+    "approval_id, tenant_id, client_id, delivery_mode, scope, acr, interval_secs, last_poll_at";
+
+fn bad(what: &str) -> Error {
+    Error::Internal(format!("unexpected {what} in the database"))
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(
+    row: &'r PgRow,
+    idx: usize,
+) -> Result<T> {
+    row.try_get(idx).map_err(pg_error)
+}
+
+fn client(row: &PgRow) -> Result<OidcClient> {
+    let method: String = get(row, 2)?;
+    let mode: String = get(row, 5)?;
+    let jwks: Option<String> = get(row, 4)?;
+    let grants: String = get(row, 9)?;
+    Ok(OidcClient {
+        client_id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        auth_method: AuthMethod::parse(&method).ok_or_else(|| bad("auth method"))?,
+        secret_hash: get(row, 3)?,
+        jwks: jwks
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|_| bad("jwks"))?,
+        delivery_mode: DeliveryMode::parse(&mode).ok_or_else(|| bad("delivery mode"))?,
+        notification_endpoint: get(row, 6)?,
+        request_signing_alg: get(row, 7)?,
+        user_code_parameter: get(row, 8)?,
+        grant_types: serde_json::from_str(&grants).map_err(|_| bad("grant types"))?,
+        created_at: from_millis(get(row, 10)?),
+    })
+}
+
+fn state(row: &PgRow) -> Result<OidcRequestState> {
+    let mode: String = get(row, 3)?;
+    Ok(OidcRequestState {
+        approval_id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        client_id: get(row, 2)?,
+        delivery_mode: DeliveryMode::parse(&mode).ok_or_else(|| bad("delivery mode"))?,
+        scope: get(row, 4)?,
+        acr: get(row, 5)?,
+        interval_secs: get(row, 6)?,
+        last_poll_at: get::<Option<i64>>(row, 7)?.map(from_millis),
+    })
+}
+
+/// Puts one outbox row per subscription of the request, inside the transaction of the state
+/// change that causes it.
+pub(super) async fn enqueue_outbox(
+    conn: &mut PgConnection,
+    approval_id: &str,
+    event: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (tenant_id, approval_id, channel, target, secret, event, next_attempt_at, created_at) \
+         SELECT tenant_id, approval_id, channel, target, secret, $2, $3, $3 FROM request_subscriptions WHERE approval_id = $1",
+    )
+    .bind(approval_id)
+    .bind(event)
+    .bind(ms(at))
+    .execute(conn)
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+impl PgStore {
+    pub(super) async fn oidc_create_client(
+        &self,
+        client: OidcClient,
+        actor: Actor,
+    ) -> Result<OidcClient> {
+        let mut tx = self.begin().await?;
+        let agent: Option<bool> =
+            sqlx::query_scalar("SELECT disabled FROM agents WHERE tenant_id = $1 AND id = $2")
+                .bind(&client.tenant_id)
+                .bind(&client.client_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        if agent != Some(false) {
+            return Err(Error::NotFound(format!(
+                "no active agent {:?} in this tenant",
+                client.client_id
+            )));
+        }
+        let jwks = client
+            .jwks
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(Error::internal)?;
+        let grants = serde_json::to_string(&client.grant_types).map_err(Error::internal)?;
+        sqlx::query(&format!(
+            "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&client.client_id)
+        .bind(&client.tenant_id)
+        .bind(client.auth_method.as_str())
+        .bind(&client.secret_hash)
+        .bind(jwks)
+        .bind(client.delivery_mode.as_str())
+        .bind(&client.notification_endpoint)
+        .bind(&client.request_signing_alg)
+        .bind(client.user_code_parameter)
+        .bind(grants)
+        .bind(ms(client.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match pg_error(e) {
+            Error::AlreadyExists(_) => Error::AlreadyExists(format!(
+                "agent {:?} is already an OpenID client",
+                client.client_id
+            )),
+            other => other,
+        })?;
+        append_audit(
+            &mut tx,
+            AuditRecord::new(
+                &client.tenant_id,
+                client.created_at,
+                &actor,
+                "oidc_client.created",
+                &client.client_id,
+                json!({
+                    "auth_method": client.auth_method.as_str(),
+                    "delivery_mode": client.delivery_mode.as_str(),
+                    "notification_endpoint": client.notification_endpoint,
+                }),
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(client)
+    }
+
+    pub(super) async fn oidc_list_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
+        sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE tenant_id = $1 ORDER BY client_id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(client)
+        .collect()
+    }
+
+    pub(super) async fn oidc_get_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        sqlx::query(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE tenant_id = $1 AND client_id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .map(|r| client(&r))
+        .transpose()
+    }
+
+    pub(super) async fn oidc_find_active_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        let columns = CLIENT_COLUMNS
+            .split(", ")
+            .map(|col| format!("o.{col}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(&format!(
+            "SELECT {columns} FROM oidc_clients o JOIN agents a ON a.id = o.client_id \
+             WHERE o.client_id = $1 AND NOT a.disabled"
+        ))
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .map(|r| client(&r))
+        .transpose()
+    }
+
+    pub(super) async fn oidc_delete_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let deleted =
+            sqlx::query("DELETE FROM oidc_clients WHERE tenant_id = $1 AND client_id = $2")
+                .bind(tenant_id)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?
+                .rows_affected();
+        if deleted == 0 {
+            return Err(Error::NotFound("no such OpenID client".into()));
+        }
+        append_audit(
+            &mut tx,
+            AuditRecord::new(
+                tenant_id,
+                at,
+                &actor,
+                "oidc_client.deleted",
+                client_id,
+                json!({}),
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    pub(super) async fn oidc_create_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
+        let mut tx = self.begin().await?;
+        insert_request(&mut tx, &new.new, &actor).await?;
+        let s = &new.state;
+        sqlx::query(&format!(
+            "INSERT INTO oidc_requests ({STATE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
+        ))
+        .bind(&s.approval_id)
+        .bind(&s.tenant_id)
+        .bind(&s.client_id)
+        .bind(s.delivery_mode.as_str())
+        .bind(&s.scope)
+        .bind(&s.acr)
+        .bind(s.interval_secs)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        for sub in &new.subscriptions {
+            sqlx::query(
+                "INSERT INTO request_subscriptions (approval_id, tenant_id, channel, target, secret, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&s.approval_id)
+            .bind(&s.tenant_id)
+            .bind(&sub.channel)
+            .bind(&sub.target)
+            .bind(&sub.secret)
+            .bind(ms(new.new.request.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        notify(&mut tx, &format!("r:{}", s.approval_id)).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(new.new.request)
+    }
+
+    pub(super) async fn oidc_get_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>> {
+        sqlx::query(&format!(
+            "SELECT {STATE_COLUMNS} FROM oidc_requests WHERE tenant_id = $1 AND approval_id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(approval_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .map(|r| state(&r))
+        .transpose()
+    }
+
+    pub(super) async fn oidc_record_poll(
+        &self,
+        approval_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<PollRecord> {
+        // One statement: the row lock orders concurrent polls, each sees the previous one.
+        let row = sqlx::query(
+            "UPDATE oidc_requests o SET last_poll_at = $2, interval_secs = CASE \
+               WHEN o.last_poll_at IS NOT NULL AND $2 - o.last_poll_at < o.interval_secs * 1000 \
+               THEN o.interval_secs + $3 ELSE o.interval_secs END \
+             FROM (SELECT approval_id, last_poll_at AS prev, interval_secs AS prev_interval \
+                   FROM oidc_requests WHERE approval_id = $1 FOR UPDATE) p \
+             WHERE o.approval_id = p.approval_id \
+             RETURNING o.interval_secs, o.interval_secs <> p.prev_interval",
+        )
+        .bind(approval_id)
+        .bind(ms(at))
+        .bind(SLOW_DOWN_STEP_SECS)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .ok_or_else(|| Error::NotFound("no such CIBA request".into()))?;
+        Ok(PollRecord {
+            interval_secs: get(&row, 0)?,
+            too_fast: get(&row, 1)?,
+        })
+    }
+
+    pub(super) async fn oidc_use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM oidc_jtis WHERE expires_at < $1")
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let inserted = sqlx::query(
+            "INSERT INTO oidc_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(ms(expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        tx.commit().await.map_err(pg_error)?;
+        Ok(inserted == 1)
+    }
+
+    pub(super) async fn oidc_set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2)",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        if !exists {
+            return Err(Error::NotFound("no such user".into()));
+        }
+        sqlx::query(
+            "INSERT INTO oidc_user_codes (user_id, tenant_id, code_hash, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(tenant_id)
+        .bind(code_hash)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        append_audit(
+            &mut tx,
+            AuditRecord::new(
+                tenant_id,
+                at,
+                &actor,
+                "user.user_code_set",
+                user_id,
+                json!({}),
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    pub(super) async fn oidc_user_code_hash(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT code_hash FROM oidc_user_codes WHERE tenant_id = $1 AND user_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)
+    }
+
+    pub(super) async fn oidc_server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(ms(at))
+        .execute(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pg_error)
+    }
+
+    pub(super) async fn oidc_token_jti(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<String>> {
+        let jti: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT token_jti FROM approval_requests WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(approval_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(jti.flatten())
+    }
+
+    pub(super) async fn outbox_claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        // Rows another replica is claiming are skipped, not waited for.
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2 WHERE id IN \
+             (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, tenant_id, approval_id, channel, target, secret, event, attempts",
+        )
+        .bind(ms(now))
+        .bind(ms(lease_until))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|r| {
+            Ok(OutboxItem {
+                id: get(r, 0)?,
+                tenant_id: get(r, 1)?,
+                approval_id: get(r, 2)?,
+                channel: get(r, 3)?,
+                target: get(r, 4)?,
+                secret: get(r, 5)?,
+                event: get(r, 6)?,
+                attempts: get(r, 7)?,
+            })
+        })
+        .collect()
+    }
+
+    pub(super) async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        let (state, next, delivered, error) = match outcome {
+            OutboxOutcome::Delivered { at } => ("delivered", ms(at), Some(ms(at)), None),
+            OutboxOutcome::Retry { at, error } => ("pending", ms(at), None, Some(error)),
+            OutboxOutcome::Failed { at, error } => ("failed", ms(at), None, Some(error)),
+        };
+        sqlx::query(
+            "UPDATE outbox SET state = $2, next_attempt_at = $3, delivered_at = $4, last_error = $5 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(next)
+        .bind(delivered)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+}

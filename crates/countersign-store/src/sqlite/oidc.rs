@@ -1,0 +1,463 @@
+//! OpenID Connect clients, CIBA request state and the outbox on SQLite.
+use chrono::{DateTime, Utc};
+use countersign_core::approval::ApprovalRequest;
+use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::clock::from_millis;
+use countersign_core::oidc::{
+    AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
+    OutboxOutcome, PollRecord, SLOW_DOWN_STEP_SECS,
+};
+use countersign_core::{Error, Result};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+
+use super::rows::{db_error, ms};
+use super::{SqliteStore, append_audit, insert_request};
+
+const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
+     notification_endpoint, request_signing_alg, user_code_parameter, grant_types, created_at";
+
+fn bad(idx: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        idx,
+        rusqlite::types::Type::Text,
+        format!("unexpected {what}").into(),
+    )
+}
+
+fn client(row: &Row) -> rusqlite::Result<OidcClient> {
+    let method: String = row.get(2)?;
+    let mode: String = row.get(5)?;
+    let jwks: Option<String> = row.get(4)?;
+    let grants: String = row.get(9)?;
+    Ok(OidcClient {
+        client_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        auth_method: AuthMethod::parse(&method).ok_or_else(|| bad(2, "auth method"))?,
+        secret_hash: row.get(3)?,
+        jwks: jwks
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|_| bad(4, "jwks"))?,
+        delivery_mode: DeliveryMode::parse(&mode).ok_or_else(|| bad(5, "delivery mode"))?,
+        notification_endpoint: row.get(6)?,
+        request_signing_alg: row.get(7)?,
+        user_code_parameter: row.get(8)?,
+        grant_types: serde_json::from_str(&grants).map_err(|_| bad(9, "grant types"))?,
+        created_at: from_millis(row.get(10)?),
+    })
+}
+
+const STATE_COLUMNS: &str =
+    "approval_id, tenant_id, client_id, delivery_mode, scope, acr, interval_secs, last_poll_at";
+
+fn state(row: &Row) -> rusqlite::Result<OidcRequestState> {
+    let mode: String = row.get(3)?;
+    Ok(OidcRequestState {
+        approval_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        client_id: row.get(2)?,
+        delivery_mode: DeliveryMode::parse(&mode).ok_or_else(|| bad(3, "delivery mode"))?,
+        scope: row.get(4)?,
+        acr: row.get(5)?,
+        interval_secs: row.get(6)?,
+        last_poll_at: row.get::<_, Option<i64>>(7)?.map(from_millis),
+    })
+}
+
+/// Puts one outbox row per subscription of the request, inside the transaction of the state
+/// change that causes it.
+pub(super) fn enqueue_outbox(
+    conn: &Connection,
+    approval_id: &str,
+    event: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (tenant_id, approval_id, channel, target, secret, event, next_attempt_at, created_at) \
+         SELECT tenant_id, approval_id, channel, target, secret, ?2, ?3, ?3 FROM request_subscriptions WHERE approval_id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![approval_id, event, ms(at)]))
+    .map_err(db_error)?;
+    Ok(())
+}
+
+impl SqliteStore {
+    pub(super) async fn oidc_create_client(
+        &self,
+        client: OidcClient,
+        actor: Actor,
+    ) -> Result<OidcClient> {
+        self.write(move |c| {
+            let agent: Option<bool> = c
+                .prepare_cached("SELECT disabled FROM agents WHERE tenant_id = ?1 AND id = ?2")
+                .and_then(|mut s| {
+                    s.query_row([&client.tenant_id, &client.client_id], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            if agent != Some(false) {
+                return Err(Error::NotFound(format!(
+                    "no active agent {:?} in this tenant",
+                    client.client_id
+                )));
+            }
+            let jwks = client
+                .jwks
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(Error::internal)?;
+            let grants = serde_json::to_string(&client.grant_types).map_err(Error::internal)?;
+            c.prepare_cached(&format!(
+                "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    client.client_id,
+                    client.tenant_id,
+                    client.auth_method.as_str(),
+                    client.secret_hash,
+                    jwks,
+                    client.delivery_mode.as_str(),
+                    client.notification_endpoint,
+                    client.request_signing_alg,
+                    client.user_code_parameter,
+                    grants,
+                    ms(client.created_at),
+                ])
+            })
+            .map_err(|e| match db_error(e) {
+                Error::AlreadyExists(_) => Error::AlreadyExists(format!(
+                    "agent {:?} is already an OpenID client",
+                    client.client_id
+                )),
+                other => other,
+            })?;
+            append_audit(
+                c,
+                AuditRecord::new(
+                    &client.tenant_id,
+                    client.created_at,
+                    &actor,
+                    "oidc_client.created",
+                    &client.client_id,
+                    json!({
+                        "auth_method": client.auth_method.as_str(),
+                        "delivery_mode": client.delivery_mode.as_str(),
+                        "notification_endpoint": client.notification_endpoint,
+                    }),
+                ),
+            )?;
+            Ok(client)
+        })
+        .await
+    }
+
+    pub(super) fn oidc_list_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE tenant_id = ?1 ORDER BY client_id"
+            ))?
+            .query_map([tenant_id], client)?
+            .collect()
+        })
+    }
+
+    pub(super) fn oidc_get_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE tenant_id = ?1 AND client_id = ?2"
+            ))?
+            .query_row([tenant_id, client_id], client)
+            .optional()
+        })
+    }
+
+    pub(super) fn oidc_find_active_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
+        let columns = CLIENT_COLUMNS
+            .split(", ")
+            .map(|col| format!("o.{col}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {columns} FROM oidc_clients o JOIN agents a ON a.id = o.client_id \
+                 WHERE o.client_id = ?1 AND a.disabled = 0"
+            ))?
+            .query_row([client_id], client)
+            .optional()
+        })
+    }
+
+    pub(super) async fn oidc_delete_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (tenant_id, client_id) = (tenant_id.to_string(), client_id.to_string());
+        self.write(move |c| {
+            let deleted = c
+                .prepare_cached("DELETE FROM oidc_clients WHERE tenant_id = ?1 AND client_id = ?2")
+                .and_then(|mut s| s.execute([&tenant_id, &client_id]))
+                .map_err(db_error)?;
+            if deleted == 0 {
+                return Err(Error::NotFound("no such OpenID client".into()));
+            }
+            append_audit(
+                c,
+                AuditRecord::new(&tenant_id, at, &actor, "oidc_client.deleted", &client_id, json!({})),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn oidc_create_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
+        self.write(move |c| {
+            insert_request(c, &new.new, &actor)?;
+            let s = &new.state;
+            c.prepare_cached(&format!(
+                "INSERT INTO oidc_requests ({STATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"
+            ))
+            .and_then(|mut st| {
+                st.execute(params![
+                    s.approval_id,
+                    s.tenant_id,
+                    s.client_id,
+                    s.delivery_mode.as_str(),
+                    s.scope,
+                    s.acr,
+                    s.interval_secs,
+                ])
+            })
+            .map_err(db_error)?;
+            for sub in &new.subscriptions {
+                c.prepare_cached(
+                    "INSERT INTO request_subscriptions (approval_id, tenant_id, channel, target, secret, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        s.approval_id,
+                        s.tenant_id,
+                        sub.channel,
+                        sub.target,
+                        sub.secret,
+                        ms(new.new.request.created_at),
+                    ])
+                })
+                .map_err(db_error)?;
+            }
+            Ok(new.new.request)
+        })
+        .await
+    }
+
+    pub(super) fn oidc_get_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {STATE_COLUMNS} FROM oidc_requests WHERE tenant_id = ?1 AND approval_id = ?2"
+            ))?
+            .query_row([tenant_id, approval_id], state)
+            .optional()
+        })
+    }
+
+    pub(super) async fn oidc_record_poll(
+        &self,
+        approval_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<PollRecord> {
+        let approval_id = approval_id.to_string();
+        self.write(move |c| {
+            let (interval, last): (i64, Option<i64>) = c
+                .prepare_cached(
+                    "SELECT interval_secs, last_poll_at FROM oidc_requests WHERE approval_id = ?1",
+                )
+                .and_then(|mut s| s.query_row([&approval_id], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(db_error)?;
+            let too_fast = last.is_some_and(|l| ms(at) - l < interval * 1000);
+            let interval = if too_fast {
+                interval + SLOW_DOWN_STEP_SECS
+            } else {
+                interval
+            };
+            c.prepare_cached(
+                "UPDATE oidc_requests SET last_poll_at = ?2, interval_secs = ?3 WHERE approval_id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![approval_id, ms(at), interval]))
+            .map_err(db_error)?;
+            Ok(PollRecord {
+                too_fast,
+                interval_secs: interval,
+            })
+        })
+        .await
+    }
+
+    pub(super) async fn oidc_use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (client_id, jti) = (client_id.to_string(), jti.to_string());
+        self.write(move |c| {
+            // Forget what has expired (a replay after expiry fails the `exp` check anyway).
+            c.prepare_cached("DELETE FROM oidc_jtis WHERE expires_at < ?1")
+                .and_then(|mut s| s.execute([ms(now)]))
+                .map_err(db_error)?;
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO oidc_jtis (client_id, jti, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![client_id, jti, ms(expires_at)]))
+                .map_err(db_error)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    pub(super) async fn oidc_set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (tenant_id, user_id, code_hash) =
+            (tenant_id.to_string(), user_id.to_string(), code_hash.to_string());
+        self.write(move |c| {
+            let exists: bool = c
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = ?1 AND id = ?2)")
+                .and_then(|mut s| s.query_row([&tenant_id, &user_id], |r| r.get(0)))
+                .map_err(db_error)?;
+            if !exists {
+                return Err(Error::NotFound("no such user".into()));
+            }
+            c.prepare_cached(
+                "INSERT INTO oidc_user_codes (user_id, tenant_id, code_hash, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![user_id, tenant_id, code_hash, ms(at)]))
+            .map_err(db_error)?;
+            append_audit(
+                c,
+                AuditRecord::new(&tenant_id, at, &actor, "user.user_code_set", &user_id, json!({})),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) fn oidc_user_code_hash(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT code_hash FROM oidc_user_codes WHERE tenant_id = ?1 AND user_id = ?2",
+            )?
+            .query_row([tenant_id, user_id], |r| r.get(0))
+            .optional()
+        })
+    }
+
+    pub(super) async fn oidc_server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>> {
+        let name = name.to_string();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO server_secrets (name, value, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![name, candidate, ms(at)]))
+            .map_err(db_error)?;
+            c.prepare_cached("SELECT value FROM server_secrets WHERE name = ?1")
+                .and_then(|mut s| s.query_row([&name], |r| r.get(0)))
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    pub(super) fn oidc_token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT token_jti FROM approval_requests WHERE tenant_id = ?1 AND id = ?2",
+            )?
+            .query_row([tenant_id, approval_id], |r| r.get::<_, Option<String>>(0))
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    pub(super) async fn outbox_claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE id IN \
+                 (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?3) \
+                 RETURNING id, tenant_id, approval_id, channel, target, secret, event, attempts",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![ms(now), ms(lease_until), limit], |r| {
+                    Ok(OutboxItem {
+                        id: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        approval_id: r.get(2)?,
+                        channel: r.get(3)?,
+                        target: r.get(4)?,
+                        secret: r.get(5)?,
+                        event: r.get(6)?,
+                        attempts: r.get(7)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    pub(super) async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        self.write(move |c| {
+            let (state, next, delivered, error) = match outcome {
+                OutboxOutcome::Delivered { at } => ("delivered", ms(at), Some(ms(at)), None),
+                OutboxOutcome::Retry { at, error } => ("pending", ms(at), None, Some(error)),
+                OutboxOutcome::Failed { at, error } => ("failed", ms(at), None, Some(error)),
+            };
+            c.prepare_cached(
+                "UPDATE outbox SET state = ?2, next_attempt_at = ?3, delivered_at = ?4, last_error = ?5 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, state, next, delivered, error]))
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+}
