@@ -37,8 +37,8 @@ async function flow(c) {
   const auth = c.secret
     ? client.ClientSecretBasic(c.secret)
     : client.PrivateKeyJwt({
-        key: await jose.importJWK(c.privateJwk, 'ES256'),
-        kid: c.privateJwk.kid,
+        key: await jose.importPKCS8(c.privateKeyPem, 'ES256'),
+        kid: c.kid,
       });
   const config = await client.discovery(issuer, c.clientId, undefined, auth, {
     execute: [client.allowInsecureRequests],

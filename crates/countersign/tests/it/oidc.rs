@@ -926,3 +926,63 @@ async fn admin_manages_clients() {
         .await
         .assert_oauth_error(401, "invalid_client");
 }
+
+/// The reference OpenID client library (openid-client v6, under e2e/oidc) against the server:
+/// discovery, backchannel authentication, approval through the reviewer API, polling, and ID
+/// token verification against the JWKS, for client_secret_basic and private_key_jwt.
+#[tokio::test(flavor = "multi_thread")]
+async fn openid_client_library_completes_the_flow() {
+    let e2e = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/oidc");
+    if !e2e.join("node_modules/openid-client").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&e2e)
+            .status()
+            .expect("npm is needed for the openid-client test");
+        assert!(status.success(), "npm ci failed in e2e/oidc");
+    }
+    let app = spawn_with(|s| s.requests.poll_interval_secs = 1).await;
+    let (user, _) = app.reviewer("alice@example.com").await;
+    let reviewer_key = app
+        .admin
+        .create_api_key(&countersign_proto::admin::CreateApiKey {
+            role: countersign_proto::admin::KeyRole::Reviewer,
+            user_id: Some(user.clone()),
+            agent_id: None,
+            name: None,
+        })
+        .await
+        .unwrap()
+        .key;
+    let basic = basic_client(&app, "library-basic").await;
+    let key = ClientKey::new("e2e-key");
+    let jwt = register(&app, "library-jwt", |c| {
+        c.token_endpoint_auth_method = "private_key_jwt".into();
+        c.jwks = Some(key.jwks());
+    })
+    .await;
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&key.pkcs8)
+    );
+    let config = json!({
+        "issuer": app.base,
+        "userId": user,
+        "reviewerKey": reviewer_key,
+        "clients": [
+            {"method": "client_secret_basic", "clientId": basic.client_id, "secret": basic.secret},
+            {"method": "private_key_jwt", "clientId": jwt.client_id, "privateKeyPem": pem, "kid": "e2e-key"},
+        ],
+    });
+    let output = tokio::process::Command::new("node")
+        .arg("ciba.mjs")
+        .current_dir(&e2e)
+        .env("COUNTERSIGN_E2E", config.to_string())
+        .output()
+        .await
+        .expect("node is needed for the openid-client test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "openid-client flow failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("ok client_secret_basic") && stdout.contains("ok private_key_jwt"), "{stdout}");
+}
