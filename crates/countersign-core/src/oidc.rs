@@ -154,7 +154,9 @@ pub fn new_client(
         }
     }
     if reg.auth_method == AuthMethod::PrivateKeyJwt && reg.jwks.is_none() {
-        return Err(Error::invalid("`private_key_jwt` needs the client's `jwks`"));
+        return Err(Error::invalid(
+            "`private_key_jwt` needs the client's `jwks`",
+        ));
     }
     if let Some(alg) = &reg.request_signing_alg {
         if !ASYMMETRIC_ALGS.contains(&alg.as_str()) {
@@ -212,7 +214,9 @@ fn notification_endpoint(endpoint: &str) -> Result<()> {
     let ok = (endpoint.starts_with("https://") || endpoint.starts_with("http://"))
         && endpoint.len() <= 2000
         && !endpoint.contains('#')
-        && !endpoint.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !endpoint
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
         && endpoint
             .split_once("://")
             .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
@@ -318,9 +322,9 @@ pub fn check_bc_params(
             // base64url characters.
             let ok = token.len() >= 22
                 && token.len() <= MAX_NOTIFICATION_TOKEN_CHARS
-                && token.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b)
-                });
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
             if !ok {
                 return Err(oidc_error(
                     ErrorCode::InvalidRequest,
@@ -581,13 +585,22 @@ mod tests {
         );
         let mut p = params();
         p.scope = Some("payments".into());
-        assert_eq!(code(check_bc_params(&p, &poll, &limits)), ErrorCode::InvalidScope);
+        assert_eq!(
+            code(check_bc_params(&p, &poll, &limits)),
+            ErrorCode::InvalidScope
+        );
         let mut p = params();
         p.id_token_hint = Some("x".into());
-        assert_eq!(code(check_bc_params(&p, &poll, &limits)), ErrorCode::InvalidRequest);
+        assert_eq!(
+            code(check_bc_params(&p, &poll, &limits)),
+            ErrorCode::InvalidRequest
+        );
         let mut p = params();
         p.login_hint = None;
-        assert_eq!(code(check_bc_params(&p, &poll, &limits)), ErrorCode::InvalidRequest);
+        assert_eq!(
+            code(check_bc_params(&p, &poll, &limits)),
+            ErrorCode::InvalidRequest
+        );
         let mut p = params();
         p.binding_message = Some("x".repeat(200));
         assert_eq!(
@@ -598,9 +611,15 @@ mod tests {
         p.requested_expiry = Some(json!("120"));
         assert_eq!(check_bc_params(&p, &poll, &limits).unwrap().1, 120);
         p.requested_expiry = Some(json!("12x"));
-        assert_eq!(code(check_bc_params(&p, &poll, &limits)), ErrorCode::InvalidRequest);
+        assert_eq!(
+            code(check_bc_params(&p, &poll, &limits)),
+            ErrorCode::InvalidRequest
+        );
         let ping = client(DeliveryMode::Ping);
-        assert_eq!(code(check_bc_params(&params(), &ping, &limits)), ErrorCode::InvalidRequest);
+        assert_eq!(
+            code(check_bc_params(&params(), &ping, &limits)),
+            ErrorCode::InvalidRequest
+        );
     }
 
     #[test]
@@ -618,7 +637,12 @@ mod tests {
         assert!(new_client("t", &agent, reg(DeliveryMode::Poll, None), Utc::now()).is_err());
         let mut ok = reg(DeliveryMode::Ping, Some("https://x.example/cb"));
         ok.jwks = Some(json!({"keys": [{"kty": "EC"}]}));
-        assert!(new_client("t", &agent, ok.clone(), Utc::now()).unwrap().secret.is_none());
+        assert!(
+            new_client("t", &agent, ok.clone(), Utc::now())
+                .unwrap()
+                .secret
+                .is_none()
+        );
         ok.notification_endpoint = Some("https://user@x.example/cb".into());
         assert!(new_client("t", &agent, ok, Utc::now()).is_err());
     }

@@ -411,9 +411,10 @@ async fn admin(remote: Remote, command: AdminCommand) -> anyhow::Result<()> {
                     Some(path) => {
                         let text = std::fs::read_to_string(&path)
                             .with_context(|| format!("cannot read {}", path.display()))?;
-                        Some(serde_json::from_str(&text).with_context(|| {
-                            format!("{} is not JSON", path.display())
-                        })?)
+                        Some(
+                            serde_json::from_str(&text)
+                                .with_context(|| format!("{} is not JSON", path.display()))?,
+                        )
                     }
                     None => None,
                 };

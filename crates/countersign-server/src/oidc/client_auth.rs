@@ -26,9 +26,18 @@ fn invalid_client(message: impl Into<String>) -> Error {
 }
 
 enum Presented {
-    Basic { client_id: String, secret: String },
-    Post { client_id: String, secret: String },
-    Jwt { client_id: Option<String>, assertion: String },
+    Basic {
+        client_id: String,
+        secret: String,
+    },
+    Post {
+        client_id: String,
+        secret: String,
+    },
+    Jwt {
+        client_id: Option<String>,
+        assertion: String,
+    },
 }
 
 fn decode_basic(value: &str) -> Result<(String, String)> {
@@ -58,10 +67,14 @@ fn presented(form: &FormParams, authorization: Option<&str>) -> Result<Presented
     let form_secret = form.owned("client_secret")?;
     let assertion = form.owned("client_assertion")?;
     let form_id = form.owned("client_id")?;
-    let methods = [authorization.is_some(), form_secret.is_some(), assertion.is_some()]
-        .into_iter()
-        .filter(|m| *m)
-        .count();
+    let methods = [
+        authorization.is_some(),
+        form_secret.is_some(),
+        assertion.is_some(),
+    ]
+    .into_iter()
+    .filter(|m| *m)
+    .count();
     if methods > 1 {
         return Err(Error::invalid(
             "use exactly one client authentication method per request",
@@ -70,7 +83,9 @@ fn presented(form: &FormParams, authorization: Option<&str>) -> Result<Presented
     if let Some(header) = authorization {
         let (client_id, secret) = decode_basic(header)?;
         if form_id.as_deref().is_some_and(|id| id != client_id) {
-            return Err(invalid_client("`client_id` differs from the Basic credentials"));
+            return Err(invalid_client(
+                "`client_id` differs from the Basic credentials",
+            ));
         }
         return Ok(Presented::Basic { client_id, secret });
     }

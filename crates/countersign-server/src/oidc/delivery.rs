@@ -10,7 +10,7 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use countersign_core::approval::RequestRef;
 use countersign_core::oidc::{self, CHANNEL_PING, CHANNEL_PUSH, OutboxItem, OutboxOutcome};
-use countersign_core::{Result, Error};
+use countersign_core::{Error, Result};
 use countersign_proto::ApprovalStatus;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::{Value, json};
@@ -129,7 +129,10 @@ async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Val
         return Ok(json!({ "auth_req_id": auth_req_id }));
     }
     if item.channel != CHANNEL_PUSH {
-        return Err(AttemptError::GiveUp(format!("unknown channel {}", item.channel)));
+        return Err(AttemptError::GiveUp(format!(
+            "unknown channel {}",
+            item.channel
+        )));
     }
     let status = ApprovalStatus::parse(&item.event).unwrap_or(ApprovalStatus::Rejected);
     if status != ApprovalStatus::Approved {
@@ -137,7 +140,10 @@ async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Val
     }
     let request = state
         .store
-        .find_request(&item.tenant_id, &RequestRef::PublicId(item.approval_id.clone()))
+        .find_request(
+            &item.tenant_id,
+            &RequestRef::PublicId(item.approval_id.clone()),
+        )
         .await
         .map_err(internal)?
         .ok_or_else(|| AttemptError::GiveUp("the request is gone".into()))?;
@@ -180,7 +186,12 @@ async fn attempt(state: &AppState, item: &OutboxItem) -> std::result::Result<(),
         let text = if e.is_timeout() {
             "timed out".to_string()
         } else if e.is_connect() {
-            format!("cannot connect: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())
+            format!(
+                "cannot connect: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            )
         } else {
             "request failed".to_string()
         };
@@ -190,9 +201,13 @@ async fn attempt(state: &AppState, item: &OutboxItem) -> std::result::Result<(),
     if status.is_success() {
         Ok(())
     } else if status.is_server_error() {
-        Err(AttemptError::Retry(format!("the endpoint answered {status}")))
+        Err(AttemptError::Retry(format!(
+            "the endpoint answered {status}"
+        )))
     } else {
-        Err(AttemptError::GiveUp(format!("the endpoint answered {status}")))
+        Err(AttemptError::GiveUp(format!(
+            "the endpoint answered {status}"
+        )))
     }
 }
 
@@ -272,8 +287,17 @@ mod tests {
     #[test]
     fn public_and_private_addresses() {
         for private in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

@@ -49,7 +49,10 @@ fn header_alg(token: &str) -> std::result::Result<(Algorithm, Option<String>), S
         ));
     }
     let alg = Algorithm::from_str(alg).map_err(|_| format!("uses an unsupported `alg` {alg}"))?;
-    let kid = header.get("kid").and_then(Value::as_str).map(str::to_string);
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Ok((alg, kid))
 }
 
@@ -88,10 +91,10 @@ fn verify_signature(
     validation.required_spec_claims.clear();
     let mut tried = false;
     for key in keys {
-        if let (Some(kid), Some(key_kid)) = (kid, key.get("kid").and_then(Value::as_str)) {
-            if kid != key_kid {
-                continue;
-            }
+        if let (Some(kid), Some(key_kid)) = (kid, key.get("kid").and_then(Value::as_str))
+            && kid != key_kid
+        {
+            continue;
         }
         let Ok(jwk) = serde_json::from_value::<Jwk>(key) else {
             continue;
@@ -126,13 +129,13 @@ pub async fn verify_client_jwt(
 ) -> Result<Map<String, Value>> {
     let fail = |m: String| Error::invalid_with(rules.code, format!("the {} {m}", rules.what));
     let (alg, kid) = header_alg(token).map_err(fail)?;
-    if let Some(registered) = rules.registered_alg {
-        if registered != alg_name(alg) {
-            return Err(fail(format!(
-                "is signed with {}; this client registered {registered}",
-                alg_name(alg)
-            )));
-        }
+    if let Some(registered) = rules.registered_alg
+        && registered != alg_name(alg)
+    {
+        return Err(fail(format!(
+            "is signed with {}; this client registered {registered}",
+            alg_name(alg)
+        )));
     }
     let jwks = client
         .jwks
@@ -160,7 +163,11 @@ pub async fn verify_client_jwt(
     if !aud_ok {
         return Err(fail(format!(
             "must have `aud` naming this server ({})",
-            rules.audiences.first().map(String::as_str).unwrap_or_default()
+            rules
+                .audiences
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default()
         )));
     }
     let exp = number(&claims, "exp").ok_or_else(|| fail("must have a numeric `exp`".into()))?;
@@ -194,7 +201,8 @@ pub async fn verify_client_jwt(
     let jti = string("jti")
         .filter(|j| !j.is_empty() && j.len() <= 512)
         .ok_or_else(|| fail("must have a `jti`".into()))?;
-    let expires = DateTime::<Utc>::from_timestamp(exp + leeway, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let expires =
+        DateTime::<Utc>::from_timestamp(exp + leeway, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
     if !state
         .store
         .use_jti(&client.client_id, jti, expires, state.clock.now())
@@ -208,11 +216,7 @@ pub async fn verify_client_jwt(
 /// Verifies an ID token this server issued (signature and `iss`; an expired one still names
 /// its user, as OpenID Connect allows for `id_token_hint`). Returns its `sub` and `aud`.
 pub fn verify_own_id_token(state: &AppState, token: &str) -> Result<(String, Vec<String>)> {
-    let fail = || {
-        Error::invalid(
-            "`id_token_hint` is not an ID token issued by this server",
-        )
-    };
+    let fail = || Error::invalid("`id_token_hint` is not an ID token issued by this server");
     let header = jsonwebtoken::decode_header(token).map_err(|_| fail())?;
     let signer = state.signer.current();
     let claims = verify_signature(token, signer.jwks(), header.alg, header.kid.as_deref())

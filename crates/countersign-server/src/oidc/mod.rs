@@ -50,7 +50,11 @@ impl std::fmt::Debug for Oidc {
 }
 
 impl Oidc {
-    pub async fn new(settings: &Settings, store: &Store, clock: &dyn Clock) -> anyhow::Result<Oidc> {
+    pub async fn new(
+        settings: &Settings,
+        store: &Store,
+        clock: &dyn Clock,
+    ) -> anyhow::Result<Oidc> {
         let key = match &settings.oidc.secret {
             Some(given) => {
                 anyhow::ensure!(
@@ -71,7 +75,9 @@ impl Oidc {
         let mut detail_types = BTreeMap::new();
         for (name, schema) in &settings.oidc.authorization_details_types {
             let validator = jsonschema::validator_for(schema).map_err(|e| {
-                anyhow::anyhow!("oidc.authorization_details_types.{name} is not a valid JSON Schema: {e}")
+                anyhow::anyhow!(
+                    "oidc.authorization_details_types.{name} is not a valid JSON Schema: {e}"
+                )
             })?;
             detail_types.insert(name.clone(), validator);
         }
@@ -96,10 +102,11 @@ impl Oidc {
     /// Checks RFC 9396 `authorization_details`: a non-empty array of objects whose `type` is
     /// configured and which match that type's schema.
     pub fn check_authorization_details(&self, value: &Value) -> Result<Vec<Value>> {
-        let invalid =
-            |m: String| Error::invalid_with(ErrorCode::InvalidAuthorizationDetails, m);
+        let invalid = |m: String| Error::invalid_with(ErrorCode::InvalidAuthorizationDetails, m);
         let Value::Array(items) = value else {
-            return Err(invalid("`authorization_details` must be a JSON array".into()));
+            return Err(invalid(
+                "`authorization_details` must be a JSON array".into(),
+            ));
         };
         if items.is_empty() {
             return Err(invalid("`authorization_details` must not be empty".into()));

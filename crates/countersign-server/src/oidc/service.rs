@@ -17,9 +17,7 @@ use sha2::{Digest, Sha256, Sha512};
 use super::client_auth::{AUTH_PARAMS, audiences, authenticate};
 use super::form::FormParams;
 use super::jwt::{ClientJwtRules, verify_client_jwt, verify_own_id_token};
-use super::{
-    ACR_HUMAN_APPROVAL, BC_AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH,
-};
+use super::{ACR_HUMAN_APPROVAL, BC_AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH};
 use crate::state::AppState;
 
 /// The discovery document.
@@ -104,7 +102,10 @@ async fn bc_params(state: &AppState, client: &OidcClient, form: &FormParams) -> 
             login_hint_token: string_claim(&claims, "login_hint_token")?,
             binding_message: string_claim(&claims, "binding_message")?,
             user_code: string_claim(&claims, "user_code")?,
-            requested_expiry: claims.get("requested_expiry").cloned().filter(|v| !v.is_null()),
+            requested_expiry: claims
+                .get("requested_expiry")
+                .cloned()
+                .filter(|v| !v.is_null()),
             acr_values: string_claim(&claims, "acr_values")?,
             client_notification_token: string_claim(&claims, "client_notification_token")?,
             authorization_details: details,
@@ -142,11 +143,7 @@ fn parse_details(raw: &str) -> Result<Value> {
 }
 
 /// The user a hint names, if they are an active reviewer of the client's tenant.
-async fn resolve_user(
-    state: &AppState,
-    client: &OidcClient,
-    params: &BcParams,
-) -> Result<String> {
+async fn resolve_user(state: &AppState, client: &OidcClient, params: &BcParams) -> Result<String> {
     let unknown = |what: &str| {
         Error::invalid_with(
             ErrorCode::UnknownUserId,
@@ -172,7 +169,7 @@ async fn resolve_user(
         .ok_or_else(|| unknown("`login_hint`"))?
     } else if let Some(token) = &params.id_token_hint {
         let (sub, aud) = verify_own_id_token(state, token)?;
-        if !aud.iter().any(|a| *a == client.client_id) {
+        if !aud.contains(&client.client_id) {
             return Err(Error::invalid(
                 "`id_token_hint` was issued to another client",
             ));
@@ -249,8 +246,7 @@ pub async fn bc_authorize(
     let auth_req_id = new.new.auth_req_id.clone();
     let actor = Actor::new(ActorKind::Agent, &client.client_id);
     let request = state.store.create_oidc_request(new, actor).await?;
-    metrics::counter!("countersign_approval_requests_created_total", "kind" => "oidc")
-        .increment(1);
+    metrics::counter!("countersign_approval_requests_created_total", "kind" => "oidc").increment(1);
     Ok(BcResponse {
         auth_req_id,
         expires_in: request.expires_in(now),
@@ -294,7 +290,12 @@ pub async fn token(
     let auth_req_id = form
         .get("auth_req_id")?
         .ok_or_else(|| Error::invalid("`auth_req_id` is required"))?;
-    let invalid_grant = || token_error(ErrorCode::InvalidGrant, "unknown or already redeemed `auth_req_id`");
+    let invalid_grant = || {
+        token_error(
+            ErrorCode::InvalidGrant,
+            "unknown or already redeemed `auth_req_id`",
+        )
+    };
     if !secret::looks_like_token(auth_req_id) {
         return Err(invalid_grant());
     }

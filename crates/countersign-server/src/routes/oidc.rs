@@ -90,9 +90,10 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
         });
     if !is_form {
         return Err(Error::invalid(
@@ -102,9 +103,9 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>
     let authorization = headers
         .get(AUTHORIZATION)
         .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| Error::invalid_with(ErrorCode::InvalidClient, "malformed Authorization header"))
+            v.to_str().map(str::to_string).map_err(|_| {
+                Error::invalid_with(ErrorCode::InvalidClient, "malformed Authorization header")
+            })
         })
         .transpose()?;
     Ok((FormParams::parse(body), authorization))

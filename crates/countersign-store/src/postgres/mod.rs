@@ -278,7 +278,7 @@ fn key_created_audit(key: &ApiKey, actor: &Actor) -> AuditRecord {
 async fn insert_request(conn: &mut PgConnection, new: &NewRequest, actor: &Actor) -> Result<()> {
     let r = &new.request;
     let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
-            sqlx::query(
+    sqlx::query(
         "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
          binding_message, context, context_sha256, status, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -315,7 +315,7 @@ async fn insert_request(conn: &mut PgConnection, new: &NewRequest, actor: &Actor
         ),
     )
     .await?;
-Ok(())
+    Ok(())
 }
 
 async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> Result<()> {

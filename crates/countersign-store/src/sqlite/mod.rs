@@ -311,11 +311,18 @@ fn insert_request(c: &Connection, new: &NewRequest, actor: &Actor) -> Result<()>
     .map_err(db_error)?;
     append_audit(
         c,
-        AuditRecord::new(&r.tenant_id, r.created_at, actor, "approval.created", &r.id, json!({
-            "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
-            "binding_message": r.binding_message, "context_sha256": r.context_sha256,
-            "expires_at_ms": ms(r.expires_at),
-        })),
+        AuditRecord::new(
+            &r.tenant_id,
+            r.created_at,
+            actor,
+            "approval.created",
+            &r.id,
+            json!({
+                "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
+                "binding_message": r.binding_message, "context_sha256": r.context_sha256,
+                "expires_at_ms": ms(r.expires_at),
+            }),
+        ),
     )?;
     Ok(())
 }

@@ -212,7 +212,14 @@ impl SqliteStore {
             }
             append_audit(
                 c,
-                AuditRecord::new(&tenant_id, at, &actor, "oidc_client.deleted", &client_id, json!({})),
+                AuditRecord::new(
+                    &tenant_id,
+                    at,
+                    &actor,
+                    "oidc_client.deleted",
+                    &client_id,
+                    json!({}),
+                ),
             )?;
             Ok(())
         })
@@ -342,8 +349,11 @@ impl SqliteStore {
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let (tenant_id, user_id, code_hash) =
-            (tenant_id.to_string(), user_id.to_string(), code_hash.to_string());
+        let (tenant_id, user_id, code_hash) = (
+            tenant_id.to_string(),
+            user_id.to_string(),
+            code_hash.to_string(),
+        );
         self.write(move |c| {
             let exists: bool = c
                 .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = ?1 AND id = ?2)")
@@ -401,7 +411,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) fn oidc_token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
+    pub(super) fn oidc_token_jti(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<String>> {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT token_jti FROM approval_requests WHERE tenant_id = ?1 AND id = ?2",

@@ -28,11 +28,10 @@ struct ClientKey {
 impl ClientKey {
     fn new(kid: &str) -> ClientKey {
         let rng = SystemRandom::new();
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .unwrap()
-                .as_ref()
-                .to_vec();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap()
+            .as_ref()
+            .to_vec();
         let pair =
             EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8).unwrap();
         let point = pair.public_key().as_ref();
@@ -170,7 +169,12 @@ impl Answer {
     }
 }
 
-async fn post_form(app: &TestApp, path: &str, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> Answer {
+async fn post_form(
+    app: &TestApp,
+    path: &str,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> Answer {
     let mut request = app.http().post(app.url(path)).form(form);
     if let Some((id, secret)) = basic {
         request = request.basic_auth(id, Some(secret));
@@ -199,8 +203,14 @@ impl Ciba {
         });
         claims(&mut c);
         vec![
-            ("client_assertion_type".into(), "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()),
-            ("client_assertion".into(), self.key.as_ref().unwrap().sign(&c)),
+            (
+                "client_assertion_type".into(),
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ),
+            (
+                "client_assertion".into(),
+                self.key.as_ref().unwrap().sign(&c),
+            ),
         ]
     }
 
@@ -208,7 +218,8 @@ impl Ciba {
         if self.key.is_some() && self.secret.is_none() {
             let mut all: Vec<(String, String)> = self.assertion(app, |_| {});
             all.extend(form.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-            let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> =
+                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             return post_form(app, path, None, &pairs).await;
         }
         post_form(app, path, self.basic(), form).await
@@ -230,7 +241,14 @@ impl Ciba {
     /// A valid request for `login_hint`; returns the auth_req_id.
     async fn ask(&self, app: &TestApp, login_hint: &str) -> String {
         let a = self
-            .bc(app, &[("scope", "openid"), ("login_hint", login_hint), ("binding_message", "W4SCT")])
+            .bc(
+                app,
+                &[
+                    ("scope", "openid"),
+                    ("login_hint", login_hint),
+                    ("binding_message", "W4SCT"),
+                ],
+            )
             .await;
         assert_eq!(a.status, 200, "{}", a.body);
         a.body["auth_req_id"].as_str().unwrap().to_string()
@@ -250,7 +268,15 @@ async fn pending_approval_id(reviewer: &Client) -> String {
 
 /// Verifies a token against the server's JWKS and returns its claims.
 async fn verify(app: &TestApp, token: &str, audience: &str) -> Value {
-    let jwks: jsonwebtoken::jwk::JwkSet = app.anonymous().jwks().await.unwrap().to_string().parse::<Value>().map(|v| serde_json::from_value(v).unwrap()).unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = app
+        .anonymous()
+        .jwks()
+        .await
+        .unwrap()
+        .to_string()
+        .parse::<Value>()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
     let mut validation = Validation::new(header.alg);
@@ -274,25 +300,62 @@ async fn discovery_is_consistent() {
         .await
         .unwrap();
     assert_eq!(d["issuer"], app.base.as_str(), "the issuer matches exactly");
-    for endpoint in ["token_endpoint", "backchannel_authentication_endpoint", "jwks_uri"] {
+    for endpoint in [
+        "token_endpoint",
+        "backchannel_authentication_endpoint",
+        "jwks_uri",
+    ] {
         let url = d[endpoint].as_str().unwrap();
         assert!(url.starts_with(&app.base), "{endpoint}: {url}");
     }
-    assert_eq!(d["backchannel_token_delivery_modes_supported"], json!(["poll", "ping", "push"]));
-    assert!(d["grant_types_supported"].as_array().unwrap().contains(&json!(CIBA)));
+    assert_eq!(
+        d["backchannel_token_delivery_modes_supported"],
+        json!(["poll", "ping", "push"])
+    );
+    assert!(
+        d["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(CIBA))
+    );
     assert_eq!(d["backchannel_user_code_parameter_supported"], true);
     let request_algs = d["backchannel_authentication_request_signing_alg_values_supported"]
         .as_array()
         .unwrap();
     assert!(!request_algs.is_empty());
     assert!(!request_algs.contains(&json!("none")) && !request_algs.contains(&json!("HS256")));
-    for m in ["client_secret_basic", "client_secret_post", "private_key_jwt"] {
-        assert!(d["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!(m)));
+    for m in [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ] {
+        assert!(
+            d["token_endpoint_auth_methods_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(m))
+        );
     }
-    assert!(d["authorization_details_types_supported"].as_array().unwrap().contains(&json!("payment_initiation")));
+    assert!(
+        d["authorization_details_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("payment_initiation"))
+    );
     // The advertised ID token algorithm is the one of the published key.
-    let jwks: Value = app.http().get(d["jwks_uri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
-    assert_eq!(d["id_token_signing_alg_values_supported"], json!([jwks["keys"][0]["alg"]]));
+    let jwks: Value = app
+        .http()
+        .get(d["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        d["id_token_signing_alg_values_supported"],
+        json!([jwks["keys"][0]["alg"]])
+    );
 }
 
 #[tokio::test]
@@ -306,16 +369,29 @@ async fn backchannel_request_errors_match_the_spec() {
         f
     };
     // Zero or two hints.
-    client.bc(&app, &ok(&[])).await.assert_oauth_error(400, "invalid_request");
-    let two = [("scope", "openid"), ("login_hint", user.as_str()), ("id_token_hint", "x.y.z")];
-    client.bc(&app, &two).await.assert_oauth_error(400, "invalid_request");
+    client
+        .bc(&app, &ok(&[]))
+        .await
+        .assert_oauth_error(400, "invalid_request");
+    let two = [
+        ("scope", "openid"),
+        ("login_hint", user.as_str()),
+        ("id_token_hint", "x.y.z"),
+    ];
+    client
+        .bc(&app, &two)
+        .await
+        .assert_oauth_error(400, "invalid_request");
     client
         .bc(&app, &[("scope", "openid"), ("login_hint_token", "x")])
         .await
         .assert_oauth_error(400, "invalid_request");
     // No openid scope.
     client
-        .bc(&app, &[("scope", "payments"), ("login_hint", user.as_str())])
+        .bc(
+            &app,
+            &[("scope", "payments"), ("login_hint", user.as_str())],
+        )
         .await
         .assert_oauth_error(400, "invalid_scope");
     // Unknown user, by id and by email.
@@ -324,26 +400,60 @@ async fn backchannel_request_errors_match_the_spec() {
         .await
         .assert_oauth_error(400, "unknown_user_id");
     client
-        .bc(&app, &[("scope", "openid"), ("login_hint", "usr_00000000000000000000000000")])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", "usr_00000000000000000000000000"),
+            ],
+        )
         .await
         .assert_oauth_error(400, "unknown_user_id");
     // Bad binding messages: too long, control characters.
     let long = "x".repeat(500);
     client
-        .bc(&app, &[("scope", "openid"), ("login_hint", user.as_str()), ("binding_message", long.as_str())])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", user.as_str()),
+                ("binding_message", long.as_str()),
+            ],
+        )
         .await
         .assert_oauth_error(400, "invalid_binding_message");
     client
-        .bc(&app, &[("scope", "openid"), ("login_hint", user.as_str()), ("binding_message", "a\u{1}b")])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", user.as_str()),
+                ("binding_message", "a\u{1}b"),
+            ],
+        )
         .await
         .assert_oauth_error(400, "invalid_binding_message");
     // requested_expiry: digits are fine, anything else is not.
     client
-        .bc(&app, &[("scope", "openid"), ("login_hint", user.as_str()), ("requested_expiry", "ten")])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", user.as_str()),
+                ("requested_expiry", "ten"),
+            ],
+        )
         .await
         .assert_oauth_error(400, "invalid_request");
     let a = client
-        .bc(&app, &[("scope", "openid"), ("login_hint", "Alice@Example.com"), ("requested_expiry", "120")])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", "Alice@Example.com"),
+                ("requested_expiry", "120"),
+            ],
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["expires_in"], 120);
@@ -351,10 +461,20 @@ async fn backchannel_request_errors_match_the_spec() {
     assert_eq!(a.headers["cache-control"], "no-store");
     let id = a.body["auth_req_id"].as_str().unwrap();
     assert!(id.len() >= 27, "at least 160 bits");
-    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     // A parameter twice.
     client
-        .bc(&app, &[("scope", "openid"), ("scope", "openid"), ("login_hint", user.as_str())])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("scope", "openid"),
+                ("login_hint", user.as_str()),
+            ],
+        )
         .await
         .assert_oauth_error(400, "invalid_request");
     // Authorization details: unknown type, schema mismatch, not JSON.
@@ -365,7 +485,14 @@ async fn backchannel_request_errors_match_the_spec() {
         "[]",
     ] {
         client
-            .bc(&app, &[("scope", "openid"), ("login_hint", user.as_str()), ("authorization_details", bad)])
+            .bc(
+                &app,
+                &[
+                    ("scope", "openid"),
+                    ("login_hint", user.as_str()),
+                    ("authorization_details", bad),
+                ],
+            )
             .await
             .assert_oauth_error(400, "invalid_authorization_details");
     }
@@ -379,24 +506,42 @@ async fn backchannel_request_errors_match_the_spec() {
     .await;
     wrong.assert_oauth_error(401, "invalid_client");
     assert!(wrong.headers.contains_key("www-authenticate"));
-    post_form(&app, "/oidc/bc-authorize", None, &[("scope", "openid"), ("login_hint", user.as_str())])
-        .await
-        .assert_oauth_error(401, "invalid_client");
-    post_form(&app, "/oidc/bc-authorize", Some(("agt_unknown", "x")), &[("scope", "openid")])
-        .await
-        .assert_oauth_error(401, "invalid_client");
+    post_form(
+        &app,
+        "/oidc/bc-authorize",
+        None,
+        &[("scope", "openid"), ("login_hint", user.as_str())],
+    )
+    .await
+    .assert_oauth_error(401, "invalid_client");
+    post_form(
+        &app,
+        "/oidc/bc-authorize",
+        Some(("agt_unknown", "x")),
+        &[("scope", "openid")],
+    )
+    .await
+    .assert_oauth_error(401, "invalid_client");
     // client_secret_post with a basic client: the registered method only.
     let secret = client.secret.clone().unwrap();
     post_form(
         &app,
         "/oidc/bc-authorize",
         None,
-        &[("client_id", client.client_id.as_str()), ("client_secret", secret.as_str()), ("scope", "openid"), ("login_hint", user.as_str())],
+        &[
+            ("client_id", client.client_id.as_str()),
+            ("client_secret", secret.as_str()),
+            ("scope", "openid"),
+            ("login_hint", user.as_str()),
+        ],
     )
     .await
     .assert_oauth_error(401, "invalid_client");
     // A client without the CIBA grant.
-    let no_grant = register(&app, "no-grant", |c| c.grant_types = Some(vec!["client_credentials".into()])).await;
+    let no_grant = register(&app, "no-grant", |c| {
+        c.grant_types = Some(vec!["client_credentials".into()])
+    })
+    .await;
     no_grant
         .bc(&app, &ok(&[("login_hint", "alice@example.com")]))
         .await
@@ -429,14 +574,21 @@ async fn client_secret_post_and_user_codes() {
     let send = |f: Vec<(String, String)>| {
         let app = &app;
         async move {
-            let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> =
+                f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             post_form(app, "/oidc/bc-authorize", None, &pairs).await
         }
     };
-    send(base(&[])).await.assert_oauth_error(400, "missing_user_code");
-    send(base(&[("user_code", "1234")])).await.assert_oauth_error(400, "invalid_user_code");
+    send(base(&[]))
+        .await
+        .assert_oauth_error(400, "missing_user_code");
+    send(base(&[("user_code", "1234")]))
+        .await
+        .assert_oauth_error(400, "invalid_user_code");
     app.admin.set_user_code(&user, "4711").await.unwrap();
-    send(base(&[("user_code", "1234")])).await.assert_oauth_error(400, "invalid_user_code");
+    send(base(&[("user_code", "1234")]))
+        .await
+        .assert_oauth_error(400, "invalid_user_code");
     assert_eq!(send(base(&[("user_code", "4711")])).await.status, 200);
 }
 
@@ -449,45 +601,99 @@ async fn poll_mode_pending_slow_down_approve_redeem_once() {
     let other = basic_client(&app, "other").await;
     let details = r#"[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"123.50"},"creditorName":"Merchant A"}]"#;
     let a = client
-        .bc(&app, &[("scope", "openid payments"), ("login_hint", &user), ("binding_message", "Pay 123.50 EUR"), ("authorization_details", details), ("acr_values", "urn:countersign:acr:human-approval")])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid payments"),
+                ("login_hint", &user),
+                ("binding_message", "Pay 123.50 EUR"),
+                ("authorization_details", details),
+                ("acr_values", "urn:countersign:acr:human-approval"),
+            ],
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let id = a.body["auth_req_id"].as_str().unwrap().to_string();
 
-    client.token(&app, &id).await.assert_oauth_error(400, "authorization_pending");
-    client.token(&app, &id).await.assert_oauth_error(400, "slow_down");
+    client
+        .token(&app, &id)
+        .await
+        .assert_oauth_error(400, "authorization_pending");
+    client
+        .token(&app, &id)
+        .await
+        .assert_oauth_error(400, "slow_down");
     // The interval grew to 10 s: 6 s later is still too fast, 11 s later is fine.
     clock.advance(chrono::Duration::seconds(6));
-    client.token(&app, &id).await.assert_oauth_error(400, "slow_down");
-    clock.advance(chrono::Duration::seconds(16));
-    client.token(&app, &id).await.assert_oauth_error(400, "authorization_pending");
-    // Another client's auth_req_id is not theirs.
-    other.token(&app, &id).await.assert_oauth_error(400, "invalid_grant");
-    client.token(&app, "not-a-real-auth-req-id").await.assert_oauth_error(400, "invalid_grant");
-    // Unknown grant types.
-    post_form(&app, "/oidc/token", client.basic(), &[("grant_type", "password"), ("auth_req_id", &id)])
+    client
+        .token(&app, &id)
         .await
-        .assert_oauth_error(400, "unsupported_grant_type");
+        .assert_oauth_error(400, "slow_down");
+    clock.advance(chrono::Duration::seconds(16));
+    client
+        .token(&app, &id)
+        .await
+        .assert_oauth_error(400, "authorization_pending");
+    // Another client's auth_req_id is not theirs.
+    other
+        .token(&app, &id)
+        .await
+        .assert_oauth_error(400, "invalid_grant");
+    client
+        .token(&app, "not-a-real-auth-req-id")
+        .await
+        .assert_oauth_error(400, "invalid_grant");
+    // Unknown grant types.
+    post_form(
+        &app,
+        "/oidc/token",
+        client.basic(),
+        &[("grant_type", "password"), ("auth_req_id", &id)],
+    )
+    .await
+    .assert_oauth_error(400, "unsupported_grant_type");
 
     // The reviewer sees it like any other request, with the binding message and details.
     let approval_id = pending_approval_id(&reviewer).await;
     let view = reviewer.get_approval(&approval_id).await.unwrap();
     assert_eq!(view.kind, "oidc");
     assert_eq!(view.binding_message, "Pay 123.50 EUR");
-    assert_eq!(view.context["authorization_details"][0]["creditorName"], "Merchant A");
+    assert_eq!(
+        view.context["authorization_details"][0]["creditorName"],
+        "Merchant A"
+    );
     assert_eq!(view.agent_id, client.client_id);
-    reviewer.approve(&approval_id, Some("ok".into())).await.unwrap();
+    reviewer
+        .approve(&approval_id, Some("ok".into()))
+        .await
+        .unwrap();
 
     let t = client.token(&app, &id).await;
     assert_eq!(t.status, 200, "{}", t.body);
     assert_eq!(t.headers["cache-control"], "no-store");
     assert_eq!(t.body["token_type"], "Bearer");
     assert_eq!(t.body["expires_in"], 300);
-    let access = verify(&app, t.body["access_token"].as_str().unwrap(), &client.client_id).await;
+    let access = verify(
+        &app,
+        t.body["access_token"].as_str().unwrap(),
+        &client.client_id,
+    )
+    .await;
     assert_eq!(access["approval_id"], approval_id.as_str());
-    assert_eq!(access["authorization_details"][0]["type"], "payment_initiation");
-    assert_eq!(access["authorization_details"][0]["instructedAmount"]["amount"], "123.50");
-    let id_token = verify(&app, t.body["id_token"].as_str().unwrap(), &client.client_id).await;
+    assert_eq!(
+        access["authorization_details"][0]["type"],
+        "payment_initiation"
+    );
+    assert_eq!(
+        access["authorization_details"][0]["instructedAmount"]["amount"],
+        "123.50"
+    );
+    let id_token = verify(
+        &app,
+        t.body["id_token"].as_str().unwrap(),
+        &client.client_id,
+    )
+    .await;
     assert_eq!(id_token["sub"], user.as_str());
     assert_eq!(id_token["acr"], "urn:countersign:acr:human-approval");
     assert!(id_token["auth_time"].as_i64().unwrap() <= id_token["iat"].as_i64().unwrap());
@@ -495,7 +701,10 @@ async fn poll_mode_pending_slow_down_approve_redeem_once() {
     assert_eq!(id_token["at_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]));
 
     // Redeemable once.
-    client.token(&app, &id).await.assert_oauth_error(400, "invalid_grant");
+    client
+        .token(&app, &id)
+        .await
+        .assert_oauth_error(400, "invalid_grant");
 }
 
 #[tokio::test]
@@ -506,15 +715,31 @@ async fn denied_and_expired_requests() {
     let client = basic_client(&app, "bot").await;
     let denied = client.ask(&app, &user).await;
     let approval_id = pending_approval_id(&reviewer).await;
-    reviewer.deny(&approval_id, Some("no".into())).await.unwrap();
-    client.token(&app, &denied).await.assert_oauth_error(400, "access_denied");
+    reviewer
+        .deny(&approval_id, Some("no".into()))
+        .await
+        .unwrap();
+    client
+        .token(&app, &denied)
+        .await
+        .assert_oauth_error(400, "access_denied");
 
     let a = client
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("requested_expiry", "30")])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("requested_expiry", "30"),
+            ],
+        )
         .await;
     let expiring = a.body["auth_req_id"].as_str().unwrap().to_string();
     clock.advance(chrono::Duration::seconds(31));
-    client.token(&app, &expiring).await.assert_oauth_error(400, "expired_token");
+    client
+        .token(&app, &expiring)
+        .await
+        .assert_oauth_error(400, "expired_token");
 }
 
 #[tokio::test]
@@ -523,17 +748,25 @@ async fn id_token_hint_names_the_user() {
     let (user, reviewer) = app.reviewer("alice@example.com").await;
     let client = basic_client(&app, "bot").await;
     let id = client.ask(&app, "alice@example.com").await;
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     let t = client.token(&app, &id).await;
     let id_token = t.body["id_token"].as_str().unwrap();
-    let a = client.bc(&app, &[("scope", "openid"), ("id_token_hint", id_token)]).await;
+    let a = client
+        .bc(&app, &[("scope", "openid"), ("id_token_hint", id_token)])
+        .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let list = reviewer.list_approvals(&Default::default()).await.unwrap();
     assert_eq!(list.approvals[0].user_id, user);
     // A forged hint is refused.
     let forged = format!("{}x", &id_token[..id_token.len() - 1]);
     client
-        .bc(&app, &[("scope", "openid"), ("id_token_hint", forged.as_str())])
+        .bc(
+            &app,
+            &[("scope", "openid"), ("id_token_hint", forged.as_str())],
+        )
         .await
         .assert_oauth_error(400, "invalid_request");
 }
@@ -551,7 +784,10 @@ async fn private_key_jwt_clients() {
     assert!(client.secret.is_none());
     client.key = Some(key);
     let id = client.ask(&app, &user).await;
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     assert_eq!(client.token(&app, &id).await.status, 200);
 
     let form = |assertion: Vec<(String, String)>| {
@@ -563,7 +799,8 @@ async fn private_key_jwt_clients() {
     let send = |f: Vec<(String, String)>| {
         let app = &app;
         async move {
-            let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> =
+                f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             post_form(app, "/oidc/bc-authorize", None, &pairs).await
         }
     };
@@ -572,22 +809,33 @@ async fn private_key_jwt_clients() {
         client.assertion(&app, |c| c["aud"] = json!("https://elsewhere.example.com")),
         client.assertion(&app, |c| c["exp"] = json!(now() - 60)),
         client.assertion(&app, |c| c["exp"] = json!(now() + 7200)),
-        client.assertion(&app, |c| { c.as_object_mut().unwrap().remove("jti"); }),
+        client.assertion(&app, |c| {
+            c.as_object_mut().unwrap().remove("jti");
+        }),
         client.assertion(&app, |c| c["sub"] = json!("someone-else")),
     ] {
-        send(form(bad)).await.assert_oauth_error(401, "invalid_client");
+        send(form(bad))
+            .await
+            .assert_oauth_error(401, "invalid_client");
     }
     let stranger = ClientKey::new("k1");
     let claims = json!({"iss": client.client_id, "sub": client.client_id, "aud": app.base, "iat": now(), "exp": now() + 60, "jti": jti()});
     let foreign = vec![
-        ("client_assertion_type".to_string(), "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string()),
+        (
+            "client_assertion_type".to_string(),
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
+        ),
         ("client_assertion".to_string(), stranger.sign(&claims)),
     ];
-    send(form(foreign)).await.assert_oauth_error(401, "invalid_client");
+    send(form(foreign))
+        .await
+        .assert_oauth_error(401, "invalid_client");
     // A replayed assertion is refused.
     let once = client.assertion(&app, |_| {});
     assert_eq!(send(form(once.clone())).await.status, 200);
-    send(form(once)).await.assert_oauth_error(401, "invalid_client");
+    send(form(once))
+        .await
+        .assert_oauth_error(401, "invalid_client");
 }
 
 fn unsigned(claims: &Value) -> String {
@@ -622,7 +870,13 @@ async fn signed_authentication_requests() {
         let app = &app;
         let basic = (client.client_id.clone(), client.secret.clone().unwrap());
         async move {
-            post_form(app, "/oidc/bc-authorize", Some((&basic.0, &basic.1)), &[("request", request.as_str())]).await
+            post_form(
+                app,
+                "/oidc/bc-authorize",
+                Some((&basic.0, &basic.1)),
+                &[("request", request.as_str())],
+            )
+            .await
         }
     };
     let signer = client.key.as_ref().unwrap();
@@ -636,7 +890,9 @@ async fn signed_authentication_requests() {
         .await
         .assert_oauth_error(400, "invalid_request");
     // alg none, HS256 with the client secret, a key not registered.
-    send(unsigned(&claims(&|_| {}))).await.assert_oauth_error(400, "invalid_request");
+    send(unsigned(&claims(&|_| {})))
+        .await
+        .assert_oauth_error(400, "invalid_request");
     let hs = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims(&|_| {}),
@@ -644,15 +900,23 @@ async fn signed_authentication_requests() {
     )
     .unwrap();
     send(hs).await.assert_oauth_error(400, "invalid_request");
-    send(ClientKey::new("sig").sign(&claims(&|_| {}))).await.assert_oauth_error(400, "invalid_request");
+    send(ClientKey::new("sig").sign(&claims(&|_| {})))
+        .await
+        .assert_oauth_error(400, "invalid_request");
     // Missing claims, a lifetime over 60 minutes, another audience, a replay.
     for name in ["exp", "iat", "nbf", "jti", "aud", "iss"] {
-        send(signer.sign(&claims(&|c| { c.as_object_mut().unwrap().remove(name); })))
-            .await
-            .assert_oauth_error(400, "invalid_request");
+        send(signer.sign(&claims(&|c| {
+            c.as_object_mut().unwrap().remove(name);
+        })))
+        .await
+        .assert_oauth_error(400, "invalid_request");
     }
-    send(signer.sign(&claims(&|c| c["exp"] = json!(now() + 3700)))).await.assert_oauth_error(400, "invalid_request");
-    send(signer.sign(&claims(&|c| c["aud"] = json!("https://other.example.com")))).await.assert_oauth_error(400, "invalid_request");
+    send(signer.sign(&claims(&|c| c["exp"] = json!(now() + 3700))))
+        .await
+        .assert_oauth_error(400, "invalid_request");
+    send(signer.sign(&claims(&|c| c["aud"] = json!("https://other.example.com"))))
+        .await
+        .assert_oauth_error(400, "invalid_request");
     let once = signer.sign(&claims(&|_| {}));
     assert_eq!(send(once.clone()).await.status, 200);
     send(once).await.assert_oauth_error(400, "invalid_request");
@@ -691,24 +955,44 @@ async fn ping_is_sent_once_with_the_bearer_token_and_then_the_client_redeems() {
         .await
         .assert_oauth_error(400, "invalid_request");
     let a = client
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN)])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+            ],
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let id = a.body["auth_req_id"].as_str().unwrap().to_string();
-    client.token(&app, &id).await.assert_oauth_error(400, "authorization_pending");
+    client
+        .token(&app, &id)
+        .await
+        .assert_oauth_error(400, "authorization_pending");
     assert!(received.all().is_empty());
 
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     let calls = received.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].0["authorization"], format!("Bearer {NOTIFICATION_TOKEN}"));
+    assert_eq!(
+        calls[0].0["authorization"],
+        format!("Bearer {NOTIFICATION_TOKEN}")
+    );
     assert_eq!(calls[0].1, json!({"auth_req_id": id}));
     let t = client.token(&app, &id).await;
     assert_eq!(t.status, 200, "{}", t.body);
     // Exactly once: nothing more arrives.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(received.all().len(), 1);
-    assert_eq!(app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'delivered'").await, 1);
+    assert_eq!(
+        app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'delivered'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -737,9 +1021,19 @@ async fn callbacks_follow_no_redirects_and_retry_only_server_errors() {
     };
     let redirected = ping_client(&app, &redirector, "ping").await;
     redirected
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN)])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+            ],
+        )
         .await;
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     // 503 twice, then 200: retried with backoff until delivered.
     let (flaky, flaky_received) = notification_endpoint(vec![503, 503, 200]).await;
     let retried = register(&app, "flaky", |c| {
@@ -748,9 +1042,19 @@ async fn callbacks_follow_no_redirects_and_retry_only_server_errors() {
     })
     .await;
     retried
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN)])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+            ],
+        )
         .await;
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     // 400: failed at once.
     let (refusing, refusing_received) = notification_endpoint(vec![400]).await;
     let refused = register(&app, "refusing", |c| {
@@ -759,17 +1063,38 @@ async fn callbacks_follow_no_redirects_and_retry_only_server_errors() {
     })
     .await;
     refused
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN)])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+            ],
+        )
         .await;
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
 
     let flaky_calls = flaky_received.wait_for(3, Duration::from_secs(15)).await;
     assert_eq!(flaky_calls.len(), 3, "two 503s, then delivered");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(target_received.all().is_empty(), "the redirect was followed");
+    assert!(
+        target_received.all().is_empty(),
+        "the redirect was followed"
+    );
     assert_eq!(refusing_received.all().len(), 1, "a 4xx is not retried");
-    assert_eq!(app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'failed'").await, 2);
-    assert_eq!(app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'delivered'").await, 1);
+    assert_eq!(
+        app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'delivered'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -779,11 +1104,25 @@ async fn loopback_endpoints_are_refused_unless_allowed() {
     let (endpoint, received) = notification_endpoint(vec![204]).await;
     let client = ping_client(&app, &endpoint, "ping").await;
     client
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN)])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+            ],
+        )
         .await;
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'failed'").await == 0 {
+    while app
+        .query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")
+        .await
+        == 0
+    {
         assert!(Instant::now() < deadline, "the callback was not refused");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -797,35 +1136,67 @@ async fn push_delivers_a_valid_token_response_and_errors() {
     let (endpoint, received) = notification_endpoint(vec![200]).await;
     let client = ping_client(&app, &endpoint, "push").await;
     let a = client
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN)])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+            ],
+        )
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.get("interval").is_none(), "push clients do not poll");
     let id = a.body["auth_req_id"].as_str().unwrap().to_string();
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     let calls = received.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(calls.len(), 1);
     let (headers, body) = &calls[0];
-    assert_eq!(headers["authorization"], format!("Bearer {NOTIFICATION_TOKEN}"));
+    assert_eq!(
+        headers["authorization"],
+        format!("Bearer {NOTIFICATION_TOKEN}")
+    );
     assert_eq!(body["auth_req_id"], id.as_str());
     assert_eq!(body["token_type"], "Bearer");
     let access_token = body["access_token"].as_str().unwrap();
     verify(&app, access_token, &client.client_id).await;
     let id_token = verify(&app, body["id_token"].as_str().unwrap(), &client.client_id).await;
-    assert_eq!(id_token["urn:openid:params:jwt:claim:auth_req_id"], id.as_str());
+    assert_eq!(
+        id_token["urn:openid:params:jwt:claim:auth_req_id"],
+        id.as_str()
+    );
     let digest = Sha256::digest(access_token.as_bytes());
     assert_eq!(id_token["at_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]));
     // Push clients do not redeem at the token endpoint.
-    client.token(&app, &id).await.assert_oauth_error(400, "unauthorized_client");
+    client
+        .token(&app, &id)
+        .await
+        .assert_oauth_error(400, "unauthorized_client");
 
     // A denial pushes the spec's error payload.
     let denied = client
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN)])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+            ],
+        )
         .await;
     let denied_id = denied.body["auth_req_id"].as_str().unwrap().to_string();
-    reviewer.deny(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .deny(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     let calls = received.wait_for(2, Duration::from_secs(10)).await;
-    assert_eq!(calls[1].1, json!({"auth_req_id": denied_id, "error": "access_denied", "error_description": "the user denied the request"}));
+    assert_eq!(
+        calls[1].1,
+        json!({"auth_req_id": denied_id, "error": "access_denied", "error_description": "the user denied the request"})
+    );
 }
 
 #[tokio::test]
@@ -837,12 +1208,28 @@ async fn a_restart_loses_no_callback() {
     let endpoint = format!("http://127.0.0.1:{port}/cb");
     let client = ping_client(&app, &endpoint, "ping").await;
     let a = client
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN)])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+            ],
+        )
         .await;
     let id = a.body["auth_req_id"].as_str().unwrap().to_string();
-    reviewer.approve(&pending_approval_id(&reviewer).await, None).await.unwrap();
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
     let app = {
-        let TestApp { server, dir, clock, database, .. } = app;
+        let TestApp {
+            server,
+            dir,
+            clock,
+            database,
+            ..
+        } = app;
         server.stop().await.unwrap();
         let mut s = settings(&dir);
         s.database.url = database.keep();
@@ -857,12 +1244,16 @@ async fn a_restart_loses_no_callback() {
         axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
             let r = r.clone();
             async move {
-                r.0.lock().unwrap().push((headers, serde_json::from_slice(&body).unwrap()));
+                r.0.lock()
+                    .unwrap()
+                    .push((headers, serde_json::from_slice(&body).unwrap()));
                 StatusCode::NO_CONTENT
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
     let calls = received.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(calls.len(), 1, "the ping survived the restart");
@@ -878,13 +1269,24 @@ async fn expiry_pings_the_client() {
     let (endpoint, received) = notification_endpoint(vec![204]).await;
     let client = ping_client(&app, &endpoint, "ping").await;
     let a = client
-        .bc(&app, &[("scope", "openid"), ("login_hint", &user), ("client_notification_token", NOTIFICATION_TOKEN), ("requested_expiry", "20")])
+        .bc(
+            &app,
+            &[
+                ("scope", "openid"),
+                ("login_hint", &user),
+                ("client_notification_token", NOTIFICATION_TOKEN),
+                ("requested_expiry", "20"),
+            ],
+        )
         .await;
     let id = a.body["auth_req_id"].as_str().unwrap().to_string();
     clock.advance(chrono::Duration::seconds(21));
     let calls = received.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(calls.len(), 1);
-    client.token(&app, &id).await.assert_oauth_error(400, "expired_token");
+    client
+        .token(&app, &id)
+        .await
+        .assert_oauth_error(400, "expired_token");
 }
 
 #[tokio::test]
@@ -906,25 +1308,86 @@ async fn admin_manages_clients() {
         f(&mut c);
         c
     };
-    assert_eq!(code(agent.create_oidc_client(&create(&|_| {})).await), "forbidden");
-    assert_eq!(code(app.admin.create_oidc_client(&create(&|c| c.token_endpoint_auth_method = "tls_client_auth".into())).await), "invalid_request");
-    assert_eq!(code(app.admin.create_oidc_client(&create(&|c| c.backchannel_token_delivery_mode = "ping".into())).await), "invalid_request");
-    assert_eq!(code(app.admin.create_oidc_client(&create(&|c| c.token_endpoint_auth_method = "private_key_jwt".into())).await), "invalid_request");
-    assert_eq!(code(app.admin.create_oidc_client(&create(&|c| c.agent_id = "agt_00000000000000000000000000".into())).await), "not_found");
-    let created = app.admin.create_oidc_client(&create(&|_| {})).await.unwrap();
+    assert_eq!(
+        code(agent.create_oidc_client(&create(&|_| {})).await),
+        "forbidden"
+    );
+    assert_eq!(
+        code(
+            app.admin
+                .create_oidc_client(&create(
+                    &|c| c.token_endpoint_auth_method = "tls_client_auth".into()
+                ))
+                .await
+        ),
+        "invalid_request"
+    );
+    assert_eq!(
+        code(
+            app.admin
+                .create_oidc_client(&create(
+                    &|c| c.backchannel_token_delivery_mode = "ping".into()
+                ))
+                .await
+        ),
+        "invalid_request"
+    );
+    assert_eq!(
+        code(
+            app.admin
+                .create_oidc_client(&create(
+                    &|c| c.token_endpoint_auth_method = "private_key_jwt".into()
+                ))
+                .await
+        ),
+        "invalid_request"
+    );
+    assert_eq!(
+        code(
+            app.admin
+                .create_oidc_client(&create(
+                    &|c| c.agent_id = "agt_00000000000000000000000000".into()
+                ))
+                .await
+        ),
+        "not_found"
+    );
+    let created = app
+        .admin
+        .create_oidc_client(&create(&|_| {}))
+        .await
+        .unwrap();
     assert!(created.client_secret.as_ref().unwrap().len() >= 43);
-    assert_eq!(code(app.admin.create_oidc_client(&create(&|_| {})).await), "already_exists");
+    assert_eq!(
+        code(app.admin.create_oidc_client(&create(&|_| {})).await),
+        "already_exists"
+    );
     let listed = app.admin.list_oidc_clients().await.unwrap();
     assert_eq!(listed.oidc_clients.len(), 1);
     let listed_json = serde_json::to_string(&listed).unwrap();
     assert!(!listed_json.contains(created.client_secret.as_ref().unwrap()));
-    assert_eq!(app.admin.get_oidc_client(&agent_id).await.unwrap().grant_types, vec![CIBA]);
+    assert_eq!(
+        app.admin
+            .get_oidc_client(&agent_id)
+            .await
+            .unwrap()
+            .grant_types,
+        vec![CIBA]
+    );
     app.admin.delete_oidc_client(&agent_id).await.unwrap();
-    assert_eq!(code(app.admin.get_oidc_client(&agent_id).await), "not_found");
+    assert_eq!(
+        code(app.admin.get_oidc_client(&agent_id).await),
+        "not_found"
+    );
     // A deleted client cannot authenticate.
-    post_form(&app, "/oidc/bc-authorize", Some((&agent_id, created.client_secret.as_ref().unwrap())), &[("scope", "openid")])
-        .await
-        .assert_oauth_error(401, "invalid_client");
+    post_form(
+        &app,
+        "/oidc/bc-authorize",
+        Some((&agent_id, created.client_secret.as_ref().unwrap())),
+        &[("scope", "openid")],
+    )
+    .await
+    .assert_oauth_error(401, "invalid_client");
 }
 
 /// The reference OpenID client library (openid-client v6, under e2e/oidc) against the server:
@@ -983,6 +1446,12 @@ async fn openid_client_library_completes_the_flow() {
         .expect("node is needed for the openid-client test");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "openid-client flow failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("ok client_secret_basic") && stdout.contains("ok private_key_jwt"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "openid-client flow failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ok client_secret_basic") && stdout.contains("ok private_key_jwt"),
+        "{stdout}"
+    );
 }
