@@ -316,3 +316,224 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
     let (sqlite, postgres) = countersign_store::migration_versions();
     assert_eq!(sqlite, postgres, "every migration exists in both dialects");
 }
+
+mod oidc_and_outbox {
+    use super::*;
+    use countersign_core::oidc::{
+        self, AuthMethod, ClientRegistration, DeliveryMode, OidcRequestInput, OutboxOutcome,
+    };
+
+    async fn ping_client(f: &Fixture, now: chrono::DateTime<Utc>) -> oidc::OidcClient {
+        let new = oidc::new_client(
+            "t",
+            &f.agent,
+            ClientRegistration {
+                auth_method: AuthMethod::ClientSecretBasic,
+                jwks: None,
+                delivery_mode: DeliveryMode::Ping,
+                notification_endpoint: Some("https://client.example.com/cb".into()),
+                request_signing_alg: None,
+                user_code_parameter: false,
+                grant_types: vec![oidc::CIBA_GRANT.into()],
+            },
+            now,
+        )
+        .unwrap();
+        f.store
+            .create_oidc_client(new.client, Actor::system("test"))
+            .await
+            .unwrap()
+    }
+
+    async fn ciba_request(
+        f: &Fixture,
+        client: &oidc::OidcClient,
+        expiry: i64,
+        now: chrono::DateTime<Utc>,
+    ) -> String {
+        let new = oidc::new_oidc_request(
+            OidcRequestInput {
+                client,
+                user_id: &f.user,
+                scope: "openid".into(),
+                expiry_secs: expiry,
+                binding_message: Some("B1".into()),
+                authorization_details: None,
+                acr: None,
+                client_notification_token: Some("token-0123456789-0123456789".into()),
+                interval_secs: 5,
+            },
+            |id| format!("derived-{id}"),
+            now,
+        )
+        .unwrap();
+        let id = new.state.approval_id.clone();
+        f.store
+            .create_oidc_request(new, Actor::new(ActorKind::Agent, &f.agent))
+            .await
+            .unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn clients_are_found_by_id_only_while_their_agent_is_active() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let client = ping_client(&f, now).await;
+        assert_eq!(
+            f.store.find_active_oidc_client(&f.agent).await.unwrap(),
+            Some(client.clone())
+        );
+        assert_eq!(f.store.list_oidc_clients("t").await.unwrap(), vec![client]);
+        f.store
+            .disable_agent("t", &f.agent, Actor::system("test"), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            f.store.find_active_oidc_client(&f.agent).await.unwrap(),
+            None
+        );
+        f.store
+            .delete_oidc_client("t", &f.agent, Actor::system("test"), now)
+            .await
+            .unwrap();
+        assert!(matches!(
+            f.store
+                .delete_oidc_client("t", &f.agent, Actor::system("test"), now)
+                .await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_decision_and_an_expiry_each_put_one_callback_in_the_outbox() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let client = ping_client(&f, now).await;
+        let decided = ciba_request(&f, &client, 300, now).await;
+        let expiring = ciba_request(&f, &client, 10, now).await;
+        assert!(f.store.claim_outbox(now, now, 10).await.unwrap().is_empty());
+        let d = Decision::new(
+            Verdict::Approve,
+            Actor::system("r"),
+            None,
+            now,
+            &RequestLimits::default(),
+        )
+        .unwrap();
+        f.store.decide("t", &decided, d).await.unwrap();
+        let later = now + Duration::seconds(11);
+        assert_eq!(f.store.expire_due(later, 100).await.unwrap().len(), 1);
+
+        // Claimed once: a second claim before the lease ends finds nothing.
+        let lease = later + Duration::seconds(30);
+        let claimed = f.store.claim_outbox(later, lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert!(
+            f.store
+                .claim_outbox(later, lease, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let by_request = |id: &str| {
+            claimed
+                .iter()
+                .find(|i| i.approval_id == id)
+                .unwrap()
+                .clone()
+        };
+        let approved = by_request(&decided);
+        assert_eq!(approved.event, "approved");
+        assert_eq!(approved.channel, oidc::CHANNEL_PING);
+        assert_eq!(approved.target, "https://client.example.com/cb");
+        assert_eq!(
+            approved.secret.as_deref(),
+            Some("token-0123456789-0123456789")
+        );
+        assert_eq!(approved.attempts, 1);
+        assert_eq!(by_request(&expiring).event, "expired");
+
+        // A retry comes back when due, with one more attempt; delivered rows never do.
+        f.store
+            .finish_outbox(
+                approved.id,
+                OutboxOutcome::Retry {
+                    at: later,
+                    error: "503".into(),
+                },
+            )
+            .await
+            .unwrap();
+        f.store
+            .finish_outbox(
+                by_request(&expiring).id,
+                OutboxOutcome::Delivered { at: later },
+            )
+            .await
+            .unwrap();
+        let again = f.store.claim_outbox(later, lease, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 2);
+        // A lease that ran out (a worker that died) makes the row claimable again.
+        let after_lease = lease + Duration::seconds(1);
+        assert_eq!(
+            f.store
+                .claim_outbox(after_lease, after_lease, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn polls_sooner_than_the_interval_slow_down() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let client = ping_client(&f, now).await;
+        let id = ciba_request(&f, &client, 300, now).await;
+        let first = f.store.record_oidc_poll(&id, now).await.unwrap();
+        assert!(!first.too_fast);
+        let fast = f
+            .store
+            .record_oidc_poll(&id, now + Duration::seconds(1))
+            .await
+            .unwrap();
+        assert!(fast.too_fast);
+        assert_eq!(fast.interval_secs, 10);
+        let slow = f
+            .store
+            .record_oidc_poll(&id, now + Duration::seconds(12))
+            .await
+            .unwrap();
+        assert!(!slow.too_fast);
+        assert_eq!(slow.interval_secs, 10);
+        let state = f.store.get_oidc_request("t", &id).await.unwrap().unwrap();
+        assert_eq!(state.client_id, client.client_id);
+        assert_eq!(state.delivery_mode, DeliveryMode::Ping);
+    }
+
+    #[tokio::test]
+    async fn jtis_are_single_use_until_they_expire_and_secrets_are_stable() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let exp = now + Duration::seconds(60);
+        assert!(f.store.use_jti("c", "j1", exp, now).await.unwrap());
+        assert!(!f.store.use_jti("c", "j1", exp, now).await.unwrap());
+        assert!(f.store.use_jti("other", "j1", exp, now).await.unwrap());
+        // Once expired it is forgotten (the JWT's own `exp` refuses it by then).
+        let later = now + Duration::seconds(61);
+        assert!(
+            f.store
+                .use_jti("c", "j1", later + Duration::seconds(60), later)
+                .await
+                .unwrap()
+        );
+
+        let first = f.store.server_secret("k", vec![1; 32], now).await.unwrap();
+        let second = f.store.server_secret("k", vec![2; 32], now).await.unwrap();
+        assert_eq!(first, vec![1; 32]);
+        assert_eq!(second, first, "the first stored secret wins");
+    }
+}
