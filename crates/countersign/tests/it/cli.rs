@@ -140,3 +140,62 @@ async fn healthcheck_command() {
     assert_eq!(code, 0);
     assert!(out.contains("ready"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_client_commands() {
+    let app = spawn_app().await;
+    let (agent_id, _) = app.agent("cli-ciba").await;
+    let (code, out, err) = countersign(
+        &app,
+        ADMIN_KEY,
+        &[
+            "admin",
+            "oidc-clients",
+            "create",
+            "--agent-id",
+            &agent_id,
+            "--delivery-mode",
+            "ping",
+            "--notification-endpoint",
+            "https://client.example.com/cb",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let created = json(&out);
+    assert_eq!(created["client_id"], agent_id.as_str());
+    assert_eq!(created["backchannel_token_delivery_mode"], "ping");
+    assert!(created["client_secret"].as_str().unwrap().len() >= 43);
+    let (code, out, _) = countersign(&app, ADMIN_KEY, &["admin", "oidc-clients", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["oidc_clients"].as_array().unwrap().len(), 1);
+    assert!(!out.contains(created["client_secret"].as_str().unwrap()));
+    // A bad registration fails with the server's message.
+    let (code, _, err) = countersign(
+        &app,
+        ADMIN_KEY,
+        &[
+            "admin",
+            "oidc-clients",
+            "create",
+            "--agent-id",
+            &agent_id,
+            "--delivery-mode",
+            "push",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("notification_endpoint"), "{err}");
+    let (code, out, _) = countersign(
+        &app,
+        ADMIN_KEY,
+        &["admin", "oidc-clients", "delete", &agent_id],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("deleted"));
+    let (code, _, _) = countersign(
+        &app,
+        ADMIN_KEY,
+        &["admin", "oidc-clients", "get", &agent_id],
+    );
+    assert_ne!(code, 0);
+}
