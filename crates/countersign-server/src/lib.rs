@@ -4,6 +4,7 @@
 mod app;
 mod auth;
 mod error;
+pub mod guard;
 mod openapi;
 mod routes;
 pub mod service;
