@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use countersign_proto::{ApprovalStatus, ErrorCode};
 use serde_json::{Value, json};
 
-use crate::approval::{ApprovalRequest, NewRequest, RequestKind, RequestLimits};
+use crate::approval::{ApprovalRequest, DecisionRules, NewRequest, RequestKind, RequestLimits};
 use crate::{Error, Result, canonical, ids, secret, validate};
 
 /// The CIBA grant type.
@@ -446,7 +446,7 @@ pub fn new_oidc_request(
                 tenant_id: client.tenant_id.clone(),
                 kind: RequestKind::Oidc,
                 agent_id: client.client_id.clone(),
-                user_id: input.user_id.to_string(),
+                user_id: Some(input.user_id.to_string()),
                 scope: input.scope.clone(),
                 binding_message: input.binding_message.unwrap_or_default(),
                 context_sha256: canonical::canonical_sha256(&context)?,
@@ -458,9 +458,11 @@ pub fn new_oidc_request(
                 decided_by: None,
                 comment: None,
                 token_issued_at: None,
+                tool: None,
+                rules: DecisionRules::default(),
             },
-            auth_req_id,
-            auth_req_hash,
+            auth_req_id: Some(auth_req_id),
+            auth_req_hash: Some(auth_req_hash),
         },
         state: OidcRequestState {
             approval_id: id,

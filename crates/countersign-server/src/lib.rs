@@ -4,6 +4,7 @@
 mod app;
 mod auth;
 mod error;
+pub mod guard;
 mod oidc;
 mod openapi;
 mod routes;

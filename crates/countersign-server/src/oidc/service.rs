@@ -156,12 +156,7 @@ async fn resolve_user(state: &AppState, client: &OidcClient, params: &BcParams) 
             state.store.get_user(tenant, hint).await?
         } else if hint.contains('@') && hint.len() <= 254 {
             let email = hint.trim().to_lowercase();
-            state
-                .store
-                .list_users(tenant)
-                .await?
-                .into_iter()
-                .find(|u| u.email == email)
+            state.store.find_user_by_email(tenant, &email).await?
         } else {
             None
         }
@@ -243,7 +238,7 @@ pub async fn bc_authorize(
         |id| state.oidc.auth_req_id(id),
         now,
     )?;
-    let auth_req_id = new.new.auth_req_id.clone();
+    let auth_req_id = new.new.auth_req_id.clone().unwrap_or_default();
     let actor = Actor::new(ActorKind::Agent, &client.client_id);
     let request = state.store.create_oidc_request(new, actor).await?;
     metrics::counter!("countersign_approval_requests_created_total", "kind" => "oidc").increment(1);
@@ -393,7 +388,7 @@ pub async fn issue_tokens(
     metrics::counter!("countersign_tokens_issued_total").increment(1);
     let id_token = IdTokenClaims {
         iss: state.issuer.to_string(),
-        sub: request.user_id.clone(),
+        sub: request.user_id.clone().unwrap_or_default(),
         aud: oidc_state.client_id.clone(),
         exp: (now + Duration::seconds(state.settings.oidc.id_token_lifetime_secs)).timestamp(),
         iat: now.timestamp(),

@@ -9,7 +9,7 @@ use countersign_proto::ciba::{
     TokenResponse,
 };
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Channel};
 use crate::error::{ApiJson, ApiQuery, ApiResult};
 use crate::service;
 use crate::state::AppState;
@@ -58,12 +58,21 @@ pub async fn token(
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    Channel(channel): Channel,
     ApiJson(input): ApiJson<ApproveRequest>,
 ) -> ApiResult<Json<DecisionResponse>> {
     // Agents learn they may not decide before anything about the request is looked at.
     caller.require_reviewer_or_admin()?;
     let by = RequestRef::from_parts(input.auth_req_id.as_deref(), input.approval_id.as_deref())?;
-    let decided = service::decide(&state, &caller, &by, Verdict::Approve, input.comment).await?;
+    let decided = service::decide(
+        &state,
+        &caller,
+        &by,
+        Verdict::Approve,
+        input.comment,
+        channel,
+    )
+    .await?;
     Ok(Json(DecisionResponse {
         approval_id: decided.id,
         status: "approved".into(),
@@ -78,11 +87,13 @@ pub async fn approve(
 pub async fn deny(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    Channel(channel): Channel,
     ApiJson(input): ApiJson<DenyRequest>,
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require_reviewer_or_admin()?;
     let by = RequestRef::from_parts(input.auth_req_id.as_deref(), input.approval_id.as_deref())?;
-    let decided = service::decide(&state, &caller, &by, Verdict::Reject, input.reason).await?;
+    let decided =
+        service::decide(&state, &caller, &by, Verdict::Reject, input.reason, channel).await?;
     Ok(Json(DecisionResponse {
         approval_id: decided.id,
         status: "denied".into(),

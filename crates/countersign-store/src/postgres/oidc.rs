@@ -13,6 +13,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::rows::{ms, pg_error};
+use countersign_core::routing::ReviewerPlan;
+
 use super::{PgStore, append_audit, insert_request, notify};
 
 const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
@@ -250,7 +252,11 @@ impl PgStore {
         actor: Actor,
     ) -> Result<ApprovalRequest> {
         let mut tx = self.begin().await?;
-        insert_request(&mut tx, &new.new, &actor).await?;
+        let plan = ReviewerPlan::single(
+            new.new.request.user_id.as_deref().unwrap_or_default(),
+            new.new.request.created_at,
+        );
+        insert_request(&mut tx, &new.new, &plan, &actor).await?;
         let s = &new.state;
         sqlx::query(&format!(
             "INSERT INTO oidc_requests ({STATE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"

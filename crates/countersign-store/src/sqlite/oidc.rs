@@ -12,7 +12,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::json;
 
 use super::rows::{db_error, ms};
-use super::{SqliteStore, append_audit, insert_request};
+use countersign_core::routing::ReviewerPlan;
+
+use super::{SqliteStore, append_audit, insert_request_with_plan};
 
 const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
      notification_endpoint, request_signing_alg, user_code_parameter, grant_types, created_at";
@@ -232,7 +234,11 @@ impl SqliteStore {
         actor: Actor,
     ) -> Result<ApprovalRequest> {
         self.write(move |c| {
-            insert_request(c, &new.new, &actor)?;
+            let plan = ReviewerPlan::single(
+            new.new.request.user_id.as_deref().unwrap_or_default(),
+            new.new.request.created_at,
+        );
+            insert_request_with_plan(c, &new.new, &plan, &actor)?;
             let s = &new.state;
             c.prepare_cached(&format!(
                 "INSERT INTO oidc_requests ({STATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"

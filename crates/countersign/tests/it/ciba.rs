@@ -288,10 +288,10 @@ async fn expiry_is_seen_at_read_time_recorded_by_the_sweeper_and_blocks_decision
         other => panic!("unexpected {other:?}"),
     }
 
-    let expired = countersign_server::service::sweep_expired(&app.server.state)
+    // The background sweeper may have recorded it first; either way it is recorded once.
+    countersign_server::service::sweep_expired(&app.server.state)
         .await
         .unwrap();
-    assert_eq!(expired, 1);
     let listed = app
         .admin
         .list_approvals(&countersign_client::ApprovalFilter {

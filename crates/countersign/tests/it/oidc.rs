@@ -759,7 +759,7 @@ async fn id_token_hint_names_the_user() {
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let list = reviewer.list_approvals(&Default::default()).await.unwrap();
-    assert_eq!(list.approvals[0].user_id, user);
+    assert_eq!(list.approvals[0].user_id.as_deref(), Some(user.as_str()));
     // A forged hint is refused.
     let forged = format!("{}x", &id_token[..id_token.len() - 1]);
     client

@@ -57,7 +57,9 @@ pub fn on_postgres() -> bool {
 /// The PostgreSQL server the tests use; `scripts/test` starts one.
 pub fn test_server_url() -> String {
     std::env::var("COUNTERSIGN_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        panic!("COUNTERSIGN_TEST_DATABASE_URL is not set: run scripts/test (it starts PostgreSQL) or point it at a server")
+        panic!(
+            "COUNTERSIGN_TEST_DATABASE_URL is not set: run scripts/test (it starts PostgreSQL) or point it at a server"
+        )
     })
 }
 
