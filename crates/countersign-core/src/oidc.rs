@@ -77,11 +77,10 @@ impl AuthMethod {
     }
 }
 
-/// Asymmetric JWS algorithms accepted for client assertions and signed requests. `none` and
-/// the HMAC family are never accepted: a shared secret cannot prove who signed.
-pub const ASYMMETRIC_ALGS: &[&str] = &[
-    "PS256", "PS384", "PS512", "ES256", "ES384", "RS256", "RS384", "RS512", "EdDSA",
-];
+/// JWS algorithms accepted for client assertions and signed requests: the asymmetric ones
+/// FAPI-CIBA allows. `none` and the HMAC family are never accepted (a shared secret cannot
+/// prove who signed), nor RS256 (PKCS#1 v1.5 padding, which FAPI rules out).
+pub const ASYMMETRIC_ALGS: &[&str] = &["PS256", "ES256", "EdDSA"];
 
 /// An agent registered as an OpenID client; `client_id` is the agent's id.
 #[derive(Debug, Clone, PartialEq)]

@@ -900,6 +900,13 @@ async fn signed_authentication_requests() {
     )
     .unwrap();
     send(hs).await.assert_oauth_error(400, "invalid_request");
+    // RS256 is ruled out by FAPI-CIBA whatever the signature.
+    let rs256 = format!(
+        "{}.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"sig"}"#),
+        URL_SAFE_NO_PAD.encode(claims(&|_| {}).to_string())
+    );
+    send(rs256).await.assert_oauth_error(400, "invalid_request");
     send(ClientKey::new("sig").sign(&claims(&|_| {})))
         .await
         .assert_oauth_error(400, "invalid_request");
