@@ -28,6 +28,7 @@ const provider = new Provider(issuer, {
       deliveryModes: ['poll'],
       processLoginHint: async (ctx, loginHint) => loginHint,
       validateBindingMessage: async () => {},
+      validateRequestContext: async () => {},
       verifyUserCode: async () => {},
       triggerAuthenticationDevice: async () => {},
     },

@@ -46,6 +46,9 @@ struct Opts {
     /// Concurrent workers of every phase.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Concurrency of the light-load ping run that measures notification latency alone.
+    #[arg(long, default_value_t = 4)]
+    light_concurrency: usize,
     /// Leave out the oidc-provider peer.
     #[arg(long)]
     no_peer: bool,
@@ -471,10 +474,10 @@ async fn measure_poll_target(t: &Target, opts: &Opts) -> Result<Row> {
     })
 }
 
-async fn measure_ping(t: &Target, waiters: Waiters, opts: &Opts) -> Stats {
+async fn measure_ping(t: &Target, waiters: Waiters, opts: &Opts, concurrency: usize) -> Stats {
     let tt = t.clone();
     run_phase(
-        opts.concurrency,
+        concurrency,
         Duration::from_secs_f64(opts.duration),
         move |_| {
             let t = tt.clone();
@@ -513,7 +516,8 @@ async fn main() -> Result<()> {
     let receiver = ping_receiver(waiters.clone()).await?;
     let ours = start_countersign(&opts, &http, receiver).await?;
     let mut rows = vec![measure_poll_target(&ours.poll, &opts).await?];
-    let mut ping = measure_ping(&ours.ping, waiters, &opts).await;
+    let mut ping = measure_ping(&ours.ping, waiters.clone(), &opts, opts.concurrency).await;
+    let mut light = measure_ping(&ours.ping, waiters, &opts, opts.light_concurrency).await;
     let peer = if opts.no_peer {
         None
     } else {
@@ -540,13 +544,24 @@ async fn main() -> Result<()> {
         );
     }
     println!(
-        "\nCountersign ping mode: {:.0} complete flows/s (bc-authorize, approve, ping received, redeem); approve → client notified p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} flows, {} errors).",
+        "\nCountersign ping mode at concurrency {}: {:.0} complete flows/s (bc-authorize, approve, ping received, redeem); approve → client notified p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} flows, {} errors).",
+        opts.concurrency,
         ping.rate(),
         ping.percentile_ms(0.50),
         ping.percentile_ms(0.99),
         ping.percentile_ms(1.0),
         ping.ok,
         ping.errors
+    );
+    println!(
+        "\nCountersign ping mode at concurrency {}: {:.0} flows/s; approve → client notified p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} flows, {} errors).",
+        opts.light_concurrency,
+        light.rate(),
+        light.percentile_ms(0.50),
+        light.percentile_ms(0.99),
+        light.percentile_ms(1.0),
+        light.ok,
+        light.errors
     );
     if let [ours, peer] = rows.as_slice() {
         println!(

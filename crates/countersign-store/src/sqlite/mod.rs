@@ -93,6 +93,10 @@ struct Inner {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Outbox rows being delivered, with the end of their lease (unix ms). One process owns a
+    /// SQLite store, so claims need not reach the disk: a crash forgets them and the rows
+    /// are simply delivered again.
+    outbox_leases: Mutex<std::collections::HashMap<i64, i64>>,
 }
 
 /// A unit of work run by the writer thread inside the shared transaction.
@@ -595,6 +599,7 @@ impl SqliteStore {
                 writer: tx,
                 readers,
                 next_reader: AtomicUsize::new(0),
+                outbox_leases: Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -1618,7 +1623,7 @@ impl Backend for SqliteStore {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxItem>> {
-        self.outbox_claim(now, lease_until, limit).await
+        self.outbox_claim(now, lease_until, limit)
     }
 
     async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {

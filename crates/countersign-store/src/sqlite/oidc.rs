@@ -432,52 +432,69 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn outbox_claim(
+    /// Claims due rows without a write: the lease lives in memory (see `Inner`), so the
+    /// first delivery attempt waits for no commit.
+    pub(super) fn outbox_claim(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxItem>> {
-        self.write(move |c| {
+        let mut leases = self.inner.outbox_leases.lock();
+        leases.retain(|_, until| *until > ms(now));
+        let window = i64::from(limit) + leases.len() as i64;
+        let due = self.read(|c| {
             c.prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 WHERE id IN \
-                 (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?3) \
-                 RETURNING id, tenant_id, approval_id, channel, target, secret, event, attempts",
-            )
-            .and_then(|mut s| {
-                s.query_map(params![ms(now), ms(lease_until), limit], |r| {
-                    Ok(OutboxItem {
-                        id: r.get(0)?,
-                        tenant_id: r.get(1)?,
-                        approval_id: r.get(2)?,
-                        channel: r.get(3)?,
-                        target: r.get(4)?,
-                        secret: r.get(5)?,
-                        event: r.get(6)?,
-                        attempts: r.get(7)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .map_err(db_error)
-        })
-        .await
+                "SELECT id, tenant_id, approval_id, channel, target, secret, event, attempts FROM outbox \
+                 WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
+            )?
+            .query_map(params![ms(now), window], |r| {
+                Ok(OutboxItem {
+                    id: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    approval_id: r.get(2)?,
+                    channel: r.get(3)?,
+                    target: r.get(4)?,
+                    secret: r.get(5)?,
+                    event: r.get(6)?,
+                    attempts: r.get::<_, i64>(7)? + 1,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let claimed: Vec<OutboxItem> = due
+            .into_iter()
+            .filter(|item| !leases.contains_key(&item.id))
+            .take(limit as usize)
+            .collect();
+        for item in &claimed {
+            leases.insert(item.id, ms(lease_until));
+        }
+        Ok(claimed)
     }
 
     pub(super) async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
-        self.write(move |c| {
+        let store = self.clone();
+        let finished = self.write(move |c| {
             let (state, next, delivered, error) = match outcome {
                 OutboxOutcome::Delivered { at } => ("delivered", ms(at), Some(ms(at)), None),
                 OutboxOutcome::Retry { at, error } => ("pending", ms(at), None, Some(error)),
                 OutboxOutcome::Failed { at, error } => ("failed", ms(at), None, Some(error)),
             };
             c.prepare_cached(
-                "UPDATE outbox SET state = ?2, next_attempt_at = ?3, delivered_at = ?4, last_error = ?5 WHERE id = ?1",
+                "UPDATE outbox SET state = ?2, next_attempt_at = ?3, delivered_at = ?4, last_error = ?5, \
+                 attempts = attempts + 1 WHERE id = ?1",
             )
             .and_then(|mut s| s.execute(params![id, state, next, delivered, error]))
             .map_err(db_error)?;
             Ok(())
         })
-        .await
+        .await;
+        // Once the outcome is durable the row needs no lease (a retry is due by its time);
+        // if it is not, the lease keeps the row from being retried at once.
+        if finished.is_ok() {
+            store.inner.outbox_leases.lock().remove(&id);
+        }
+        finished
     }
 }
