@@ -217,6 +217,7 @@ fn is_client_variable(key: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
