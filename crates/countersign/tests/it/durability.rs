@@ -50,7 +50,11 @@ async fn a_killed_server_loses_no_acknowledged_request() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill it mid-stream, once it has acknowledged some requests.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.len() < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     child.kill().unwrap();
     let _ = child.wait();
     for w in writers {

@@ -311,6 +311,10 @@ impl Accepted {
         self.0.lock().unwrap().push(id);
     }
 
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
