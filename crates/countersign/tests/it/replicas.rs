@@ -364,37 +364,7 @@ async fn a_killed_replica_process_loses_no_accepted_request() {
     }
 
     // Load the doomed replica from several tasks and kill it mid-stream.
-    let accepted = Arc::new(Accepted::default());
-    let writers: Vec<_> = (0..8)
-        .map(|_| {
-            let doomed = doomed.clone();
-            let accepted = accepted.clone();
-            let user = user.clone();
-            tokio::spawn(async move {
-                for _ in 0..200 {
-                    match doomed.ciba_authorize(&payment(&user)).await {
-                        Ok(r) => accepted.push(r.auth_req_id),
-                        Err(_) => break,
-                    }
-                }
-            })
-        })
-        .collect();
-    // Kill it mid-stream, once it has acknowledged some requests.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while accepted.len() < 20 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
-    for w in writers {
-        let _ = w.await;
-    }
-    let accepted = accepted.take();
-    assert!(
-        !accepted.is_empty(),
-        "some requests were accepted before the kill"
-    );
+    let accepted = kill_under_load(&mut child, &doomed, &user).await;
     let reader = on(survivor, &agent);
     for id in &accepted {
         assert_eq!(
