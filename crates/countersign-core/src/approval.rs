@@ -257,17 +257,31 @@ pub fn new_ciba_request(
     })
 }
 
+/// What a guard tool call that needs approval is made of.
+#[derive(Debug, Clone)]
+pub struct ToolCallApproval<'a> {
+    pub call: &'a crate::toolcall::ToolCall,
+    pub tool: ToolInfo,
+    /// An action category; defaults to `tool:<name>`.
+    pub scope: Option<&'a str>,
+    pub rules: DecisionRules,
+    pub timeout_minutes: u32,
+}
+
 /// A guard tool call that needs approval, ready to store.
 pub fn new_tool_request(
     tenant_id: &str,
     agent_id: &str,
-    call: &crate::toolcall::ToolCall,
-    tool: ToolInfo,
-    scope: Option<&str>,
-    rules: DecisionRules,
-    timeout_minutes: u32,
+    spec: ToolCallApproval,
     now: DateTime<Utc>,
 ) -> NewRequest {
+    let ToolCallApproval {
+        call,
+        tool,
+        scope,
+        rules,
+        timeout_minutes,
+    } = spec;
     NewRequest {
         request: ApprovalRequest {
             id: ids::new_id(ids::APPROVAL),

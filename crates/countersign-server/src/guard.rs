@@ -100,18 +100,17 @@ fn evaluate_call(
         approval_group_id: config.settings.default_approval_group_id.clone(),
         ..ApprovalConfig::default()
     };
-    if action == PolicyAction::Allow {
-        if let Some(rule) =
-            policy::trust_rule(&config.settings, agent.trust_level, &call.name, scope)
-        {
-            action = PolicyAction::RequireApproval;
-            message = format!(
-                "agents of trust level {} always need approval for this",
-                agent.trust_level.as_str()
-            );
-            if rule.approval_group_id.is_some() {
-                fallback.approval_group_id = rule.approval_group_id.clone();
-            }
+    let forcing_rule = (action == PolicyAction::Allow)
+        .then(|| policy::trust_rule(&config.settings, agent.trust_level, &call.name, scope))
+        .flatten();
+    if let Some(rule) = forcing_rule {
+        action = PolicyAction::RequireApproval;
+        message = format!(
+            "agents of trust level {} always need approval for this",
+            agent.trust_level.as_str()
+        );
+        if rule.approval_group_id.is_some() {
+            fallback.approval_group_id = rule.approval_group_id.clone();
         }
     }
     Ok(Evaluation {
@@ -224,11 +223,12 @@ async fn open_approval(
     {
         return Ok(pending_decision(&e, &existing));
     }
-    let approval = e
-        .policy
-        .as_ref()
-        .map(|p| p.approval.clone())
-        .unwrap_or_else(|| e.fallback.clone());
+    // A policy that asks for approval brings its own configuration; approvals the tenant
+    // default or a trust rule require use the tenant's.
+    let approval = match &e.policy {
+        Some(p) if p.action == PolicyAction::RequireApproval => p.approval.clone(),
+        _ => e.fallback.clone(),
+    };
     let group_id = routing::route(
         &config.routing.routing_rules,
         &e.call.name,
@@ -297,11 +297,13 @@ async fn open_approval(
     let new = approval::new_tool_request(
         tenant,
         &agent.id,
-        &e.call,
-        tool,
-        input.scope.as_deref(),
-        rules,
-        approval.timeout_minutes,
+        approval::ToolCallApproval {
+            call: &e.call,
+            tool,
+            scope: input.scope.as_deref(),
+            rules,
+            timeout_minutes: approval.timeout_minutes,
+        },
         now,
     );
     let created = match state

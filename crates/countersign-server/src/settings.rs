@@ -314,7 +314,6 @@ fn is_client_variable(key: &str) -> bool {
 }
 
 #[cfg(test)]
-// figment's error is large; these tests only pass it through.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;

@@ -347,7 +347,7 @@ async fn shutdown_signal() {
 }
 
 fn client(remote: &Remote) -> anyhow::Result<Client> {
-    Ok(Client::new(&remote.url, remote.key.clone())?)
+    Ok(Client::for_cli(&remote.url, remote.key.clone())?)
 }
 
 async fn admin(remote: Remote, command: AdminCommand) -> anyhow::Result<()> {

@@ -301,13 +301,8 @@ async fn expiry_is_seen_at_read_time_recorded_by_the_sweeper_and_blocks_decision
         .await
         .unwrap();
     assert_eq!(listed.approvals.len(), 1);
-    let audit = app.admin.audit_page(None, Some(500)).await.unwrap();
     assert_eq!(
-        audit
-            .events
-            .iter()
-            .filter(|e| e.action == "approval.expired")
-            .count(),
+        audited(&app, "approval.expired", None).await,
         1,
         "expiry is recorded once"
     );
