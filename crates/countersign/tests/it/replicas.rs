@@ -447,3 +447,109 @@ async fn tokens_verify_across_replicas_and_key_rotation_spreads() {
         "forbidden"
     );
 }
+
+/// A CIBA ping is delivered once though every replica's delivery worker races for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ping_is_delivered_once_by_one_of_the_replicas() {
+    use std::sync::Mutex;
+    let c = cluster_with(3, None, |s| {
+        s.outbound.allow_private_networks = true;
+        s.outbound.poll_interval_ms = 10;
+    })
+    .await;
+    // The client's notification endpoint counts what it receives.
+    let received = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let r = received.clone();
+    let endpoint = axum::Router::new().route(
+        "/cb",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let r = r.clone();
+            async move {
+                r.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, endpoint).await });
+
+    let first = &c.replicas[0];
+    let (user, reviewer) = first.reviewer("alice@example.com").await;
+    let (agent_id, _) = first.agent("pinger").await;
+    let client = first
+        .admin
+        .create_oidc_client(&countersign_proto::oidc::CreateOidcClient {
+            agent_id: agent_id.clone(),
+            token_endpoint_auth_method: "client_secret_basic".into(),
+            jwks: None,
+            backchannel_token_delivery_mode: "ping".into(),
+            backchannel_client_notification_endpoint: Some(format!("http://{addr}/cb")),
+            backchannel_authentication_request_signing_alg: None,
+            backchannel_user_code_parameter: false,
+            grant_types: None,
+        })
+        .await
+        .unwrap();
+    let secret = client.client_secret.unwrap();
+    let mut ids = Vec::new();
+    for (i, replica) in c.replicas.iter().enumerate() {
+        let answer: serde_json::Value = replica
+            .http()
+            .post(replica.url("/oidc/bc-authorize"))
+            .basic_auth(&agent_id, Some(&secret))
+            .form(&[
+                ("scope", "openid"),
+                ("login_hint", user.as_str()),
+                ("binding_message", &format!("R{i}")),
+                (
+                    "client_notification_token",
+                    "replica-notification-token-0123456789",
+                ),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(answer["auth_req_id"].as_str().unwrap().to_string());
+    }
+    // Decide each request on another replica than the one that created it.
+    let pending = reviewer
+        .list_approvals(&countersign_client::ApprovalFilter {
+            status: Some("pending".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.approvals.len(), 3);
+    for (i, approval) in pending.approvals.iter().enumerate() {
+        on(&c.replicas[i], &reviewer)
+            .approve(&approval.id, None)
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.lock().unwrap().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give any duplicate time to arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["auth_req_id"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "each ping exactly once");
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM outbox WHERE state = 'delivered'")
+            .await,
+        3
+    );
+}
