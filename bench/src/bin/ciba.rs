@@ -419,59 +419,97 @@ struct Row {
     errors: u64,
 }
 
-async fn measure_poll_target(t: &Target, opts: &Opts) -> Result<Row> {
-    let duration = Duration::from_secs_f64(opts.duration);
-    let c = opts.concurrency;
+async fn bc_phase(t: &Target, opts: &Opts) -> Stats {
     let tt = t.clone();
-    let bc = run_phase(c, duration, move |_| {
-        let t = tt.clone();
-        async move { t.bc_authorize(&[]).await.map(|_| None) }
-    })
-    .await;
-    // One pending request per worker, polled over and over (pending or slow_down answers).
+    run_phase(
+        opts.concurrency,
+        Duration::from_secs_f64(opts.duration),
+        move |_| {
+            let t = tt.clone();
+            async move { t.bc_authorize(&[]).await.map(|_| None) }
+        },
+    )
+    .await
+}
+
+/// One pending request per worker, polled over and over (pending or slow_down answers).
+async fn poll_phase(t: &Target, opts: &Opts) -> Result<Stats> {
     let mut ids = Vec::new();
-    for _ in 0..c {
+    for _ in 0..opts.concurrency {
         ids.push(t.bc_authorize(&[]).await?);
     }
     let ids = Arc::new(ids);
     let tt = t.clone();
-    let polls = run_phase(c, duration, move |worker| {
-        let t = tt.clone();
-        let ids = ids.clone();
-        async move {
-            let (status, body) = t.token(&ids[worker]).await?;
-            let error = body["error"].as_str().unwrap_or_default();
-            ensure!(
-                status == 400 && (error == "authorization_pending" || error == "slow_down"),
-                "poll answered {status} {body}"
-            );
-            Ok(None)
-        }
-    })
-    .await;
+    Ok(run_phase(
+        opts.concurrency,
+        Duration::from_secs_f64(opts.duration),
+        move |worker| {
+            let t = tt.clone();
+            let ids = ids.clone();
+            async move {
+                let (status, body) = t.token(&ids[worker]).await?;
+                let error = body["error"].as_str().unwrap_or_default();
+                ensure!(
+                    status == 400 && (error == "authorization_pending" || error == "slow_down"),
+                    "poll answered {status} {body}"
+                );
+                Ok(None)
+            }
+        },
+    )
+    .await)
+}
+
+/// bc-authorize, approve, redeem at the token endpoint.
+async fn flow_phase(t: &Target, opts: &Opts) -> Stats {
     let tt = t.clone();
-    let flows = run_phase(c, duration, move |_| {
-        let t = tt.clone();
-        async move {
-            let started = Instant::now();
-            let id = t.bc_authorize(&[]).await?;
-            t.approve(&id).await?;
-            let (status, body) = t.token(&id).await?;
-            ensure!(
-                status == 200 && body["access_token"].is_string(),
-                "redeem answered {status} {body}"
-            );
-            Ok(Some(started.elapsed()))
-        }
-    })
-    .await;
-    Ok(Row {
-        target: t.name,
-        bc_per_s: bc.rate(),
-        polls_per_s: polls.rate(),
-        poll_flows_per_s: flows.rate(),
-        errors: bc.errors + polls.errors + flows.errors,
-    })
+    run_phase(
+        opts.concurrency,
+        Duration::from_secs_f64(opts.duration),
+        move |_| {
+            let t = tt.clone();
+            async move {
+                let started = Instant::now();
+                let id = t.bc_authorize(&[]).await?;
+                t.approve(&id).await?;
+                let (status, body) = t.token(&id).await?;
+                ensure!(
+                    status == 200 && body["access_token"].is_string(),
+                    "redeem answered {status} {body}"
+                );
+                Ok(Some(started.elapsed()))
+            }
+        },
+    )
+    .await
+}
+
+/// Runs every phase on every target, target after target within a phase, so that load from
+/// elsewhere on the machine falls on both alike.
+async fn measure_poll_targets(targets: &[Target], opts: &Opts) -> Result<Vec<Row>> {
+    let mut bc = Vec::new();
+    for t in targets {
+        bc.push(bc_phase(t, opts).await);
+    }
+    let mut polls = Vec::new();
+    for t in targets {
+        polls.push(poll_phase(t, opts).await?);
+    }
+    let mut flows = Vec::new();
+    for t in targets {
+        flows.push(flow_phase(t, opts).await);
+    }
+    Ok(targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Row {
+            target: t.name,
+            bc_per_s: bc[i].rate(),
+            polls_per_s: polls[i].rate(),
+            poll_flows_per_s: flows[i].rate(),
+            errors: bc[i].errors + polls[i].errors + flows[i].errors,
+        })
+        .collect())
 }
 
 async fn measure_ping(t: &Target, waiters: Waiters, opts: &Opts, concurrency: usize) -> Stats {
@@ -515,17 +553,19 @@ async fn main() -> Result<()> {
     let waiters: Waiters = Arc::default();
     let receiver = ping_receiver(waiters.clone()).await?;
     let ours = start_countersign(&opts, &http, receiver).await?;
-    let mut rows = vec![measure_poll_target(&ours.poll, &opts).await?];
-    let mut ping = measure_ping(&ours.ping, waiters.clone(), &opts, opts.concurrency).await;
-    let mut light = measure_ping(&ours.ping, waiters, &opts, opts.light_concurrency).await;
     let peer = if opts.no_peer {
         None
     } else {
-        let (guard, target) = start_peer(&opts, &http).await?;
-        rows.push(measure_poll_target(&target, &opts).await?);
-        Some(guard)
+        Some(start_peer(&opts, &http).await?)
     };
+    let mut targets = vec![ours.poll.clone()];
+    if let Some((_, target)) = &peer {
+        targets.push(target.clone());
+    }
+    let rows = measure_poll_targets(&targets, &opts).await?;
     drop(peer);
+    let mut ping = measure_ping(&ours.ping, waiters.clone(), &opts, opts.concurrency).await;
+    let mut light = measure_ping(&ours.ping, waiters, &opts, opts.light_concurrency).await;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
