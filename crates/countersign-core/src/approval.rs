@@ -176,6 +176,22 @@ impl Verdict {
     }
 }
 
+/// The reviewer surface a decision was made through; recorded in the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Api,
+    Dashboard,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Api => "api",
+            Channel::Dashboard => "dashboard",
+        }
+    }
+}
+
 /// A reviewer's decision, validated and ready for the compare-and-set.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -183,6 +199,7 @@ pub struct Decision {
     pub actor: Actor,
     pub comment: Option<String>,
     pub at: DateTime<Utc>,
+    pub channel: Channel,
 }
 
 impl Decision {
@@ -206,7 +223,13 @@ impl Decision {
             actor,
             comment,
             at,
+            channel: Channel::Api,
         })
+    }
+
+    /// The same decision, made through `channel`.
+    pub fn via(self, channel: Channel) -> Decision {
+        Decision { channel, ..self }
     }
 }
 

@@ -46,6 +46,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 400: a one-time dashboard link is unknown, used, expired or revoked.
+    LinkUnusable,
+    /// 403: a dashboard form came without its anti-forgery token, or from another site.
+    CsrfFailed,
     /// 500: an internal error; the message carries only the request id.
     Internal,
     /// 503: the server is shutting down or its store is unavailable.
@@ -67,6 +71,8 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::LinkUnusable => "link_unusable",
+            ErrorCode::CsrfFailed => "csrf_failed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
         }
@@ -74,9 +80,12 @@ impl ErrorCode {
 
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::UnknownUserId => 400,
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::UnknownUserId
+            | ErrorCode::LinkUnusable => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::CsrfFailed => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::AlreadyDecided | ErrorCode::AlreadyExists => 409,

@@ -27,12 +27,13 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
+use crate::events::{Events, RequestEventKind};
 use crate::routes::{admin, approvals, audit, ciba, meta};
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::state::AppState;
 use crate::waiters::Waiters;
-use crate::{service, telemetry};
+use crate::{service, telemetry, ui};
 
 /// What the first start created; the generated admin key is shown only here.
 #[derive(Debug, Clone)]
@@ -149,6 +150,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
     let signer =
         Signers::load_or_create(&store, &settings.tokens.algorithm, clock.as_ref()).await?;
     let (stop, stopping) = watch::channel(false);
+    let webauthn = crate::accounts::relying_party(&issuer)?.map(Arc::new);
     let state = AppState {
         store,
         clock,
@@ -158,6 +160,8 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         limits: Arc::new(limits),
         issuer: issuer.into(),
         stopping,
+        events: Arc::new(Events::default()),
+        webauthn,
     };
     let demo = if state.settings.demo {
         Some(demo(&state).await?)
@@ -337,6 +341,16 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(meta::metrics))
         .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/openapi.json", get(meta::openapi))
+        .route(
+            "/v1/admin/invitations",
+            post(admin::create_invitation).get(admin::list_invitations),
+        )
+        .route(
+            "/v1/admin/invitations/{id}/revoke",
+            post(admin::revoke_invitation),
+        )
+        .route("/v1/admin/sign-in-links", post(admin::create_sign_in_link))
+        .merge(ui::router(state.clone()))
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(middleware::from_fn(telemetry::track))
@@ -391,10 +405,14 @@ async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         };
         match change {
-            Ok(Change::Request(id)) => state.waiters.wake(&id),
+            Ok(Change::Request(id)) => {
+                state.waiters.wake(&id);
+                state.events.publish(RequestEventKind::Changed, None, &id);
+            }
             Ok(Change::SigningKeys) => reload_keys(&state).await,
             Ok(Change::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 state.waiters.wake_all();
+                state.events.resync();
                 reload_keys(&state).await;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

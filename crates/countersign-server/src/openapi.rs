@@ -26,6 +26,7 @@ impl Modify for ApiKeyAuth {
         admin::create_user, admin::list_users, admin::get_user, admin::disable_user,
         admin::create_agent, admin::list_agents, admin::get_agent, admin::disable_agent,
         admin::create_api_key, admin::list_api_keys, admin::revoke_api_key, admin::create_tenant, admin::rotate_signing_key,
+        admin::create_invitation, admin::list_invitations, admin::revoke_invitation, admin::create_sign_in_link,
         audit::list, audit::verify,
         meta::healthz, meta::readyz, meta::metrics, meta::jwks,
     ),

@@ -3,12 +3,13 @@
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use countersign_core::approval::{self, ApprovalRequest, Decision, RequestRef, Verdict};
+use countersign_core::approval::{self, ApprovalRequest, Channel, Decision, RequestRef, Verdict};
 use countersign_core::grant::GrantClaims;
 use countersign_core::{Error, Principal, Result};
 use countersign_proto::ciba::{AuthorizeRequest, AuthorizeResponse, TokenResponse};
 use countersign_proto::{ApprovalStatus, ErrorCode};
 
+use crate::events::RequestEventKind;
 use crate::state::AppState;
 
 /// `POST /ciba/authorize`: an agent asks a reviewer.
@@ -38,6 +39,11 @@ pub async fn authorize(
     }
     let auth_req_id = new.auth_req_id.clone();
     let request = state.store.create_request(new, caller.actor()).await?;
+    state.events.publish(
+        RequestEventKind::Created,
+        Some(&request.tenant_id),
+        &request.id,
+    );
     metrics::counter!("countersign_approval_requests_created_total", "kind" => "ciba").increment(1);
     Ok(AuthorizeResponse {
         auth_req_id,
@@ -172,13 +178,14 @@ pub async fn issue_grant(
     }
 }
 
-/// A reviewer's (or admin's) approve or deny, through any face.
+/// A reviewer's (or admin's) approve or deny, through any face; `channel` names the face.
 pub async fn decide(
     state: &AppState,
     caller: &Principal,
     by: &RequestRef,
     verdict: Verdict,
     comment: Option<String>,
+    channel: Channel,
 ) -> Result<ApprovalRequest> {
     caller.require_reviewer_or_admin()?;
     let request = find(state, &caller.tenant_id, by).await?;
@@ -189,12 +196,18 @@ pub async fn decide(
         comment,
         state.clock.now(),
         &state.limits,
-    )?;
+    )?
+    .via(channel);
     let decided = state
         .store
         .decide(&caller.tenant_id, &request.id, decision)
         .await?;
     state.waiters.wake(&decided.id);
+    state.events.publish(
+        RequestEventKind::Decided,
+        Some(&decided.tenant_id),
+        &decided.id,
+    );
     let label = match verdict {
         Verdict::Approve => "approved",
         Verdict::Reject => "rejected",
@@ -218,6 +231,9 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize> {
         let expired = state.store.expire_due(state.clock.now(), 500).await?;
         for e in &expired {
             state.waiters.wake(&e.request.id);
+            state
+                .events
+                .publish(RequestEventKind::Expired, Some(&e.tenant_id), &e.request.id);
         }
         total += expired.len();
         if expired.len() < 500 {

@@ -25,6 +25,31 @@ pub struct Settings {
     pub requests: RequestSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub dashboard: DashboardSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// How long an invitation link stays valid, in seconds.
+    pub invitation_ttl_secs: i64,
+    /// How long a one-time sign-in link stays valid, in seconds.
+    pub sign_in_link_ttl_secs: i64,
+    /// A dashboard session unused this long ends, in seconds.
+    pub session_idle_secs: i64,
+    /// A dashboard session ends this long after sign-in, however active, in seconds.
+    pub session_absolute_secs: i64,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        DashboardSettings {
+            invitation_ttl_secs: 7 * 24 * 3600,
+            sign_in_link_ttl_secs: 15 * 60,
+            session_idle_secs: 3600,
+            session_absolute_secs: 12 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +125,7 @@ impl Default for Settings {
             requests: RequestSettings::default(),
             http: HttpSettings::default(),
             log: LogSettings::default(),
+            dashboard: DashboardSettings::default(),
         }
     }
 }
@@ -217,6 +243,8 @@ fn is_client_variable(key: &str) -> bool {
 }
 
 #[cfg(test)]
+// figment's Jail returns its own large error type; that is its API, not ours to shrink.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

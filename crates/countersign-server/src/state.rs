@@ -4,6 +4,7 @@ use countersign_core::Clock;
 use countersign_core::approval::RequestLimits;
 use countersign_store::Store;
 
+use crate::events::Events;
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::waiters::Waiters;
@@ -21,4 +22,9 @@ pub struct AppState {
     pub issuer: Arc<str>,
     /// Turns true when the server begins shutting down; long-polls then answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Request lifecycle events of this process, for the dashboard's live views.
+    pub events: Arc<Events>,
+    /// The passkey relying party; `None` when the public URL has no domain name (browsers
+    /// refuse passkeys for bare IP addresses).
+    pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use countersign_core::approval::{RequestRef, Verdict};
+use countersign_core::approval::{Channel, RequestRef, Verdict};
 use countersign_core::{Error, ids};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::approvals::{
@@ -124,6 +124,7 @@ pub async fn approve(
         &public_ref(&id)?,
         Verdict::Approve,
         comment,
+        Channel::Api,
     )
     .await?;
     let names = agent_names(&state, &caller.tenant_id).await?;
@@ -141,8 +142,15 @@ pub async fn deny(
     OptionalJson(body): OptionalJson<DenyBody>,
 ) -> ApiResult<Json<ApprovalView>> {
     let reason = body.reason;
-    let decided =
-        service::decide(&state, &caller, &public_ref(&id)?, Verdict::Reject, reason).await?;
+    let decided = service::decide(
+        &state,
+        &caller,
+        &public_ref(&id)?,
+        Verdict::Reject,
+        reason,
+        Channel::Api,
+    )
+    .await?;
     let names = agent_names(&state, &caller.tenant_id).await?;
     Ok(Json(views::approval(decided, &names, state.clock.now())))
 }

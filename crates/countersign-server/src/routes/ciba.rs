@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use countersign_core::approval::{RequestRef, Verdict};
+use countersign_core::approval::{Channel, RequestRef, Verdict};
 use countersign_proto::ciba::{
     ApproveRequest, AuthorizeRequest, AuthorizeResponse, DecisionResponse, DenyRequest, TokenQuery,
     TokenResponse,
@@ -63,7 +63,15 @@ pub async fn approve(
     // Agents learn they may not decide before anything about the request is looked at.
     caller.require_reviewer_or_admin()?;
     let by = RequestRef::from_parts(input.auth_req_id.as_deref(), input.approval_id.as_deref())?;
-    let decided = service::decide(&state, &caller, &by, Verdict::Approve, input.comment).await?;
+    let decided = service::decide(
+        &state,
+        &caller,
+        &by,
+        Verdict::Approve,
+        input.comment,
+        Channel::Api,
+    )
+    .await?;
     Ok(Json(DecisionResponse {
         approval_id: decided.id,
         status: "approved".into(),
@@ -82,7 +90,15 @@ pub async fn deny(
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require_reviewer_or_admin()?;
     let by = RequestRef::from_parts(input.auth_req_id.as_deref(), input.approval_id.as_deref())?;
-    let decided = service::decide(&state, &caller, &by, Verdict::Reject, input.reason).await?;
+    let decided = service::decide(
+        &state,
+        &caller,
+        &by,
+        Verdict::Reject,
+        input.reason,
+        Channel::Api,
+    )
+    .await?;
     Ok(Json(DecisionResponse {
         approval_id: decided.id,
         status: "denied".into(),
