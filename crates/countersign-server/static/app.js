@@ -18,7 +18,10 @@
     source.addEventListener("request", function (e) {
       var data = {};
       try { data = JSON.parse(e.data); } catch (_) { return; }
-      if (panel && (data.kind === "resync" || data.id === panel.dataset.requestId)) {
+      // A decided request never changes again; keep the outcome (and its notice) as shown.
+      var shown = panel && panel.querySelector("[data-status]");
+      var settled = shown && shown.dataset.status !== "pending";
+      if (panel && !settled && (data.kind === "resync" || data.id === panel.dataset.requestId)) {
         refresh("#decision");
       }
       if (queue) {

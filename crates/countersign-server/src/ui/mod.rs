@@ -102,15 +102,16 @@ pub fn router(state: AppState) -> Router<AppState> {
 }
 
 /// Headers every dashboard answer carries: a strict CSP (no inline script), no framing, no
-/// referrer (links carry one-time tokens), HSTS when served over https, and no caching of
-/// pages (they show who is signed in).
+/// referrer to other sites (links carry one-time tokens; same-origin keeps the `Origin` header
+/// that form posts are checked by), HSTS when served over https, and no caching of pages
+/// (they show who is signed in).
 async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let is_asset = request.uri().path().starts_with("/ui/static/");
     let mut response = next.run(request).await;
     let h = response.headers_mut();
     h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if state.issuer.starts_with("https://") {
         h.insert(
