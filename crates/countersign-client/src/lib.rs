@@ -13,6 +13,11 @@ use countersign_proto::ciba::{
     ApproveRequest, AuthorizeRequest, AuthorizeResponse, DecisionResponse, DenyRequest,
     TokenResponse,
 };
+use countersign_proto::guard::{
+    CommentBody, EvaluateRequest, GrantResponse, GroupInput, GroupList, GroupView,
+    GuardApprovalView, GuardSettings, History, HistoryQuery, PolicyInput, PolicyList, PolicyView,
+    ReasonBody, RoutingRules, ToolDecision, ToolRequest,
+};
 use countersign_proto::{ErrorBody, HealthResponse};
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
@@ -79,7 +84,26 @@ pub struct ApprovalFilter {
 
 impl Client {
     pub fn new(base_url: &str, key: Option<String>) -> Result<Client> {
+        Client::with_headers(base_url, key, reqwest::header::HeaderMap::new())
+    }
+
+    /// A client for the command line: decisions it sends are recorded with channel `cli`.
+    pub fn for_cli(base_url: &str, key: Option<String>) -> Result<Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "x-countersign-client",
+            reqwest::header::HeaderValue::from_static("cli"),
+        );
+        Client::with_headers(base_url, key, headers)
+    }
+
+    fn with_headers(
+        base_url: &str,
+        key: Option<String>,
+        headers: reqwest::header::HeaderMap,
+    ) -> Result<Client> {
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
@@ -311,6 +335,224 @@ impl Client {
     pub async fn deny(&self, id: &str, reason: Option<String>) -> Result<ApprovalView> {
         self.post(&format!("/v1/approvals/{id}/deny"), &DenyBody { reason })
             .await
+    }
+
+    // ----- the guard (`/v1/guard/{proxy_id}`) -----
+
+    fn guard_path(proxy_id: &str, rest: &str) -> String {
+        format!("/v1/guard/{proxy_id}/{rest}")
+    }
+
+    pub async fn guard_tool(&self, proxy_id: &str, body: &ToolRequest) -> Result<ToolDecision> {
+        self.post(&Self::guard_path(proxy_id, "tool"), body).await
+    }
+
+    pub async fn guard_evaluate(
+        &self,
+        proxy_id: &str,
+        body: &EvaluateRequest,
+    ) -> Result<ToolDecision> {
+        self.post(&Self::guard_path(proxy_id, "policies/evaluate"), body)
+            .await
+    }
+
+    pub async fn guard_approval(
+        &self,
+        proxy_id: &str,
+        id: &str,
+        wait: Option<u64>,
+    ) -> Result<GuardApprovalView> {
+        let mut builder = self.request(
+            Method::GET,
+            &Self::guard_path(proxy_id, &format!("approvals/{id}")),
+        )?;
+        if let Some(w) = wait {
+            builder = builder.query(&[("wait", w)]);
+        }
+        self.send(builder).await
+    }
+
+    pub async fn guard_approve(
+        &self,
+        proxy_id: &str,
+        id: &str,
+        comment: Option<&str>,
+    ) -> Result<GuardApprovalView> {
+        let body = CommentBody {
+            comment: comment.map(str::to_string),
+        };
+        self.post(
+            &Self::guard_path(proxy_id, &format!("approvals/{id}/approve")),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn guard_reject(
+        &self,
+        proxy_id: &str,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<GuardApprovalView> {
+        let body = ReasonBody {
+            reason: reason.map(str::to_string),
+        };
+        self.post(
+            &Self::guard_path(proxy_id, &format!("approvals/{id}/reject")),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn guard_cancel(&self, proxy_id: &str, id: &str) -> Result<GuardApprovalView> {
+        self.post(
+            &Self::guard_path(proxy_id, &format!("approvals/{id}/cancel")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn guard_grant(&self, proxy_id: &str, id: &str) -> Result<GrantResponse> {
+        self.post(
+            &Self::guard_path(proxy_id, &format!("approvals/{id}/grant")),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    pub async fn guard_history(&self, proxy_id: &str, query: &HistoryQuery) -> Result<History> {
+        let builder = self
+            .request(
+                Method::GET,
+                &Self::guard_path(proxy_id, "approvals/history"),
+            )?
+            .query(query);
+        self.send(builder).await
+    }
+
+    pub async fn create_policy(&self, proxy_id: &str, body: &PolicyInput) -> Result<PolicyView> {
+        self.post(&Self::guard_path(proxy_id, "policies"), body)
+            .await
+    }
+
+    pub async fn update_policy(
+        &self,
+        proxy_id: &str,
+        id: &str,
+        body: &PolicyInput,
+    ) -> Result<PolicyView> {
+        let builder = self
+            .request(
+                Method::PUT,
+                &Self::guard_path(proxy_id, &format!("policies/{id}")),
+            )?
+            .json(body);
+        self.send(builder).await
+    }
+
+    pub async fn list_policies(&self, proxy_id: &str) -> Result<PolicyList> {
+        self.get(&Self::guard_path(proxy_id, "policies")).await
+    }
+
+    pub async fn get_policy(&self, proxy_id: &str, id: &str) -> Result<PolicyView> {
+        self.get(&Self::guard_path(proxy_id, &format!("policies/{id}")))
+            .await
+    }
+
+    pub async fn delete_policy(&self, proxy_id: &str, id: &str) -> Result<()> {
+        let builder = self.request(
+            Method::DELETE,
+            &Self::guard_path(proxy_id, &format!("policies/{id}")),
+        )?;
+        self.send_empty(builder).await
+    }
+
+    pub async fn create_group(&self, proxy_id: &str, body: &GroupInput) -> Result<GroupView> {
+        self.post(&Self::guard_path(proxy_id, "approval-groups"), body)
+            .await
+    }
+
+    pub async fn update_group(
+        &self,
+        proxy_id: &str,
+        id: &str,
+        body: &GroupInput,
+    ) -> Result<GroupView> {
+        let builder = self
+            .request(
+                Method::PUT,
+                &Self::guard_path(proxy_id, &format!("approval-groups/{id}")),
+            )?
+            .json(body);
+        self.send(builder).await
+    }
+
+    pub async fn list_groups(&self, proxy_id: &str) -> Result<GroupList> {
+        self.get(&Self::guard_path(proxy_id, "approval-groups"))
+            .await
+    }
+
+    pub async fn get_group(&self, proxy_id: &str, id: &str) -> Result<GroupView> {
+        self.get(&Self::guard_path(
+            proxy_id,
+            &format!("approval-groups/{id}"),
+        ))
+        .await
+    }
+
+    pub async fn delete_group(&self, proxy_id: &str, id: &str) -> Result<()> {
+        let builder = self.request(
+            Method::DELETE,
+            &Self::guard_path(proxy_id, &format!("approval-groups/{id}")),
+        )?;
+        self.send_empty(builder).await
+    }
+
+    pub async fn put_routing_rules(
+        &self,
+        proxy_id: &str,
+        body: &RoutingRules,
+    ) -> Result<RoutingRules> {
+        let builder = self
+            .request(Method::PUT, &Self::guard_path(proxy_id, "routing-rules"))?
+            .json(body);
+        self.send(builder).await
+    }
+
+    pub async fn guard_settings(&self, proxy_id: &str) -> Result<GuardSettings> {
+        self.get(&Self::guard_path(proxy_id, "settings")).await
+    }
+
+    pub async fn put_guard_settings(
+        &self,
+        proxy_id: &str,
+        body: &GuardSettings,
+    ) -> Result<GuardSettings> {
+        let builder = self
+            .request(Method::PUT, &Self::guard_path(proxy_id, "settings"))?
+            .json(body);
+        self.send(builder).await
+    }
+
+    async fn send_empty(&self, builder: RequestBuilder) -> Result<()> {
+        let response = builder.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = response.bytes().await?;
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+                current_status: body.error.current_status,
+            }),
+            Err(_) => Err(ClientError::Unexpected {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
     }
 
     // ----- audit -----

@@ -4,9 +4,11 @@
 use chrono::{DateTime, Duration, Utc};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::ciba::AuthorizeRequest;
+use countersign_proto::guard::TimeoutOutcome;
 use serde_json::Value;
 
 use crate::audit::Actor;
+use crate::routing::EscalationStep;
 use crate::{Error, Result, canonical, ids, secret, validate};
 
 /// Bounds on what an agent may ask for.
@@ -38,21 +40,87 @@ impl Default for RequestLimits {
 /// The face through which a request was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
+    /// The seed's `/ciba/authorize`: addressed to one user.
     Ciba,
+    /// A guard tool call: routed to approval groups.
+    Tool,
 }
 
 impl RequestKind {
     pub fn as_str(self) -> &'static str {
         match self {
             RequestKind::Ciba => "ciba",
+            RequestKind::Tool => "tool",
         }
     }
 
     pub fn parse(s: &str) -> Option<RequestKind> {
         match s {
             "ciba" => Some(RequestKind::Ciba),
+            "tool" => Some(RequestKind::Tool),
             _ => None,
         }
+    }
+}
+
+/// What a guard tool-call request carries beyond the common fields. Its arguments are the
+/// request's `context`, and their digest is `context_sha256`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolInfo {
+    pub tool_name: String,
+    pub session_id: String,
+    /// The agent's own words about why.
+    pub reason: Option<String>,
+    pub risk_score: f64,
+    pub threats: Vec<String>,
+    pub policy_id: Option<String>,
+    pub policy_name: Option<String>,
+    pub notification_channels: Vec<String>,
+    /// The user the agent acts for; they may not approve it unless allowed.
+    pub on_behalf_of: Option<String>,
+}
+
+/// How a request is decided: by whom, how many, and what happens on timeout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRules {
+    pub approval_group_id: Option<String>,
+    pub required_approvals: u32,
+    pub allow_self_approval: bool,
+    pub default_on_timeout: TimeoutOutcome,
+    /// Steps applied so far (recorded by the escalation worker).
+    pub escalation_level: u32,
+    pub escalation_plan: Vec<EscalationStep>,
+}
+
+impl Default for DecisionRules {
+    fn default() -> Self {
+        DecisionRules {
+            approval_group_id: None,
+            required_approvals: 1,
+            allow_self_approval: false,
+            default_on_timeout: TimeoutOutcome::Reject,
+            escalation_level: 0,
+            escalation_plan: Vec::new(),
+        }
+    }
+}
+
+impl DecisionRules {
+    /// The next escalation step not yet recorded.
+    pub fn next_escalation_at(&self) -> Option<DateTime<Utc>> {
+        self.escalation_plan
+            .get(self.escalation_level as usize)
+            .map(|s| crate::clock::from_millis(s.at_ms))
+    }
+
+    /// Steps due by `now`, whether or not the worker has recorded them yet.
+    pub fn level_at(&self, now: DateTime<Utc>) -> u32 {
+        let due = self
+            .escalation_plan
+            .iter()
+            .filter(|s| s.at_ms <= now.timestamp_millis())
+            .count() as u32;
+        due.max(self.escalation_level)
     }
 }
 
@@ -62,7 +130,8 @@ pub struct ApprovalRequest {
     pub tenant_id: String,
     pub kind: RequestKind,
     pub agent_id: String,
-    pub user_id: String,
+    /// The addressed reviewer (CIBA); tool calls are routed to groups instead.
+    pub user_id: Option<String>,
     pub scope: String,
     pub binding_message: String,
     pub context: Value,
@@ -74,17 +143,38 @@ pub struct ApprovalRequest {
     pub decided_by: Option<String>,
     pub comment: Option<String>,
     pub token_issued_at: Option<DateTime<Utc>>,
+    pub tool: Option<ToolInfo>,
+    pub rules: DecisionRules,
 }
 
+/// Who decided a request that timed out.
+pub const TIMEOUT_DECIDER: &str = "timeout";
+
 impl ApprovalRequest {
-    /// The status as callers must see it: a pending request past its expiry is expired even
-    /// before the sweeper has recorded it.
+    /// The status as callers must see it: a pending request past its expiry has timed out
+    /// (expired, or approved when its policy says so) even before the sweeper records it.
     pub fn status_at(&self, now: DateTime<Utc>) -> ApprovalStatus {
         if self.status == ApprovalStatus::Pending && now >= self.expires_at {
-            ApprovalStatus::Expired
+            self.timeout_status()
         } else {
             self.status
         }
+    }
+
+    /// The status a timeout leads to.
+    pub fn timeout_status(&self) -> ApprovalStatus {
+        match self.rules.default_on_timeout {
+            TimeoutOutcome::Approve => ApprovalStatus::Approved,
+            TimeoutOutcome::Reject => ApprovalStatus::Expired,
+        }
+    }
+
+    /// The tool name, or the scope for other kinds.
+    pub fn action_name(&self) -> &str {
+        self.tool
+            .as_ref()
+            .map(|t| t.tool_name.as_str())
+            .unwrap_or(&self.scope)
     }
 
     /// Seconds left before expiry, never negative.
@@ -93,12 +183,12 @@ impl ApprovalRequest {
     }
 }
 
-/// A new request and the secret that names it; only the secret's hash is stored.
+/// A new request and, for CIBA, the secret that names it; only the secret's hash is stored.
 #[derive(Debug, Clone)]
 pub struct NewRequest {
     pub request: ApprovalRequest,
-    pub auth_req_id: String,
-    pub auth_req_hash: String,
+    pub auth_req_id: Option<String>,
+    pub auth_req_hash: Option<String>,
 }
 
 /// Validates a seed-API authorize call and builds the pending request.
@@ -143,7 +233,7 @@ pub fn new_ciba_request(
             tenant_id: tenant_id.to_string(),
             kind: RequestKind::Ciba,
             agent_id: agent_id.to_string(),
-            user_id: input.user_id.clone(),
+            user_id: Some(input.user_id.clone()),
             scope: input.scope.clone(),
             binding_message: input.binding_message.clone(),
             context_sha256: canonical::sha256_hex(canonical.as_bytes()),
@@ -155,10 +245,65 @@ pub fn new_ciba_request(
             decided_by: None,
             comment: None,
             token_issued_at: None,
+            tool: None,
+            rules: DecisionRules::default(),
         },
-        auth_req_id,
-        auth_req_hash,
+        auth_req_id: Some(auth_req_id),
+        auth_req_hash: Some(auth_req_hash),
     })
+}
+
+/// What a guard tool call that needs approval is made of.
+#[derive(Debug, Clone)]
+pub struct ToolCallApproval<'a> {
+    pub call: &'a crate::toolcall::ToolCall,
+    pub tool: ToolInfo,
+    /// An action category; defaults to `tool:<name>`.
+    pub scope: Option<&'a str>,
+    pub rules: DecisionRules,
+    pub timeout_minutes: u32,
+}
+
+/// A guard tool call that needs approval, ready to store.
+pub fn new_tool_request(
+    tenant_id: &str,
+    agent_id: &str,
+    spec: ToolCallApproval,
+    now: DateTime<Utc>,
+) -> NewRequest {
+    let ToolCallApproval {
+        call,
+        tool,
+        scope,
+        rules,
+        timeout_minutes,
+    } = spec;
+    NewRequest {
+        request: ApprovalRequest {
+            id: ids::new_id(ids::APPROVAL),
+            tenant_id: tenant_id.to_string(),
+            kind: RequestKind::Tool,
+            agent_id: agent_id.to_string(),
+            user_id: None,
+            scope: scope
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("tool:{}", call.name)),
+            binding_message: tool.reason.clone().unwrap_or_default(),
+            context: call.arguments.clone(),
+            context_sha256: call.arguments_sha256.clone(),
+            status: ApprovalStatus::Pending,
+            created_at: now,
+            expires_at: now + Duration::minutes(i64::from(timeout_minutes)),
+            decided_at: None,
+            decided_by: None,
+            comment: None,
+            token_issued_at: None,
+            tool: Some(tool),
+            rules,
+        },
+        auth_req_id: None,
+        auth_req_hash: None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,18 +321,11 @@ impl Verdict {
     }
 }
 
-/// The reviewer surface a decision was made through; recorded in the audit trail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    Api,
-    Dashboard,
-}
-
-impl Channel {
+impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
-            Channel::Api => "api",
-            Channel::Dashboard => "dashboard",
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
         }
     }
 }
@@ -197,9 +335,23 @@ impl Channel {
 pub struct Decision {
     pub verdict: Verdict,
     pub actor: Actor,
+    /// How the reviewer is shown (their email, or the admin key's id).
+    pub reviewer: String,
     pub comment: Option<String>,
+    /// api, cli, dashboard, email, slack or teams.
+    pub channel: String,
     pub at: DateTime<Utc>,
-    pub channel: Channel,
+}
+
+/// A decision as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRecord {
+    pub reviewer_id: String,
+    pub reviewer: String,
+    pub verdict: Verdict,
+    pub comment: Option<String>,
+    pub channel: String,
+    pub decided_at: DateTime<Utc>,
 }
 
 impl Decision {
@@ -220,16 +372,39 @@ impl Decision {
         }
         Ok(Decision {
             verdict,
+            reviewer: actor.id.clone(),
             actor,
             comment,
+            channel: "api".into(),
             at,
-            channel: Channel::Api,
         })
     }
 
-    /// The same decision, made through `channel`.
-    pub fn via(self, channel: Channel) -> Decision {
-        Decision { channel, ..self }
+    pub fn with_reviewer(mut self, reviewer: impl Into<String>) -> Decision {
+        self.reviewer = reviewer.into();
+        self
+    }
+
+    pub fn with_channel(mut self, channel: impl Into<String>) -> Decision {
+        self.channel = channel.into();
+        self
+    }
+}
+
+/// What one more decision does to a pending request: a rejection rejects; approvals approve
+/// once `required_approvals` distinct reviewers approved (counting this one); otherwise it
+/// stays pending.
+pub fn quorum_outcome(
+    request: &ApprovalRequest,
+    verdict: Verdict,
+    approvals: u32,
+) -> Option<ApprovalStatus> {
+    match verdict {
+        Verdict::Reject => Some(ApprovalStatus::Rejected),
+        Verdict::Approve if approvals >= request.rules.required_approvals.max(1) => {
+            Some(ApprovalStatus::Approved)
+        }
+        Verdict::Approve => None,
     }
 }
 
@@ -298,7 +473,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.request.status, ApprovalStatus::Pending);
         assert_eq!(r.request.expires_at - now, Duration::seconds(300));
-        assert_eq!(r.auth_req_hash, secret::hash_secret(&r.auth_req_id));
+        assert_eq!(
+            r.auth_req_hash.unwrap(),
+            secret::hash_secret(&r.auth_req_id.unwrap())
+        );
         assert_eq!(
             r.request.context_sha256,
             canonical::canonical_sha256(&serde_json::json!({"amount": 500})).unwrap()

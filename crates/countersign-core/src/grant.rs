@@ -6,18 +6,33 @@ use serde_json::Value;
 use crate::approval::ApprovalRequest;
 use crate::{ids, secret};
 
-/// The RFC 9396 `type` of the authorization detail that describes an approved request.
+/// The RFC 9396 `type` of the authorization detail that describes an approved CIBA request.
 pub const DETAIL_TYPE: &str = "countersign_approval";
+/// The RFC 9396 `type` of the authorization detail that describes an approved tool call.
+pub const TOOL_DETAIL_TYPE: &str = "countersign_tool_call";
 
+/// RFC 9396 authorization details of a grant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuthorizationDetail {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub scope: String,
-    pub binding_message: String,
-    pub context: Value,
-    /// Hex SHA-256 of the RFC 8785 canonical JSON of `context`.
-    pub context_sha256: String,
+#[serde(untagged)]
+pub enum AuthorizationDetail {
+    Approval {
+        #[serde(rename = "type")]
+        kind: String,
+        scope: String,
+        binding_message: String,
+        context: Value,
+        /// Hex SHA-256 of the RFC 8785 canonical JSON of `context`.
+        context_sha256: String,
+    },
+    ToolCall {
+        #[serde(rename = "type")]
+        kind: String,
+        tool: String,
+        arguments: Value,
+        /// Hex SHA-256 of the RFC 8785 canonical JSON of `arguments`: the executor hashes the
+        /// arguments it is about to run the same way and compares.
+        arguments_sha256: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,9 +60,31 @@ impl GrantClaims {
         now: DateTime<Utc>,
         lifetime: Duration,
     ) -> GrantClaims {
+        let detail = match &request.tool {
+            Some(tool) => AuthorizationDetail::ToolCall {
+                kind: TOOL_DETAIL_TYPE.to_string(),
+                tool: tool.tool_name.clone(),
+                arguments: request.context.clone(),
+                arguments_sha256: request.context_sha256.clone(),
+            },
+            None => AuthorizationDetail::Approval {
+                kind: DETAIL_TYPE.to_string(),
+                scope: request.scope.clone(),
+                binding_message: request.binding_message.clone(),
+                context: request.context.clone(),
+                context_sha256: request.context_sha256.clone(),
+            },
+        };
+        // The subject: the user who was asked (CIBA), or the user the agent acts for, or the
+        // agent itself.
+        let sub = request
+            .user_id
+            .clone()
+            .or_else(|| request.tool.as_ref().and_then(|t| t.on_behalf_of.clone()))
+            .unwrap_or_else(|| request.agent_id.clone());
         GrantClaims {
             iss: issuer.to_string(),
-            sub: request.user_id.clone(),
+            sub,
             client_id: request.agent_id.clone(),
             scope: request.scope.clone(),
             jti: format!("{}.{}", ids::new_id("grt"), &secret::random_token()[..16]),
@@ -55,13 +92,7 @@ impl GrantClaims {
             exp: (now + lifetime).timestamp(),
             approval_id: request.id.clone(),
             approved_by: request.decided_by.clone().unwrap_or_default(),
-            authorization_details: vec![AuthorizationDetail {
-                kind: DETAIL_TYPE.to_string(),
-                scope: request.scope.clone(),
-                binding_message: request.binding_message.clone(),
-                context: request.context.clone(),
-                context_sha256: request.context_sha256.clone(),
-            }],
+            authorization_details: vec![detail],
         }
     }
 }

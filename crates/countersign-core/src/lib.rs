@@ -9,8 +9,12 @@ pub mod directory;
 pub mod error;
 pub mod grant;
 pub mod ids;
+pub mod policy;
 pub mod principal;
+pub mod risk;
+pub mod routing;
 pub mod secret;
+pub mod toolcall;
 pub mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,4 +1,6 @@
-use crate::approval::ApprovalRequest;
+use chrono::{DateTime, Utc};
+
+use crate::approval::{ApprovalRequest, RequestKind};
 use crate::audit::{Actor, ActorKind};
 use crate::{Error, Result};
 
@@ -65,17 +67,44 @@ impl Principal {
         }
     }
 
-    /// Only the named reviewer or a tenant admin decides; never an agent.
-    pub fn may_decide(&self, request: &ApprovalRequest) -> Result<()> {
+    /// Whether this caller may decide `request` now. `reviewer_since` is when the caller (a
+    /// reviewer) became eligible, if ever; admins decide CIBA requests, and tool calls only
+    /// when the tenant allows it. Agents never decide, and the person an agent acts for never
+    /// approves their own request unless its policy allows it.
+    pub fn may_decide(
+        &self,
+        request: &ApprovalRequest,
+        reviewer_since: Option<DateTime<Utc>>,
+        admins_can_decide: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         match &self.role {
-            Role::Admin => Ok(()),
-            Role::Reviewer { user_id } if *user_id == request.user_id => Ok(()),
-            Role::Reviewer { .. } => Err(Error::Forbidden(
-                "this request is addressed to another reviewer".into(),
+            Role::Admin if request.kind == RequestKind::Ciba || admins_can_decide => Ok(()),
+            Role::Admin => Err(Error::Forbidden(
+                "tenant admins may not decide tool-call approvals here (guard setting admins_can_decide)".into(),
             )),
-            Role::Agent { .. } => Err(Error::Forbidden(
-                "agent keys cannot approve or deny requests".into(),
-            )),
+            Role::Reviewer { user_id } => {
+                let requester = request.tool.as_ref().and_then(|t| t.on_behalf_of.as_deref());
+                if requester == Some(user_id.as_str()) && !request.rules.allow_self_approval {
+                    return Err(Error::Forbidden(
+                        "you are the person this request acts for; someone else must decide it".into(),
+                    ));
+                }
+                match reviewer_since {
+                    Some(since) if since <= now => Ok(()),
+                    Some(since) => Err(Error::Forbidden(format!(
+                        "you may decide this request from {} (after escalation)",
+                        since.to_rfc3339()
+                    ))),
+                    None if request.kind == RequestKind::Ciba => {
+                        Err(Error::Forbidden("this request is addressed to another reviewer".into()))
+                    }
+                    None => Err(Error::Forbidden(
+                        "you are not an eligible reviewer of this request".into(),
+                    )),
+                }
+            }
+            Role::Agent { .. } => Err(Error::Forbidden("agent keys cannot approve or deny requests".into())),
         }
     }
 
@@ -90,10 +119,15 @@ impl Principal {
         }
     }
 
-    pub fn may_view(&self, request: &ApprovalRequest) -> Result<()> {
+    /// Reviewers see the requests they are (already) eligible for; admins see all.
+    pub fn may_view(
+        &self,
+        reviewer_since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         match self.visible_reviewer()? {
             None => Ok(()),
-            Some(user_id) if user_id == request.user_id => Ok(()),
+            Some(_) if reviewer_since.is_some_and(|s| s <= now) => Ok(()),
             Some(_) => Err(Error::NotFound("no such approval request".into())),
         }
     }

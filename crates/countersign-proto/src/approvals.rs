@@ -9,7 +9,7 @@ use crate::ApprovalStatus;
 pub struct ApprovalView {
     /// The public id (`apr_…`); safe to show and log.
     pub id: String,
-    /// `ciba` for requests made through `/ciba/authorize`.
+    /// `ciba` for requests made through `/ciba/authorize`, `tool` for guard tool calls.
     pub kind: String,
     pub status: ApprovalStatus,
     pub scope: String,
@@ -21,7 +21,22 @@ pub struct ApprovalView {
     pub context_sha256: String,
     pub agent_id: String,
     pub agent_name: String,
-    pub user_id: String,
+    /// The addressed reviewer (CIBA requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Guard tool calls: the tool; its arguments are `context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threats_detected: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_matched: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_group: Option<String>,
+    pub escalation_level: u32,
+    pub required_approvals: u32,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

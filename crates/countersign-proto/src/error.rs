@@ -42,6 +42,16 @@ pub enum ErrorCode {
     AlreadyDecided,
     /// 409: something with the same unique name already exists.
     AlreadyExists,
+    /// 422: a policy condition is not valid CEL (the message says where).
+    InvalidCondition,
+    /// 422: the body names something that does not exist (an approval group, a user).
+    UnknownReference,
+    /// 409: this reviewer already decided this request.
+    AlreadyVoted,
+    /// 409: the approval is not (or not yet) approved, so there is nothing to redeem.
+    NotApproved,
+    /// 409: something still refers to what is being deleted.
+    InUse,
     /// 413: the body exceeds the size limit.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -69,6 +79,11 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::AlreadyDecided => "already_decided",
             ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::InvalidCondition => "invalid_condition",
+            ErrorCode::UnknownReference => "unknown_reference",
+            ErrorCode::AlreadyVoted => "already_voted",
+            ErrorCode::NotApproved => "not_approved",
+            ErrorCode::InUse => "in_use",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::LinkUnusable => "link_unusable",
@@ -88,10 +103,16 @@ impl ErrorCode {
             ErrorCode::Forbidden | ErrorCode::CsrfFailed => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::AlreadyDecided | ErrorCode::AlreadyExists => 409,
+            ErrorCode::AlreadyDecided
+            | ErrorCode::AlreadyExists
+            | ErrorCode::AlreadyVoted
+            | ErrorCode::NotApproved
+            | ErrorCode::InUse => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::InvalidBody => 422,
+            ErrorCode::InvalidBody | ErrorCode::InvalidCondition | ErrorCode::UnknownReference => {
+                422
+            }
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }

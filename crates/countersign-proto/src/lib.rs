@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod audit;
 pub mod ciba;
 pub mod error;
+pub mod guard;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 

@@ -28,7 +28,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
 use crate::events::{Events, RequestEventKind};
-use crate::routes::{admin, approvals, audit, ciba, meta};
+use crate::routes::{admin, approvals, audit, ciba, guard, meta};
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::state::AppState;
@@ -159,6 +159,8 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         settings: Arc::new(settings),
         limits: Arc::new(limits),
         issuer: issuer.into(),
+        guard: Arc::new(countersign_core::policy::GuardCache::default()),
+        risk: Arc::new(countersign_core::risk::KeywordRisk),
         stopping,
         events: Arc::new(Events::default()),
         webauthn,
@@ -334,6 +336,63 @@ fn router(state: AppState) -> Router {
             "/v1/admin/signing-keys/rotate",
             post(admin::rotate_signing_key),
         )
+        .route("/v1/guard/{proxy_id}/tool", post(guard::tool))
+        .route(
+            "/v1/guard/{proxy_id}/approvals/history",
+            get(guard::history),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/approvals/{approval_id}",
+            get(guard::get_approval),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/approvals/{approval_id}/approve",
+            post(guard::approve),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/approvals/{approval_id}/reject",
+            post(guard::reject),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/approvals/{approval_id}/cancel",
+            post(guard::cancel),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/approvals/{approval_id}/grant",
+            post(guard::grant),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/policies",
+            post(guard::create_policy).get(guard::list_policies),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/policies/evaluate",
+            post(guard::evaluate),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/policies/{policy_id}",
+            get(guard::get_policy)
+                .put(guard::update_policy)
+                .delete(guard::delete_policy),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/approval-groups",
+            post(guard::create_group).get(guard::list_groups),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/approval-groups/{group_id}",
+            get(guard::get_group)
+                .put(guard::update_group)
+                .delete(guard::delete_group),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/routing-rules",
+            get(guard::get_routing).put(guard::put_routing),
+        )
+        .route(
+            "/v1/guard/{proxy_id}/settings",
+            get(guard::get_settings).put(guard::put_settings),
+        )
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/healthz", get(meta::healthz))
@@ -379,7 +438,8 @@ fn router(state: AppState) -> Router {
     )
 }
 
-/// Marks overdue requests expired in the background, so waiters and lists see it.
+/// Times out overdue requests and records due escalations in the background, so waiters and
+/// lists see them.
 async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(state.settings.requests.sweep_interval_ms.max(10));
     loop {
@@ -389,6 +449,9 @@ async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         if let Err(e) = service::sweep_expired(&state).await {
             tracing::warn!(error = %e, "expiry sweep failed; will retry");
+        }
+        if let Err(e) = crate::guard::run_escalations(&state).await {
+            tracing::warn!(error = %e, "escalation sweep failed; will retry");
         }
     }
 }
@@ -410,9 +473,11 @@ async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
                 state.events.publish(RequestEventKind::Changed, None, &id);
             }
             Ok(Change::SigningKeys) => reload_keys(&state).await,
+            Ok(Change::Guard(tenant)) => state.guard.invalidate(&tenant),
             Ok(Change::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 state.waiters.wake_all();
                 state.events.resync();
+                state.guard.clear();
                 reload_keys(&state).await;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

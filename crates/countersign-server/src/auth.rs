@@ -39,3 +39,18 @@ impl FromRequestParts<AppState> for Auth {
         Ok(Auth(principal))
     }
 }
+
+/// The channel a decision arrives through: `cli` when the command line says so, else `api`.
+pub struct Channel(pub &'static str);
+
+impl<S: Send + Sync> FromRequestParts<S> for Channel {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let cli = parts
+            .headers
+            .get("x-countersign-client")
+            .is_some_and(|v| v.as_bytes() == b"cli");
+        Ok(Channel(if cli { "cli" } else { "api" }))
+    }
+}

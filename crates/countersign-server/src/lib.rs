@@ -6,6 +6,7 @@ mod app;
 mod auth;
 mod error;
 pub mod events;
+pub mod guard;
 mod openapi;
 mod routes;
 pub mod service;

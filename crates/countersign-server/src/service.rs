@@ -3,9 +3,12 @@
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use countersign_core::approval::{self, ApprovalRequest, Channel, Decision, RequestRef, Verdict};
+use countersign_core::approval::{
+    self, ApprovalRequest, Decision, RequestKind, RequestRef, Verdict,
+};
 use countersign_core::grant::GrantClaims;
-use countersign_core::{Error, Principal, Result};
+use countersign_core::routing::ReviewerPlan;
+use countersign_core::{Error, Principal, Result, Role};
 use countersign_proto::ciba::{AuthorizeRequest, AuthorizeResponse, TokenResponse};
 use countersign_proto::{ApprovalStatus, ErrorCode};
 
@@ -37,8 +40,12 @@ pub async fn authorize(
             ));
         }
     }
-    let auth_req_id = new.auth_req_id.clone();
-    let request = state.store.create_request(new, caller.actor()).await?;
+    let auth_req_id = new.auth_req_id.clone().unwrap_or_default();
+    let plan = ReviewerPlan::single(&input.user_id, now);
+    let request = state
+        .store
+        .create_request(new, plan, caller.actor())
+        .await?;
     state.events.publish(
         RequestEventKind::Created,
         Some(&request.tenant_id),
@@ -178,26 +185,55 @@ pub async fn issue_grant(
     }
 }
 
-/// A reviewer's (or admin's) approve or deny, through any face; `channel` names the face.
+/// A reviewer's (or admin's) approve or reject, through any face. Only eligible reviewers
+/// decide; for a quorum, the request stays pending until enough of them approved.
 pub async fn decide(
     state: &AppState,
     caller: &Principal,
     by: &RequestRef,
     verdict: Verdict,
     comment: Option<String>,
-    channel: Channel,
+    channel: &str,
 ) -> Result<ApprovalRequest> {
     caller.require_reviewer_or_admin()?;
     let request = find(state, &caller.tenant_id, by).await?;
-    caller.may_decide(&request)?;
-    let decision = Decision::new(
-        verdict,
-        caller.actor(),
-        comment,
-        state.clock.now(),
-        &state.limits,
-    )?
-    .via(channel);
+    let now = state.clock.now();
+    let (since, reviewer) = match &caller.role {
+        Role::Reviewer { user_id } => {
+            let since = state.store.reviewer_since(&request.id, user_id).await?;
+            let email = state
+                .store
+                .get_user(&caller.tenant_id, user_id)
+                .await?
+                .map(|u| u.email);
+            (since, email.unwrap_or_else(|| user_id.clone()))
+        }
+        // A dashboard admin is a person: shown by their email, not their session.
+        _ => match &caller.user_id {
+            Some(user_id) => {
+                let email = state
+                    .store
+                    .get_user(&caller.tenant_id, user_id)
+                    .await?
+                    .map(|u| u.email);
+                (None, email.unwrap_or_else(|| user_id.clone()))
+            }
+            None => (None, format!("admin ({})", caller.key_id)),
+        },
+    };
+    let admins_can_decide = match request.kind {
+        RequestKind::Tool => {
+            crate::guard::config(state, &caller.tenant_id)
+                .await?
+                .settings
+                .admins_can_decide
+        }
+        _ => true,
+    };
+    caller.may_decide(&request, since, admins_can_decide, now)?;
+    let decision = Decision::new(verdict, caller.actor(), comment, now, &state.limits)?
+        .with_reviewer(reviewer)
+        .with_channel(channel);
     let decided = state
         .store
         .decide(&caller.tenant_id, &request.id, decision)

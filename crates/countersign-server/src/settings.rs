@@ -243,7 +243,6 @@ fn is_client_variable(key: &str) -> bool {
 }
 
 #[cfg(test)]
-// figment's Jail returns its own large error type; that is its API, not ours to shrink.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;

@@ -2,6 +2,8 @@ use std::sync::Arc;
 
 use countersign_core::Clock;
 use countersign_core::approval::RequestLimits;
+use countersign_core::policy::GuardCache;
+use countersign_core::risk::RiskAssessor;
 use countersign_store::Store;
 
 use crate::events::Events;
@@ -20,6 +22,9 @@ pub struct AppState {
     pub limits: Arc<RequestLimits>,
     /// The token issuer: the public base URL.
     pub issuer: Arc<str>,
+    /// Compiled guard configurations per tenant.
+    pub guard: Arc<GuardCache>,
+    pub risk: Arc<dyn RiskAssessor>,
     /// Turns true when the server begins shutting down; long-polls then answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Request lifecycle events of this process, for the dashboard's live views.

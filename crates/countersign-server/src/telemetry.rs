@@ -53,6 +53,7 @@ pub async fn track(request: Request, next: Next) -> Response {
     let elapsed = start.elapsed().as_secs_f64();
     metrics::counter!("countersign_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("countersign_http_request_duration_seconds", "method" => method, "route" => route).record(elapsed);
+    metrics::histogram!("countersign_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed);
     response
 }

@@ -57,7 +57,15 @@ pub fn approval(
     agent_names: &HashMap<String, String>,
     now: DateTime<Utc>,
 ) -> ApprovalView {
+    let tool = r.tool.clone();
     ApprovalView {
+        tool_name: tool.as_ref().map(|t| t.tool_name.clone()),
+        risk_score: tool.as_ref().map(|t| t.risk_score),
+        threats_detected: tool.as_ref().map(|t| t.threats.clone()).unwrap_or_default(),
+        policy_matched: tool.as_ref().and_then(|t| t.policy_name.clone()),
+        approval_group: r.rules.approval_group_id.clone(),
+        escalation_level: r.rules.level_at(now),
+        required_approvals: r.rules.required_approvals,
         status: r.status_at(now),
         kind: r.kind.as_str().to_string(),
         agent_name: agent_names.get(&r.agent_id).cloned().unwrap_or_default(),

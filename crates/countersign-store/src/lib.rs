@@ -9,6 +9,7 @@
 //!   LISTEN/NOTIFY to wake waiters on other replicas.
 
 mod postgres;
+mod records;
 mod sqlite;
 
 use std::ops::Deref;
@@ -16,14 +17,19 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::approval::{ApprovalRequest, Decision, NewRequest, RequestRef};
+use countersign_core::approval::{
+    ApprovalRequest, Decision, DecisionRecord, NewRequest, RequestKind, RequestRef,
+};
 use countersign_core::audit::{Actor, AuditRecord, ChainedEvent};
 use countersign_core::dashboard::{
     LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
 };
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::policy::Policy;
+use countersign_core::routing::{Group, ReviewerPlan};
 use countersign_core::{Principal, Result};
 use countersign_proto::ApprovalStatus;
+use countersign_proto::guard::{GuardSettings, RoutingRules};
 use tokio::sync::broadcast;
 
 pub use postgres::PostgresOptions;
@@ -40,13 +46,36 @@ pub enum StoreConfig {
 #[derive(Debug, Clone)]
 pub struct RequestFilter {
     pub status: Option<ApprovalStatus>,
-    /// Only requests addressed to this reviewer.
+    /// Only requests this reviewer may decide (already eligible by `now`).
     pub user_id: Option<String>,
+    pub kind: Option<RequestKind>,
+    pub tool_name: Option<String>,
+    /// The final decider's user id (or admin key id) or, with `decided_by_email`, their email.
+    pub decided_by: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
     /// Start after this id (the previous page's last id).
     pub before_id: Option<String>,
     pub limit: u32,
-    /// Requests pending past their expiry count as expired.
+    /// Requests pending past their expiry count as timed out.
     pub now: DateTime<Utc>,
+}
+
+impl RequestFilter {
+    pub fn new(now: DateTime<Utc>, limit: u32) -> RequestFilter {
+        RequestFilter {
+            status: None,
+            user_id: None,
+            kind: None,
+            tool_name: None,
+            decided_by: None,
+            created_from: None,
+            created_before: None,
+            before_id: None,
+            limit,
+            now,
+        }
+    }
 }
 
 /// A page of results and whether more follow.
@@ -81,6 +110,8 @@ pub enum Change {
     Request(String),
     /// The signing keys changed.
     SigningKeys,
+    /// A tenant's guard configuration (policies, groups, settings) changed.
+    Guard(String),
     /// Hints may have been lost (the listener reconnected): re-read everything waited on.
     Resync,
 }
@@ -89,8 +120,8 @@ pub enum Change {
 /// links, sessions, passkeys and WebAuthn ceremony state. Secrets arrive hashed.
 #[async_trait]
 pub trait DashboardStore: Send + Sync {
-    /// How many of a tenant's requests are in each status (pending past expiry counts as
-    /// expired), optionally only those addressed to one reviewer.
+    /// How many of a tenant's requests are in each status (pending past expiry counts as its
+    /// timeout outcome), optionally only those one reviewer may already decide.
     async fn count_requests(
         &self,
         tenant_id: &str,
@@ -107,8 +138,6 @@ pub trait DashboardStore: Send + Sync {
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<User>;
-    async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>>;
-
     /// Stores a one-time link (only its token's hash).
     async fn create_login_link(&self, link: NewLink, actor: Actor) -> Result<LoginLink>;
     /// The link with this token hash and its user, whatever its state.
@@ -227,27 +256,66 @@ pub trait Backend: DashboardStore + Send + Sync + std::fmt::Debug {
     /// The principal of an active key whose owner is active, by the key's hash.
     async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>>;
 
+    async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>>;
+
     // approval requests
-    async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest>;
+    /// Stores a new request with the reviewers who may decide it and from when. For tool
+    /// calls, an identical pending call (agent, session, tool, arguments) makes this fail
+    /// with `AlreadyExists`.
+    async fn create_request(
+        &self,
+        new: NewRequest,
+        reviewers: ReviewerPlan,
+        actor: Actor,
+    ) -> Result<ApprovalRequest>;
     async fn find_request(
         &self,
         tenant_id: &str,
         by: &RequestRef,
+    ) -> Result<Option<ApprovalRequest>>;
+    /// The pending, unexpired approval of an identical tool call, if any.
+    async fn find_pending_tool_call(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        session_id: &str,
+        tool_name: &str,
+        arguments_sha256: &str,
+        now: DateTime<Utc>,
     ) -> Result<Option<ApprovalRequest>>;
     async fn list_requests(
         &self,
         tenant_id: &str,
         filter: &RequestFilter,
     ) -> Result<Page<ApprovalRequest>>;
-    /// The compare-and-set at the heart of every decision: only a pending, unexpired request
-    /// changes, so of many concurrent decisions exactly one wins. The losers learn the
-    /// current status.
+    /// When this user became (or becomes) eligible to decide the request, if ever.
+    async fn reviewer_since(
+        &self,
+        approval_id: &str,
+        user_id: &str,
+    ) -> Result<Option<DateTime<Utc>>>;
+    /// Records one reviewer's decision. A rejection rejects; an approval approves once
+    /// `required_approvals` distinct reviewers approved. All of it is one compare-and-set on
+    /// a pending, unexpired request, so of many concurrent decisions exactly one finishes
+    /// the request; the losers learn the current status, and a reviewer who already decided
+    /// gets `already_voted`.
     async fn decide(
         &self,
         tenant_id: &str,
         id: &str,
         decision: Decision,
     ) -> Result<ApprovalRequest>;
+    async fn list_decisions(&self, approval_id: &str) -> Result<Vec<DecisionRecord>>;
+    /// Withdraws a pending request.
+    async fn cancel_request(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<ApprovalRequest>;
+    /// Records escalation steps that came due (backups or further groups joining).
+    async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>>;
     /// Records that the one access token of an approval was issued; false if it already was.
     async fn mark_token_issued(
         &self,
@@ -257,10 +325,45 @@ pub trait Backend: DashboardStore + Send + Sync + std::fmt::Debug {
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<bool>;
-    /// Marks up to `limit` pending requests past their expiry as expired, each with its audit
-    /// event. Safe to run on every replica at once: each request expires exactly once.
+    /// Times out up to `limit` pending requests past their expiry (expired, or approved when
+    /// their policy says so), each with its audit event. Safe to run on every replica at
+    /// once: each request times out exactly once.
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>>;
     async fn pending_count(&self) -> Result<i64>;
+
+    // guard configuration
+    async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>>;
+    async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>>;
+    /// Inserts (`created`) or replaces a policy.
+    async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy>;
+    async fn delete_policy(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>>;
+    async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>>;
+    /// Inserts (`created`) or replaces a group and its members.
+    async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group>;
+    /// Deletes a group no policy, routing rule or setting refers to.
+    async fn delete_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)>;
+    async fn put_guard_settings(
+        &self,
+        tenant_id: &str,
+        settings: Option<GuardSettings>,
+        routing: Option<RoutingRules>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<(GuardSettings, RoutingRules)>;
 
     // audit
     /// Events of a tenant in chain order, after `after_seq`.

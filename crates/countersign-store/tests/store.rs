@@ -99,7 +99,11 @@ async fn create(f: &Fixture, expiry: i64, now: chrono::DateTime<Utc>) -> approva
     )
     .unwrap();
     f.store
-        .create_request(new.clone(), Actor::new(ActorKind::Agent, &f.agent))
+        .create_request(
+            new.clone(),
+            countersign_core::routing::ReviewerPlan::single(&f.user, now),
+            Actor::new(ActorKind::Agent, &f.agent),
+        )
         .await
         .unwrap();
     new
@@ -252,10 +256,7 @@ async fn expired_requests_cannot_be_decided_and_are_swept_once() {
             "t",
             &RequestFilter {
                 status: Some(ApprovalStatus::Expired),
-                user_id: None,
-                before_id: None,
-                limit: 10,
-                now: later,
+                ..RequestFilter::new(later, 10)
             },
         )
         .await
@@ -307,7 +308,10 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
     drop(f.store);
     let store = Store::open(f.config.clone()).await.unwrap();
     let found = store
-        .find_request("t", &RequestRef::AuthReqHash(new.auth_req_hash.clone()))
+        .find_request(
+            "t",
+            &RequestRef::AuthReqHash(new.auth_req_hash.clone().unwrap()),
+        )
         .await
         .unwrap()
         .unwrap();

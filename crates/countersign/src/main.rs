@@ -272,9 +272,11 @@ fn announce(app: &App) {
     tracing::info!(%addr, issuer = app.issuer(), "countersign is listening");
     if let Some(bootstrap) = &app.bootstrap {
         match &bootstrap.admin_key {
-            Some(key) => println!(
-                "Created tenant `default`. Its admin API key is shown only this once:\n\n    {key}\n"
-            ),
+            Some(key) => {
+                println!(
+                    "Created tenant `default`. Its admin API key is shown only this once:\n\n    {key}\n"
+                )
+            }
             None => println!(
                 "Created tenant `default` with the admin key from COUNTERSIGN_BOOTSTRAP_ADMIN_KEY."
             ),
@@ -334,7 +336,7 @@ async fn shutdown_signal() {
 }
 
 fn client(remote: &Remote) -> anyhow::Result<Client> {
-    Ok(Client::new(&remote.url, remote.key.clone())?)
+    Ok(Client::for_cli(&remote.url, remote.key.clone())?)
 }
 
 async fn admin(remote: Remote, command: AdminCommand) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use countersign_core::approval::{Channel, RequestRef, Verdict};
+use countersign_core::approval::{RequestRef, Verdict};
 use countersign_core::{Error, ids};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::approvals::{
@@ -11,7 +11,7 @@ use countersign_proto::approvals::{
 };
 use countersign_store::RequestFilter;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Channel};
 use crate::error::{ApiQuery, ApiResult, OptionalJson};
 use crate::state::AppState;
 use crate::{service, views};
@@ -64,18 +64,13 @@ pub async fn list(
         return Err(Error::invalid("`cursor` is not a cursor this server gave out").into());
     }
     let now = state.clock.now();
+    let mut filter = RequestFilter::new(now, limit);
+    filter.status = status;
+    filter.user_id = user_id;
+    filter.before_id = query.cursor;
     let page = state
         .store
-        .list_requests(
-            &caller.tenant_id,
-            &RequestFilter {
-                status,
-                user_id,
-                before_id: query.cursor,
-                limit,
-                now,
-            },
-        )
+        .list_requests(&caller.tenant_id, &filter)
         .await?;
     let names = agent_names(&state, &caller.tenant_id).await?;
     let next_cursor = if page.has_more {
@@ -102,7 +97,13 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApprovalView>> {
     let request = service::find(&state, &caller.tenant_id, &public_ref(&id)?).await?;
-    caller.may_view(&request)?;
+    let since = match &caller.role {
+        countersign_core::Role::Reviewer { user_id } => {
+            state.store.reviewer_since(&request.id, user_id).await?
+        }
+        _ => None,
+    };
+    caller.may_view(since, state.clock.now())?;
     let names = agent_names(&state, &caller.tenant_id).await?;
     Ok(Json(views::approval(request, &names, state.clock.now())))
 }
@@ -114,6 +115,7 @@ pub async fn get(
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    Channel(channel): Channel,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<ApproveBody>,
 ) -> ApiResult<Json<ApprovalView>> {
@@ -124,7 +126,7 @@ pub async fn approve(
         &public_ref(&id)?,
         Verdict::Approve,
         comment,
-        Channel::Api,
+        channel,
     )
     .await?;
     let names = agent_names(&state, &caller.tenant_id).await?;
@@ -138,6 +140,7 @@ pub async fn approve(
 pub async fn deny(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    Channel(channel): Channel,
     Path(id): Path<String>,
     OptionalJson(body): OptionalJson<DenyBody>,
 ) -> ApiResult<Json<ApprovalView>> {
@@ -148,7 +151,7 @@ pub async fn deny(
         &public_ref(&id)?,
         Verdict::Reject,
         reason,
-        Channel::Api,
+        channel,
     )
     .await?;
     let names = agent_names(&state, &caller.tenant_id).await?;

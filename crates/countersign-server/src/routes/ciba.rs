@@ -3,13 +3,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use countersign_core::approval::{Channel, RequestRef, Verdict};
+use countersign_core::approval::{RequestRef, Verdict};
 use countersign_proto::ciba::{
     ApproveRequest, AuthorizeRequest, AuthorizeResponse, DecisionResponse, DenyRequest, TokenQuery,
     TokenResponse,
 };
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Channel};
 use crate::error::{ApiJson, ApiQuery, ApiResult};
 use crate::service;
 use crate::state::AppState;
@@ -58,6 +58,7 @@ pub async fn token(
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    Channel(channel): Channel,
     ApiJson(input): ApiJson<ApproveRequest>,
 ) -> ApiResult<Json<DecisionResponse>> {
     // Agents learn they may not decide before anything about the request is looked at.
@@ -69,7 +70,7 @@ pub async fn approve(
         &by,
         Verdict::Approve,
         input.comment,
-        Channel::Api,
+        channel,
     )
     .await?;
     Ok(Json(DecisionResponse {
@@ -86,19 +87,13 @@ pub async fn approve(
 pub async fn deny(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    Channel(channel): Channel,
     ApiJson(input): ApiJson<DenyRequest>,
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require_reviewer_or_admin()?;
     let by = RequestRef::from_parts(input.auth_req_id.as_deref(), input.approval_id.as_deref())?;
-    let decided = service::decide(
-        &state,
-        &caller,
-        &by,
-        Verdict::Reject,
-        input.reason,
-        Channel::Api,
-    )
-    .await?;
+    let decided =
+        service::decide(&state, &caller, &by, Verdict::Reject, input.reason, channel).await?;
     Ok(Json(DecisionResponse {
         approval_id: decided.id,
         status: "denied".into(),

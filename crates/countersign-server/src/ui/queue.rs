@@ -5,8 +5,8 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use countersign_core::approval::{ApprovalRequest, Channel, RequestRef, Verdict};
-use countersign_core::{Error, Principal, ids};
+use countersign_core::approval::{ApprovalRequest, RequestKind, RequestRef, Verdict};
+use countersign_core::{Error, Principal, Role, ids};
 use countersign_proto::{ApprovalStatus, TrustLevel};
 use countersign_store::RequestFilter;
 use futures::{Stream, StreamExt};
@@ -129,8 +129,7 @@ async fn list(
                 status: store_status,
                 user_id: user_id.clone(),
                 before_id: query.cursor.clone().filter(|c| !c.is_empty()),
-                limit: 100,
-                now,
+                ..RequestFilter::new(now, 100)
             },
         )
         .await?;
@@ -150,7 +149,7 @@ async fn list(
         .filter(|r| agent.is_empty() || r.agent_id == agent)
         .filter(|r| {
             needle.is_empty()
-                || r.scope.to_lowercase().contains(&needle)
+                || views::what(r).to_lowercase().contains(&needle)
                 || r.binding_message.to_lowercase().contains(&needle)
         })
         .map(|r| views::row(r, &names, now))
@@ -283,6 +282,18 @@ struct PanelFragment {
     panel: Panel,
 }
 
+/// When a reviewer became (or becomes) eligible to decide a request; admins need no plan.
+async fn reviewer_since(
+    state: &AppState,
+    principal: &Principal,
+    request: &ApprovalRequest,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
+    match &principal.role {
+        Role::Reviewer { user_id } => state.store.reviewer_since(&request.id, user_id).await,
+        _ => Ok(None),
+    }
+}
+
 /// A request the viewer may see; others' requests do not exist for them.
 async fn visible_request(
     state: &AppState,
@@ -298,8 +309,30 @@ async fn visible_request(
         &RequestRef::PublicId(id.to_string()),
     )
     .await?;
-    principal.may_view(&request)?;
+    let since = reviewer_since(state, principal, &request).await?;
+    principal.may_view(since, state.clock.now())?;
     Ok(request)
+}
+
+/// Whether the viewer may decide the request now, by the same rule the service applies.
+async fn may_decide(
+    state: &AppState,
+    principal: &Principal,
+    request: &ApprovalRequest,
+) -> Result<bool, Error> {
+    let since = reviewer_since(state, principal, request).await?;
+    let admins_can_decide = match request.kind {
+        RequestKind::Tool => {
+            crate::guard::config(state, &principal.tenant_id)
+                .await?
+                .settings
+                .admins_can_decide
+        }
+        _ => true,
+    };
+    Ok(principal
+        .may_decide(request, since, admins_can_decide, state.clock.now())
+        .is_ok())
 }
 
 async fn page_parts(
@@ -309,10 +342,23 @@ async fn page_parts(
     notice: Option<(&'static str, String)>,
 ) -> Result<(Detail, Panel), Error> {
     let names = names(state, &viewer.principal.tenant_id).await?;
-    let may_decide = viewer.principal.may_decide(request).is_ok();
-    let mut panel = views::panel(request, &names, may_decide, &viewer.csrf, state.clock.now());
+    let may_decide = may_decide(state, &viewer.principal, request).await?;
+    let now = state.clock.now();
+    let mut panel = views::panel(request, &names, may_decide, &viewer.csrf, now);
     panel.notice = notice;
-    Ok((views::detail(request, &names), panel))
+    let decisions = state.store.list_decisions(&request.id).await?;
+    let group_name = match &request.rules.approval_group_id {
+        Some(g) => state
+            .store
+            .get_group(&request.tenant_id, g)
+            .await?
+            .map(|g| g.name),
+        None => None,
+    };
+    Ok((
+        views::detail(request, &names, &decisions, group_name, now),
+        panel,
+    ))
 }
 
 async fn full_page(
@@ -395,17 +441,29 @@ async fn decide(
             &RequestRef::PublicId(request.id.clone()),
             verdict,
             text,
-            Channel::Dashboard,
+            "dashboard",
         )
         .await
     };
+    let now = state.clock.now();
     let (current, notice) = match outcome {
+        // A quorum still needs others: the vote counts, the request stays pending.
+        Ok(decided) if decided.status_at(now) == ApprovalStatus::Pending => (
+            decided,
+            (
+                "ok",
+                "Your approval is recorded; the request needs more approvals.".to_string(),
+            ),
+        ),
         Ok(decided) => {
             let word = match verdict {
                 Verdict::Approve => "Approved",
                 Verdict::Reject => "Rejected",
             };
             (decided, ("ok", format!("{word}. The agent learns it now.")))
+        }
+        Err(e @ (Error::AlreadyExists(_) | Error::Forbidden(_))) => {
+            (request, ("error", e.to_string()))
         }
         Err(Error::AlreadyDecided { status }) => {
             let current = visible_request(&state, &viewer.principal, &id).await?;
@@ -441,14 +499,7 @@ async fn visible(state: &AppState, principal: &Principal, event: &RequestEvent) 
     let Some(id) = &event.request_id else {
         return true;
     };
-    match state
-        .store
-        .find_request(&principal.tenant_id, &RequestRef::PublicId(id.clone()))
-        .await
-    {
-        Ok(Some(r)) => principal.may_view(&r).is_ok(),
-        _ => false,
-    }
+    visible_request(state, principal, id).await.is_ok()
 }
 
 fn sse_event(kind: RequestEventKind, id: Option<&str>) -> Event {

@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use countersign_core::approval::ApprovalRequest;
+use countersign_core::approval::{ApprovalRequest, DecisionRecord, RequestKind, TIMEOUT_DECIDER};
 use countersign_core::directory::{Agent, User};
 use countersign_proto::ApprovalStatus;
 
@@ -65,18 +65,45 @@ pub struct Row {
     pub decided_by: Option<String>,
 }
 
+/// What a request asks for, in a word: the tool for tool calls, the scope for CIBA.
+pub fn what(r: &ApprovalRequest) -> String {
+    match &r.tool {
+        Some(t) if r.kind == RequestKind::Tool => t.tool_name.clone(),
+        _ => r.scope.clone(),
+    }
+}
+
+/// The agent's words about a request: the binding message (CIBA) or its reason (tool calls).
+pub fn agent_words(r: &ApprovalRequest) -> String {
+    if r.binding_message.trim().is_empty() {
+        format!("{} (the agent gave no reason)", what(r))
+    } else {
+        r.binding_message.clone()
+    }
+}
+
+/// Who decided, as people read it; a timeout that approved is named as such.
+fn decider(r: &ApprovalRequest, names: &Names, now: DateTime<Utc>) -> Option<String> {
+    let timed_out =
+        r.status == ApprovalStatus::Pending && r.status_at(now) != ApprovalStatus::Pending;
+    if timed_out {
+        return Some(format!("{TIMEOUT_DECIDER} (nobody decided in time)"));
+    }
+    r.decided_by.as_deref().map(|d| names.actor(d))
+}
+
 pub fn row(r: &ApprovalRequest, names: &Names, now: DateTime<Utc>) -> Row {
     let status = r.status_at(now);
     Row {
         id: r.id.clone(),
         status: status.as_str(),
-        title: r.binding_message.clone(),
-        what: r.scope.clone(),
+        title: agent_words(r),
+        what: what(r),
         agent_name: names.agent(&r.agent_id),
         created: when(r.created_at),
         expires_at: r.expires_at.to_rfc3339(),
         time_left: time_left(r.expires_at, now),
-        decided_by: r.decided_by.as_deref().map(|d| names.actor(d)),
+        decided_by: decider(r, names, now),
     }
 }
 
@@ -101,34 +128,127 @@ pub struct Detail {
     pub arguments_label: &'static str,
     pub arguments: String,
     pub arguments_sha256: String,
+    pub session: Option<String>,
+    /// Decisions so far (a quorum collects several).
+    pub decisions: Vec<DecisionRow>,
+    pub required_approvals: u32,
+    /// What happens when nobody decides in time.
+    pub timeout_outcome: &'static str,
 }
 
-pub fn detail(r: &ApprovalRequest, names: &Names) -> Detail {
+pub struct DecisionRow {
+    pub reviewer: String,
+    pub verdict: String,
+    pub comment: Option<String>,
+    pub channel: String,
+    pub at: String,
+}
+
+pub fn detail(
+    r: &ApprovalRequest,
+    names: &Names,
+    decisions: &[DecisionRecord],
+    group_name: Option<String>,
+    now: DateTime<Utc>,
+) -> Detail {
     let agent = names.agents.get(&r.agent_id);
+    let rules = &r.rules;
+    let (kind, what_label, risk, policy, reason, arguments_label) = match (&r.tool, r.kind) {
+        (Some(t), RequestKind::Tool) => (
+            "Tool call (guard API)".to_string(),
+            "Tool",
+            if t.threats.is_empty() {
+                format!("{:.2}, no threats detected", t.risk_score)
+            } else {
+                format!("{:.2}; threats: {}", t.risk_score, t.threats.join(", "))
+            },
+            t.policy_name
+                .clone()
+                .unwrap_or_else(|| "none matched: the tenant default applied".into()),
+            t.reason.clone().filter(|x| !x.trim().is_empty()),
+            "Arguments (the values the approval covers)",
+        ),
+        _ => (
+            "CIBA request (agent API)".to_string(),
+            "Scope",
+            "not scored (CIBA requests carry no risk score)".to_string(),
+            "none: the agent asked this reviewer directly".to_string(),
+            None,
+            "Context (the values the approval covers)",
+        ),
+    };
+    let routing = match (&rules.approval_group_id, r.kind) {
+        (Some(g), _) => format!(
+            "group {}, escalation level {}, {} approval{} needed",
+            group_name.unwrap_or_else(|| g.clone()),
+            rules.level_at(now),
+            rules.required_approvals.max(1),
+            if rules.required_approvals.max(1) == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+        (None, RequestKind::Ciba) => {
+            "addressed to one reviewer; no group, no escalation, no quorum".to_string()
+        }
+        (None, _) => format!(
+            "no group; {} approval{} needed",
+            rules.required_approvals.max(1),
+            if rules.required_approvals.max(1) == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+    };
+    let on_behalf = r.tool.as_ref().and_then(|t| t.on_behalf_of.clone());
     Detail {
         id: r.id.clone(),
-        kind: match r.kind.as_str() {
-            "ciba" => "CIBA request (agent API)".into(),
-            other => other.to_string(),
-        },
-        title: r.binding_message.clone(),
-        reason: None,
-        what: r.scope.clone(),
-        what_label: "Scope",
+        kind,
+        title: agent_words(r),
+        // The reason of a tool call is already the headline; CIBA has none.
+        reason: reason.filter(|x| *x != r.binding_message),
+        what: what(r),
+        what_label,
         agent_id: r.agent_id.clone(),
         agent_name: names.agent(&r.agent_id),
         agent_trust: agent
             .map(|a| a.trust_level.as_str().to_string())
             .unwrap_or_else(|| "unknown".into()),
-        addressed_to: names.actor(&r.user_id),
+        addressed_to: match (&r.user_id, on_behalf) {
+            (Some(u), _) => names.actor(u),
+            (None, Some(who)) => format!("the routed reviewers (acting for {who})"),
+            (None, None) => "the routed reviewers".into(),
+        },
         created: when(r.created_at),
         expires: when(r.expires_at),
-        risk: "not scored (CIBA requests carry no risk score)".into(),
-        policy: "none: the agent asked this reviewer directly".into(),
-        routing: "addressed to one reviewer; no group, no escalation, no quorum".into(),
-        arguments_label: "Context (the values the approval covers)",
+        risk,
+        policy,
+        routing,
+        arguments_label,
         arguments: serde_json::to_string_pretty(&r.context).unwrap_or_default(),
         arguments_sha256: r.context_sha256.clone(),
+        session: r
+            .tool
+            .as_ref()
+            .map(|t| t.session_id.clone())
+            .filter(|x| !x.is_empty()),
+        decisions: decisions
+            .iter()
+            .map(|d| DecisionRow {
+                reviewer: d.reviewer.clone(),
+                verdict: d.verdict.as_str().to_string(),
+                comment: d.comment.clone(),
+                channel: d.channel.clone(),
+                at: when(d.decided_at),
+            })
+            .collect(),
+        required_approvals: rules.required_approvals.max(1),
+        timeout_outcome: match r.timeout_status() {
+            ApprovalStatus::Approved => "approved",
+            _ => "expired (rejected)",
+        },
     }
 }
 
@@ -163,10 +283,11 @@ pub fn panel(
         time_left: time_left(r.expires_at, now),
         may_decide,
         csrf: csrf.to_string(),
-        decided_by: r.decided_by.as_deref().map(|d| names.actor(d)),
-        decided_at: match status {
-            ApprovalStatus::Expired => Some(when(r.expires_at)),
-            _ => r.decided_at.map(when),
+        decided_by: decider(r, names, now),
+        decided_at: if r.status == ApprovalStatus::Pending && status != ApprovalStatus::Pending {
+            Some(when(r.expires_at))
+        } else {
+            r.decided_at.map(when)
         },
         comment: r.comment.clone(),
         comment_label: if status == ApprovalStatus::Rejected {

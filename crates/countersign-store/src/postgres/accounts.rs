@@ -212,8 +212,10 @@ impl DashboardStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<(ApprovalStatus, i64)>> {
         let counts: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT CASE WHEN status = 'pending' AND expires_at <= $2 THEN 'expired' ELSE status END AS s, COUNT(*) \
-             FROM approval_requests WHERE tenant_id = $1 AND ($3::text IS NULL OR user_id = $3) GROUP BY s",
+            "SELECT CASE WHEN status = 'pending' AND expires_at <= $2 \
+             THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END AS s, COUNT(*) \
+             FROM approval_requests WHERE tenant_id = $1 AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
+             WHERE r.approval_id = approval_requests.id AND r.user_id = $3 AND r.since <= $2)) GROUP BY s",
         )
         .bind(tenant_id)
         .bind(ms(now))
@@ -262,19 +264,6 @@ impl DashboardStore for PgStore {
             .ok_or_else(|| not_found("user"))?;
         tx.commit().await.map_err(pg_error)?;
         Ok(user)
-    }
-
-    async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>> {
-        sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND email = $2"
-        ))
-        .bind(tenant_id)
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .map(|r| rows::user(&r))
-        .transpose()
     }
 
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {

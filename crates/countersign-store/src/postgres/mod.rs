@@ -6,14 +6,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::approval::{ApprovalRequest, Decision, NewRequest, RequestRef};
+use countersign_core::approval::{
+    ApprovalRequest, Decision, DecisionRecord, NewRequest, RequestRef, TIMEOUT_DECIDER,
+    quorum_outcome,
+};
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent, GENESIS_HASH};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::policy::Policy;
+use countersign_core::routing::{Group, Member, ReviewerPlan};
 use countersign_core::{Error, Principal, Result};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::admin::KeyRole;
+use countersign_proto::guard::{GuardSettings, MemberRole, RoutingRules};
 use rows::{
-    AGENT_COLUMNS, API_KEY_COLUMNS, AUDIT_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS, ms, pg_error,
+    AGENT_COLUMNS, API_KEY_COLUMNS, AUDIT_COLUMNS, DECISION_COLUMNS, POLICY_COLUMNS,
+    REQUEST_COLUMNS, USER_COLUMNS, ms, pg_error,
 };
 use serde_json::json;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -21,10 +28,14 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use crate::records::{
+    already_voted, config_audit, creation_details, decision_audit, escalation_audit, timeout_audit,
+};
 use crate::{Backend, Change, Expired, Page, RequestFilter, SigningKeyRecord};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_guard.sql")),
     (
         4,
         include_str!("../../migrations/postgres/0004_dashboard.sql"),
@@ -153,6 +164,7 @@ async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
                 Ok(Some(n)) => {
                     let change = match n.payload().split_once(':') {
                         Some(("r", id)) => Change::Request(id.to_string()),
+                        Some(("g", tenant)) => Change::Guard(tenant.to_string()),
                         _ if n.payload() == "k" => Change::SigningKeys,
                         _ => Change::Resync,
                     };
@@ -285,6 +297,51 @@ async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> 
         .await
         .map_err(pg_error)?;
     Ok(())
+}
+
+fn settings_changed(action: &str) -> bool {
+    action == "guard.settings_updated"
+}
+
+async fn group_in(conn: &mut PgConnection, tenant_id: &str, id: &str) -> Result<Option<Group>> {
+    let head = sqlx::query("SELECT id, tenant_id, name, escalation_minutes, created_at, updated_at FROM approval_groups WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    let Some(row) = head else { return Ok(None) };
+    let members = sqlx::query(
+        "SELECT m.user_id, u.email, m.role FROM approval_group_members m JOIN users u ON u.id = m.user_id \
+         WHERE m.tenant_id = $1 AND m.group_id = $2 ORDER BY m.role DESC, u.email",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg_error)?
+    .iter()
+    .map(|r| {
+        let role: String = r.try_get(2).map_err(pg_error)?;
+        Ok(Member {
+            user_id: r.try_get(0).map_err(pg_error)?,
+            email: r.try_get(1).map_err(pg_error)?,
+            role: MemberRole::parse(&role).unwrap_or(MemberRole::Backup),
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Group {
+        id: row.try_get(0).map_err(pg_error)?,
+        tenant_id: row.try_get(1).map_err(pg_error)?,
+        name: row.try_get(2).map_err(pg_error)?,
+        escalation_minutes: row
+            .try_get::<Option<i32>, _>(3)
+            .map_err(pg_error)?
+            .map(|m| m as u32),
+        members,
+        created_at: countersign_core::clock::from_millis(row.try_get(4).map_err(pg_error)?),
+        updated_at: countersign_core::clock::from_millis(row.try_get(5).map_err(pg_error)?),
+    }))
 }
 
 fn not_found(what: &str) -> Error {
@@ -641,14 +698,15 @@ impl Backend for PgStore {
         at: DateTime<Utc>,
     ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
-            .bind(tenant_id)
-            .bind(id)
-            .bind(ms(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?
-            .rows_affected();
+        let changed =
+            sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+                .bind(tenant_id)
+                .bind(id)
+                .bind(ms(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?
+                .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
@@ -686,14 +744,49 @@ impl Backend for PgStore {
         .transpose()
     }
 
-    async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest> {
+    async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND email = $2"
+        ))
+        .bind(tenant_id)
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .map(|r| rows::user(&r))
+        .transpose()
+    }
+
+    async fn create_request(
+        &self,
+        new: NewRequest,
+        reviewers: ReviewerPlan,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
         let r = &new.request;
         let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
+        let tool = r.tool.as_ref();
+        let threats = tool
+            .map(|t| serde_json::to_string(&t.threats))
+            .transpose()
+            .map_err(Error::internal)?;
+        let channels = tool
+            .map(|t| serde_json::to_string(&t.notification_channels))
+            .transpose()
+            .map_err(Error::internal)?;
+        let plan = (!r.rules.escalation_plan.is_empty())
+            .then(|| serde_json::to_string(&r.rules.escalation_plan))
+            .transpose()
+            .map_err(Error::internal)?;
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
-             binding_message, context, context_sha256, status, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             binding_message, context, context_sha256, status, created_at, expires_at, tool_name, session_id, \
+             reason, risk_score, threats, policy_id, policy_name, notification_channels, on_behalf_of, \
+             approval_group_id, required_approvals, allow_self_approval, default_on_timeout, escalation_level, \
+             escalation_plan, next_escalation_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+             $21, $22, $23, $24, $25, $26, $27, $28, $29)",
         )
         .bind(&r.id)
         .bind(&r.tenant_id)
@@ -708,9 +801,36 @@ impl Backend for PgStore {
         .bind(r.status.as_str())
         .bind(ms(r.created_at))
         .bind(ms(r.expires_at))
+        .bind(tool.map(|t| &t.tool_name))
+        .bind(tool.map(|t| &t.session_id))
+        .bind(tool.and_then(|t| t.reason.as_ref()))
+        .bind(tool.map(|t| t.risk_score))
+        .bind(threats)
+        .bind(tool.and_then(|t| t.policy_id.as_ref()))
+        .bind(tool.and_then(|t| t.policy_name.as_ref()))
+        .bind(channels)
+        .bind(tool.and_then(|t| t.on_behalf_of.as_ref()))
+        .bind(&r.rules.approval_group_id)
+        .bind(r.rules.required_approvals as i32)
+        .bind(r.rules.allow_self_approval)
+        .bind(r.rules.default_on_timeout.as_str())
+        .bind(r.rules.escalation_level as i32)
+        .bind(plan)
+        .bind(r.rules.next_escalation_at().map(ms))
         .execute(&mut *tx)
         .await
-        .map_err(pg_error)?;
+        .map_err(|e| renamed_conflict(pg_error(e), "an identical tool call is already pending".into()))?;
+        for (user_id, since) in &reviewers.reviewers {
+            sqlx::query(
+                "INSERT INTO approval_reviewers (approval_id, user_id, since) VALUES ($1, $2, $3)",
+            )
+            .bind(&r.id)
+            .bind(user_id)
+            .bind(ms(*since))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
         append_audit(
             &mut tx,
             AuditRecord::new(
@@ -719,11 +839,7 @@ impl Backend for PgStore {
                 &actor,
                 "approval.created",
                 &r.id,
-                json!({
-                    "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
-                    "binding_message": r.binding_message, "context_sha256": r.context_sha256,
-                    "expires_at_ms": ms(r.expires_at),
-                }),
+                creation_details(r),
             ),
         )
         .await?;
@@ -753,30 +869,227 @@ impl Backend for PgStore {
         .transpose()
     }
 
+    async fn find_pending_tool_call(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        session_id: &str,
+        tool_name: &str,
+        arguments_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApprovalRequest>> {
+        sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = $1 AND kind = 'tool' AND status = 'pending' \
+             AND agent_id = $2 AND session_id = $3 AND tool_name = $4 AND context_sha256 = $5 AND expires_at > $6"
+        ))
+        .bind(tenant_id)
+        .bind(agent_id)
+        .bind(session_id)
+        .bind(tool_name)
+        .bind(arguments_sha256)
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .map(|r| rows::request(&r))
+        .transpose()
+    }
+
+    async fn reviewer_since(
+        &self,
+        approval_id: &str,
+        user_id: &str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let since: Option<i64> = sqlx::query_scalar(
+            "SELECT since FROM approval_reviewers WHERE approval_id = $1 AND user_id = $2",
+        )
+        .bind(approval_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(since.map(countersign_core::clock::from_millis))
+    }
+
+    async fn list_decisions(&self, approval_id: &str) -> Result<Vec<DecisionRecord>> {
+        sqlx::query(&format!(
+            "SELECT {DECISION_COLUMNS} FROM approval_decisions WHERE approval_id = $1 ORDER BY decided_at, reviewer_id"
+        ))
+        .bind(approval_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(rows::decision)
+        .collect()
+    }
+
+    async fn cancel_request(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<ApprovalRequest> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE approval_requests SET status = 'cancelled', decided_at = $3, decided_by = $4 \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND expires_at > $3 RETURNING {REQUEST_COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .bind(ms(at))
+        .bind(&actor.id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let Some(row) = updated else {
+            let current = PgStore::request_by_id(&mut tx, tenant_id, id)
+                .await?
+                .ok_or_else(|| not_found("approval request"))?;
+            return Err(Error::AlreadyDecided {
+                status: current.status_at(at),
+            });
+        };
+        let request = rows::request(&row)?;
+        append_audit(
+            &mut tx,
+            AuditRecord::new(tenant_id, at, &actor, "approval.cancelled", id, json!({})),
+        )
+        .await?;
+        notify(&mut tx, &format!("r:{id}")).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(request)
+    }
+
+    async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>> {
+        let mut tx = self.begin().await?;
+        let due = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE status = 'pending' AND next_escalation_at <= $1 \
+             AND expires_at > $1 ORDER BY next_escalation_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(rows::request)
+        .collect::<Result<Vec<_>>>()?;
+        let mut escalated = Vec::with_capacity(due.len());
+        for mut request in due {
+            let from = request.rules.escalation_level;
+            let to = request.rules.level_at(now);
+            request.rules.escalation_level = to;
+            sqlx::query("UPDATE approval_requests SET escalation_level = $2, next_escalation_at = $3 WHERE id = $1")
+                .bind(&request.id)
+                .bind(to as i32)
+                .bind(request.rules.next_escalation_at().map(ms))
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+            for (level, step) in request
+                .rules
+                .escalation_plan
+                .iter()
+                .enumerate()
+                .take(to as usize)
+                .skip(from as usize)
+            {
+                append_audit(
+                    &mut tx,
+                    escalation_audit(&request, level as u32 + 1, step, now),
+                )
+                .await?;
+            }
+            notify(&mut tx, &format!("r:{}", request.id)).await?;
+            escalated.push(request);
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(escalated)
+    }
+
     async fn list_requests(
         &self,
         tenant_id: &str,
         filter: &RequestFilter,
     ) -> Result<Page<ApprovalRequest>> {
-        let status_clause = match filter.status {
-            Some(ApprovalStatus::Pending) => "status = 'pending' AND expires_at > $2".to_string(),
-            Some(ApprovalStatus::Expired) => {
-                "(status = 'expired' OR (status = 'pending' AND expires_at <= $2))".to_string()
-            }
-            Some(s) => format!("status = '{}' AND $2::bigint IS NOT NULL", s.as_str()),
-            None => "$2::bigint IS NOT NULL".to_string(),
+        enum Arg {
+            Text(String),
+            Int(i64),
+        }
+        let now = ms(filter.now);
+        let mut sql =
+            format!("SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = $1");
+        let mut args = vec![Arg::Text(tenant_id.to_string())];
+        let arg = |args: &mut Vec<Arg>, a: Arg| {
+            args.push(a);
+            format!("${}", args.len())
         };
+        match filter.status {
+            Some(ApprovalStatus::Pending) => {
+                let p = arg(&mut args, Arg::Int(now));
+                sql.push_str(&format!(" AND status = 'pending' AND expires_at > {p}"));
+            }
+            Some(status @ (ApprovalStatus::Expired | ApprovalStatus::Approved)) => {
+                let outcome = if status == ApprovalStatus::Approved {
+                    "approve"
+                } else {
+                    "reject"
+                };
+                let p = arg(&mut args, Arg::Int(now));
+                sql.push_str(&format!(
+                    " AND (status = '{}' OR (status = 'pending' AND expires_at <= {p} AND default_on_timeout = '{outcome}'))",
+                    status.as_str()
+                ));
+            }
+            Some(status) => sql.push_str(&format!(" AND status = '{}'", status.as_str())),
+            None => {}
+        }
+        if let Some(user) = &filter.user_id {
+            let u = arg(&mut args, Arg::Text(user.clone()));
+            let n = arg(&mut args, Arg::Int(now));
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM approval_reviewers r WHERE r.approval_id = approval_requests.id AND r.user_id = {u} AND r.since <= {n})"
+            ));
+        }
+        if let Some(kind) = filter.kind {
+            sql.push_str(&format!(" AND kind = '{}'", kind.as_str()));
+        }
+        if let Some(tool) = &filter.tool_name {
+            let p = arg(&mut args, Arg::Text(tool.clone()));
+            sql.push_str(&format!(" AND tool_name = {p}"));
+        }
+        if let Some(who) = &filter.decided_by {
+            let p = arg(&mut args, Arg::Text(who.clone()));
+            let e = arg(&mut args, Arg::Text(who.to_lowercase()));
+            sql.push_str(&format!(
+                " AND (decided_by = {p} OR decided_by IN (SELECT id FROM users WHERE tenant_id = $1 AND email = {e}))"
+            ));
+        }
+        if let Some(from) = filter.created_from {
+            let p = arg(&mut args, Arg::Int(ms(from)));
+            sql.push_str(&format!(" AND created_at >= {p}"));
+        }
+        if let Some(before) = filter.created_before {
+            let p = arg(&mut args, Arg::Int(ms(before)));
+            sql.push_str(&format!(" AND created_at < {p}"));
+        }
+        if let Some(id) = &filter.before_id {
+            let p = arg(&mut args, Arg::Text(id.clone()));
+            sql.push_str(&format!(" AND id < {p}"));
+        }
         let limit = filter.limit.clamp(1, 500);
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = $1 AND {status_clause} \
-             AND ($3::text IS NULL OR user_id = $3) AND ($4::text IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
-        );
-        let mut items = sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(ms(filter.now))
-            .bind(&filter.user_id)
-            .bind(&filter.before_id)
-            .bind(i64::from(limit) + 1)
+        let p = arg(&mut args, Arg::Int(i64::from(limit) + 1));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {p}"));
+        let mut query = sqlx::query(&sql);
+        for a in args {
+            query = match a {
+                Arg::Text(t) => query.bind(t),
+                Arg::Int(i) => query.bind(i),
+            };
+        }
+        let mut items = query
             .fetch_all(&self.pool)
             .await
             .map_err(pg_error)?
@@ -794,47 +1107,83 @@ impl Backend for PgStore {
         id: &str,
         decision: Decision,
     ) -> Result<ApprovalRequest> {
-        let status = decision.verdict.status();
         let mut tx = self.begin().await?;
-        let updated = sqlx::query(&format!(
-            "UPDATE approval_requests SET status = $3, decided_at = $4, decided_by = $5, comment = $6 \
-             WHERE tenant_id = $1 AND id = $2 AND status = 'pending' AND expires_at > $4 RETURNING {REQUEST_COLUMNS}"
+        // The row lock makes concurrent decisions on this request (from any replica) take
+        // turns, so the quorum count and the final transition are exact.
+        let current = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
         ))
         .bind(tenant_id)
         .bind(id)
-        .bind(status.as_str())
-        .bind(ms(decision.at))
-        .bind(&decision.actor.id)
-        .bind(&decision.comment)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(pg_error)?;
-        let Some(row) = updated else {
-            let current = PgStore::request_by_id(&mut tx, tenant_id, id)
-                .await?
-                .ok_or_else(|| not_found("approval request"))?;
+        .map_err(pg_error)?
+        .map(|r| rows::request(&r))
+        .transpose()?
+        .ok_or_else(|| not_found("approval request"))?;
+        if current.status != ApprovalStatus::Pending || current.expires_at <= decision.at {
             return Err(Error::AlreadyDecided {
                 status: current.status_at(decision.at),
             });
-        };
-        let request = rows::request(&row)?;
-        let action = match status {
-            ApprovalStatus::Approved => "approval.approved",
-            _ => "approval.rejected",
-        };
+        }
+        sqlx::query(
+            "INSERT INTO approval_decisions (approval_id, tenant_id, reviewer_id, reviewer, verdict, comment, channel, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(&decision.actor.id)
+        .bind(&decision.reviewer)
+        .bind(decision.verdict.as_str())
+        .bind(&decision.comment)
+        .bind(&decision.channel)
+        .bind(ms(decision.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match pg_error(e) {
+            Error::AlreadyExists(_) => already_voted(),
+            other => other,
+        })?;
+        let approvals: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approval_decisions WHERE approval_id = $1 AND verdict = 'approve'",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let approvals = approvals as u32;
+        let outcome = quorum_outcome(&current, decision.verdict, approvals);
+        if let Some(status) = outcome {
+            sqlx::query(
+                "UPDATE approval_requests SET status = $3, decided_at = $4, decided_by = $5, comment = $6 \
+                 WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(status.as_str())
+            .bind(ms(decision.at))
+            .bind(&decision.actor.id)
+            .bind(&decision.comment)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
         append_audit(
             &mut tx,
-            AuditRecord::new(
+            decision_audit(
                 tenant_id,
-                decision.at,
-                &decision.actor,
-                action,
                 id,
-                json!({"comment": decision.comment, "channel": decision.channel.as_str()}),
+                &decision,
+                outcome,
+                approvals,
+                current.rules.required_approvals,
             ),
         )
         .await?;
         notify(&mut tx, &format!("r:{id}")).await?;
+        let request = PgStore::request_by_id(&mut tx, tenant_id, id)
+            .await?
+            .ok_or_else(|| not_found("approval request"))?;
         tx.commit().await.map_err(pg_error)?;
         Ok(request)
     }
@@ -880,7 +1229,7 @@ impl Backend for PgStore {
 
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
         let mut tx = self.begin().await?;
-        // Rows another replica is expiring right now are skipped, not waited for; if that
+        // Rows another replica is timing out right now are skipped, not waited for; if that
         // replica dies, its transaction rolls back and the rows are claimable again.
         let due = sqlx::query(&format!(
             "SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE status = 'pending' AND expires_at <= $1 \
@@ -896,26 +1245,20 @@ impl Backend for PgStore {
         .collect::<Result<Vec<_>>>()?;
         let mut expired = Vec::with_capacity(due.len());
         for mut request in due {
-            sqlx::query("UPDATE approval_requests SET status = 'expired', decided_at = $2 WHERE id = $1 AND status = 'pending'")
+            let status = request.timeout_status();
+            let decided_by = (status == ApprovalStatus::Approved).then_some(TIMEOUT_DECIDER);
+            sqlx::query("UPDATE approval_requests SET status = $2, decided_at = $3, decided_by = $4 WHERE id = $1 AND status = 'pending'")
                 .bind(&request.id)
+                .bind(status.as_str())
                 .bind(ms(request.expires_at))
+                .bind(decided_by)
                 .execute(&mut *tx)
                 .await
                 .map_err(pg_error)?;
-            request.status = ApprovalStatus::Expired;
+            request.status = status;
             request.decided_at = Some(request.expires_at);
-            append_audit(
-                &mut tx,
-                AuditRecord::new(
-                    &request.tenant_id,
-                    now,
-                    &Actor::system("expiry"),
-                    "approval.expired",
-                    &request.id,
-                    json!({"expires_at_ms": ms(request.expires_at)}),
-                ),
-            )
-            .await?;
+            request.decided_by = decided_by.map(str::to_string);
+            append_audit(&mut tx, timeout_audit(&request, now)).await?;
             notify(&mut tx, &format!("r:{}", request.id)).await?;
             expired.push(Expired {
                 tenant_id: request.tenant_id.clone(),
@@ -931,6 +1274,317 @@ impl Backend for PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(pg_error)
+    }
+
+    async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>> {
+        sqlx::query(&format!(
+            "SELECT {POLICY_COLUMNS} FROM policies WHERE tenant_id = $1 ORDER BY id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(rows::policy)
+        .collect()
+    }
+
+    async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>> {
+        sqlx::query(&format!(
+            "SELECT {POLICY_COLUMNS} FROM policies WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .map(|r| rows::policy(&r))
+        .transpose()
+    }
+
+    async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy> {
+        let config = serde_json::to_string(&policy.approval).map_err(Error::internal)?;
+        let sql = if created {
+            "INSERT INTO policies (id, tenant_id, name, description, tool_pattern, action, priority, is_active, \
+             condition, approval_config, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        } else {
+            "UPDATE policies SET name = $3, description = $4, tool_pattern = $5, action = $6, priority = $7, \
+             is_active = $8, condition = $9, approval_config = $10, updated_at = $12 \
+             WHERE id = $1 AND tenant_id = $2 AND $11::bigint IS NOT NULL"
+        };
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(sql)
+            .bind(&policy.id)
+            .bind(&policy.tenant_id)
+            .bind(&policy.name)
+            .bind(&policy.description)
+            .bind(&policy.tool_pattern)
+            .bind(policy.action.as_str())
+            .bind(policy.priority)
+            .bind(policy.is_active)
+            .bind(&policy.condition)
+            .bind(config)
+            .bind(ms(policy.created_at))
+            .bind(ms(policy.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
+        if changed == 0 {
+            return Err(not_found("policy"));
+        }
+        let action = if created {
+            "policy.created"
+        } else {
+            "policy.updated"
+        };
+        append_audit(
+            &mut tx,
+            config_audit(
+                &policy.tenant_id,
+                policy.updated_at,
+                &actor,
+                action,
+                &policy.id,
+                json!({"name": policy.name, "tool_pattern": policy.tool_pattern, "action": policy.action.as_str(),
+                       "priority": policy.priority, "is_active": policy.is_active, "condition": policy.condition}),
+            ),
+        )
+        .await?;
+        notify(&mut tx, &format!("g:{}", policy.tenant_id)).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(policy)
+    }
+
+    async fn delete_policy(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query("DELETE FROM policies WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
+        if changed == 0 {
+            return Err(not_found("policy"));
+        }
+        append_audit(
+            &mut tx,
+            config_audit(tenant_id, at, &actor, "policy.deleted", id, json!({})),
+        )
+        .await?;
+        notify(&mut tx, &format!("g:{tenant_id}")).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM approval_groups WHERE tenant_id = $1 ORDER BY id")
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(pg_error)?;
+        let mut conn = self.pool.acquire().await.map_err(pg_error)?;
+        let mut groups = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(g) = group_in(&mut conn, tenant_id, &id).await? {
+                groups.push(g);
+            }
+        }
+        Ok(groups)
+    }
+
+    async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>> {
+        let mut conn = self.pool.acquire().await.map_err(pg_error)?;
+        group_in(&mut conn, tenant_id, id).await
+    }
+
+    async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group> {
+        let mut tx = self.begin().await?;
+        let changed = if created {
+            sqlx::query(
+                "INSERT INTO approval_groups (tenant_id, id, name, escalation_minutes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&group.tenant_id)
+            .bind(&group.id)
+            .bind(&group.name)
+            .bind(group.escalation_minutes.map(|m| m as i32))
+            .bind(ms(group.created_at))
+            .bind(ms(group.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| renamed_conflict(pg_error(e), format!("an approval group {:?} already exists", group.id)))?
+            .rows_affected()
+        } else {
+            sqlx::query("UPDATE approval_groups SET name = $3, escalation_minutes = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
+                .bind(&group.tenant_id)
+                .bind(&group.id)
+                .bind(&group.name)
+                .bind(group.escalation_minutes.map(|m| m as i32))
+                .bind(ms(group.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?
+                .rows_affected()
+        };
+        if changed == 0 {
+            return Err(not_found("approval group"));
+        }
+        sqlx::query("DELETE FROM approval_group_members WHERE tenant_id = $1 AND group_id = $2")
+            .bind(&group.tenant_id)
+            .bind(&group.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        for m in &group.members {
+            sqlx::query(
+                "INSERT INTO approval_group_members (tenant_id, group_id, user_id, role) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&group.tenant_id)
+            .bind(&group.id)
+            .bind(&m.user_id)
+            .bind(m.role.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        }
+        let action = if created {
+            "approval_group.created"
+        } else {
+            "approval_group.updated"
+        };
+        let members: Vec<_> = group
+            .members
+            .iter()
+            .map(|m| json!({"user_id": m.user_id, "role": m.role.as_str()}))
+            .collect();
+        append_audit(
+            &mut tx,
+            config_audit(
+                &group.tenant_id,
+                group.updated_at,
+                &actor,
+                action,
+                &group.id,
+                json!({"name": group.name, "escalation_minutes": group.escalation_minutes, "members": members}),
+            ),
+        )
+        .await?;
+        notify(&mut tx, &format!("g:{}", group.tenant_id)).await?;
+        let stored = group_in(&mut tx, &group.tenant_id, &group.id)
+            .await?
+            .ok_or_else(|| not_found("approval group"))?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(stored)
+    }
+
+    async fn delete_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM approval_group_members WHERE tenant_id = $1 AND group_id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let changed = sqlx::query("DELETE FROM approval_groups WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
+        if changed == 0 {
+            return Err(not_found("approval group"));
+        }
+        append_audit(
+            &mut tx,
+            config_audit(
+                tenant_id,
+                at,
+                &actor,
+                "approval_group.deleted",
+                id,
+                json!({}),
+            ),
+        )
+        .await?;
+        notify(&mut tx, &format!("g:{tenant_id}")).await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)> {
+        let stored: Option<(String, String)> =
+            sqlx::query_as("SELECT guard, routing FROM tenant_settings WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(pg_error)?;
+        crate::sqlite::parse_settings(stored)
+    }
+
+    async fn put_guard_settings(
+        &self,
+        tenant_id: &str,
+        settings: Option<GuardSettings>,
+        routing: Option<RoutingRules>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<(GuardSettings, RoutingRules)> {
+        let mut tx = self.begin().await?;
+        let stored: Option<(String, String)> = sqlx::query_as(
+            "SELECT guard, routing FROM tenant_settings WHERE tenant_id = $1 FOR UPDATE",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let (old_settings, old_routing) = crate::sqlite::parse_settings(stored)?;
+        let action = if settings.is_some() {
+            "guard.settings_updated"
+        } else {
+            "guard.routing_updated"
+        };
+        let settings = settings.unwrap_or(old_settings);
+        let routing = routing.unwrap_or(old_routing);
+        let guard_json = serde_json::to_string(&settings).map_err(Error::internal)?;
+        let routing_json = serde_json::to_string(&routing).map_err(Error::internal)?;
+        sqlx::query(
+            "INSERT INTO tenant_settings (tenant_id, guard, routing, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id) DO UPDATE SET guard = excluded.guard, routing = excluded.routing, updated_at = excluded.updated_at",
+        )
+        .bind(tenant_id)
+        .bind(&guard_json)
+        .bind(&routing_json)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let details = serde_json::from_str(if settings_changed(action) {
+            &guard_json
+        } else {
+            &routing_json
+        })
+        .map_err(Error::internal)?;
+        append_audit(
+            &mut tx,
+            config_audit(tenant_id, at, &actor, action, tenant_id, details),
+        )
+        .await?;
+        notify(&mut tx, &format!("g:{tenant_id}")).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok((settings, routing))
     }
 
     async fn list_audit(

@@ -1,11 +1,15 @@
 //! Row mapping between PostgreSQL and domain records.
 use chrono::{DateTime, Utc};
-use countersign_core::approval::{ApprovalRequest, RequestKind};
+use countersign_core::approval::{
+    ApprovalRequest, DecisionRecord, DecisionRules, RequestKind, ToolInfo, Verdict,
+};
 use countersign_core::audit::{AuditRecord, ChainedEvent};
 use countersign_core::clock::from_millis;
 use countersign_core::directory::{Agent, ApiKey, Tenant, User};
+use countersign_core::policy::Policy;
 use countersign_core::{Error, Principal, Result, Role};
 use countersign_proto::admin::KeyRole;
+use countersign_proto::guard::{PolicyAction, TimeoutOutcome};
 use countersign_proto::{ApprovalStatus, TrustLevel};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -18,7 +22,9 @@ pub const API_KEY_COLUMNS: &str =
     "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at";
 pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope, binding_message, \
      context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
-     token_issued_at";
+     token_issued_at, tool_name, session_id, reason, risk_score, threats, policy_id, policy_name, \
+     notification_channels, on_behalf_of, approval_group_id, required_approvals, \
+     allow_self_approval, default_on_timeout, escalation_level, escalation_plan";
 pub const AUDIT_COLUMNS: &str =
     "tenant_id, seq, at, actor_type, actor_id, action, subject, details, prev_hash, hash";
 
@@ -132,9 +138,31 @@ pub fn principal(row: &PgRow) -> Result<Principal> {
     })
 }
 
+fn json_or<T: serde::de::DeserializeOwned + Default>(row: &PgRow, idx: usize) -> Result<T> {
+    match get::<Option<String>>(row, idx)? {
+        None => Ok(T::default()),
+        Some(text) => serde_json::from_str(&text).map_err(Error::internal),
+    }
+}
+
 pub fn request(row: &PgRow) -> Result<ApprovalRequest> {
     let kind: String = get(row, 2)?;
     let status: String = get(row, 9)?;
+    let tool = match get::<Option<String>>(row, 16)? {
+        Some(tool_name) => Some(ToolInfo {
+            tool_name,
+            session_id: get::<Option<String>>(row, 17)?.unwrap_or_default(),
+            reason: get(row, 18)?,
+            risk_score: get::<Option<f64>>(row, 19)?.unwrap_or_default(),
+            threats: json_or(row, 20)?,
+            policy_id: get(row, 21)?,
+            policy_name: get(row, 22)?,
+            notification_channels: json_or(row, 23)?,
+            on_behalf_of: get(row, 24)?,
+        }),
+        None => None,
+    };
+    let timeout: String = get(row, 28)?;
     Ok(ApprovalRequest {
         id: get(row, 0)?,
         tenant_id: get(row, 1)?,
@@ -152,6 +180,56 @@ pub fn request(row: &PgRow) -> Result<ApprovalRequest> {
         decided_by: get(row, 13)?,
         comment: get(row, 14)?,
         token_issued_at: opt_time(row, 15)?,
+        tool,
+        rules: DecisionRules {
+            approval_group_id: get(row, 25)?,
+            required_approvals: get::<i32>(row, 26)? as u32,
+            allow_self_approval: get(row, 27)?,
+            default_on_timeout: TimeoutOutcome::parse(&timeout)
+                .ok_or_else(|| bad("timeout outcome"))?,
+            escalation_level: get::<i32>(row, 29)? as u32,
+            escalation_plan: json_or(row, 30)?,
+        },
+    })
+}
+
+pub const DECISION_COLUMNS: &str = "reviewer_id, reviewer, verdict, comment, channel, decided_at";
+
+pub fn decision(row: &PgRow) -> Result<DecisionRecord> {
+    let verdict: String = get(row, 2)?;
+    Ok(DecisionRecord {
+        reviewer_id: get(row, 0)?,
+        reviewer: get(row, 1)?,
+        verdict: match verdict.as_str() {
+            "approve" => Verdict::Approve,
+            "reject" => Verdict::Reject,
+            _ => return Err(bad("verdict")),
+        },
+        comment: get(row, 3)?,
+        channel: get(row, 4)?,
+        decided_at: time(row, 5)?,
+    })
+}
+
+pub const POLICY_COLUMNS: &str = "id, tenant_id, name, description, tool_pattern, action, priority, \
+     is_active, condition, approval_config, created_at, updated_at";
+
+pub fn policy(row: &PgRow) -> Result<Policy> {
+    let action: String = get(row, 5)?;
+    let config: String = get(row, 9)?;
+    Ok(Policy {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        name: get(row, 2)?,
+        description: get(row, 3)?,
+        tool_pattern: get(row, 4)?,
+        action: PolicyAction::parse(&action).ok_or_else(|| bad("action"))?,
+        priority: get(row, 6)?,
+        is_active: get(row, 7)?,
+        condition: get(row, 8)?,
+        approval: serde_json::from_str(&config).map_err(Error::internal)?,
+        created_at: time(row, 10)?,
+        updated_at: time(row, 11)?,
     })
 }
 

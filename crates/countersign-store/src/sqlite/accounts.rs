@@ -202,8 +202,10 @@ impl DashboardStore for SqliteStore {
     ) -> Result<Vec<(ApprovalStatus, i64)>> {
         let counts: Vec<(String, i64)> = self.read(|c| {
             c.prepare_cached(
-                "SELECT CASE WHEN status = 'pending' AND expires_at <= ?2 THEN 'expired' ELSE status END AS s, COUNT(*) \
-                 FROM approval_requests WHERE tenant_id = ?1 AND (?3 IS NULL OR user_id = ?3) GROUP BY s",
+                "SELECT CASE WHEN status = 'pending' AND expires_at <= ?2 \
+                 THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END AS s, COUNT(*) \
+                 FROM approval_requests WHERE tenant_id = ?1 AND (?3 IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
+                 WHERE r.approval_id = approval_requests.id AND r.user_id = ?3 AND r.since <= ?2)) GROUP BY s",
             )?
             .query_map(params![tenant_id, ms(now), user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect()
@@ -243,17 +245,6 @@ impl DashboardStore for SqliteStore {
             user_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("user"))
         })
         .await
-    }
-
-    async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>> {
-        self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {} FROM users WHERE tenant_id = ?1 AND email = ?2",
-                rows::USER_COLUMNS
-            ))?
-            .query_row([tenant_id, email], rows::user)
-            .optional()
-        })
     }
 
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {

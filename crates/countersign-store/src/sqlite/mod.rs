@@ -8,12 +8,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use chrono::{DateTime, Utc};
-use countersign_core::approval::{ApprovalRequest, Decision, NewRequest, RequestRef};
+use countersign_core::approval::{
+    ApprovalRequest, Decision, DecisionRecord, NewRequest, RequestRef, TIMEOUT_DECIDER,
+    quorum_outcome,
+};
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::policy::Policy;
+use countersign_core::routing::{Group, Member, ReviewerPlan};
 use countersign_core::{Error, Principal, Result};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::admin::KeyRole;
+use countersign_proto::guard::{GuardSettings, MemberRole, RoutingRules};
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::json;
@@ -23,10 +29,14 @@ use async_trait::async_trait;
 use rows::{db_error, ms};
 use tokio::sync::broadcast;
 
+use crate::records::{
+    already_voted, config_audit, creation_details, decision_audit, escalation_audit, timeout_audit,
+};
 use crate::{Backend, Change, Expired, Page, RequestFilter, SigningKeyRecord};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_guard.sql")),
     (
         4,
         include_str!("../../migrations/sqlite/0004_dashboard.sql"),
@@ -294,10 +304,224 @@ fn request_in_tx(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<
 }
 
 fn insert_signing_key(c: &Connection, key: &SigningKeyRecord) -> Result<()> {
-    c.prepare_cached("INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| s.execute(params![key.kid, key.alg, key.private_der, ms(key.created_at), key.active]))
-        .map_err(db_error)?;
+    c.prepare_cached(
+        "INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key.kid,
+            key.alg,
+            key.private_der,
+            ms(key.created_at),
+            key.active
+        ])
+    })
+    .map_err(db_error)?;
     Ok(())
+}
+
+fn insert_request(c: &Connection, new: &NewRequest) -> Result<()> {
+    let r = &new.request;
+    let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
+    let tool = r.tool.as_ref();
+    let to_json = |v: &dyn erased::Json| v.json();
+    let threats = tool.map(|t| to_json(&t.threats)).transpose()?;
+    let channels = tool
+        .map(|t| to_json(&t.notification_channels))
+        .transpose()?;
+    let plan = (!r.rules.escalation_plan.is_empty())
+        .then(|| to_json(&r.rules.escalation_plan))
+        .transpose()?;
+    c.prepare_cached(
+        "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
+         binding_message, context, context_sha256, status, created_at, expires_at, tool_name, session_id, \
+         reason, risk_score, threats, policy_id, policy_name, notification_channels, on_behalf_of, \
+         approval_group_id, required_approvals, allow_self_approval, default_on_timeout, escalation_level, \
+         escalation_plan, next_escalation_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
+         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id,
+            r.tenant_id,
+            r.kind.as_str(),
+            new.auth_req_hash,
+            r.agent_id,
+            r.user_id,
+            r.scope,
+            r.binding_message,
+            context,
+            r.context_sha256,
+            r.status.as_str(),
+            ms(r.created_at),
+            ms(r.expires_at),
+            tool.map(|t| &t.tool_name),
+            tool.map(|t| &t.session_id),
+            tool.and_then(|t| t.reason.as_ref()),
+            tool.map(|t| t.risk_score),
+            threats,
+            tool.and_then(|t| t.policy_id.as_ref()),
+            tool.and_then(|t| t.policy_name.as_ref()),
+            channels,
+            tool.and_then(|t| t.on_behalf_of.as_ref()),
+            r.rules.approval_group_id,
+            r.rules.required_approvals,
+            r.rules.allow_self_approval,
+            r.rules.default_on_timeout.as_str(),
+            r.rules.escalation_level,
+            plan,
+            r.rules.next_escalation_at().map(ms),
+        ])
+    })
+    .map_err(|e| match db_error(e) {
+        Error::AlreadyExists(_) => Error::AlreadyExists("an identical tool call is already pending".into()),
+        other => other,
+    })?;
+    Ok(())
+}
+
+mod erased {
+    use countersign_core::{Error, Result};
+
+    /// Serialises a value to JSON text for a TEXT column.
+    pub trait Json {
+        fn json(&self) -> Result<String>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> Result<String> {
+            serde_json::to_string(self).map_err(Error::internal)
+        }
+    }
+}
+
+/// The listing query and its arguments. Pending requests past their expiry count as timed out.
+fn list_sql(tenant_id: &str, filter: &RequestFilter) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as V;
+    let now = ms(filter.now);
+    let mut sql = format!(
+        "SELECT {} FROM approval_requests WHERE tenant_id = ?1",
+        rows::REQUEST_COLUMNS
+    );
+    let mut args: Vec<V> = vec![V::Text(tenant_id.to_string())];
+    let arg = |args: &mut Vec<V>, v: V| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    match filter.status {
+        Some(ApprovalStatus::Pending) => {
+            let p = arg(&mut args, V::Integer(now));
+            sql.push_str(&format!(" AND status = 'pending' AND expires_at > {p}"));
+        }
+        Some(status @ (ApprovalStatus::Expired | ApprovalStatus::Approved)) => {
+            let outcome = if status == ApprovalStatus::Approved {
+                "approve"
+            } else {
+                "reject"
+            };
+            let p = arg(&mut args, V::Integer(now));
+            sql.push_str(&format!(
+                " AND (status = '{}' OR (status = 'pending' AND expires_at <= {p} AND default_on_timeout = '{outcome}'))",
+                status.as_str()
+            ));
+        }
+        Some(status) => sql.push_str(&format!(" AND status = '{}'", status.as_str())),
+        None => {}
+    }
+    if let Some(user) = &filter.user_id {
+        let u = arg(&mut args, V::Text(user.clone()));
+        let n = arg(&mut args, V::Integer(now));
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM approval_reviewers r WHERE r.approval_id = approval_requests.id AND r.user_id = {u} AND r.since <= {n})"
+        ));
+    }
+    if let Some(kind) = filter.kind {
+        sql.push_str(&format!(" AND kind = '{}'", kind.as_str()));
+    }
+    if let Some(tool) = &filter.tool_name {
+        let p = arg(&mut args, V::Text(tool.clone()));
+        sql.push_str(&format!(" AND tool_name = {p}"));
+    }
+    if let Some(who) = &filter.decided_by {
+        let p = arg(&mut args, V::Text(who.clone()));
+        let e = arg(&mut args, V::Text(who.to_lowercase()));
+        sql.push_str(&format!(
+            " AND (decided_by = {p} OR decided_by IN (SELECT id FROM users WHERE tenant_id = ?1 AND email = {e}))"
+        ));
+    }
+    if let Some(from) = filter.created_from {
+        let p = arg(&mut args, V::Integer(ms(from)));
+        sql.push_str(&format!(" AND created_at >= {p}"));
+    }
+    if let Some(before) = filter.created_before {
+        let p = arg(&mut args, V::Integer(ms(before)));
+        sql.push_str(&format!(" AND created_at < {p}"));
+    }
+    if let Some(id) = &filter.before_id {
+        let p = arg(&mut args, V::Text(id.clone()));
+        sql.push_str(&format!(" AND id < {p}"));
+    }
+    let p = arg(
+        &mut args,
+        V::Integer(i64::from(filter.limit.clamp(1, 500)) + 1),
+    );
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {p}"));
+    (sql, args)
+}
+
+fn group_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<Group>> {
+    let head = c
+        .prepare_cached("SELECT id, tenant_id, name, escalation_minutes, created_at, updated_at FROM approval_groups WHERE tenant_id = ?1 AND id = ?2")
+        .and_then(|mut s| {
+            s.query_row([tenant_id, id], |r| {
+                Ok(Group {
+                    id: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    name: r.get(2)?,
+                    escalation_minutes: r.get(3)?,
+                    members: Vec::new(),
+                    created_at: countersign_core::clock::from_millis(r.get(4)?),
+                    updated_at: countersign_core::clock::from_millis(r.get(5)?),
+                })
+            })
+            .optional()
+        })
+        .map_err(db_error)?;
+    let Some(mut group) = head else {
+        return Ok(None);
+    };
+    group.members = c
+        .prepare_cached(
+            "SELECT m.user_id, u.email, m.role FROM approval_group_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.tenant_id = ?1 AND m.group_id = ?2 ORDER BY m.role DESC, u.email",
+        )
+        .and_then(|mut s| {
+            s.query_map([tenant_id, id], |r| {
+                let role: String = r.get(2)?;
+                Ok(Member {
+                    user_id: r.get(0)?,
+                    email: r.get(1)?,
+                    role: MemberRole::parse(&role).unwrap_or(MemberRole::Backup),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_error)?;
+    Ok(Some(group))
+}
+
+/// Stored guard settings, or the defaults.
+pub(crate) fn parse_settings(
+    stored: Option<(String, String)>,
+) -> Result<(GuardSettings, RoutingRules)> {
+    match stored {
+        None => Ok((GuardSettings::default(), RoutingRules::default())),
+        Some((guard, routing)) => Ok((
+            serde_json::from_str(&guard).map_err(Error::internal)?,
+            serde_json::from_str(&routing).map_err(Error::internal)?,
+        )),
+    }
 }
 
 fn not_found(what: &str) -> Error {
@@ -451,7 +675,9 @@ impl Backend for SqliteStore {
             )
             .and_then(|mut s| s.execute(params![user.id, user.tenant_id, user.email, user.name, ms(user.created_at), user.is_admin]))
             .map_err(|e| match db_error(e) {
-                Error::AlreadyExists(_) => Error::AlreadyExists(format!("a user with email {:?} already exists", user.email)),
+                Error::AlreadyExists(_) => {
+                    Error::AlreadyExists(format!("a user with email {:?} already exists", user.email))
+                }
                 other => other,
             })?;
             append_audit(
@@ -500,12 +726,18 @@ impl Backend for SqliteStore {
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             if changed == 1 {
-                append_audit(c, AuditRecord::new(&tenant_id, at, &actor, "user.disabled", &id, json!({})))?;
+                append_audit(
+                    c,
+                    AuditRecord::new(&tenant_id, at, &actor, "user.disabled", &id, json!({})),
+                )?;
             }
-            c.prepare_cached(&format!("SELECT {} FROM users WHERE tenant_id = ?1 AND id = ?2", rows::USER_COLUMNS))
-                .and_then(|mut s| s.query_row([&tenant_id, &id], rows::user).optional())
-                .map_err(db_error)?
-                .ok_or_else(|| not_found("user"))
+            c.prepare_cached(&format!(
+                "SELECT {} FROM users WHERE tenant_id = ?1 AND id = ?2",
+                rows::USER_COLUMNS
+            ))
+            .and_then(|mut s| s.query_row([&tenant_id, &id], rows::user).optional())
+            .map_err(db_error)?
+            .ok_or_else(|| not_found("user"))
         })
         .await
     }
@@ -570,12 +802,18 @@ impl Backend for SqliteStore {
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             if changed == 1 {
-                append_audit(c, AuditRecord::new(&tenant_id, at, &actor, "agent.disabled", &id, json!({})))?;
+                append_audit(
+                    c,
+                    AuditRecord::new(&tenant_id, at, &actor, "agent.disabled", &id, json!({})),
+                )?;
             }
-            c.prepare_cached(&format!("SELECT {} FROM agents WHERE tenant_id = ?1 AND id = ?2", rows::AGENT_COLUMNS))
-                .and_then(|mut s| s.query_row([&tenant_id, &id], rows::agent).optional())
-                .map_err(db_error)?
-                .ok_or_else(|| not_found("agent"))
+            c.prepare_cached(&format!(
+                "SELECT {} FROM agents WHERE tenant_id = ?1 AND id = ?2",
+                rows::AGENT_COLUMNS
+            ))
+            .and_then(|mut s| s.query_row([&tenant_id, &id], rows::agent).optional())
+            .map_err(db_error)?
+            .ok_or_else(|| not_found("agent"))
         })
         .await
     }
@@ -643,16 +881,24 @@ impl Backend for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached("UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL")
+                .prepare_cached(
+                    "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                )
                 .and_then(|mut s| s.execute(params![tenant_id, id, ms(at)]))
                 .map_err(db_error)?;
             if changed == 1 {
-                append_audit(c, AuditRecord::new(&tenant_id, at, &actor, "api_key.revoked", &id, json!({})))?;
+                append_audit(
+                    c,
+                    AuditRecord::new(&tenant_id, at, &actor, "api_key.revoked", &id, json!({})),
+                )?;
             }
-            c.prepare_cached(&format!("SELECT {} FROM api_keys WHERE tenant_id = ?1 AND id = ?2", rows::API_KEY_COLUMNS))
-                .and_then(|mut s| s.query_row([&tenant_id, &id], rows::api_key).optional())
-                .map_err(db_error)?
-                .ok_or_else(|| not_found("API key"))
+            c.prepare_cached(&format!(
+                "SELECT {} FROM api_keys WHERE tenant_id = ?1 AND id = ?2",
+                rows::API_KEY_COLUMNS
+            ))
+            .and_then(|mut s| s.query_row([&tenant_id, &id], rows::api_key).optional())
+            .map_err(db_error)?
+            .ok_or_else(|| not_found("API key"))
         })
         .await
     }
@@ -673,29 +919,41 @@ impl Backend for SqliteStore {
 
     // ----- approval requests -----
 
-    async fn create_request(&self, new: NewRequest, actor: Actor) -> Result<ApprovalRequest> {
+    async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM users WHERE tenant_id = ?1 AND email = ?2",
+                rows::USER_COLUMNS
+            ))?
+            .query_row([tenant_id, email], rows::user)
+            .optional()
+        })
+    }
+
+    async fn create_request(
+        &self,
+        new: NewRequest,
+        reviewers: ReviewerPlan,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
         self.write(move |c| {
+            insert_request(c, &new)?;
             let r = &new.request;
-            let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
-            c.prepare_cached(
-                "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
-                 binding_message, context, context_sha256, status, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    r.id, r.tenant_id, r.kind.as_str(), new.auth_req_hash, r.agent_id, r.user_id, r.scope,
-                    r.binding_message, context, r.context_sha256, r.status.as_str(), ms(r.created_at), ms(r.expires_at),
-                ])
-            })
-            .map_err(db_error)?;
+            for (user_id, since) in &reviewers.reviewers {
+                c.prepare_cached("INSERT INTO approval_reviewers (approval_id, user_id, since) VALUES (?1, ?2, ?3)")
+                    .and_then(|mut s| s.execute(params![r.id, user_id, ms(*since)]))
+                    .map_err(db_error)?;
+            }
             append_audit(
                 c,
-                AuditRecord::new(&r.tenant_id, r.created_at, &actor, "approval.created", &r.id, json!({
-                    "kind": r.kind.as_str(), "user_id": r.user_id, "scope": r.scope,
-                    "binding_message": r.binding_message, "context_sha256": r.context_sha256,
-                    "expires_at_ms": ms(r.expires_at),
-                })),
+                AuditRecord::new(
+                    &r.tenant_id,
+                    r.created_at,
+                    &actor,
+                    "approval.created",
+                    &r.id,
+                    creation_details(r),
+                ),
             )?;
             Ok(new.request)
         })
@@ -721,47 +979,144 @@ impl Backend for SqliteStore {
         })
     }
 
+    async fn find_pending_tool_call(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        session_id: &str,
+        tool_name: &str,
+        arguments_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApprovalRequest>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM approval_requests WHERE tenant_id = ?1 AND kind = 'tool' AND status = 'pending' \
+                 AND agent_id = ?2 AND session_id = ?3 AND tool_name = ?4 AND context_sha256 = ?5 AND expires_at > ?6",
+                rows::REQUEST_COLUMNS
+            ))?
+            .query_row(
+                params![tenant_id, agent_id, session_id, tool_name, arguments_sha256, ms(now)],
+                rows::request,
+            )
+            .optional()
+        })
+    }
+
+    async fn reviewer_since(
+        &self,
+        approval_id: &str,
+        user_id: &str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT since FROM approval_reviewers WHERE approval_id = ?1 AND user_id = ?2",
+            )?
+            .query_row([approval_id, user_id], |r| r.get::<_, i64>(0))
+            .optional()
+        })
+        .map(|t| t.map(countersign_core::clock::from_millis))
+    }
+
+    async fn list_decisions(&self, approval_id: &str) -> Result<Vec<DecisionRecord>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM approval_decisions WHERE approval_id = ?1 ORDER BY decided_at, reviewer_id",
+                rows::DECISION_COLUMNS
+            ))?
+            .query_map([approval_id], rows::decision)?
+            .collect()
+        })
+    }
+
+    async fn cancel_request(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<ApprovalRequest> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE approval_requests SET status = 'cancelled', decided_at = ?3, decided_by = ?4 \
+                     WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending' AND expires_at > ?3",
+                )
+                .and_then(|mut s| s.execute(params![tenant_id, id, ms(at), actor.id]))
+                .map_err(db_error)?;
+            let request = request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))?;
+            if changed == 0 {
+                return Err(Error::AlreadyDecided {
+                    status: request.status_at(at),
+                });
+            }
+            append_audit(
+                c,
+                AuditRecord::new(&tenant_id, at, &actor, "approval.cancelled", &id, json!({})),
+            )?;
+            Ok(request)
+        })
+        .await
+    }
+
+    async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>> {
+        self.write(move |c| {
+            let due = c
+                .prepare_cached(&format!(
+                    "SELECT {} FROM approval_requests WHERE status = 'pending' AND next_escalation_at <= ?1 \
+                     AND expires_at > ?1 ORDER BY next_escalation_at LIMIT ?2",
+                    rows::REQUEST_COLUMNS
+                ))
+                .and_then(|mut s| {
+                    s.query_map(params![ms(now), limit], rows::request)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_error)?;
+            let mut escalated = Vec::with_capacity(due.len());
+            for mut request in due {
+                let from = request.rules.escalation_level;
+                let to = request.rules.level_at(now);
+                request.rules.escalation_level = to;
+                let next = request.rules.next_escalation_at().map(ms);
+                c.prepare_cached(
+                    "UPDATE approval_requests SET escalation_level = ?2, next_escalation_at = ?3 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![request.id, to, next]))
+                .map_err(db_error)?;
+                for (level, step) in request
+                    .rules
+                    .escalation_plan
+                    .iter()
+                    .enumerate()
+                    .take(to as usize)
+                    .skip(from as usize)
+                {
+                    append_audit(c, escalation_audit(&request, level as u32 + 1, step, now))?;
+                }
+                escalated.push(request);
+            }
+            Ok(escalated)
+        })
+        .await
+    }
+
     async fn list_requests(
         &self,
         tenant_id: &str,
         filter: &RequestFilter,
     ) -> Result<Page<ApprovalRequest>> {
-        let now = ms(filter.now);
-        let mut sql = format!(
-            "SELECT {} FROM approval_requests WHERE tenant_id = ?1",
-            rows::REQUEST_COLUMNS
-        );
-        // Pending past expiry counts as expired even before the sweeper records it.
-        match filter.status {
-            Some(ApprovalStatus::Pending) => {
-                sql.push_str(" AND status = 'pending' AND expires_at > ?2")
-            }
-            Some(ApprovalStatus::Expired) => sql
-                .push_str(" AND (status = 'expired' OR (status = 'pending' AND expires_at <= ?2))"),
-            Some(s) => sql.push_str(&format!(
-                " AND status = '{}' AND ?2 IS NOT NULL",
-                s.as_str()
-            )),
-            None => sql.push_str(" AND ?2 IS NOT NULL"),
-        }
-        sql.push_str(" AND (?3 IS NULL OR user_id = ?3) AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5");
-        let limit = filter.limit.clamp(1, 500);
+        let (sql, args) = list_sql(tenant_id, filter);
+        let limit = filter.limit.clamp(1, 500) as usize;
         let mut items = self.read(|c| {
             c.prepare_cached(&sql)?
-                .query_map(
-                    params![tenant_id, now, filter.user_id, filter.before_id, limit + 1],
-                    rows::request,
-                )?
+                .query_map(rusqlite::params_from_iter(args.iter()), rows::request)?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        let has_more = items.len() > limit as usize;
-        items.truncate(limit as usize);
+        let has_more = items.len() > limit;
+        items.truncate(limit);
         Ok(Page { items, has_more })
     }
 
-    /// The compare-and-set at the heart of every decision: only a pending, unexpired request
-    /// changes, so of many concurrent decisions exactly one wins. The loser learns the
-    /// current status.
     async fn decide(
         &self,
         tenant_id: &str,
@@ -770,34 +1125,49 @@ impl Backend for SqliteStore {
     ) -> Result<ApprovalRequest> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
-            let status = decision.verdict.status();
-            let changed = c
-                .prepare_cached(
-                    "UPDATE approval_requests SET status = ?3, decided_at = ?4, decided_by = ?5, comment = ?6 \
-                     WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending' AND expires_at > ?4",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![tenant_id, id, status.as_str(), ms(decision.at), decision.actor.id, decision.comment])
-                })
-                .map_err(db_error)?;
-            let request = request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))?;
-            if changed == 0 {
-                return Err(Error::AlreadyDecided { status: request.status_at(decision.at) });
+            let current = request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))?;
+            if current.status != ApprovalStatus::Pending || current.expires_at <= decision.at {
+                return Err(Error::AlreadyDecided { status: current.status_at(decision.at) });
             }
-            let action = match status {
-                ApprovalStatus::Approved => "approval.approved",
-                _ => "approval.rejected",
-            };
-            append_audit(
-                c,
-                AuditRecord::new(&tenant_id, decision.at, &decision.actor, action, &id, json!({"comment": decision.comment, "channel": decision.channel.as_str()})),
-            )?;
-            Ok(request)
+            c.prepare_cached(
+                "INSERT INTO approval_decisions (approval_id, tenant_id, reviewer_id, reviewer, verdict, comment, channel, decided_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id, tenant_id, decision.actor.id, decision.reviewer, decision.verdict.as_str(),
+                    decision.comment, decision.channel, ms(decision.at),
+                ])
+            })
+            .map_err(|e| match db_error(e) {
+                Error::AlreadyExists(_) => already_voted(),
+                other => other,
+            })?;
+            let approvals: u32 = c
+                .prepare_cached("SELECT COUNT(*) FROM approval_decisions WHERE approval_id = ?1 AND verdict = 'approve'")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)))
+                .map_err(db_error)?;
+            let outcome = quorum_outcome(&current, decision.verdict, approvals);
+            if let Some(status) = outcome {
+                let changed = c
+                    .prepare_cached(
+                        "UPDATE approval_requests SET status = ?3, decided_at = ?4, decided_by = ?5, comment = ?6 \
+                         WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending'",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![tenant_id, id, status.as_str(), ms(decision.at), decision.actor.id, decision.comment])
+                    })
+                    .map_err(db_error)?;
+                if changed != 1 {
+                    return Err(Error::AlreadyDecided { status: current.status_at(decision.at) });
+                }
+            }
+            append_audit(c, decision_audit(&tenant_id, &id, &decision, outcome, approvals, current.rules.required_approvals))?;
+            request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))
         })
         .await
     }
 
-    /// Records that the one access token of an approval was issued; false if it already was.
     async fn mark_token_issued(
         &self,
         tenant_id: &str,
@@ -816,7 +1186,10 @@ impl Backend for SqliteStore {
                 .and_then(|mut s| s.execute(params![tenant_id, id, ms(at), jti]))
                 .map_err(db_error)?;
             if changed == 1 {
-                append_audit(c, AuditRecord::new(&tenant_id, at, &actor, "token.issued", &id, json!({"jti": jti})))?;
+                append_audit(
+                    c,
+                    AuditRecord::new(&tenant_id, at, &actor, "token.issued", &id, json!({"jti": jti})),
+                )?;
             }
             Ok(changed == 1)
         })
@@ -836,18 +1209,19 @@ impl Backend for SqliteStore {
                 .map_err(db_error)?;
             let mut expired = Vec::with_capacity(due.len());
             for mut request in due {
+                let status = request.timeout_status();
+                let decided_by = (status == ApprovalStatus::Approved).then_some(TIMEOUT_DECIDER);
                 let changed = c
-                    .prepare_cached("UPDATE approval_requests SET status = 'expired', decided_at = ?2 WHERE id = ?1 AND status = 'pending'")
-                    .and_then(|mut s| s.execute(params![request.id, ms(request.expires_at)]))
+                    .prepare_cached(
+                        "UPDATE approval_requests SET status = ?2, decided_at = ?3, decided_by = ?4 WHERE id = ?1 AND status = 'pending'",
+                    )
+                    .and_then(|mut s| s.execute(params![request.id, status.as_str(), ms(request.expires_at), decided_by]))
                     .map_err(db_error)?;
                 if changed == 1 {
-                    request.status = ApprovalStatus::Expired;
+                    request.status = status;
                     request.decided_at = Some(request.expires_at);
-                    append_audit(
-                        c,
-                        AuditRecord::new(&request.tenant_id, now, &Actor::system("expiry"), "approval.expired", &request.id,
-                            json!({"expires_at_ms": ms(request.expires_at)})),
-                    )?;
+                    request.decided_by = decided_by.map(str::to_string);
+                    append_audit(c, timeout_audit(&request, now))?;
                     expired.push(Expired { tenant_id: request.tenant_id.clone(), request });
                 }
             }
@@ -864,6 +1238,235 @@ impl Backend for SqliteStore {
                 |r| r.get(0),
             )
         })
+    }
+
+    // ----- guard configuration -----
+
+    async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM policies WHERE tenant_id = ?1 ORDER BY id",
+                rows::POLICY_COLUMNS
+            ))?
+            .query_map([tenant_id], rows::policy)?
+            .collect()
+        })
+    }
+
+    async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {} FROM policies WHERE tenant_id = ?1 AND id = ?2",
+                rows::POLICY_COLUMNS
+            ))?
+            .query_row([tenant_id, id], rows::policy)
+            .optional()
+        })
+    }
+
+    async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy> {
+        self.write(move |c| {
+            let config = serde_json::to_string(&policy.approval).map_err(Error::internal)?;
+            let sql = if created {
+                "INSERT INTO policies (id, tenant_id, name, description, tool_pattern, action, priority, is_active, \
+                 condition, approval_config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            } else {
+                "UPDATE policies SET name = ?3, description = ?4, tool_pattern = ?5, action = ?6, priority = ?7, \
+                 is_active = ?8, condition = ?9, approval_config = ?10, updated_at = ?12 WHERE id = ?1 AND tenant_id = ?2 AND ?11 IS NOT NULL"
+            };
+            let changed = c
+                .prepare_cached(sql)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        policy.id, policy.tenant_id, policy.name, policy.description, policy.tool_pattern,
+                        policy.action.as_str(), policy.priority, policy.is_active, policy.condition, config,
+                        ms(policy.created_at), ms(policy.updated_at),
+                    ])
+                })
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Err(not_found("policy"));
+            }
+            let action = if created { "policy.created" } else { "policy.updated" };
+            append_audit(
+                c,
+                config_audit(&policy.tenant_id, policy.updated_at, &actor, action, &policy.id,
+                    json!({"name": policy.name, "tool_pattern": policy.tool_pattern, "action": policy.action.as_str(),
+                           "priority": policy.priority, "is_active": policy.is_active, "condition": policy.condition})),
+            )?;
+            Ok(policy)
+        })
+        .await
+    }
+
+    async fn delete_policy(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached("DELETE FROM policies WHERE tenant_id = ?1 AND id = ?2")
+                .and_then(|mut s| s.execute([&tenant_id, &id]))
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Err(not_found("policy"));
+            }
+            append_audit(
+                c,
+                config_audit(&tenant_id, at, &actor, "policy.deleted", &id, json!({})),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>> {
+        let ids: Vec<String> = self.read(|c| {
+            c.prepare_cached("SELECT id FROM approval_groups WHERE tenant_id = ?1 ORDER BY id")?
+                .query_map([tenant_id], |r| r.get(0))?
+                .collect()
+        })?;
+        let mut groups = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(g) = self.get_group(tenant_id, &id).await? {
+                groups.push(g);
+            }
+        }
+        Ok(groups)
+    }
+
+    async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>> {
+        let readers = &self.inner.readers;
+        let conn =
+            readers[self.inner.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len()].lock();
+        group_in_tx(&conn, tenant_id, id)
+    }
+
+    async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group> {
+        self.write(move |c| {
+            let changed = if created {
+                c.prepare_cached(
+                    "INSERT INTO approval_groups (tenant_id, id, name, escalation_minutes, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![group.tenant_id, group.id, group.name, group.escalation_minutes, ms(group.created_at), ms(group.updated_at)])
+                })
+                .map_err(|e| match db_error(e) {
+                    Error::AlreadyExists(_) => Error::AlreadyExists(format!("an approval group {:?} already exists", group.id)),
+                    other => other,
+                })?
+            } else {
+                c.prepare_cached("UPDATE approval_groups SET name = ?3, escalation_minutes = ?4, updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2")
+                    .and_then(|mut s| s.execute(params![group.tenant_id, group.id, group.name, group.escalation_minutes, ms(group.updated_at)]))
+                    .map_err(db_error)?
+            };
+            if changed == 0 {
+                return Err(not_found("approval group"));
+            }
+            c.prepare_cached("DELETE FROM approval_group_members WHERE tenant_id = ?1 AND group_id = ?2")
+                .and_then(|mut s| s.execute([&group.tenant_id, &group.id]))
+                .map_err(db_error)?;
+            for m in &group.members {
+                c.prepare_cached("INSERT INTO approval_group_members (tenant_id, group_id, user_id, role) VALUES (?1, ?2, ?3, ?4)")
+                    .and_then(|mut s| s.execute(params![group.tenant_id, group.id, m.user_id, m.role.as_str()]))
+                    .map_err(db_error)?;
+            }
+            let action = if created { "approval_group.created" } else { "approval_group.updated" };
+            let members: Vec<_> = group.members.iter().map(|m| json!({"user_id": m.user_id, "role": m.role.as_str()})).collect();
+            append_audit(
+                c,
+                config_audit(&group.tenant_id, group.updated_at, &actor, action, &group.id,
+                    json!({"name": group.name, "escalation_minutes": group.escalation_minutes, "members": members})),
+            )?;
+            group_in_tx(c, &group.tenant_id, &group.id)?.ok_or_else(|| not_found("approval group"))
+        })
+        .await
+    }
+
+    async fn delete_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            c.prepare_cached(
+                "DELETE FROM approval_group_members WHERE tenant_id = ?1 AND group_id = ?2",
+            )
+            .and_then(|mut s| s.execute([&tenant_id, &id]))
+            .map_err(db_error)?;
+            let changed = c
+                .prepare_cached("DELETE FROM approval_groups WHERE tenant_id = ?1 AND id = ?2")
+                .and_then(|mut s| s.execute([&tenant_id, &id]))
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Err(not_found("approval group"));
+            }
+            append_audit(
+                c,
+                config_audit(
+                    &tenant_id,
+                    at,
+                    &actor,
+                    "approval_group.deleted",
+                    &id,
+                    json!({}),
+                ),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)> {
+        let stored: Option<(String, String)> = self.read(|c| {
+            c.prepare_cached("SELECT guard, routing FROM tenant_settings WHERE tenant_id = ?1")?
+                .query_row([tenant_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })?;
+        parse_settings(stored)
+    }
+
+    async fn put_guard_settings(
+        &self,
+        tenant_id: &str,
+        settings: Option<GuardSettings>,
+        routing: Option<RoutingRules>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<(GuardSettings, RoutingRules)> {
+        let tenant_id = tenant_id.to_string();
+        self.write(move |c| {
+            let stored: Option<(String, String)> = c
+                .prepare_cached("SELECT guard, routing FROM tenant_settings WHERE tenant_id = ?1")
+                .and_then(|mut s| s.query_row([&tenant_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(db_error)?;
+            let (old_settings, old_routing) = parse_settings(stored)?;
+            let action = if settings.is_some() { "guard.settings_updated" } else { "guard.routing_updated" };
+            let settings = settings.unwrap_or(old_settings);
+            let routing = routing.unwrap_or(old_routing);
+            let (guard_json, routing_json) = (
+                serde_json::to_string(&settings).map_err(Error::internal)?,
+                serde_json::to_string(&routing).map_err(Error::internal)?,
+            );
+            c.prepare_cached(
+                "INSERT INTO tenant_settings (tenant_id, guard, routing, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET guard = excluded.guard, routing = excluded.routing, updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![tenant_id, guard_json, routing_json, ms(at)]))
+            .map_err(db_error)?;
+            let details = serde_json::from_str(if action == "guard.settings_updated" { &guard_json } else { &routing_json })
+                .map_err(Error::internal)?;
+            append_audit(c, config_audit(&tenant_id, at, &actor, action, &tenant_id, details))?;
+            Ok((settings, routing))
+        })
+        .await
     }
 
     // ----- audit -----

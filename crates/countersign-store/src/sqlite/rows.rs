@@ -1,11 +1,15 @@
 //! Row mapping between SQL and domain records.
 use chrono::{DateTime, Utc};
-use countersign_core::approval::{ApprovalRequest, RequestKind};
+use countersign_core::approval::{
+    ApprovalRequest, DecisionRecord, DecisionRules, RequestKind, ToolInfo, Verdict,
+};
 use countersign_core::audit::{AuditRecord, ChainedEvent};
 use countersign_core::clock::from_millis;
 use countersign_core::directory::{Agent, ApiKey, Tenant, User};
+use countersign_core::policy::Policy;
 use countersign_core::{Error, Principal, Role};
 use countersign_proto::admin::KeyRole;
+use countersign_proto::guard::{PolicyAction, TimeoutOutcome};
 use countersign_proto::{ApprovalStatus, TrustLevel};
 use rusqlite::Row;
 
@@ -120,15 +124,42 @@ pub fn principal(row: &Row) -> rusqlite::Result<Principal> {
 
 pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope, binding_message, \
      context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
-     token_issued_at";
+     token_issued_at, tool_name, session_id, reason, risk_score, threats, policy_id, policy_name, \
+     notification_channels, on_behalf_of, approval_group_id, required_approvals, \
+     allow_self_approval, default_on_timeout, escalation_level, escalation_plan";
+
+fn json_or<T: serde::de::DeserializeOwned + Default>(row: &Row, idx: usize) -> rusqlite::Result<T> {
+    match row.get::<_, Option<String>>(idx)? {
+        None => Ok(T::default()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
+}
 
 pub fn request(row: &Row) -> rusqlite::Result<ApprovalRequest> {
     let kind: String = row.get(2)?;
     let status: String = row.get(9)?;
+    let kind = RequestKind::parse(&kind).ok_or_else(|| bad(2, "kind"))?;
+    let tool = match row.get::<_, Option<String>>(16)? {
+        Some(tool_name) => Some(ToolInfo {
+            tool_name,
+            session_id: row.get::<_, Option<String>>(17)?.unwrap_or_default(),
+            reason: row.get(18)?,
+            risk_score: row.get::<_, Option<f64>>(19)?.unwrap_or_default(),
+            threats: json_or(row, 20)?,
+            policy_id: row.get(21)?,
+            policy_name: row.get(22)?,
+            notification_channels: json_or(row, 23)?,
+            on_behalf_of: row.get(24)?,
+        }),
+        None => None,
+    };
+    let timeout: String = row.get(28)?;
     Ok(ApprovalRequest {
         id: row.get(0)?,
         tenant_id: row.get(1)?,
-        kind: RequestKind::parse(&kind).ok_or_else(|| bad(2, "kind"))?,
+        kind,
         agent_id: row.get(3)?,
         user_id: row.get(4)?,
         scope: row.get(5)?,
@@ -142,6 +173,58 @@ pub fn request(row: &Row) -> rusqlite::Result<ApprovalRequest> {
         decided_by: row.get(13)?,
         comment: row.get(14)?,
         token_issued_at: opt_time(row, 15)?,
+        tool,
+        rules: DecisionRules {
+            approval_group_id: row.get(25)?,
+            required_approvals: row.get(26)?,
+            allow_self_approval: row.get(27)?,
+            default_on_timeout: TimeoutOutcome::parse(&timeout)
+                .ok_or_else(|| bad(28, "timeout outcome"))?,
+            escalation_level: row.get(29)?,
+            escalation_plan: json_or(row, 30)?,
+        },
+    })
+}
+
+pub const DECISION_COLUMNS: &str = "reviewer_id, reviewer, verdict, comment, channel, decided_at";
+
+pub fn decision(row: &Row) -> rusqlite::Result<DecisionRecord> {
+    let verdict: String = row.get(2)?;
+    Ok(DecisionRecord {
+        reviewer_id: row.get(0)?,
+        reviewer: row.get(1)?,
+        verdict: match verdict.as_str() {
+            "approve" => Verdict::Approve,
+            "reject" => Verdict::Reject,
+            _ => return Err(bad(2, "verdict")),
+        },
+        comment: row.get(3)?,
+        channel: row.get(4)?,
+        decided_at: time(row, 5)?,
+    })
+}
+
+pub const POLICY_COLUMNS: &str = "id, tenant_id, name, description, tool_pattern, action, priority, \
+     is_active, condition, approval_config, created_at, updated_at";
+
+pub fn policy(row: &Row) -> rusqlite::Result<Policy> {
+    let action: String = row.get(5)?;
+    let config: String = row.get(9)?;
+    Ok(Policy {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        name: row.get(2)?,
+        description: row.get(3)?,
+        tool_pattern: row.get(4)?,
+        action: PolicyAction::parse(&action).ok_or_else(|| bad(5, "action"))?,
+        priority: row.get(6)?,
+        is_active: row.get(7)?,
+        condition: row.get(8)?,
+        approval: serde_json::from_str(&config).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        created_at: time(row, 10)?,
+        updated_at: time(row, 11)?,
     })
 }
 

@@ -13,6 +13,7 @@ mod ciba;
 mod cli;
 mod durability;
 mod errors;
+mod guard;
 mod meta;
 mod replicas;
 mod support;

@@ -58,7 +58,11 @@ fn on(app: &TestApp, client: &Client) -> Client {
 async fn replicas_starting_at_once_migrate_and_bootstrap_once() {
     let c = cluster(3, None).await;
     assert_eq!(c.count("SELECT COUNT(*) FROM tenants").await, 1);
-    assert_eq!(c.count("SELECT COUNT(*) FROM schema_migrations").await, 1);
+    let (_, versions) = countersign_store::migration_versions();
+    assert_eq!(
+        c.count("SELECT COUNT(*) FROM schema_migrations").await,
+        versions.len() as i64
+    );
     assert_eq!(
         c.count("SELECT COUNT(*) FROM signing_keys WHERE active")
             .await,

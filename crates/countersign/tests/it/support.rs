@@ -57,7 +57,9 @@ pub fn on_postgres() -> bool {
 /// The PostgreSQL server the tests use; `scripts/test` starts one.
 pub fn test_server_url() -> String {
     std::env::var("COUNTERSIGN_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        panic!("COUNTERSIGN_TEST_DATABASE_URL is not set: run scripts/test (it starts PostgreSQL) or point it at a server")
+        panic!(
+            "COUNTERSIGN_TEST_DATABASE_URL is not set: run scripts/test (it starts PostgreSQL) or point it at a server"
+        )
     })
 }
 
@@ -311,5 +313,22 @@ impl Accepted {
 
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Audit events with this action and subject, waiting briefly for a background worker on
+/// another connection to commit them (PostgreSQL sweeps skip rows another sweep holds).
+pub async fn audited(app: &TestApp, action: &str, subject: Option<&str>) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let events = app.admin.audit_page(None, Some(500)).await.unwrap().events;
+        let n = events
+            .iter()
+            .filter(|e| e.action == action && subject.is_none_or(|s| e.subject == s))
+            .count();
+        if n > 0 || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,447 @@
+//! The guard API: `/v1/guard/{proxyId}/*` (snake_case), shaped like the seed.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::{ApprovalStatus, TrustLevel};
+
+/// What a policy (or the tenant default) answers for a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyAction {
+    Allow,
+    Block,
+    RequireApproval,
+}
+
+impl PolicyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyAction::Allow => "allow",
+            PolicyAction::Block => "block",
+            PolicyAction::RequireApproval => "require_approval",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PolicyAction> {
+        [
+            PolicyAction::Allow,
+            PolicyAction::Block,
+            PolicyAction::RequireApproval,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+/// What happens to an approval nobody decided in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutOutcome {
+    /// The request becomes `expired` (and the tool call must not run).
+    #[default]
+    Reject,
+    /// The request becomes `approved`, recorded as approved by the timeout.
+    Approve,
+}
+
+impl TimeoutOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutOutcome::Reject => "reject",
+            TimeoutOutcome::Approve => "approve",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TimeoutOutcome> {
+        match s {
+            "reject" => Some(TimeoutOutcome::Reject),
+            "approve" => Some(TimeoutOutcome::Approve),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationRule {
+    /// Minutes after the request was made.
+    pub after_minutes: u32,
+    /// The approval group whose members may also decide from then on.
+    pub escalate_to: String,
+}
+
+/// `approval_config` of a policy, with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// 1 to 1440, default 30.
+    pub timeout_minutes: u32,
+    /// email, slack, teams, webhook or dashboard.
+    pub notification_channels: Vec<String>,
+    pub approval_group_id: Option<String>,
+    pub default_on_timeout: TimeoutOutcome,
+    pub escalation_rules: Vec<EscalationRule>,
+    /// Distinct eligible reviewers who must approve (quorum), default 1; one rejection rejects.
+    pub required_approvals: u32,
+    /// Whether the person the agent acts for may approve their own request (default false).
+    pub allow_self_approval: bool,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig {
+            timeout_minutes: 30,
+            notification_channels: Vec::new(),
+            approval_group_id: None,
+            default_on_timeout: TimeoutOutcome::Reject,
+            escalation_rules: Vec::new(),
+            required_approvals: 1,
+            allow_self_approval: false,
+        }
+    }
+}
+
+/// `POST /policies` and `PUT /policies/{id}`: the seed's body plus optional fields.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInput {
+    pub name: String,
+    /// A glob over tool names, e.g. `payment_*`.
+    pub tool_pattern: String,
+    pub action: PolicyAction,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Higher wins when several policies match; default 0.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// A CEL expression over `tool`, `args`, `agent` (id, name, trust_level), `session`,
+    /// `risk`, `threats` and `scope`; the policy applies only when it is true.
+    #[serde(default)]
+    pub condition: Option<String>,
+    #[serde(default)]
+    pub approval_config: Option<ApprovalConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolicyView {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub tool_pattern: String,
+    pub action: PolicyAction,
+    pub priority: i64,
+    pub is_active: bool,
+    pub condition: Option<String>,
+    pub approval_config: ApprovalConfig,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolicyList {
+    pub policies: Vec<PolicyView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    /// Asked first.
+    Primary,
+    /// May decide once the group's `escalation_minutes` have passed.
+    Backup,
+}
+
+impl MemberRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Primary => "primary",
+            MemberRole::Backup => "backup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MemberRole> {
+        match s {
+            "primary" => Some(MemberRole::Primary),
+            "backup" => Some(MemberRole::Backup),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberInput {
+    /// A user of the tenant.
+    pub email: String,
+    pub role: MemberRole,
+}
+
+/// `POST /approval-groups` and `PUT /approval-groups/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupInput {
+    /// Optional id (letters, digits, `_`, `-`), e.g. `group_finance`; generated when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    pub members: Vec<MemberInput>,
+    /// Minutes until backups join; default: backups join at once.
+    #[serde(default)]
+    pub escalation_minutes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemberView {
+    pub user_id: String,
+    pub email: String,
+    pub role: MemberRole,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GroupView {
+    pub id: String,
+    pub name: String,
+    pub members: Vec<MemberView>,
+    pub escalation_minutes: Option<u32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GroupList {
+    pub approval_groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingCondition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_score_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRule {
+    pub condition: RoutingCondition,
+    pub approval_group: String,
+}
+
+/// `PUT /routing-rules`: first match wins; otherwise the policy's group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRules {
+    pub routing_rules: Vec<RoutingRule>,
+}
+
+/// Agents of these trust levels always need approval for these tools or scopes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRule {
+    pub trust_levels: Vec<TrustLevel>,
+    #[serde(default)]
+    pub tool_patterns: Vec<String>,
+    /// Matched against the tool call's optional `scope` (an action category).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Who decides; default: the tenant's `default_approval_group_id`.
+    #[serde(default)]
+    pub approval_group_id: Option<String>,
+}
+
+/// `GET`/`PUT /settings`: the tenant's guard settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardSettings {
+    /// The action when no policy matches (default allow).
+    pub default_action: PolicyAction,
+    /// The group asked when a default or trust rule requires approval.
+    pub default_approval_group_id: Option<String>,
+    /// Whether tenant admins may decide tool-call approvals (they always may for CIBA).
+    pub admins_can_decide: bool,
+    pub trust_rules: Vec<TrustRule>,
+    /// Timeout of approvals the tenant default or a trust rule requires, in minutes.
+    pub default_timeout_minutes: u32,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            default_action: PolicyAction::Allow,
+            default_approval_group_id: None,
+            admins_can_decide: false,
+            trust_rules: Vec::new(),
+            default_timeout_minutes: 30,
+        }
+    }
+}
+
+/// `POST /tool`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRequest {
+    pub session_id: String,
+    /// `{name, arguments}`, OpenAI's `{type:"function", function:{name, arguments}}` or
+    /// Anthropic's `{type:"tool_use", name, input}`.
+    #[schema(value_type = Object)]
+    pub tool_call: serde_json::Value,
+    /// An action category for trust rules, e.g. `payments`.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Why the agent wants to run it, shown to reviewers as the agent's words.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The user (id or email) the agent acts for; they may not approve it themselves.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+}
+
+/// The answer to `POST /tool`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ToolDecision {
+    pub action: PolicyAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub risk_score: f64,
+    pub threats_detected: Vec<String>,
+    /// The name of the policy that decided; null when the tenant default did.
+    pub policy_matched: Option<String>,
+}
+
+/// `POST /policies/evaluate`: what `POST /tool` would answer, without creating anything.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateRequest {
+    #[schema(value_type = Object)]
+    pub tool_call: serde_json::Value,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Evaluate as this agent (default: a `standard` agent).
+    #[serde(default)]
+    pub agent_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DecisionView {
+    pub reviewer: String,
+    /// approve or reject.
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// api, cli, dashboard, email, slack, teams.
+    pub channel: String,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// `GET /approvals/{id}`: the seed's fields first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GuardApprovalView {
+    pub approval_id: String,
+    pub status: ApprovalStatus,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub comment: Option<String>,
+    /// The rejection reason, when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub tool_name: String,
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Value,
+    pub arguments_sha256: String,
+    pub session_id: Option<String>,
+    /// The agent's own words about why.
+    pub agent_reason: Option<String>,
+    pub agent_id: String,
+    pub risk_score: f64,
+    pub threats_detected: Vec<String>,
+    pub policy_matched: Option<String>,
+    pub approval_group: Option<String>,
+    pub escalation_level: u32,
+    pub required_approvals: u32,
+    pub decisions: Vec<DecisionView>,
+    pub requested_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Hold the request open up to this many seconds (at most 30) until a decision.
+    #[serde(default)]
+    pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Tool name (exact).
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// Email or user id of the reviewer who decided.
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    /// Requested at or after (RFC 3339).
+    #[serde(default)]
+    pub from: Option<DateTime<Utc>>,
+    /// Requested before (RFC 3339).
+    #[serde(default)]
+    pub to: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// 1 to 200, default 50.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryItem {
+    pub approval_id: String,
+    pub tool_name: String,
+    pub status: ApprovalStatus,
+    pub requested_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<String>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct History {
+    pub approvals: Vec<HistoryItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentBody {
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The signed grant for an approved tool call.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+}
