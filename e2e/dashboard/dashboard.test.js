@@ -321,7 +321,78 @@ test("an admin manages people and agents; keys and links are shown once", async 
 
   await page.getByRole("link", { name: "Audit" }).click();
   await page.locator('[data-chain="ok"]').waitFor();
+
+  // Policies: a group, a policy with a bad CEL condition (refused with the error), then a
+  // good one, tried against a sample call without creating anything.
+  await page.getByRole("link", { name: "Policies" }).click();
+  await page.getByLabel("Id (optional; an existing id replaces that group)").fill("group_finance");
+  await page.getByLabel("Name", { exact: true }).last().fill("Finance");
+  await page.getByLabel(/Members: one per line/).fill("rita@example.com primary");
+  await page.getByRole("button", { name: "Save group" }).click();
+  await page.getByText('Group "Finance" saved.').waitFor();
+
+  const policyForm = page.locator("form[action='/ui/admin/policies']");
+  await policyForm.getByLabel("Name").fill("Approve refunds");
+  await policyForm.getByLabel("Tool pattern (glob)").fill("payment_*");
+  await policyForm.getByLabel("Condition (CEL, optional)").fill("args.amount > ");
+  await page.locator("[data-condition-error]").waitFor();
+  assert.match(await page.locator("[data-condition-error]").textContent(), /not valid CEL/);
+  await policyForm.getByRole("button", { name: "Create policy" }).click();
+  await page.locator("[data-policy-error]").waitFor();
+  assert.match(await page.locator("[data-policy-error]").textContent(), /not valid CEL/);
+  assert.equal((await api("/v1/guard/default/policies")).policies.length, 0);
+
+  // The form kept what was typed; fix the condition.
+  const form = page.locator("form[action='/ui/admin/policies']");
+  assert.equal(await form.getByLabel("Tool pattern (glob)").inputValue(), "payment_*");
+  await form.getByLabel("Condition (CEL, optional)").fill("args.amount > 100");
+  await page.locator("[data-condition-ok]").waitFor();
+  await form.getByLabel("Approval group").selectOption("group_finance");
+  await form.getByRole("button", { name: "Create policy" }).click();
+  await page.getByText('Policy "Approve refunds" created.').waitFor();
+
+  await page.getByLabel("Tool call (JSON)").fill('{"name": "payment_refund", "arguments": {"amount": 500}}');
+  await page.getByRole("button", { name: "Evaluate" }).click();
+  await page.locator('[data-try-action="require_approval"]').waitFor();
+  assert.match(await page.locator("#try-result").textContent(), /Approve refunds/);
+  await page.getByLabel("Tool call (JSON)").fill('{"name": "payment_refund", "arguments": {"amount": 5}}');
+  await page.getByRole("button", { name: "Evaluate" }).click();
+  await page.locator('[data-try-action="allow"]').waitFor();
+  const history = await api("/v1/approvals?status=all&limit=200");
+  assert.ok(!history.approvals.some((a) => a.kind === "tool"), "trying created no request");
   await context.close();
+});
+
+test("a guard tool call routed to the reviewer's group shows its tool, arguments, risk, policy and group", async () => {
+  const { page } = rita;
+  await page.goto("/ui/queue");
+  await page.waitForFunction(() => document.body.dataset.live === "on");
+  const res = await fetch(`${base}/v1/guard/default/tool`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${agentKey}`, "Content-Type": "application/json" },
+    body: JSON.stringify({
+      session_id: "session_123",
+      tool_call: { name: "payment_refund", arguments: { amount: 500, customer_id: "cust_123" } },
+      reason: "Customer says the order never arrived",
+    }),
+  });
+  const decision = await res.json();
+  assert.equal(decision.action, "require_approval", JSON.stringify(decision));
+  const id = decision.approval_id;
+  await page.locator(`li[data-request-id="${id}"]`).waitFor({ timeout: 10_000 });
+  await page.locator(`li[data-request-id="${id}"] a`).click();
+  await page.waitForURL(new RegExp(`/ui/requests/${id}`));
+  const body = await page.textContent("body");
+  assert.match(body, /payment_refund/);
+  assert.match(body, /Customer says the order never arrived/);
+  assert.match(body, /Approve refunds/);
+  assert.match(await page.locator("[data-routing]").textContent(), /Finance/);
+  assert.match(await page.locator("[data-arguments]").textContent(), /"customer_id": "cust_123"/);
+  await page.getByRole("button", { name: "Approve" }).click();
+  await page.locator('#decision [data-status="approved"]').waitFor();
+  const view = await api(`/v1/guard/default/approvals/${id}`, { key: agentKey });
+  assert.equal(view.status, "approved");
+  assert.equal(view.decisions[0].channel, "dashboard");
 });
 
 test("a reviewer sees and ends their other sessions", async () => {

@@ -21,7 +21,9 @@
       // A decided request never changes again; keep the outcome (and its notice) as shown.
       var shown = panel && panel.querySelector("[data-status]");
       var settled = shown && shown.dataset.status !== "pending";
-      if (panel && !settled && (data.kind === "resync" || data.id === panel.dataset.requestId)) {
+      // While this page's own decision is on its way, its answer will show the outcome.
+      var busy = panel && panel.dataset.busy === "1";
+      if (panel && !settled && !busy && (data.kind === "resync" || data.id === panel.dataset.requestId)) {
         refresh("#decision");
       }
       if (queue) {
@@ -64,6 +66,16 @@
       navigator.clipboard.writeText(target.value || target.textContent);
       btn.textContent = "Copied";
     }
+  });
+
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    var panel = document.getElementById("decision");
+    if (panel && e.target.closest && e.target.closest("#decision form")) { panel.dataset.busy = "1"; }
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var panel = document.getElementById("decision");
+    var verb = e.detail && e.detail.requestConfig && e.detail.requestConfig.verb;
+    if (panel && verb === "post") { delete panel.dataset.busy; }
   });
 
   document.addEventListener("DOMContentLoaded", function () {

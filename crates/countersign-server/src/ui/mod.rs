@@ -4,6 +4,7 @@
 //! anti-forgery token; agent-supplied text is escaped by the templates.
 mod admin;
 mod auth;
+mod guard;
 mod queue;
 mod views;
 
@@ -96,6 +97,19 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/admin/agents/{id}/disable", post(admin::disable_agent))
         .route("/ui/admin/admin-keys", post(admin::create_admin_key))
         .route("/ui/admin/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/ui/admin/guard", get(guard::guard_page))
+        .route("/ui/admin/policies", post(guard::create_policy))
+        .route(
+            "/ui/admin/policies/check-condition",
+            post(guard::check_condition),
+        )
+        .route("/ui/admin/policies/try", post(guard::try_policies))
+        .route("/ui/admin/policies/{id}/toggle", post(guard::toggle_policy))
+        .route("/ui/admin/policies/{id}/delete", post(guard::delete_policy))
+        .route("/ui/admin/groups", post(guard::save_group))
+        .route("/ui/admin/groups/{id}/delete", post(guard::delete_group))
+        .route("/ui/admin/routing", post(guard::save_routing))
+        .route("/ui/admin/settings", post(guard::save_settings))
         .route("/ui/manifest.webmanifest", get(manifest))
         .route("/ui/static/{name}", get(asset))
         .layer(middleware::from_fn_with_state(state, security_headers))
