@@ -449,6 +449,6 @@ test("every page works at phone size", async () => {
   if (process.env.UPDATE_DOCS_SCREENSHOTS) {
     mkdirSync(join(root, "docs"), { recursive: true });
     copyFileSync(join(artifacts, "queue-desktop.png"), join(root, "docs", "dashboard-queue.png"));
-    copyFileSync(join(artifacts, "request-phone.png"), join(root, "docs", "dashboard-request-phone.png"));
+    copyFileSync(join(artifacts, "request-desktop.png"), join(root, "docs", "dashboard-request.png"));
   }
 });
