@@ -34,30 +34,7 @@ async fn a_killed_server_loses_no_acknowledged_request() {
     let (user, _) = reviewer_in(&admin, "alice@example.com").await;
     let (_, agent) = agent_in(&admin, "bot").await;
 
-    let accepted = Arc::new(Accepted::default());
-    let writers: Vec<_> = (0..8)
-        .map(|_| {
-            let agent = agent.clone();
-            let accepted = accepted.clone();
-            let user = user.clone();
-            tokio::spawn(async move {
-                for _ in 0..500 {
-                    match agent.ciba_authorize(&payment(&user)).await {
-                        Ok(r) => accepted.push(r.auth_req_id),
-                        Err(_) => break,
-                    }
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().unwrap();
-    let _ = child.wait();
-    for w in writers {
-        let _ = w.await;
-    }
-    let accepted = accepted.take();
-    assert!(!accepted.is_empty());
+    let accepted = kill_under_load(&mut child, &agent, &user).await;
 
     // The same data directory, served again.
     let app = start(dir.clone(), settings(&dir), None).await;

@@ -28,6 +28,14 @@ impl Cluster {
 }
 
 async fn cluster(n: usize, clock: Option<ManualClock>) -> Cluster {
+    cluster_with(n, clock, |_| {}).await
+}
+
+async fn cluster_with(
+    n: usize,
+    clock: Option<ManualClock>,
+    configure: fn(&mut countersign_server::Settings),
+) -> Cluster {
     let url = fresh_database().await;
     let starts = (0..n).map(|_| {
         let url = url.clone();
@@ -36,6 +44,7 @@ async fn cluster(n: usize, clock: Option<ManualClock>) -> Cluster {
             let dir = Arc::new(tempfile::tempdir().unwrap());
             let mut s = settings(&dir);
             s.database.url = Some(url);
+            configure(&mut s);
             let mut app = start(dir, s, clock).await;
             // The cluster owns the database, not each replica.
             std::mem::replace(&mut app.database, DatabaseGuard::new(None)).keep();
@@ -222,7 +231,11 @@ async fn three_replicas_expire_a_thousand_requests_exactly_once() {
 async fn work_claimed_by_a_replica_that_dies_is_taken_over() {
     use sqlx::Connection;
     let clock = ManualClock::new(Utc::now());
-    let c = cluster(2, Some(clock.clone())).await;
+    // Only the explicit sweeps below run, so the test controls who claims what.
+    let c = cluster_with(2, Some(clock.clone()), |s| {
+        s.requests.sweep_interval_ms = 3_600_000
+    })
+    .await;
     let (user, _) = c.replicas[0].reviewer("alice@example.com").await;
     let (_, agent) = c.replicas[0].agent("bot").await;
     create_many(&c, &agent, &user, 200, 30).await;
@@ -246,21 +259,46 @@ async fn work_claimed_by_a_replica_that_dies_is_taken_over() {
         .await
         .unwrap();
 
-    // The live replicas do the rest without waiting on the claimed rows.
+    // The live replicas (their background sweepers, and these explicit sweeps) do the rest
+    // without waiting on the claimed rows, and never touch them.
     for r in &c.replicas {
         countersign_server::service::sweep_expired(&r.server.state)
             .await
             .unwrap();
     }
-    assert_eq!(
-        c.count("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
-            .await,
-        100
-    );
+    let pending = "SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.count(pending).await > 100 {
+        assert!(Instant::now() < deadline, "the unclaimed work was not done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(
+            c.count(pending).await,
+            100,
+            "claimed rows stay with their claimant"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The dead replica's transaction never commits; its claims return and are finished.
     drop(dying);
     let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for r in &c.replicas {
+            countersign_server::service::sweep_expired(&r.server.state)
+                .await
+                .unwrap();
+        }
+        if c.count(pending).await == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned claims were not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     while c
         .count("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
         .await
@@ -326,33 +364,7 @@ async fn a_killed_replica_process_loses_no_accepted_request() {
     }
 
     // Load the doomed replica from several tasks and kill it mid-stream.
-    let accepted = Arc::new(Accepted::default());
-    let writers: Vec<_> = (0..8)
-        .map(|_| {
-            let doomed = doomed.clone();
-            let accepted = accepted.clone();
-            let user = user.clone();
-            tokio::spawn(async move {
-                for _ in 0..200 {
-                    match doomed.ciba_authorize(&payment(&user)).await {
-                        Ok(r) => accepted.push(r.auth_req_id),
-                        Err(_) => break,
-                    }
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().unwrap();
-    let _ = child.wait();
-    for w in writers {
-        let _ = w.await;
-    }
-    let accepted = accepted.take();
-    assert!(
-        !accepted.is_empty(),
-        "some requests were accepted before the kill"
-    );
+    let accepted = kill_under_load(&mut child, &doomed, &user).await;
     let reader = on(survivor, &agent);
     for id in &accepted {
         assert_eq!(

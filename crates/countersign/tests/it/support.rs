@@ -311,6 +311,10 @@ impl Accepted {
         self.0.lock().unwrap().push(id);
     }
 
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
@@ -331,4 +335,45 @@ pub async fn audited(app: &TestApp, action: &str, subject: Option<&str>) -> usiz
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Sends authorize requests from several tasks to `agent`'s server and kills `child` (that
+/// server) mid-stream, once it acknowledged some; returns the `authReqId`s it acknowledged.
+pub async fn kill_under_load(
+    child: &mut std::process::Child,
+    agent: &Client,
+    user: &str,
+) -> Vec<String> {
+    use std::time::{Duration, Instant};
+    let accepted = Arc::new(Accepted::default());
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let agent = agent.clone();
+            let accepted = accepted.clone();
+            let user = user.to_string();
+            tokio::spawn(async move {
+                for _ in 0..500 {
+                    match agent.ciba_authorize(&payment(&user)).await {
+                        Ok(r) => accepted.push(r.auth_req_id),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.len() < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    for w in writers {
+        let _ = w.await;
+    }
+    let accepted = accepted.take();
+    assert!(
+        !accepted.is_empty(),
+        "some requests were acknowledged before the kill"
+    );
+    accepted
 }
