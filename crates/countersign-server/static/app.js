@@ -32,6 +32,11 @@
         pending = setTimeout(function () { refresh("#queue-filters"); }, 100);
       }
     });
+    // The session ended elsewhere: reloading leads to the sign-in page.
+    source.addEventListener("signed_out", function () {
+      source.close();
+      window.location.reload();
+    });
     source.addEventListener("open", function () { document.body.dataset.live = "on"; });
     source.addEventListener("error", function () { document.body.dataset.live = "off"; });
   }

@@ -507,28 +507,52 @@ fn sse_event(kind: RequestEventKind, id: Option<&str>) -> Event {
     Event::default().event("request").data(data.to_string())
 }
 
+enum Step {
+    Send(Event),
+    Skip,
+    End,
+}
+
 /// Server-sent events for the live queue and request pages: which requests changed, never
-/// what they contain (the page re-reads what it shows).
+/// what they contain (the page re-reads what it shows). The stream ends with its session.
 pub async fn events(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     viewer: Viewer,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let token = super::session_token(&state, &headers).unwrap_or_default();
     let principal = viewer.principal;
     let lookup = state.clone();
-    let stream = BroadcastStream::new(state.events.subscribe()).filter_map(move |item| {
-        let state = lookup.clone();
-        let principal = principal.clone();
-        async move {
-            match item {
-                // Missed events: every view re-reads.
-                Err(_) => Some(sse_event(RequestEventKind::Resync, None)),
-                Ok(event) if visible(&state, &principal, &event).await => {
-                    Some(sse_event(event.kind, event.request_id.as_deref()))
+    let stream = BroadcastStream::new(state.events.subscribe())
+        .then(move |item| {
+            let state = lookup.clone();
+            let principal = principal.clone();
+            let token = token.clone();
+            async move {
+                // Signed out, revoked elsewhere or timed out: no more news.
+                if !matches!(crate::accounts::viewer(&state, &token).await, Ok(Some(_))) {
+                    return Step::End;
                 }
-                Ok(_) => None,
+                match item {
+                    // Missed events: every view re-reads.
+                    Err(_) => Step::Send(sse_event(RequestEventKind::Resync, None)),
+                    Ok(event) if visible(&state, &principal, &event).await => {
+                        Step::Send(sse_event(event.kind, event.request_id.as_deref()))
+                    }
+                    Ok(_) => Step::Skip,
+                }
             }
-        }
-    });
+        })
+        .take_while(|step| std::future::ready(!matches!(step, Step::End)))
+        .filter_map(|step| {
+            std::future::ready(match step {
+                Step::Send(e) => Some(e),
+                _ => None,
+            })
+        })
+        .chain(futures::stream::once(std::future::ready(
+            Event::default().event("signed_out").data("{}"),
+        )));
     let mut stopping = state.stopping.clone();
     let stop = async move {
         let _ = stopping.wait_for(|s| *s).await;

@@ -884,3 +884,46 @@ async fn the_cli_prints_invitation_and_sign_in_links() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_live_stream_ends_when_its_session_ends() {
+    let app = spawn_app().await;
+    let (rita_id, _) = app.reviewer("rita@example.com").await;
+    let (_, agent) = app.agent("bot").await;
+    let mut laptop = signed_in(&app, "rita@example.com").await;
+    let phone = signed_in(&app, "rita@example.com").await;
+    let mut stream = reqwest::Client::new()
+        .get(app.url("/ui/events"))
+        .header("cookie", phone.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    laptop.get("/ui/account").await;
+    let csrf = laptop.csrf();
+    laptop
+        .post(
+            "/ui/account/sessions/revoke-others",
+            form(&[("csrf", &csrf)]),
+        )
+        .await;
+    // The next event finds the session ended: the stream says so and closes.
+    agent.ciba_authorize(&payment(&rita_id)).await.unwrap();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("the stream ends")
+            .unwrap()
+        {
+            Some(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            None => break,
+        }
+    }
+    assert!(seen.contains("event: signed_out"), "{seen}");
+    assert!(
+        !seen.contains("apr_"),
+        "nothing about requests after the session ended"
+    );
+}
