@@ -440,6 +440,18 @@ test("every page works at phone size", async () => {
   }
   await page.goto(`/ui/requests/${id}`);
   await shot(page, "request-phone.png");
+
+  // The admin pages too, as the admin.
+  const adminLink = await api("/v1/admin/sign-in-links", { method: "POST", body: { email: "ada@example.com" } });
+  await page.goto(adminLink.url);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/ui\/queue/);
+  for (const path of ["/ui/admin/users", "/ui/admin/agents", "/ui/admin/guard", "/ui/audit"]) {
+    await page.goto(path);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - 390);
+    assert.ok(overflow <= 1, `${path} scrolls sideways by ${overflow}px at 390 wide`);
+  }
+  await shot(page, "audit-phone.png");
   const manifest = await (await fetch(base + "/ui/manifest.webmanifest")).json();
   assert.equal(manifest.display, "standalone");
   assert.ok(manifest.icons.some((i) => i.sizes === "512x512"));

@@ -911,15 +911,12 @@ async fn a_live_stream_ends_when_its_session_ends() {
     agent.ciba_authorize(&payment(&rita_id)).await.unwrap();
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, stream.chunk())
-            .await
-            .expect("the stream ends")
-            .unwrap()
-        {
-            Some(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            None => break,
-        }
+    while let Some(chunk) = tokio::time::timeout_at(deadline, stream.chunk())
+        .await
+        .expect("the stream ends")
+        .unwrap()
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.contains("event: signed_out"), "{seen}");
     assert!(
