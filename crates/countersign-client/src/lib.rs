@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use countersign_proto::admin::{
     AgentList, AgentView, ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAgent, CreateApiKey,
-    CreateTenant, CreateUser, TenantCreated, UserList, UserView,
+    CreateInvitation, CreateSignInLink, CreateTenant, CreateUser, InvitationList, LoginLinkCreated,
+    LoginLinkView, TenantCreated, UserList, UserView,
 };
 use countersign_proto::admin::{RotateSigningKey, SigningKeyView};
 use countersign_proto::approvals::{ApprovalList, ApprovalView, ApproveBody, DenyBody};
@@ -196,6 +197,7 @@ impl Client {
         let body = CreateUser {
             email: email.into(),
             name: name.into(),
+            is_admin: false,
         };
         self.post("/v1/admin/users", &body).await
     }
@@ -278,6 +280,28 @@ impl Client {
                 .json(&body),
         )
         .await
+    }
+
+    /// Invites a person to the dashboard; the answer holds the one-time link.
+    pub async fn create_invitation(&self, body: &CreateInvitation) -> Result<LoginLinkCreated> {
+        self.post("/v1/admin/invitations", body).await
+    }
+
+    pub async fn list_invitations(&self) -> Result<InvitationList> {
+        self.get("/v1/admin/invitations").await
+    }
+
+    pub async fn revoke_invitation(&self, id: &str) -> Result<LoginLinkView> {
+        self.post(
+            &format!("/v1/admin/invitations/{id}/revoke"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// A one-time sign-in link for an existing user.
+    pub async fn create_sign_in_link(&self, body: &CreateSignInLink) -> Result<LoginLinkCreated> {
+        self.post("/v1/admin/sign-in-links", body).await
     }
 
     pub async fn create_tenant(&self, body: &CreateTenant) -> Result<TenantCreated> {

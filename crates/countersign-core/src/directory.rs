@@ -19,6 +19,8 @@ pub struct User {
     pub email: String,
     pub name: String,
     pub disabled: bool,
+    /// Signs in to the dashboard as an admin of the tenant (API keys carry their own role).
+    pub is_admin: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -76,6 +78,7 @@ pub fn new_user(tenant_id: &str, email: &str, name: &str, now: DateTime<Utc>) ->
         email,
         name: name.trim().to_string(),
         disabled: false,
+        is_admin: false,
         created_at: now,
     })
 }

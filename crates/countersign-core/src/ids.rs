@@ -9,6 +9,9 @@ pub const AGENT: &str = "agt";
 pub const API_KEY: &str = "key";
 pub const APPROVAL: &str = "apr";
 pub const AUDIT: &str = "aud";
+pub const SESSION: &str = "ses";
+pub const LOGIN_LINK: &str = "lnk";
+pub const PASSKEY: &str = "pky";
 
 /// A fresh id with the given prefix.
 pub fn new_id(prefix: &str) -> String {
@@ -24,6 +27,24 @@ fn encode(uuid: Uuid) -> String {
             ALPHABET[((value >> shift) & 0x1f) as usize] as char
         })
         .collect()
+}
+
+/// The UUID inside an id of any prefix, when `s` is an id this module made.
+pub fn uuid_of(s: &str) -> Option<Uuid> {
+    let (_, rest) = s.split_once('_')?;
+    if rest.len() != 26 {
+        return None;
+    }
+    let mut value: u128 = 0;
+    for (i, b) in rest.bytes().enumerate() {
+        let digit = ALPHABET.iter().position(|a| *a == b)? as u128;
+        // The first character carries only the top 3 bits.
+        if i == 0 && digit > 7 {
+            return None;
+        }
+        value = (value << 5) | digit;
+    }
+    Some(Uuid::from_u128(value))
 }
 
 /// Whether `s` has the shape of an id with this prefix (it may still name nothing).
@@ -49,5 +70,8 @@ mod tests {
         assert!(!is_id(&a, USER));
         assert!(a < b);
         assert_eq!(a.len(), 30);
+        let uuid = uuid_of(&a).unwrap();
+        assert_eq!(format!("{APPROVAL}_{}", encode(uuid)), a);
+        assert!(uuid_of("apr_short").is_none());
     }
 }

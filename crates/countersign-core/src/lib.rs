@@ -4,6 +4,7 @@ pub mod approval;
 pub mod audit;
 pub mod canonical;
 pub mod clock;
+pub mod dashboard;
 pub mod directory;
 pub mod error;
 pub mod grant;

@@ -16,15 +16,22 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub tenant_id: String,
+    /// The credential: an API key id, or a dashboard session id.
     pub key_id: String,
     pub role: Role,
+    /// The person behind the credential, when there is one (reviewer keys, dashboard
+    /// sessions); admin API keys have none.
+    pub user_id: Option<String>,
 }
 
 impl Principal {
     /// How this caller appears in the audit trail.
     pub fn actor(&self) -> Actor {
         match &self.role {
-            Role::Admin => Actor::new(ActorKind::Admin, &self.key_id),
+            Role::Admin => Actor::new(
+                ActorKind::Admin,
+                self.user_id.as_deref().unwrap_or(&self.key_id),
+            ),
             Role::Reviewer { user_id } => Actor::new(ActorKind::Reviewer, user_id),
             Role::Agent { agent_id } => Actor::new(ActorKind::Agent, agent_id),
         }

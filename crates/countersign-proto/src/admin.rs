@@ -10,6 +10,9 @@ use crate::TrustLevel;
 pub struct CreateUser {
     pub email: String,
     pub name: String,
+    /// Signs in to the dashboard as an admin of the tenant.
+    #[serde(default)]
+    pub is_admin: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -18,6 +21,8 @@ pub struct UserView {
     pub email: String,
     pub name: String,
     pub disabled: bool,
+    #[serde(default)]
+    pub is_admin: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -153,4 +158,56 @@ pub struct SigningKeyView {
     pub kid: String,
     pub alg: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// `POST /v1/admin/invitations`: invite a person to the dashboard. The user is created when
+/// no user of the tenant has this email.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvitation {
+    pub email: String,
+    /// The new user's name; defaults to the email's local part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Make the user an admin of the tenant.
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+/// An invitation or sign-in link as listed: never the link itself.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginLinkView {
+    pub id: String,
+    pub user_id: String,
+    /// `invitation` or `sign_in`.
+    pub kind: String,
+    /// `pending`, `used`, `expired` or `revoked`.
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer to creating a link: the only time the one-time URL is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginLinkCreated {
+    #[serde(flatten)]
+    pub view: LoginLinkView,
+    pub email: String,
+    /// Open it in a browser; it works once.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvitationList {
+    pub invitations: Vec<LoginLinkView>,
+}
+
+/// `POST /v1/admin/sign-in-links`: a one-time sign-in link for an existing user.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSignInLink {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }

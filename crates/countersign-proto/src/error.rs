@@ -56,6 +56,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 400: a one-time dashboard link is unknown, used, expired or revoked.
+    LinkUnusable,
+    /// 403: a dashboard form came without its anti-forgery token, or from another site.
+    CsrfFailed,
     /// 500: an internal error; the message carries only the request id.
     Internal,
     /// 503: the server is shutting down or its store is unavailable.
@@ -112,6 +116,8 @@ impl ErrorCode {
             ErrorCode::InUse => "in_use",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::LinkUnusable => "link_unusable",
+            ErrorCode::CsrfFailed => "csrf_failed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InvalidScope => "invalid_scope",
@@ -147,9 +153,10 @@ impl ErrorCode {
             | ErrorCode::SlowDown
             | ErrorCode::ExpiredToken
             | ErrorCode::InvalidGrant
-            | ErrorCode::UnsupportedGrantType => 400,
+            | ErrorCode::UnsupportedGrantType
+            | ErrorCode::LinkUnusable => 400,
             ErrorCode::Unauthorized | ErrorCode::InvalidClient => 401,
-            ErrorCode::Forbidden | ErrorCode::AccessDenied => 403,
+            ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccessDenied => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::AlreadyDecided

@@ -27,13 +27,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
+use crate::events::{Events, RequestEventKind};
 use crate::oidc::Oidc;
 use crate::routes::{admin, approvals, audit, ciba, guard, meta, oidc, oidc_admin};
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::state::AppState;
 use crate::waiters::Waiters;
-use crate::{service, telemetry};
+use crate::{service, telemetry, ui};
 
 /// What the first start created; the generated admin key is shown only here.
 #[derive(Debug, Clone)]
@@ -153,6 +154,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         .await
         .context("setting up OpenID Connect")?;
     let (stop, stopping) = watch::channel(false);
+    let webauthn = crate::accounts::relying_party(&issuer)?.map(Arc::new);
     let state = AppState {
         store,
         clock,
@@ -164,6 +166,8 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         guard: Arc::new(countersign_core::policy::GuardCache::default()),
         risk: Arc::new(countersign_core::risk::KeywordRisk),
         stopping,
+        events: Arc::new(Events::default()),
+        webauthn,
         oidc: Arc::new(oidc),
     };
     let demo = if state.settings.demo {
@@ -416,6 +420,16 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(meta::metrics))
         .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/openapi.json", get(meta::openapi))
+        .route(
+            "/v1/admin/invitations",
+            post(admin::create_invitation).get(admin::list_invitations),
+        )
+        .route(
+            "/v1/admin/invitations/{id}/revoke",
+            post(admin::revoke_invitation),
+        )
+        .route("/v1/admin/sign-in-links", post(admin::create_sign_in_link))
+        .merge(ui::router(state.clone()))
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(middleware::from_fn(telemetry::track))
@@ -476,6 +490,7 @@ async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
         match change {
             Ok(Change::Request(id)) => {
                 state.waiters.wake(&id);
+                state.events.publish(RequestEventKind::Changed, None, &id);
                 // Another replica may have put callbacks in the outbox.
                 state.oidc.outbox_wake.notify_one();
             }
@@ -483,6 +498,7 @@ async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(Change::Guard(tenant)) => state.guard.invalidate(&tenant),
             Ok(Change::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 state.waiters.wake_all();
+                state.events.resync();
                 state.guard.clear();
                 state.oidc.outbox_wake.notify_one();
                 reload_keys(&state).await;

@@ -18,6 +18,7 @@ use countersign_proto::guard::{
 use countersign_proto::{ApprovalStatus, ErrorCode, TrustLevel};
 use countersign_store::RequestFilter;
 
+use crate::events::RequestEventKind;
 use crate::service;
 use crate::state::AppState;
 
@@ -336,6 +337,11 @@ async fn open_approval(
         }
         Err(other) => return Err(other),
     };
+    state.events.publish(
+        RequestEventKind::Created,
+        Some(&created.tenant_id),
+        &created.id,
+    );
     metrics::counter!("countersign_approval_requests_created_total", "kind" => "tool").increment(1);
     Ok(pending_decision(&e, &created))
 }
@@ -526,6 +532,11 @@ pub async fn cancel(state: &AppState, caller: &Principal, id: &str) -> Result<Ap
         )
         .await?;
     state.waiters.wake(&cancelled.id);
+    state.events.publish(
+        RequestEventKind::Decided,
+        Some(&cancelled.tenant_id),
+        &cancelled.id,
+    );
     state.oidc.outbox_wake.notify_one();
     Ok(cancelled)
 }
@@ -642,6 +653,10 @@ pub async fn run_escalations(state: &AppState) -> Result<usize> {
     let escalated = state.store.escalate_due(state.clock.now(), 500).await?;
     for r in &escalated {
         state.waiters.wake(&r.id);
+        // Newly eligible reviewers' queues show it now.
+        state
+            .events
+            .publish(RequestEventKind::Changed, Some(&r.tenant_id), &r.id);
     }
     Ok(escalated.len())
 }

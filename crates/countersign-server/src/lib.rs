@@ -1,9 +1,11 @@
 //! Countersign's HTTP server as a library: [`build`] makes an [`App`] that `main` and the
 //! tests run the same way.
 
+mod accounts;
 mod app;
 mod auth;
 mod error;
+pub mod events;
 pub mod guard;
 mod oidc;
 mod openapi;
@@ -13,6 +15,7 @@ pub mod settings;
 mod signer;
 pub mod state;
 pub mod telemetry;
+mod ui;
 mod views;
 mod waiters;
 

@@ -26,6 +26,7 @@ impl Modify for ApiKeyAuth {
         admin::create_user, admin::list_users, admin::get_user, admin::disable_user,
         admin::create_agent, admin::list_agents, admin::get_agent, admin::disable_agent,
         admin::create_api_key, admin::list_api_keys, admin::revoke_api_key, admin::create_tenant, admin::rotate_signing_key,
+        admin::create_invitation, admin::list_invitations, admin::revoke_invitation, admin::create_sign_in_link,
         guard::tool, guard::get_approval, guard::approve, guard::reject, guard::cancel, guard::grant, guard::history,
         guard::create_policy, guard::list_policies, guard::get_policy, guard::update_policy, guard::delete_policy,
         guard::evaluate, guard::create_group, guard::list_groups, guard::get_group, guard::update_group,

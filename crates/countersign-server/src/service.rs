@@ -12,6 +12,7 @@ use countersign_core::{Error, Principal, Result, Role};
 use countersign_proto::ciba::{AuthorizeRequest, AuthorizeResponse, TokenResponse};
 use countersign_proto::{ApprovalStatus, ErrorCode};
 
+use crate::events::RequestEventKind;
 use crate::state::AppState;
 
 /// `POST /ciba/authorize`: an agent asks a reviewer.
@@ -45,6 +46,11 @@ pub async fn authorize(
         .store
         .create_request(new, plan, caller.actor())
         .await?;
+    state.events.publish(
+        RequestEventKind::Created,
+        Some(&request.tenant_id),
+        &request.id,
+    );
     metrics::counter!("countersign_approval_requests_created_total", "kind" => "ciba").increment(1);
     Ok(AuthorizeResponse {
         auth_req_id,
@@ -202,7 +208,18 @@ pub async fn decide(
                 .map(|u| u.email);
             (since, email.unwrap_or_else(|| user_id.clone()))
         }
-        _ => (None, format!("admin ({})", caller.key_id)),
+        // A dashboard admin is a person: shown by their email, not their session.
+        _ => match &caller.user_id {
+            Some(user_id) => {
+                let email = state
+                    .store
+                    .get_user(&caller.tenant_id, user_id)
+                    .await?
+                    .map(|u| u.email);
+                (None, email.unwrap_or_else(|| user_id.clone()))
+            }
+            None => (None, format!("admin ({})", caller.key_id)),
+        },
     };
     let admins_can_decide = match request.kind {
         RequestKind::Tool => {
@@ -222,6 +239,11 @@ pub async fn decide(
         .decide(&caller.tenant_id, &request.id, decision)
         .await?;
     state.waiters.wake(&decided.id);
+    state.events.publish(
+        RequestEventKind::Decided,
+        Some(&decided.tenant_id),
+        &decided.id,
+    );
     // The decision may have put callbacks (CIBA ping/push) in the outbox.
     state.oidc.outbox_wake.notify_one();
     let label = match verdict {
@@ -247,6 +269,9 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize> {
         let expired = state.store.expire_due(state.clock.now(), 500).await?;
         for e in &expired {
             state.waiters.wake(&e.request.id);
+            state
+                .events
+                .publish(RequestEventKind::Expired, Some(&e.tenant_id), &e.request.id);
         }
         if !expired.is_empty() {
             state.oidc.outbox_wake.notify_one();

@@ -25,6 +25,7 @@ pub struct Settings {
     pub requests: RequestSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub dashboard: DashboardSettings,
     pub oidc: OidcSettings,
     pub outbound: OutboundSettings,
 }
@@ -124,6 +125,30 @@ impl Default for OutboundSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// How long an invitation link stays valid, in seconds.
+    pub invitation_ttl_secs: i64,
+    /// How long a one-time sign-in link stays valid, in seconds.
+    pub sign_in_link_ttl_secs: i64,
+    /// A dashboard session unused this long ends, in seconds.
+    pub session_idle_secs: i64,
+    /// A dashboard session ends this long after sign-in, however active, in seconds.
+    pub session_absolute_secs: i64,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        DashboardSettings {
+            invitation_ttl_secs: 7 * 24 * 3600,
+            sign_in_link_ttl_secs: 15 * 60,
+            session_idle_secs: 3600,
+            session_absolute_secs: 12 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `postgres://…` selects PostgreSQL (several replicas may share it); otherwise the
     /// embedded SQLite database under `data_dir` is used.
@@ -195,6 +220,7 @@ impl Default for Settings {
             requests: RequestSettings::default(),
             http: HttpSettings::default(),
             log: LogSettings::default(),
+            dashboard: DashboardSettings::default(),
             oidc: OidcSettings::default(),
             outbound: OutboundSettings::default(),
         }

@@ -6,6 +6,7 @@ use countersign_core::policy::GuardCache;
 use countersign_core::risk::RiskAssessor;
 use countersign_store::Store;
 
+use crate::events::Events;
 use crate::oidc::Oidc;
 use crate::settings::Settings;
 use crate::signer::Signers;
@@ -27,6 +28,11 @@ pub struct AppState {
     pub risk: Arc<dyn RiskAssessor>,
     /// Turns true when the server begins shutting down; long-polls then answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Request lifecycle events of this process, for the dashboard's live views.
+    pub events: Arc<Events>,
+    /// The passkey relying party; `None` when the public URL has no domain name (browsers
+    /// refuse passkeys for bare IP addresses).
+    pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
     /// OpenID Connect CIBA: keys, `authorization_details` schemas, the callback client.
     pub oidc: Arc<Oidc>,
 }

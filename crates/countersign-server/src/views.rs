@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use countersign_core::approval::ApprovalRequest;
 use countersign_core::audit::ChainedEvent;
+use countersign_core::dashboard::LoginLink;
 use countersign_core::directory::{Agent, ApiKey, Tenant, User};
-use countersign_proto::admin::{AgentView, ApiKeyView, TenantView, UserView};
+use countersign_proto::admin::{AgentView, ApiKeyView, LoginLinkView, TenantView, UserView};
 use countersign_proto::approvals::ApprovalView;
 use countersign_proto::audit::AuditEventView;
 
@@ -15,6 +16,7 @@ pub fn user(u: User) -> UserView {
         email: u.email,
         name: u.name,
         disabled: u.disabled,
+        is_admin: u.is_admin,
         created_at: u.created_at,
     }
 }
@@ -93,5 +95,16 @@ pub fn audit_event(e: ChainedEvent) -> AuditEventView {
         details: e.record.details,
         prev_hash: e.prev_hash,
         hash: e.hash,
+    }
+}
+
+pub fn login_link(l: LoginLink, now: DateTime<Utc>) -> LoginLinkView {
+    LoginLinkView {
+        state: l.state(now).to_string(),
+        kind: l.kind.as_str().to_string(),
+        id: l.id,
+        user_id: l.user_id,
+        created_at: l.created_at,
+        expires_at: l.expires_at,
     }
 }

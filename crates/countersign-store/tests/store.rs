@@ -541,3 +541,159 @@ mod oidc_and_outbox {
         assert_eq!(second, first, "the first stored secret wins");
     }
 }
+
+#[tokio::test]
+async fn dashboard_passkeys_ceremonies_sessions_and_counts() {
+    use countersign_core::dashboard::{self, SessionLimits, SessionProof};
+    let f = fixture().await;
+    let now = SystemClock.now();
+    let user = f.store.get_user("t", &f.user).await.unwrap().unwrap();
+    let admin = Actor::system("test");
+    let limits = SessionLimits {
+        idle: Duration::minutes(30),
+        absolute: Duration::hours(8),
+    };
+
+    // Passkeys: one per credential id, found by credential and by email, removed by owner.
+    let key =
+        dashboard::new_passkey(&user, "cred-a".into(), "laptop", "{\"k\":1}".into(), now).unwrap();
+    f.store
+        .add_passkey(key.clone(), admin.clone())
+        .await
+        .unwrap();
+    let again = dashboard::new_passkey(&user, "cred-a".into(), "dup", "{}".into(), now).unwrap();
+    assert!(matches!(
+        f.store.add_passkey(again, admin.clone()).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(
+        f.store
+            .passkeys_for_email("a@example.com")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        f.store
+            .passkeys_for_email("b@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        f.store.find_passkey("cred-a").await.unwrap().unwrap().id,
+        key.id
+    );
+
+    // A passkey sign-in updates the credential and starts a session; another user's passkey
+    // proves nothing.
+    let new = dashboard::new_session(&user, "passkey", "ua", limits, now);
+    f.store
+        .start_session(
+            new.clone(),
+            SessionProof::Passkey {
+                credential_id: "cred-a".into(),
+                credential: "{\"k\":2}".into(),
+            },
+            admin.clone(),
+        )
+        .await
+        .unwrap();
+    let stored = f.store.find_passkey("cred-a").await.unwrap().unwrap();
+    assert_eq!(stored.credential, "{\"k\":2}");
+    assert_eq!(stored.last_used_at, Some(now));
+    let (session, who) = f
+        .store
+        .session_by_token(&countersign_core::secret::hash_secret(&new.token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (session.id.as_str(), who.id.as_str()),
+        (new.session.id.as_str(), f.user.as_str())
+    );
+    let stranger = dashboard::new_session(&user, "passkey", "ua", limits, now);
+    assert!(matches!(
+        f.store
+            .start_session(
+                stranger,
+                SessionProof::Passkey {
+                    credential_id: "cred-unknown".into(),
+                    credential: "{}".into(),
+                },
+                admin.clone(),
+            )
+            .await,
+        Err(Error::Unauthorized(_))
+    ));
+    assert_eq!(f.store.list_sessions("t", &f.user).await.unwrap().len(), 1);
+    f.store
+        .touch_session(&new.session.id, now + Duration::minutes(5))
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .revoke_session("t", &f.user, &new.session.id, admin.clone(), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !f.store
+            .revoke_session("t", &f.user, &new.session.id, admin.clone(), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.store
+            .delete_passkey("t", &f.user, &key.id, admin.clone(), now)
+            .await
+            .unwrap()
+    );
+    assert!(f.store.find_passkey("cred-a").await.unwrap().is_none());
+
+    // Ceremony state is handed out once, and not after it expires.
+    f.store
+        .put_ceremony("c1", "state-1".into(), now + Duration::minutes(5), now)
+        .await
+        .unwrap();
+    f.store
+        .put_ceremony("c2", "state-2".into(), now + Duration::seconds(1), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.take_ceremony("c1", now).await.unwrap().as_deref(),
+        Some("state-1")
+    );
+    assert_eq!(f.store.take_ceremony("c1", now).await.unwrap(), None);
+    assert_eq!(
+        f.store
+            .take_ceremony("c2", now + Duration::seconds(2))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Counts by status, pending past expiry counted as expired.
+    create(&f, 60, now).await;
+    create(&f, 10, now).await;
+    let counts = f
+        .store
+        .count_requests("t", None, now + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(counts[0], (ApprovalStatus::Pending, 1));
+    assert!(counts.contains(&(ApprovalStatus::Expired, 1)));
+    let mine = f
+        .store
+        .count_requests("t", Some(&f.user), now + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(mine, counts);
+    let nobody = f
+        .store
+        .count_requests("t", Some("usr_nobody"), now)
+        .await
+        .unwrap();
+    assert!(nobody.iter().all(|(_, n)| *n == 0));
+}

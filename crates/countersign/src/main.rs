@@ -5,7 +5,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use countersign_client::{ApprovalFilter, Client};
 use countersign_proto::TrustLevel;
-use countersign_proto::admin::{CreateAgent, CreateApiKey, CreateTenant, KeyRole};
+use countersign_proto::admin::{
+    CreateAgent, CreateApiKey, CreateInvitation, CreateSignInLink, CreateTenant, KeyRole,
+    LoginLinkCreated,
+};
 use countersign_proto::oidc::CreateOidcClient;
 use countersign_server::{App, Settings};
 use serde::Serialize;
@@ -102,6 +105,20 @@ enum AdminCommand {
     /// Token-signing keys (admins of `default`).
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCommand),
+    /// Invite a person to the dashboard (creating the user if needed); prints the one-time
+    /// invitation link.
+    Invite {
+        email: String,
+        /// The new user's name (default: the email's local part).
+        #[arg(long)]
+        name: Option<String>,
+        /// Make the user an admin of the tenant.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Print a one-time dashboard sign-in link for an existing user.
+    #[command(name = "sign-in-link")]
+    SignInLink { email: String },
     /// Agents registered as OpenID Connect CIBA clients.
     #[command(subcommand, name = "oidc-clients")]
     OidcClients(OidcClientsCommand),
@@ -255,6 +272,17 @@ enum AuditCommand {
 
 fn print<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A one-time link: the URL alone on stdout (for scripts), the explanation on stderr.
+fn print_link(what: &str, created: &LoginLinkCreated) -> anyhow::Result<()> {
+    eprintln!(
+        "{what} for {} (works once, expires {}):",
+        created.email,
+        created.view.expires_at.to_rfc3339()
+    );
+    println!("{}", created.url);
     Ok(())
 }
 
@@ -442,6 +470,25 @@ async fn admin(remote: Remote, command: AdminCommand) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        AdminCommand::Invite { email, name, admin } => {
+            let created = c
+                .create_invitation(&CreateInvitation {
+                    email,
+                    name,
+                    is_admin: admin,
+                })
+                .await?;
+            print_link("Invitation", &created)
+        }
+        AdminCommand::SignInLink { email } => {
+            let created = c
+                .create_sign_in_link(&CreateSignInLink {
+                    user_id: None,
+                    email: Some(email),
+                })
+                .await?;
+            print_link("Sign-in link", &created)
+        }
     }
 }
 

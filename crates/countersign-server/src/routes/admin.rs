@@ -9,8 +9,13 @@ use countersign_proto::admin::{
     CreateTenant, CreateUser, KeyRole, TenantCreated, UserList, UserView,
 };
 
-use countersign_proto::admin::{RotateSigningKey, SigningKeyView};
+use countersign_core::dashboard::LinkKind;
+use countersign_proto::admin::{
+    CreateInvitation, CreateSignInLink, InvitationList, LoginLinkCreated, LoginLinkView,
+    RotateSigningKey, SigningKeyView,
+};
 
+use crate::accounts;
 use crate::auth::Auth;
 use crate::error::{ApiJson, ApiResult, OptionalJson};
 use crate::state::AppState;
@@ -39,12 +44,13 @@ pub async fn create_user(
     ApiJson(input): ApiJson<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
     admin(&caller)?;
-    let user = directory::new_user(
+    let mut user = directory::new_user(
         &caller.tenant_id,
         &input.email,
         &input.name,
         state.clock.now(),
     )?;
+    user.is_admin = input.is_admin;
     let user = state.store.create_user(user, caller.actor()).await?;
     Ok((StatusCode::CREATED, Json(views::user(user))))
 }
@@ -287,4 +293,98 @@ pub async fn rotate_signing_key(
         alg: key.alg,
         created_at: key.created_at,
     }))
+}
+
+fn link_created(
+    issued: crate::accounts::IssuedLink,
+    now: chrono::DateTime<chrono::Utc>,
+) -> LoginLinkCreated {
+    LoginLinkCreated {
+        view: views::login_link(issued.link, now),
+        email: issued.user.email,
+        url: issued.url,
+    }
+}
+
+/// Invites a person to the dashboard (creating the user when needed); the one-time link is
+/// in the answer and nowhere else.
+#[utoipa::path(post, path = "/v1/admin/invitations", tag = "admin", request_body = CreateInvitation,
+    responses((status = 201, body = LoginLinkCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_invitation(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(input): ApiJson<CreateInvitation>,
+) -> ApiResult<(StatusCode, Json<LoginLinkCreated>)> {
+    let issued = accounts::invite(
+        &state,
+        &caller,
+        &input.email,
+        input.name.as_deref(),
+        input.is_admin,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(link_created(issued, state.clock.now())),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/admin/invitations", tag = "admin",
+    responses((status = 200, body = InvitationList)), security(("api_key" = [])))]
+pub async fn list_invitations(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<Json<InvitationList>> {
+    admin(&caller)?;
+    let now = state.clock.now();
+    let links = state
+        .store
+        .list_login_links(&caller.tenant_id, LinkKind::Invitation)
+        .await?;
+    Ok(Json(InvitationList {
+        invitations: links
+            .into_iter()
+            .map(|l| views::login_link(l, now))
+            .collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/admin/invitations/{id}/revoke", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = LoginLinkView), (status = 404, body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LoginLinkView>> {
+    admin(&caller)?;
+    let now = state.clock.now();
+    let link = state
+        .store
+        .revoke_login_link(&caller.tenant_id, &id, caller.actor(), now)
+        .await?;
+    Ok(Json(views::login_link(link, now)))
+}
+
+/// A one-time sign-in link for an existing user, by `user_id` or `email`.
+#[utoipa::path(post, path = "/v1/admin/sign-in-links", tag = "admin", request_body = CreateSignInLink,
+    responses((status = 201, body = LoginLinkCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_sign_in_link(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(input): ApiJson<CreateSignInLink>,
+) -> ApiResult<(StatusCode, Json<LoginLinkCreated>)> {
+    let issued = accounts::sign_in_link(
+        &state,
+        &caller,
+        input.user_id.as_deref(),
+        input.email.as_deref(),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(link_created(issued, state.clock.now())),
+    ))
 }

@@ -1,4 +1,5 @@
 //! The PostgreSQL backend, for several replicas on one database.
+mod accounts;
 mod oidc;
 mod rows;
 
@@ -40,6 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_guard.sql")),
     (3, include_str!("../../migrations/postgres/0003_oidc.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_dashboard.sql"),
+    ),
 ];
 
 /// The channel replicas tell each other about changes on.
@@ -550,22 +555,16 @@ impl Backend for PgStore {
 
     async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO users (id, tenant_id, email, name, disabled, created_at) VALUES ($1, $2, $3, $4, FALSE, $5)",
-        )
-        .bind(&user.id)
-        .bind(&user.tenant_id)
-        .bind(&user.email)
-        .bind(&user.name)
-        .bind(ms(user.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            renamed_conflict(
-                pg_error(e),
-                format!("a user with email {:?} already exists", user.email),
-            )
-        })?;
+        sqlx::query("INSERT INTO users (id, tenant_id, email, name, disabled, created_at, is_admin) VALUES ($1, $2, $3, $4, FALSE, $5, $6)")
+            .bind(&user.id)
+            .bind(&user.tenant_id)
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(ms(user.created_at))
+            .bind(user.is_admin)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| renamed_conflict(pg_error(e), format!("a user with email {:?} already exists", user.email)))?;
         append_audit(
             &mut tx,
             AuditRecord::new(
@@ -574,7 +573,7 @@ impl Backend for PgStore {
                 &actor,
                 "user.created",
                 &user.id,
-                json!({"email": user.email, "name": user.name}),
+                json!({"email": user.email, "name": user.name, "is_admin": user.is_admin}),
             ),
         )
         .await?;

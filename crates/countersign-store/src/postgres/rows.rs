@@ -16,7 +16,7 @@ use sqlx::postgres::PgRow;
 
 use crate::SigningKeyRecord;
 
-pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at";
+pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at, is_admin";
 pub const AGENT_COLUMNS: &str = "id, tenant_id, name, trust_level, disabled, created_at";
 pub const API_KEY_COLUMNS: &str =
     "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at";
@@ -45,18 +45,18 @@ pub fn pg_error(e: sqlx::Error) -> Error {
     }
 }
 
-fn get<'r, T>(row: &'r PgRow, idx: usize) -> Result<T>
+pub fn get<'r, T>(row: &'r PgRow, idx: usize) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
     row.try_get(idx).map_err(pg_error)
 }
 
-fn time(row: &PgRow, idx: usize) -> Result<DateTime<Utc>> {
+pub fn time(row: &PgRow, idx: usize) -> Result<DateTime<Utc>> {
     Ok(from_millis(get(row, idx)?))
 }
 
-fn opt_time(row: &PgRow, idx: usize) -> Result<Option<DateTime<Utc>>> {
+pub fn opt_time(row: &PgRow, idx: usize) -> Result<Option<DateTime<Utc>>> {
     Ok(get::<Option<i64>>(row, idx)?.map(from_millis))
 }
 
@@ -65,7 +65,7 @@ fn json(row: &PgRow, idx: usize) -> Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(Error::internal)
 }
 
-fn bad(what: &str) -> Error {
+pub fn bad(what: &str) -> Error {
     Error::Internal(format!("unexpected {what} in the database"))
 }
 
@@ -85,6 +85,7 @@ pub fn user(row: &PgRow) -> Result<User> {
         name: get(row, 3)?,
         disabled: get(row, 4)?,
         created_at: time(row, 5)?,
+        is_admin: get(row, 6)?,
     })
 }
 
@@ -133,6 +134,7 @@ pub fn principal(row: &PgRow) -> Result<Principal> {
         key_id: get(row, 0)?,
         tenant_id: get(row, 1)?,
         role,
+        user_id: get(row, 3)?,
     })
 }
 

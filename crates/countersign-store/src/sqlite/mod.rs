@@ -1,4 +1,5 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
+mod accounts;
 mod oidc;
 mod rows;
 
@@ -41,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_guard.sql")),
     (3, include_str!("../../migrations/sqlite/0003_oidc.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_dashboard.sql"),
+    ),
 ];
 
 /// How hard SQLite works to make a commit survive a power cut.
@@ -707,17 +712,9 @@ impl Backend for SqliteStore {
     async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO users (id, tenant_id, email, name, disabled, created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                "INSERT INTO users (id, tenant_id, email, name, disabled, created_at, is_admin) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
             )
-            .and_then(|mut s| {
-                s.execute(params![
-                    user.id,
-                    user.tenant_id,
-                    user.email,
-                    user.name,
-                    ms(user.created_at)
-                ])
-            })
+            .and_then(|mut s| s.execute(params![user.id, user.tenant_id, user.email, user.name, ms(user.created_at), user.is_admin]))
             .map_err(|e| match db_error(e) {
                 Error::AlreadyExists(_) => {
                     Error::AlreadyExists(format!("a user with email {:?} already exists", user.email))
@@ -726,14 +723,7 @@ impl Backend for SqliteStore {
             })?;
             append_audit(
                 c,
-                AuditRecord::new(
-                    &user.tenant_id,
-                    user.created_at,
-                    &actor,
-                    "user.created",
-                    &user.id,
-                    json!({"email": user.email, "name": user.name}),
-                ),
+                AuditRecord::new(&user.tenant_id, user.created_at, &actor, "user.created", &user.id, json!({"email": user.email, "name": user.name, "is_admin": user.is_admin})),
             )?;
             Ok(user)
         })

@@ -17,15 +17,15 @@ pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn time(row: &Row, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+pub fn time(row: &Row, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
     Ok(from_millis(row.get(idx)?))
 }
 
-fn opt_time(row: &Row, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub fn opt_time(row: &Row, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
     Ok(row.get::<_, Option<i64>>(idx)?.map(from_millis))
 }
 
-fn bad(idx: usize, what: &str) -> rusqlite::Error {
+pub fn bad(idx: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         idx,
         rusqlite::types::Type::Text,
@@ -50,7 +50,7 @@ pub fn tenant(row: &Row) -> rusqlite::Result<Tenant> {
     })
 }
 
-pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at";
+pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at, is_admin";
 
 pub fn user(row: &Row) -> rusqlite::Result<User> {
     Ok(User {
@@ -60,6 +60,7 @@ pub fn user(row: &Row) -> rusqlite::Result<User> {
         name: row.get(3)?,
         disabled: row.get(4)?,
         created_at: time(row, 5)?,
+        is_admin: row.get(6)?,
     })
 }
 
@@ -117,6 +118,7 @@ pub fn principal(row: &Row) -> rusqlite::Result<Principal> {
         key_id: row.get(0)?,
         tenant_id: row.get(1)?,
         role,
+        user_id: row.get(3)?,
     })
 }
 

@@ -1,0 +1,327 @@
+//! What the dashboard's templates show, computed from the server's records.
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use countersign_core::approval::{ApprovalRequest, DecisionRecord, RequestKind, TIMEOUT_DECIDER};
+use countersign_core::directory::{Agent, User};
+use countersign_proto::ApprovalStatus;
+
+/// A time as people read it, in UTC.
+pub fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+pub fn time_left(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let s = (expires_at - now).num_seconds();
+    if s <= 0 {
+        return "expired".into();
+    }
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    if h > 0 {
+        format!("{h} h {m} min left")
+    } else if m > 0 {
+        format!("{m} min {sec} s left")
+    } else {
+        format!("{sec} s left")
+    }
+}
+
+/// Names for the ids that appear on requests: agents and people.
+pub struct Names {
+    pub agents: HashMap<String, Agent>,
+    pub users: HashMap<String, User>,
+}
+
+impl Names {
+    pub fn agent(&self, id: &str) -> String {
+        self.agents
+            .get(id)
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Who decided: a person's email, or the credential id when it was an API key.
+    pub fn actor(&self, id: &str) -> String {
+        match self.users.get(id) {
+            Some(u) => u.email.clone(),
+            None if id.starts_with("key_") => format!("admin API key {id}"),
+            None => id.to_string(),
+        }
+    }
+}
+
+/// One line of the queue or the history.
+pub struct Row {
+    pub id: String,
+    pub status: &'static str,
+    /// The agent's binding message.
+    pub title: String,
+    /// The scope (or tool) asked for.
+    pub what: String,
+    pub agent_name: String,
+    pub created: String,
+    pub expires_at: String,
+    pub time_left: String,
+    pub decided_by: Option<String>,
+}
+
+/// What a request asks for, in a word: the tool for tool calls, the scope for CIBA.
+pub fn what(r: &ApprovalRequest) -> String {
+    match &r.tool {
+        Some(t) if r.kind == RequestKind::Tool => t.tool_name.clone(),
+        _ => r.scope.clone(),
+    }
+}
+
+/// The agent's words about a request: the binding message (CIBA) or its reason (tool calls).
+pub fn agent_words(r: &ApprovalRequest) -> String {
+    if r.binding_message.trim().is_empty() {
+        format!("{} (the agent gave no reason)", what(r))
+    } else {
+        r.binding_message.clone()
+    }
+}
+
+/// Who decided, as people read it; a timeout that approved is named as such.
+fn decider(r: &ApprovalRequest, names: &Names, now: DateTime<Utc>) -> Option<String> {
+    let timed_out =
+        r.status == ApprovalStatus::Pending && r.status_at(now) != ApprovalStatus::Pending;
+    if timed_out {
+        return Some(format!("{TIMEOUT_DECIDER} (nobody decided in time)"));
+    }
+    r.decided_by.as_deref().map(|d| names.actor(d))
+}
+
+pub fn row(r: &ApprovalRequest, names: &Names, now: DateTime<Utc>) -> Row {
+    let status = r.status_at(now);
+    Row {
+        id: r.id.clone(),
+        status: status.as_str(),
+        title: agent_words(r),
+        what: what(r),
+        agent_name: names.agent(&r.agent_id),
+        created: when(r.created_at),
+        expires_at: r.expires_at.to_rfc3339(),
+        time_left: time_left(r.expires_at, now),
+        decided_by: decider(r, names, now),
+    }
+}
+
+/// Everything the request page shows about what the agent wants.
+pub struct Detail {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    /// An agent-supplied reason, when the face has one.
+    pub reason: Option<String>,
+    pub what: String,
+    pub what_label: &'static str,
+    pub agent_id: String,
+    pub agent_name: String,
+    pub agent_trust: String,
+    pub addressed_to: String,
+    pub created: String,
+    pub expires: String,
+    pub risk: String,
+    pub policy: String,
+    pub routing: String,
+    pub arguments_label: &'static str,
+    pub arguments: String,
+    pub arguments_sha256: String,
+    pub session: Option<String>,
+    /// Decisions so far (a quorum collects several).
+    pub decisions: Vec<DecisionRow>,
+    pub required_approvals: u32,
+    /// What happens when nobody decides in time.
+    pub timeout_outcome: &'static str,
+}
+
+pub struct DecisionRow {
+    pub reviewer: String,
+    pub verdict: String,
+    pub comment: Option<String>,
+    pub channel: String,
+    pub at: String,
+}
+
+pub fn detail(
+    r: &ApprovalRequest,
+    names: &Names,
+    decisions: &[DecisionRecord],
+    group_name: Option<String>,
+    now: DateTime<Utc>,
+) -> Detail {
+    let agent = names.agents.get(&r.agent_id);
+    let rules = &r.rules;
+    let (kind, what_label, risk, policy, reason, arguments_label) = match (&r.tool, r.kind) {
+        (Some(t), RequestKind::Tool) => (
+            "Tool call (guard API)".to_string(),
+            "Tool",
+            if t.threats.is_empty() {
+                format!("{:.2}, no threats detected", t.risk_score)
+            } else {
+                format!("{:.2}; threats: {}", t.risk_score, t.threats.join(", "))
+            },
+            t.policy_name
+                .clone()
+                .unwrap_or_else(|| "none matched: the tenant default applied".into()),
+            t.reason.clone().filter(|x| !x.trim().is_empty()),
+            "Arguments (the values the approval covers)",
+        ),
+        _ => (
+            "CIBA request (agent API)".to_string(),
+            "Scope",
+            "not scored (CIBA requests carry no risk score)".to_string(),
+            "none: the agent asked this reviewer directly".to_string(),
+            None,
+            "Context (the values the approval covers)",
+        ),
+    };
+    let routing = match (&rules.approval_group_id, r.kind) {
+        (Some(g), _) => format!(
+            "group {}, escalation level {}, {} approval{} needed",
+            group_name.unwrap_or_else(|| g.clone()),
+            rules.level_at(now),
+            rules.required_approvals.max(1),
+            if rules.required_approvals.max(1) == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+        (None, RequestKind::Ciba) => {
+            "addressed to one reviewer; no group, no escalation, no quorum".to_string()
+        }
+        (None, _) => format!(
+            "no group; {} approval{} needed",
+            rules.required_approvals.max(1),
+            if rules.required_approvals.max(1) == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ),
+    };
+    let on_behalf = r.tool.as_ref().and_then(|t| t.on_behalf_of.clone());
+    Detail {
+        id: r.id.clone(),
+        kind,
+        title: agent_words(r),
+        // The reason of a tool call is already the headline; CIBA has none.
+        reason: reason.filter(|x| *x != r.binding_message),
+        what: what(r),
+        what_label,
+        agent_id: r.agent_id.clone(),
+        agent_name: names.agent(&r.agent_id),
+        agent_trust: agent
+            .map(|a| a.trust_level.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        addressed_to: match (&r.user_id, on_behalf) {
+            (Some(u), _) => names.actor(u),
+            (None, Some(who)) => format!("the routed reviewers (acting for {who})"),
+            (None, None) => "the routed reviewers".into(),
+        },
+        created: when(r.created_at),
+        expires: when(r.expires_at),
+        risk,
+        policy,
+        routing,
+        arguments_label,
+        arguments: serde_json::to_string_pretty(&r.context).unwrap_or_default(),
+        arguments_sha256: r.context_sha256.clone(),
+        session: r
+            .tool
+            .as_ref()
+            .map(|t| t.session_id.clone())
+            .filter(|x| !x.is_empty()),
+        decisions: decisions
+            .iter()
+            .map(|d| DecisionRow {
+                reviewer: d.reviewer.clone(),
+                verdict: d.verdict.as_str().to_string(),
+                comment: d.comment.clone(),
+                channel: d.channel.clone(),
+                at: when(d.decided_at),
+            })
+            .collect(),
+        required_approvals: rules.required_approvals.max(1),
+        timeout_outcome: match r.timeout_status() {
+            ApprovalStatus::Approved => "approved",
+            _ => "expired (rejected)",
+        },
+    }
+}
+
+/// The decision panel of a request page.
+pub struct Panel {
+    pub id: String,
+    pub status: &'static str,
+    pub expires_at: String,
+    pub time_left: String,
+    pub may_decide: bool,
+    pub csrf: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub comment: Option<String>,
+    pub comment_label: &'static str,
+    /// A message about what just happened: (`ok` | `error` | `warn`, text).
+    pub notice: Option<(&'static str, String)>,
+}
+
+pub fn panel(
+    r: &ApprovalRequest,
+    names: &Names,
+    may_decide: bool,
+    csrf: &str,
+    now: DateTime<Utc>,
+) -> Panel {
+    let status = r.status_at(now);
+    Panel {
+        id: r.id.clone(),
+        status: status.as_str(),
+        expires_at: r.expires_at.to_rfc3339(),
+        time_left: time_left(r.expires_at, now),
+        may_decide,
+        csrf: csrf.to_string(),
+        decided_by: decider(r, names, now),
+        decided_at: if r.status == ApprovalStatus::Pending && status != ApprovalStatus::Pending {
+            Some(when(r.expires_at))
+        } else {
+            r.decided_at.map(when)
+        },
+        comment: r.comment.clone(),
+        comment_label: if status == ApprovalStatus::Rejected {
+            "Reason"
+        } else {
+            "Comment"
+        },
+        notice: None,
+    }
+}
+
+/// A choice in a filter.
+pub struct Opt {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+/// A status and how many requests are in it.
+pub struct Count {
+    pub status: &'static str,
+    pub label: &'static str,
+    pub count: i64,
+    pub current: bool,
+}
+
+pub fn status_label(s: &str) -> &'static str {
+    match s {
+        "pending" => "Pending",
+        "approved" => "Approved",
+        "rejected" => "Rejected",
+        "expired" => "Expired",
+        "cancelled" => "Cancelled",
+        "decided" => "All decided",
+        _ => "All",
+    }
+}

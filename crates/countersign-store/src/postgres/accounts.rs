@@ -1,0 +1,624 @@
+//! The dashboard's accounts on PostgreSQL: one-time links, sessions, passkeys, ceremonies.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::dashboard::{
+    self, LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
+};
+use countersign_core::directory::User;
+use countersign_core::{Error, Result};
+use serde_json::json;
+use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+
+use super::rows::{self, USER_COLUMNS, bad, get, ms, opt_time, pg_error, time};
+use super::{PgStore, append_audit, not_found};
+use crate::{DashboardStore, merge_counts};
+use countersign_proto::ApprovalStatus;
+
+const LINK_COLUMNS: &str =
+    "id, tenant_id, user_id, kind, created_at, expires_at, used_at, revoked_at";
+const SESSION_COLUMNS: &str = "id, tenant_id, user_id, method, user_agent, created_at, \
+     last_seen_at, expires_at, revoked_at";
+const PASSKEY_COLUMNS: &str =
+    "id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at";
+
+fn prefixed(columns: &str, prefix: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{prefix}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn link(row: &PgRow) -> Result<LoginLink> {
+    let kind: String = get(row, 3)?;
+    Ok(LoginLink {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        user_id: get(row, 2)?,
+        kind: LinkKind::parse(&kind).ok_or_else(|| bad("link kind"))?,
+        created_at: time(row, 4)?,
+        expires_at: time(row, 5)?,
+        used_at: opt_time(row, 6)?,
+        revoked_at: opt_time(row, 7)?,
+    })
+}
+
+fn session(row: &PgRow) -> Result<Session> {
+    Ok(Session {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        user_id: get(row, 2)?,
+        method: get(row, 3)?,
+        user_agent: get(row, 4)?,
+        created_at: time(row, 5)?,
+        last_seen_at: time(row, 6)?,
+        expires_at: time(row, 7)?,
+        revoked_at: opt_time(row, 8)?,
+    })
+}
+
+fn passkey(row: &PgRow) -> Result<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: get(row, 0)?,
+        tenant_id: get(row, 1)?,
+        user_id: get(row, 2)?,
+        credential_id: get(row, 3)?,
+        name: get(row, 4)?,
+        credential: get(row, 5)?,
+        created_at: time(row, 6)?,
+        last_used_at: opt_time(row, 7)?,
+    })
+}
+
+fn user_at(row: &PgRow, offset: usize) -> Result<User> {
+    Ok(User {
+        id: get(row, offset)?,
+        tenant_id: get(row, offset + 1)?,
+        email: get(row, offset + 2)?,
+        name: get(row, offset + 3)?,
+        disabled: get(row, offset + 4)?,
+        created_at: time(row, offset + 5)?,
+        is_admin: get(row, offset + 6)?,
+    })
+}
+
+async fn user_in_tx(c: &mut PgConnection, tenant_id: &str, id: &str) -> Result<Option<User>> {
+    sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(c)
+    .await
+    .map_err(pg_error)?
+    .map(|r| rows::user(&r))
+    .transpose()
+}
+
+async fn insert_passkey(c: &mut PgConnection, p: &PasskeyRecord, actor: &Actor) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO passkeys (id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+    )
+    .bind(&p.id)
+    .bind(&p.tenant_id)
+    .bind(&p.user_id)
+    .bind(&p.credential_id)
+    .bind(&p.name)
+    .bind(&p.credential)
+    .bind(ms(p.created_at))
+    .execute(&mut *c)
+    .await
+    .map_err(|e| match pg_error(e) {
+        Error::AlreadyExists(_) => Error::AlreadyExists("this passkey is already registered".into()),
+        other => other,
+    })?;
+    append_audit(
+        c,
+        AuditRecord::new(
+            &p.tenant_id,
+            p.created_at,
+            actor,
+            "passkey.registered",
+            &p.id,
+            json!({"user_id": p.user_id, "name": p.name}),
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn spend_proof(
+    c: &mut PgConnection,
+    s: &Session,
+    proof: &SessionProof,
+    actor: &Actor,
+) -> Result<()> {
+    let now = ms(s.created_at);
+    match proof {
+        SessionProof::Link {
+            token_hash,
+            kind,
+            new_passkey,
+        } => {
+            let changed = sqlx::query(
+                "UPDATE login_links SET used_at = $1 WHERE token_hash = $2 AND kind = $3 \
+                 AND tenant_id = $4 AND user_id = $5 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
+            )
+            .bind(now)
+            .bind(token_hash)
+            .bind(kind.as_str())
+            .bind(&s.tenant_id)
+            .bind(&s.user_id)
+            .execute(&mut *c)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
+            if changed != 1 {
+                return Err(dashboard::link_unusable());
+            }
+            append_audit(
+                c,
+                AuditRecord::new(
+                    &s.tenant_id,
+                    s.created_at,
+                    actor,
+                    "login_link.used",
+                    &s.user_id,
+                    json!({"kind": kind.as_str()}),
+                ),
+            )
+            .await?;
+            if let Some(p) = new_passkey {
+                if p.user_id != s.user_id || p.tenant_id != s.tenant_id {
+                    return Err(Error::invalid("the passkey belongs to another user"));
+                }
+                insert_passkey(c, p, actor).await?;
+            }
+        }
+        SessionProof::Passkey {
+            credential_id,
+            credential,
+        } => {
+            let changed = sqlx::query(
+                "UPDATE passkeys SET credential = $1, last_used_at = $2 \
+                 WHERE credential_id = $3 AND tenant_id = $4 AND user_id = $5",
+            )
+            .bind(credential)
+            .bind(now)
+            .bind(credential_id)
+            .bind(&s.tenant_id)
+            .bind(&s.user_id)
+            .execute(&mut *c)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
+            if changed != 1 {
+                return Err(Error::Unauthorized("unknown passkey".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl DashboardStore for PgStore {
+    async fn count_requests(
+        &self,
+        tenant_id: &str,
+        user_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(ApprovalStatus, i64)>> {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT CASE WHEN status = 'pending' AND expires_at <= $2 \
+             THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END AS s, COUNT(*) \
+             FROM approval_requests WHERE tenant_id = $1 AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
+             WHERE r.approval_id = approval_requests.id AND r.user_id = $3 AND r.since <= $2)) GROUP BY s",
+        )
+        .bind(tenant_id)
+        .bind(ms(now))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(merge_counts(counts))
+    }
+
+    async fn set_user_admin(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        is_admin: bool,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<User> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE users SET is_admin = $3 WHERE tenant_id = $1 AND id = $2 AND is_admin <> $3",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(is_admin)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        if changed == 1 {
+            append_audit(
+                &mut tx,
+                AuditRecord::new(
+                    tenant_id,
+                    at,
+                    &actor,
+                    "user.admin_changed",
+                    id,
+                    json!({"is_admin": is_admin}),
+                ),
+            )
+            .await?;
+        }
+        let user = user_in_tx(&mut tx, tenant_id, id)
+            .await?
+            .ok_or_else(|| not_found("user"))?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(user)
+    }
+
+    async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
+        let l = &new.link;
+        let mut tx = self.begin().await?;
+        match user_in_tx(&mut tx, &l.tenant_id, &l.user_id).await? {
+            Some(u) if !u.disabled => {}
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "no active user {:?} in this tenant",
+                    l.user_id
+                )));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO login_links (id, tenant_id, user_id, kind, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&l.id)
+        .bind(&l.tenant_id)
+        .bind(&l.user_id)
+        .bind(l.kind.as_str())
+        .bind(&new.token_hash)
+        .bind(ms(l.created_at))
+        .bind(ms(l.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        append_audit(
+            &mut tx,
+            AuditRecord::new(
+                &l.tenant_id,
+                l.created_at,
+                &actor,
+                "login_link.created",
+                &l.id,
+                json!({"kind": l.kind.as_str(), "user_id": l.user_id, "expires_at_ms": ms(l.expires_at)}),
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(new.link)
+    }
+
+    async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>> {
+        let sql = format!(
+            "SELECT {}, {} FROM login_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = $1",
+            prefixed(LINK_COLUMNS, "l"),
+            prefixed(USER_COLUMNS, "u")
+        );
+        sqlx::query(&sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .map(|r| Ok((link(&r)?, user_at(&r, 8)?)))
+            .transpose()
+    }
+
+    async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>> {
+        sqlx::query(&format!(
+            "SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 500"
+        ))
+        .bind(tenant_id)
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(link)
+        .collect()
+    }
+
+    async fn revoke_login_link(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<LoginLink> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE login_links SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 \
+             AND revoked_at IS NULL AND used_at IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        if changed == 1 {
+            append_audit(
+                &mut tx,
+                AuditRecord::new(tenant_id, at, &actor, "login_link.revoked", id, json!({})),
+            )
+            .await?;
+        }
+        let found = sqlx::query(&format!(
+            "SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .map(|r| link(&r))
+        .transpose()?
+        .ok_or_else(|| not_found("link"))?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(found)
+    }
+
+    async fn start_session(
+        &self,
+        new: NewSession,
+        proof: SessionProof,
+        actor: Actor,
+    ) -> Result<()> {
+        let s = &new.session;
+        let mut tx = self.begin().await?;
+        match user_in_tx(&mut tx, &s.tenant_id, &s.user_id).await? {
+            Some(u) if !u.disabled => {}
+            _ => return Err(Error::Unauthorized("this account is disabled".into())),
+        }
+        spend_proof(&mut tx, s, &proof, &actor).await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, tenant_id, user_id, token_hash, method, user_agent, created_at, last_seen_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant_id)
+        .bind(&s.user_id)
+        .bind(&new.token_hash)
+        .bind(&s.method)
+        .bind(&s.user_agent)
+        .bind(ms(s.created_at))
+        .bind(ms(s.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        append_audit(
+            &mut tx,
+            AuditRecord::new(
+                &s.tenant_id,
+                s.created_at,
+                &actor,
+                "session.created",
+                &s.id,
+                json!({"user_id": s.user_id, "method": s.method}),
+            ),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>> {
+        let sql = format!(
+            "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
+            prefixed(SESSION_COLUMNS, "s"),
+            prefixed(USER_COLUMNS, "u")
+        );
+        sqlx::query(&sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .map(|r| Ok((session(&r)?, user_at(&r, 9)?)))
+            .transpose()
+    }
+
+    async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
+            .bind(id)
+            .bind(ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT 200"
+        ))
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(session)
+        .collect()
+    }
+
+    async fn revoke_session(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE sessions SET revoked_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(id)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        if changed == 1 {
+            append_audit(
+                &mut tx,
+                AuditRecord::new(
+                    tenant_id,
+                    at,
+                    &actor,
+                    "session.revoked",
+                    id,
+                    json!({"user_id": user_id}),
+                ),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(changed == 1)
+    }
+
+    async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
+        let mut tx = self.begin().await?;
+        match user_in_tx(&mut tx, &passkey.tenant_id, &passkey.user_id).await? {
+            Some(u) if !u.disabled => {}
+            _ => return Err(Error::NotFound("no such user".into())),
+        }
+        insert_passkey(&mut tx, &passkey, &actor).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(passkey)
+    }
+
+    async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>> {
+        sqlx::query(&format!(
+            "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE tenant_id = $1 AND user_id = $2 ORDER BY id"
+        ))
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(passkey)
+        .collect()
+    }
+
+    async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>> {
+        sqlx::query(&format!(
+            "SELECT {} FROM passkeys p JOIN users u ON u.id = p.user_id \
+             WHERE u.email = $1 AND NOT u.disabled ORDER BY p.id LIMIT 100",
+            prefixed(PASSKEY_COLUMNS, "p")
+        ))
+        .bind(email)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(passkey)
+        .collect()
+    }
+
+    async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>> {
+        sqlx::query(&format!(
+            "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1"
+        ))
+        .bind(credential_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .map(|r| passkey(&r))
+        .transpose()
+    }
+
+    async fn delete_passkey(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let changed =
+            sqlx::query("DELETE FROM passkeys WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
+                .bind(tenant_id)
+                .bind(user_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?
+                .rows_affected();
+        if changed == 1 {
+            append_audit(
+                &mut tx,
+                AuditRecord::new(
+                    tenant_id,
+                    at,
+                    &actor,
+                    "passkey.removed",
+                    id,
+                    json!({"user_id": user_id}),
+                ),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(changed == 1)
+    }
+
+    async fn put_ceremony(
+        &self,
+        id_hash: &str,
+        state: String,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1")
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        sqlx::query(
+            "INSERT INTO webauthn_ceremonies (id_hash, state, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(id_hash)
+        .bind(state)
+        .bind(ms(expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "DELETE FROM webauthn_ceremonies WHERE id_hash = $1 RETURNING state, expires_at",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(row.filter(|(_, exp)| *exp > ms(now)).map(|(s, _)| s))
+    }
+}

@@ -1,0 +1,585 @@
+//! The dashboard's accounts on SQLite: one-time links, sessions, passkeys, ceremonies.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::dashboard::{
+    self, LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
+};
+use countersign_core::directory::User;
+use countersign_core::{Error, Result};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+
+use super::rows::{self, bad, db_error, ms, opt_time, time};
+use super::{SqliteStore, append_audit, not_found};
+use crate::{DashboardStore, merge_counts};
+use countersign_proto::ApprovalStatus;
+
+const LINK_COLUMNS: &str =
+    "id, tenant_id, user_id, kind, created_at, expires_at, used_at, revoked_at";
+const SESSION_COLUMNS: &str = "id, tenant_id, user_id, method, user_agent, created_at, \
+     last_seen_at, expires_at, revoked_at";
+const PASSKEY_COLUMNS: &str =
+    "id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at";
+
+fn link(row: &Row) -> rusqlite::Result<LoginLink> {
+    let kind: String = row.get(3)?;
+    Ok(LoginLink {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        user_id: row.get(2)?,
+        kind: LinkKind::parse(&kind).ok_or_else(|| bad(3, "link kind"))?,
+        created_at: time(row, 4)?,
+        expires_at: time(row, 5)?,
+        used_at: opt_time(row, 6)?,
+        revoked_at: opt_time(row, 7)?,
+    })
+}
+
+fn session(row: &Row) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        user_id: row.get(2)?,
+        method: row.get(3)?,
+        user_agent: row.get(4)?,
+        created_at: time(row, 5)?,
+        last_seen_at: time(row, 6)?,
+        expires_at: time(row, 7)?,
+        revoked_at: opt_time(row, 8)?,
+    })
+}
+
+fn passkey(row: &Row) -> rusqlite::Result<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        user_id: row.get(2)?,
+        credential_id: row.get(3)?,
+        name: row.get(4)?,
+        credential: row.get(5)?,
+        created_at: time(row, 6)?,
+        last_used_at: opt_time(row, 7)?,
+    })
+}
+
+/// Columns of a joined user, prefixed `u.`, placed after the first `offset` columns.
+fn prefixed_user_columns() -> String {
+    rows::USER_COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn user_at(row: &Row, offset: usize) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(offset)?,
+        tenant_id: row.get(offset + 1)?,
+        email: row.get(offset + 2)?,
+        name: row.get(offset + 3)?,
+        disabled: row.get(offset + 4)?,
+        created_at: time(row, offset + 5)?,
+        is_admin: row.get(offset + 6)?,
+    })
+}
+
+fn user_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<User>> {
+    c.prepare_cached(&format!(
+        "SELECT {} FROM users WHERE tenant_id = ?1 AND id = ?2",
+        rows::USER_COLUMNS
+    ))
+    .and_then(|mut s| s.query_row([tenant_id, id], rows::user).optional())
+    .map_err(db_error)
+}
+
+fn insert_passkey(c: &Connection, p: &PasskeyRecord, actor: &Actor) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO passkeys (id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            p.id,
+            p.tenant_id,
+            p.user_id,
+            p.credential_id,
+            p.name,
+            p.credential,
+            ms(p.created_at)
+        ])
+    })
+    .map_err(|e| match db_error(e) {
+        Error::AlreadyExists(_) => Error::AlreadyExists("this passkey is already registered".into()),
+        other => other,
+    })?;
+    append_audit(
+        c,
+        AuditRecord::new(
+            &p.tenant_id,
+            p.created_at,
+            actor,
+            "passkey.registered",
+            &p.id,
+            json!({"user_id": p.user_id, "name": p.name}),
+        ),
+    )?;
+    Ok(())
+}
+
+fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor) -> Result<()> {
+    let now = ms(s.created_at);
+    match proof {
+        SessionProof::Link {
+            token_hash,
+            kind,
+            new_passkey,
+        } => {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE login_links SET used_at = ?1 WHERE token_hash = ?2 AND kind = ?3 \
+                     AND tenant_id = ?4 AND user_id = ?5 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?1",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![now, token_hash, kind.as_str(), s.tenant_id, s.user_id])
+                })
+                .map_err(db_error)?;
+            if changed != 1 {
+                return Err(dashboard::link_unusable());
+            }
+            append_audit(
+                c,
+                AuditRecord::new(
+                    &s.tenant_id,
+                    s.created_at,
+                    actor,
+                    "login_link.used",
+                    &s.user_id,
+                    json!({"kind": kind.as_str()}),
+                ),
+            )?;
+            if let Some(p) = new_passkey {
+                if p.user_id != s.user_id || p.tenant_id != s.tenant_id {
+                    return Err(Error::invalid("the passkey belongs to another user"));
+                }
+                insert_passkey(c, p, actor)?;
+            }
+        }
+        SessionProof::Passkey {
+            credential_id,
+            credential,
+        } => {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE passkeys SET credential = ?1, last_used_at = ?2 \
+                     WHERE credential_id = ?3 AND tenant_id = ?4 AND user_id = ?5",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        credential,
+                        now,
+                        credential_id,
+                        s.tenant_id,
+                        s.user_id
+                    ])
+                })
+                .map_err(db_error)?;
+            if changed != 1 {
+                return Err(Error::Unauthorized("unknown passkey".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl DashboardStore for SqliteStore {
+    async fn count_requests(
+        &self,
+        tenant_id: &str,
+        user_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(ApprovalStatus, i64)>> {
+        let counts: Vec<(String, i64)> = self.read(|c| {
+            c.prepare_cached(
+                "SELECT CASE WHEN status = 'pending' AND expires_at <= ?2 \
+                 THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END AS s, COUNT(*) \
+                 FROM approval_requests WHERE tenant_id = ?1 AND (?3 IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
+                 WHERE r.approval_id = approval_requests.id AND r.user_id = ?3 AND r.since <= ?2)) GROUP BY s",
+            )?
+            .query_map(params![tenant_id, ms(now), user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })?;
+        Ok(merge_counts(counts))
+    }
+
+    async fn set_user_admin(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        is_admin: bool,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<User> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE users SET is_admin = ?3 WHERE tenant_id = ?1 AND id = ?2 AND is_admin <> ?3",
+                )
+                .and_then(|mut s| s.execute(params![tenant_id, id, is_admin]))
+                .map_err(db_error)?;
+            if changed == 1 {
+                append_audit(
+                    c,
+                    AuditRecord::new(
+                        &tenant_id,
+                        at,
+                        &actor,
+                        "user.admin_changed",
+                        &id,
+                        json!({"is_admin": is_admin}),
+                    ),
+                )?;
+            }
+            user_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("user"))
+        })
+        .await
+    }
+
+    async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
+        self.write(move |c| {
+            let l = &new.link;
+            let active: Option<bool> = c
+                .prepare_cached("SELECT disabled = 0 FROM users WHERE tenant_id = ?1 AND id = ?2")
+                .and_then(|mut s| s.query_row([&l.tenant_id, &l.user_id], |r| r.get(0)).optional())
+                .map_err(db_error)?;
+            if active != Some(true) {
+                return Err(Error::NotFound(format!(
+                    "no active user {:?} in this tenant",
+                    l.user_id
+                )));
+            }
+            c.prepare_cached(
+                "INSERT INTO login_links (id, tenant_id, user_id, kind, token_hash, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    l.id,
+                    l.tenant_id,
+                    l.user_id,
+                    l.kind.as_str(),
+                    new.token_hash,
+                    ms(l.created_at),
+                    ms(l.expires_at)
+                ])
+            })
+            .map_err(db_error)?;
+            append_audit(
+                c,
+                AuditRecord::new(
+                    &l.tenant_id,
+                    l.created_at,
+                    &actor,
+                    "login_link.created",
+                    &l.id,
+                    json!({"kind": l.kind.as_str(), "user_id": l.user_id, "expires_at_ms": ms(l.expires_at)}),
+                ),
+            )?;
+            Ok(new.link)
+        })
+        .await
+    }
+
+    async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>> {
+        let sql = format!(
+            "SELECT {}, {} FROM login_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = ?1",
+            LINK_COLUMNS
+                .split(", ")
+                .map(|c| format!("l.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            prefixed_user_columns()
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_row([token_hash], |r| Ok((link(r)?, user_at(r, 8)?)))
+                .optional()
+        })
+    }
+
+    async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = ?1 AND kind = ?2 ORDER BY id DESC LIMIT 500"
+            ))?
+            .query_map([tenant_id, kind.as_str()], link)?
+            .collect()
+        })
+    }
+
+    async fn revoke_login_link(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<LoginLink> {
+        let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE login_links SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 \
+                     AND revoked_at IS NULL AND used_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![tenant_id, id, ms(at)]))
+                .map_err(db_error)?;
+            if changed == 1 {
+                append_audit(
+                    c,
+                    AuditRecord::new(&tenant_id, at, &actor, "login_link.revoked", &id, json!({})),
+                )?;
+            }
+            c.prepare_cached(&format!(
+                "SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = ?1 AND id = ?2"
+            ))
+            .and_then(|mut s| s.query_row([&tenant_id, &id], link).optional())
+            .map_err(db_error)?
+            .ok_or_else(|| not_found("link"))
+        })
+        .await
+    }
+
+    async fn start_session(
+        &self,
+        new: NewSession,
+        proof: SessionProof,
+        actor: Actor,
+    ) -> Result<()> {
+        self.write(move |c| {
+            let s = &new.session;
+            match user_in_tx(c, &s.tenant_id, &s.user_id)? {
+                Some(u) if !u.disabled => {}
+                _ => return Err(Error::Unauthorized("this account is disabled".into())),
+            }
+            spend_proof(c, s, &proof, &actor)?;
+            c.prepare_cached(
+                "INSERT INTO sessions (id, tenant_id, user_id, token_hash, method, user_agent, created_at, last_seen_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    s.id,
+                    s.tenant_id,
+                    s.user_id,
+                    new.token_hash,
+                    s.method,
+                    s.user_agent,
+                    ms(s.created_at),
+                    ms(s.expires_at)
+                ])
+            })
+            .map_err(db_error)?;
+            append_audit(
+                c,
+                AuditRecord::new(
+                    &s.tenant_id,
+                    s.created_at,
+                    &actor,
+                    "session.created",
+                    &s.id,
+                    json!({"user_id": s.user_id, "method": s.method}),
+                ),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>> {
+        let sql = format!(
+            "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
+            SESSION_COLUMNS
+                .split(", ")
+                .map(|c| format!("s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            prefixed_user_columns()
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_row([token_hash], |r| Ok((session(r)?, user_at(r, 9)?)))
+                .optional()
+        })
+    }
+
+    async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, ms(at)]))
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = ?1 AND user_id = ?2 ORDER BY id DESC LIMIT 200"
+            ))?
+            .query_map([tenant_id, user_id], session)?
+            .collect()
+        })
+    }
+
+    async fn revoke_session(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (tenant_id, user_id, id) = (tenant_id.to_string(), user_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE sessions SET revoked_at = ?4 WHERE tenant_id = ?1 AND user_id = ?2 AND id = ?3 AND revoked_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![tenant_id, user_id, id, ms(at)]))
+                .map_err(db_error)?;
+            if changed == 1 {
+                append_audit(
+                    c,
+                    AuditRecord::new(&tenant_id, at, &actor, "session.revoked", &id, json!({"user_id": user_id})),
+                )?;
+            }
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
+        self.write(move |c| {
+            match user_in_tx(c, &passkey.tenant_id, &passkey.user_id)? {
+                Some(u) if !u.disabled => {}
+                _ => return Err(Error::NotFound("no such user".into())),
+            }
+            insert_passkey(c, &passkey, &actor)?;
+            Ok(passkey)
+        })
+        .await
+    }
+
+    async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE tenant_id = ?1 AND user_id = ?2 ORDER BY id"
+            ))?
+            .query_map([tenant_id, user_id], passkey)?
+            .collect()
+        })
+    }
+
+    async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>> {
+        let sql = format!(
+            "SELECT {} FROM passkeys p JOIN users u ON u.id = p.user_id \
+             WHERE u.email = ?1 AND u.disabled = 0 ORDER BY p.id LIMIT 100",
+            PASSKEY_COLUMNS
+                .split(", ")
+                .map(|c| format!("p.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_map([email], passkey)?
+                .collect()
+        })
+    }
+
+    async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = ?1"
+            ))?
+            .query_row([credential_id], passkey)
+            .optional()
+        })
+    }
+
+    async fn delete_passkey(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (tenant_id, user_id, id) = (tenant_id.to_string(), user_id.to_string(), id.to_string());
+        self.write(move |c| {
+            let changed = c
+                .prepare_cached(
+                    "DELETE FROM passkeys WHERE tenant_id = ?1 AND user_id = ?2 AND id = ?3",
+                )
+                .and_then(|mut s| s.execute(params![tenant_id, user_id, id]))
+                .map_err(db_error)?;
+            if changed == 1 {
+                append_audit(
+                    c,
+                    AuditRecord::new(
+                        &tenant_id,
+                        at,
+                        &actor,
+                        "passkey.removed",
+                        &id,
+                        json!({"user_id": user_id}),
+                    ),
+                )?;
+            }
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn put_ceremony(
+        &self,
+        id_hash: &str,
+        state: String,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let id_hash = id_hash.to_string();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM webauthn_ceremonies WHERE expires_at <= ?1")
+                .and_then(|mut s| s.execute([ms(now)]))
+                .map_err(db_error)?;
+            c.prepare_cached(
+                "INSERT INTO webauthn_ceremonies (id_hash, state, expires_at) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![id_hash, state, ms(expires_at)]))
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+        let id_hash = id_hash.to_string();
+        self.write(move |c| {
+            let state: Option<(String, i64)> = c
+                .prepare_cached(
+                    "DELETE FROM webauthn_ceremonies WHERE id_hash = ?1 RETURNING state, expires_at",
+                )
+                .and_then(|mut s| s.query_row([&id_hash], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(db_error)?;
+            Ok(state.filter(|(_, exp)| *exp > ms(now)).map(|(s, _)| s))
+        })
+        .await
+    }
+}
