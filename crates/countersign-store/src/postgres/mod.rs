@@ -32,6 +32,7 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use crate::listing::Arg;
 use crate::records::{
     already_voted, config_audit, creation_details, decision_audit, escalation_audit, timeout_audit,
 };
@@ -1032,74 +1033,9 @@ impl Backend for PgStore {
         tenant_id: &str,
         filter: &RequestFilter,
     ) -> Result<Page<ApprovalRequest>> {
-        enum Arg {
-            Text(String),
-            Int(i64),
-        }
-        let now = ms(filter.now);
-        let mut sql =
-            format!("SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = $1");
-        let mut args = vec![Arg::Text(tenant_id.to_string())];
-        let arg = |args: &mut Vec<Arg>, a: Arg| {
-            args.push(a);
-            format!("${}", args.len())
-        };
-        match filter.status {
-            Some(ApprovalStatus::Pending) => {
-                let p = arg(&mut args, Arg::Int(now));
-                sql.push_str(&format!(" AND status = 'pending' AND expires_at > {p}"));
-            }
-            Some(status @ (ApprovalStatus::Expired | ApprovalStatus::Approved)) => {
-                let outcome = if status == ApprovalStatus::Approved {
-                    "approve"
-                } else {
-                    "reject"
-                };
-                let p = arg(&mut args, Arg::Int(now));
-                sql.push_str(&format!(
-                    " AND (status = '{}' OR (status = 'pending' AND expires_at <= {p} AND default_on_timeout = '{outcome}'))",
-                    status.as_str()
-                ));
-            }
-            Some(status) => sql.push_str(&format!(" AND status = '{}'", status.as_str())),
-            None => {}
-        }
-        if let Some(user) = &filter.user_id {
-            let u = arg(&mut args, Arg::Text(user.clone()));
-            let n = arg(&mut args, Arg::Int(now));
-            sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM approval_reviewers r WHERE r.approval_id = approval_requests.id AND r.user_id = {u} AND r.since <= {n})"
-            ));
-        }
-        if let Some(kind) = filter.kind {
-            sql.push_str(&format!(" AND kind = '{}'", kind.as_str()));
-        }
-        if let Some(tool) = &filter.tool_name {
-            let p = arg(&mut args, Arg::Text(tool.clone()));
-            sql.push_str(&format!(" AND tool_name = {p}"));
-        }
-        if let Some(who) = &filter.decided_by {
-            let p = arg(&mut args, Arg::Text(who.clone()));
-            let e = arg(&mut args, Arg::Text(who.to_lowercase()));
-            sql.push_str(&format!(
-                " AND (decided_by = {p} OR decided_by IN (SELECT id FROM users WHERE tenant_id = $1 AND email = {e}))"
-            ));
-        }
-        if let Some(from) = filter.created_from {
-            let p = arg(&mut args, Arg::Int(ms(from)));
-            sql.push_str(&format!(" AND created_at >= {p}"));
-        }
-        if let Some(before) = filter.created_before {
-            let p = arg(&mut args, Arg::Int(ms(before)));
-            sql.push_str(&format!(" AND created_at < {p}"));
-        }
-        if let Some(id) = &filter.before_id {
-            let p = arg(&mut args, Arg::Text(id.clone()));
-            sql.push_str(&format!(" AND id < {p}"));
-        }
         let limit = filter.limit.clamp(1, 500);
-        let p = arg(&mut args, Arg::Int(i64::from(limit) + 1));
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {p}"));
+        let (sql, args) =
+            crate::listing::requests(REQUEST_COLUMNS, tenant_id, filter, |n| format!("${n}"));
         let mut query = sqlx::query(&sql);
         for a in args {
             query = match a {

@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use rows::{db_error, ms};
 use tokio::sync::broadcast;
 
+use crate::listing::Arg;
 use crate::records::{
     already_voted, config_audit, creation_details, decision_audit, escalation_audit, timeout_audit,
 };
@@ -434,80 +435,6 @@ mod erased {
             serde_json::to_string(self).map_err(Error::internal)
         }
     }
-}
-
-/// The listing query and its arguments. Pending requests past their expiry count as timed out.
-fn list_sql(tenant_id: &str, filter: &RequestFilter) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value as V;
-    let now = ms(filter.now);
-    let mut sql = format!(
-        "SELECT {} FROM approval_requests WHERE tenant_id = ?1",
-        rows::REQUEST_COLUMNS
-    );
-    let mut args: Vec<V> = vec![V::Text(tenant_id.to_string())];
-    let arg = |args: &mut Vec<V>, v: V| {
-        args.push(v);
-        format!("?{}", args.len())
-    };
-    match filter.status {
-        Some(ApprovalStatus::Pending) => {
-            let p = arg(&mut args, V::Integer(now));
-            sql.push_str(&format!(" AND status = 'pending' AND expires_at > {p}"));
-        }
-        Some(status @ (ApprovalStatus::Expired | ApprovalStatus::Approved)) => {
-            let outcome = if status == ApprovalStatus::Approved {
-                "approve"
-            } else {
-                "reject"
-            };
-            let p = arg(&mut args, V::Integer(now));
-            sql.push_str(&format!(
-                " AND (status = '{}' OR (status = 'pending' AND expires_at <= {p} AND default_on_timeout = '{outcome}'))",
-                status.as_str()
-            ));
-        }
-        Some(status) => sql.push_str(&format!(" AND status = '{}'", status.as_str())),
-        None => {}
-    }
-    if let Some(user) = &filter.user_id {
-        let u = arg(&mut args, V::Text(user.clone()));
-        let n = arg(&mut args, V::Integer(now));
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM approval_reviewers r WHERE r.approval_id = approval_requests.id AND r.user_id = {u} AND r.since <= {n})"
-        ));
-    }
-    if let Some(kind) = filter.kind {
-        sql.push_str(&format!(" AND kind = '{}'", kind.as_str()));
-    }
-    if let Some(tool) = &filter.tool_name {
-        let p = arg(&mut args, V::Text(tool.clone()));
-        sql.push_str(&format!(" AND tool_name = {p}"));
-    }
-    if let Some(who) = &filter.decided_by {
-        let p = arg(&mut args, V::Text(who.clone()));
-        let e = arg(&mut args, V::Text(who.to_lowercase()));
-        sql.push_str(&format!(
-            " AND (decided_by = {p} OR decided_by IN (SELECT id FROM users WHERE tenant_id = ?1 AND email = {e}))"
-        ));
-    }
-    if let Some(from) = filter.created_from {
-        let p = arg(&mut args, V::Integer(ms(from)));
-        sql.push_str(&format!(" AND created_at >= {p}"));
-    }
-    if let Some(before) = filter.created_before {
-        let p = arg(&mut args, V::Integer(ms(before)));
-        sql.push_str(&format!(" AND created_at < {p}"));
-    }
-    if let Some(id) = &filter.before_id {
-        let p = arg(&mut args, V::Text(id.clone()));
-        sql.push_str(&format!(" AND id < {p}"));
-    }
-    let p = arg(
-        &mut args,
-        V::Integer(i64::from(filter.limit.clamp(1, 500)) + 1),
-    );
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {p}"));
-    (sql, args)
 }
 
 fn group_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<Group>> {
@@ -1130,7 +1057,16 @@ impl Backend for SqliteStore {
         tenant_id: &str,
         filter: &RequestFilter,
     ) -> Result<Page<ApprovalRequest>> {
-        let (sql, args) = list_sql(tenant_id, filter);
+        let (sql, args) = crate::listing::requests(rows::REQUEST_COLUMNS, tenant_id, filter, |n| {
+            format!("?{n}")
+        });
+        let args: Vec<rusqlite::types::Value> = args
+            .into_iter()
+            .map(|a| match a {
+                Arg::Text(t) => rusqlite::types::Value::Text(t),
+                Arg::Int(i) => rusqlite::types::Value::Integer(i),
+            })
+            .collect();
         let limit = filter.limit.clamp(1, 500) as usize;
         let mut items = self.read(|c| {
             c.prepare_cached(&sql)?

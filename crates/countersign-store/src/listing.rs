@@ -1,0 +1,86 @@
+//! The approval-request listing query, one for both dialects (they differ only in how bind
+//! parameters are written), so filters cannot drift apart.
+use countersign_proto::ApprovalStatus;
+
+use crate::RequestFilter;
+
+/// A bind parameter of the listing query.
+pub enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The listing query and its arguments; `placeholder(n)` writes the n-th parameter (from 1).
+/// Pending requests past their expiry count as timed out.
+pub fn requests(
+    columns: &str,
+    tenant_id: &str,
+    filter: &RequestFilter,
+    placeholder: fn(usize) -> String,
+) -> (String, Vec<Arg>) {
+    let now = filter.now.timestamp_millis();
+    let mut args = vec![Arg::Text(tenant_id.to_string())];
+    let tenant = placeholder(1);
+    let mut sql = format!("SELECT {columns} FROM approval_requests WHERE tenant_id = {tenant}");
+    let mut arg = |a: Arg| {
+        args.push(a);
+        placeholder(args.len())
+    };
+    match filter.status {
+        Some(ApprovalStatus::Pending) => {
+            let p = arg(Arg::Int(now));
+            sql.push_str(&format!(" AND status = 'pending' AND expires_at > {p}"));
+        }
+        Some(status @ (ApprovalStatus::Expired | ApprovalStatus::Approved)) => {
+            let outcome = if status == ApprovalStatus::Approved {
+                "approve"
+            } else {
+                "reject"
+            };
+            let p = arg(Arg::Int(now));
+            sql.push_str(&format!(
+                " AND (status = '{}' OR (status = 'pending' AND expires_at <= {p} AND default_on_timeout = '{outcome}'))",
+                status.as_str()
+            ));
+        }
+        Some(status) => sql.push_str(&format!(" AND status = '{}'", status.as_str())),
+        None => {}
+    }
+    if let Some(user) = &filter.user_id {
+        let u = arg(Arg::Text(user.clone()));
+        let n = arg(Arg::Int(now));
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM approval_reviewers r WHERE r.approval_id = approval_requests.id \
+             AND r.user_id = {u} AND r.since <= {n})"
+        ));
+    }
+    if let Some(kind) = filter.kind {
+        sql.push_str(&format!(" AND kind = '{}'", kind.as_str()));
+    }
+    if let Some(tool) = &filter.tool_name {
+        let p = arg(Arg::Text(tool.clone()));
+        sql.push_str(&format!(" AND tool_name = {p}"));
+    }
+    if let Some(who) = &filter.decided_by {
+        let p = arg(Arg::Text(who.clone()));
+        let e = arg(Arg::Text(who.to_lowercase()));
+        sql.push_str(&format!(
+            " AND (decided_by = {p} OR decided_by IN (SELECT id FROM users WHERE tenant_id = {tenant} AND email = {e}))"
+        ));
+    }
+    if let Some(from) = filter.created_from {
+        let p = arg(Arg::Int(from.timestamp_millis()));
+        sql.push_str(&format!(" AND created_at >= {p}"));
+    }
+    if let Some(before) = filter.created_before {
+        let p = arg(Arg::Int(before.timestamp_millis()));
+        sql.push_str(&format!(" AND created_at < {p}"));
+    }
+    if let Some(id) = &filter.before_id {
+        let p = arg(Arg::Text(id.clone()));
+        sql.push_str(&format!(" AND id < {p}"));
+    }
+    let p = arg(Arg::Int(i64::from(filter.limit.clamp(1, 500)) + 1));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {p}"));
+    (sql, args)
+}
