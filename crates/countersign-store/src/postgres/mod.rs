@@ -440,6 +440,39 @@ async fn group_in(conn: &mut PgConnection, tenant_id: &str, id: &str) -> Result<
     }))
 }
 
+/// Disables a user or an agent, recording it only when it was active.
+async fn mark_disabled(
+    conn: &mut PgConnection,
+    table: &str,
+    tenant_id: &str,
+    id: &str,
+    actor: &Actor,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let changed = sqlx::query(&format!(
+        "UPDATE {table} SET disabled = TRUE WHERE tenant_id = $1 AND id = $2 AND NOT disabled"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_error)?
+    .rows_affected();
+    if changed == 1 {
+        let action = if table == "users" {
+            "user.disabled"
+        } else {
+            "agent.disabled"
+        };
+        append_audit(
+            conn,
+            AuditRecord::new(tenant_id, at, actor, action, id, json!({})),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 fn not_found(what: &str) -> Error {
     Error::NotFound(format!("no such {what}"))
 }
@@ -616,22 +649,7 @@ impl Backend for PgStore {
         at: DateTime<Utc>,
     ) -> Result<User> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE users SET disabled = TRUE WHERE tenant_id = $1 AND id = $2 AND NOT disabled",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
-        if changed == 1 {
-            append_audit(
-                &mut tx,
-                AuditRecord::new(tenant_id, at, &actor, "user.disabled", id, json!({})),
-            )
-            .await?;
-        }
+        mark_disabled(&mut tx, "users", tenant_id, id, &actor, at).await?;
         let user = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
         ))
@@ -708,22 +726,7 @@ impl Backend for PgStore {
         at: DateTime<Utc>,
     ) -> Result<Agent> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE agents SET disabled = TRUE WHERE tenant_id = $1 AND id = $2 AND NOT disabled",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
-        if changed == 1 {
-            append_audit(
-                &mut tx,
-                AuditRecord::new(tenant_id, at, &actor, "agent.disabled", id, json!({})),
-            )
-            .await?;
-        }
+        mark_disabled(&mut tx, "agents", tenant_id, id, &actor, at).await?;
         let agent = sqlx::query(&format!(
             "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2"
         ))

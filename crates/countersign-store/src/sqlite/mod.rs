@@ -491,6 +491,35 @@ pub(crate) fn parse_settings(
     }
 }
 
+/// Disables a user or an agent, recording it only when it was active.
+fn mark_disabled(
+    c: &Connection,
+    table: &str,
+    tenant_id: &str,
+    id: &str,
+    actor: &Actor,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let changed = c
+        .prepare_cached(&format!(
+            "UPDATE {table} SET disabled = 1 WHERE tenant_id = ?1 AND id = ?2 AND disabled = 0"
+        ))
+        .and_then(|mut s| s.execute([tenant_id, id]))
+        .map_err(db_error)?;
+    if changed == 1 {
+        let action = if table == "users" {
+            "user.disabled"
+        } else {
+            "agent.disabled"
+        };
+        append_audit(
+            c,
+            AuditRecord::new(tenant_id, at, actor, action, id, json!({})),
+        )?;
+    }
+    Ok(())
+}
+
 fn not_found(what: &str) -> Error {
     Error::NotFound(format!("no such {what}"))
 }
@@ -689,16 +718,7 @@ impl Backend for SqliteStore {
     ) -> Result<User> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
-            let changed = c
-                .prepare_cached("UPDATE users SET disabled = 1 WHERE tenant_id = ?1 AND id = ?2 AND disabled = 0")
-                .and_then(|mut s| s.execute([&tenant_id, &id]))
-                .map_err(db_error)?;
-            if changed == 1 {
-                append_audit(
-                    c,
-                    AuditRecord::new(&tenant_id, at, &actor, "user.disabled", &id, json!({})),
-                )?;
-            }
+            mark_disabled(c, "users", &tenant_id, &id, &actor, at)?;
             c.prepare_cached(&format!(
                 "SELECT {} FROM users WHERE tenant_id = ?1 AND id = ?2",
                 rows::USER_COLUMNS
@@ -765,16 +785,7 @@ impl Backend for SqliteStore {
     ) -> Result<Agent> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
-            let changed = c
-                .prepare_cached("UPDATE agents SET disabled = 1 WHERE tenant_id = ?1 AND id = ?2 AND disabled = 0")
-                .and_then(|mut s| s.execute([&tenant_id, &id]))
-                .map_err(db_error)?;
-            if changed == 1 {
-                append_audit(
-                    c,
-                    AuditRecord::new(&tenant_id, at, &actor, "agent.disabled", &id, json!({})),
-                )?;
-            }
+            mark_disabled(c, "agents", &tenant_id, &id, &actor, at)?;
             c.prepare_cached(&format!(
                 "SELECT {} FROM agents WHERE tenant_id = ?1 AND id = ?2",
                 rows::AGENT_COLUMNS
