@@ -9,6 +9,7 @@ pub mod directory;
 pub mod error;
 pub mod grant;
 pub mod ids;
+pub mod notify;
 pub mod oidc;
 pub mod policy;
 pub mod principal;

@@ -504,18 +504,69 @@ pub struct OutboxItem {
     pub channel: String,
     pub target: String,
     pub secret: Option<String>,
-    /// The status the request moved to.
+    /// The status the request moved to (or the notification event).
     pub event: String,
     /// Attempts including the one just claimed.
     pub attempts: i64,
+    /// The person or webhook endpoint a notification is for.
+    pub recipient: Option<String>,
+    /// What a notification needs beyond the request (JSON).
+    pub payload: Option<Value>,
 }
 
 /// How a delivery attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutboxOutcome {
-    Delivered { at: DateTime<Utc> },
-    Retry { at: DateTime<Utc>, error: String },
-    Failed { at: DateTime<Utc>, error: String },
+    Delivered {
+        at: DateTime<Utc>,
+        /// The HTTP status (or SMTP reply code) of the attempt.
+        status_code: Option<i64>,
+        /// What later updates of the message need (a Slack channel and `ts`).
+        external_ref: Option<String>,
+    },
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+        status_code: Option<i64>,
+    },
+    Failed {
+        at: DateTime<Utc>,
+        error: String,
+        status_code: Option<i64>,
+    },
+}
+
+impl OutboxOutcome {
+    /// The stored state, next attempt time, delivery time, error, status code and reference.
+    #[allow(clippy::type_complexity)]
+    pub fn columns(
+        self,
+    ) -> (
+        &'static str,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+    ) {
+        match self {
+            OutboxOutcome::Delivered {
+                at,
+                status_code,
+                external_ref,
+            } => ("delivered", at, Some(at), None, status_code, external_ref),
+            OutboxOutcome::Retry {
+                at,
+                error,
+                status_code,
+            } => ("pending", at, None, Some(error), status_code, None),
+            OutboxOutcome::Failed {
+                at,
+                error,
+                status_code,
+            } => ("failed", at, None, Some(error), status_code, None),
+        }
+    }
 }
 
 /// Exponential backoff for attempt `n` (1-based): 1 s, 2 s, 4 s, … capped at 5 minutes.

@@ -15,7 +15,7 @@ use crate::{Error, Result, ids, validate};
 pub const POLICY: &str = "pol";
 const MAX_CONDITION_CHARS: usize = 4_000;
 const MAX_REQUIRED_APPROVALS: u32 = 20;
-pub const CHANNELS: [&str; 5] = ["email", "slack", "teams", "webhook", "dashboard"];
+pub const CHANNELS: [&str; 6] = ["email", "slack", "teams", "webhook", "push", "dashboard"];
 /// The names a condition may use.
 pub const CONDITION_VARIABLES: [&str; 7] = [
     "tool", "args", "agent", "session", "risk", "threats", "scope",

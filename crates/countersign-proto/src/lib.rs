@@ -9,6 +9,7 @@ pub mod audit;
 pub mod ciba;
 pub mod error;
 pub mod guard;
+pub mod notify;
 pub mod oidc;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

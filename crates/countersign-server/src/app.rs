@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use countersign_core::approval::RequestLimits;
 use countersign_core::audit::Actor;
 use countersign_core::directory::{self, MintedKey};
@@ -26,10 +26,11 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::after_commit::{Committed, announce};
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
-use crate::events::{Events, RequestEventKind};
+use crate::events::Events;
 use crate::oidc::Oidc;
-use crate::routes::{admin, approvals, audit, ciba, guard, meta, oidc, oidc_admin};
+use crate::routes::{admin, approvals, audit, ciba, guard, meta, notifications, oidc, oidc_admin};
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::state::AppState;
@@ -153,6 +154,9 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
     let oidc = Oidc::new(&settings, &store, clock.as_ref())
         .await
         .context("setting up OpenID Connect")?;
+    let notifier = crate::notify::Notifier::new(&settings, &issuer, &store, clock.as_ref())
+        .await
+        .context("setting up notifications")?;
     let (stop, stopping) = watch::channel(false);
     let webauthn = crate::accounts::relying_party(&issuer)?.map(Arc::new);
     let state = AppState {
@@ -169,6 +173,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         events: Arc::new(Events::default()),
         webauthn,
         oidc: Arc::new(oidc),
+        notifier: Arc::new(notifier),
     };
     let demo = if state.settings.demo {
         Some(demo(&state).await?)
@@ -429,6 +434,38 @@ fn router(state: AppState) -> Router {
             post(admin::revoke_invitation),
         )
         .route("/v1/admin/sign-in-links", post(admin::create_sign_in_link))
+        .route(
+            "/v1/admin/notification-channels",
+            get(notifications::get_channels),
+        )
+        .route(
+            "/v1/admin/notification-channels/email",
+            put(notifications::put_email).delete(notifications::delete_email),
+        )
+        .route(
+            "/v1/admin/notification-channels/slack",
+            put(notifications::put_slack).delete(notifications::delete_slack),
+        )
+        .route(
+            "/v1/admin/notification-channels/teams",
+            put(notifications::put_teams).delete(notifications::delete_teams),
+        )
+        .route(
+            "/v1/admin/notification-channels/{channel}/test",
+            post(notifications::test_channel),
+        )
+        .route(
+            "/v1/me/notification-preferences",
+            get(notifications::get_my_preferences).put(notifications::put_my_preferences),
+        )
+        .route(
+            "/v1/admin/users/{id}/notification-preferences",
+            get(notifications::get_user_preferences).put(notifications::put_user_preferences),
+        )
+        .route(
+            "/v1/approvals/{id}/deliveries",
+            get(notifications::request_deliveries),
+        )
         .merge(ui::router(state.clone()))
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
@@ -488,19 +525,12 @@ async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         };
         match change {
-            Ok(Change::Request(id)) => {
-                state.waiters.wake(&id);
-                state.events.publish(RequestEventKind::Changed, None, &id);
-                // Another replica may have put callbacks in the outbox.
-                state.oidc.outbox_wake.notify_one();
-            }
+            Ok(Change::Request(id)) => announce(&state, Committed::Remote(&id)),
             Ok(Change::SigningKeys) => reload_keys(&state).await,
             Ok(Change::Guard(tenant)) => state.guard.invalidate(&tenant),
             Ok(Change::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                state.waiters.wake_all();
-                state.events.resync();
+                announce(&state, Committed::Resync);
                 state.guard.clear();
-                state.oidc.outbox_wake.notify_one();
                 reload_keys(&state).await;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -539,7 +569,7 @@ impl App {
         } = self;
         let sweeper = tokio::spawn(run_sweeper(state.clone(), stop.subscribe()));
         let follower = tokio::spawn(follow_changes(state.clone(), stop.subscribe()));
-        let delivery = tokio::spawn(crate::oidc::delivery::run(state.clone(), stop.subscribe()));
+        let delivery = tokio::spawn(crate::notify::worker::run(state.clone(), stop.subscribe()));
         let grace = Duration::from_secs(state.settings.http.shutdown_grace_secs);
         let (drained_tx, drained_rx) = oneshot::channel::<()>();
         let stop_for_signal = stop.clone();

@@ -18,7 +18,7 @@ use countersign_proto::guard::{
 use countersign_proto::{ApprovalStatus, ErrorCode, TrustLevel};
 use countersign_store::RequestFilter;
 
-use crate::events::RequestEventKind;
+use crate::after_commit::{Committed, announce};
 use crate::service;
 use crate::state::AppState;
 
@@ -337,12 +337,7 @@ async fn open_approval(
         }
         Err(other) => return Err(other),
     };
-    state.events.publish(
-        RequestEventKind::Created,
-        Some(&created.tenant_id),
-        &created.id,
-    );
-    metrics::counter!("countersign_approval_requests_created_total", "kind" => "tool").increment(1);
+    announce(state, Committed::Created(&created));
     Ok(pending_decision(&e, &created))
 }
 
@@ -531,13 +526,7 @@ pub async fn cancel(state: &AppState, caller: &Principal, id: &str) -> Result<Ap
             state.clock.now(),
         )
         .await?;
-    state.waiters.wake(&cancelled.id);
-    state.events.publish(
-        RequestEventKind::Decided,
-        Some(&cancelled.tenant_id),
-        &cancelled.id,
-    );
-    state.oidc.outbox_wake.notify_one();
+    announce(state, Committed::Cancelled(&cancelled));
     Ok(cancelled)
 }
 
@@ -652,11 +641,7 @@ pub async fn history(state: &AppState, caller: &Principal, query: HistoryQuery) 
 pub async fn run_escalations(state: &AppState) -> Result<usize> {
     let escalated = state.store.escalate_due(state.clock.now(), 500).await?;
     for r in &escalated {
-        state.waiters.wake(&r.id);
-        // Newly eligible reviewers' queues show it now.
-        state
-            .events
-            .publish(RequestEventKind::Changed, Some(&r.tenant_id), &r.id);
+        announce(state, Committed::Escalated(r));
     }
     Ok(escalated.len())
 }

@@ -2,11 +2,13 @@
 //! tests run the same way.
 
 mod accounts;
+mod after_commit;
 mod app;
 mod auth;
 mod error;
 pub mod events;
 pub mod guard;
+pub mod notify;
 mod oidc;
 mod openapi;
 mod routes;

@@ -2,7 +2,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, approvals, audit, ciba, guard, meta, oidc, oidc_admin};
+use crate::routes::{admin, approvals, audit, ciba, guard, meta, notifications, oidc, oidc_admin};
 
 struct ApiKeyAuth;
 
@@ -35,6 +35,10 @@ impl Modify for ApiKeyAuth {
         oidc::discovery, oidc::bc_authorize, oidc::token,
         oidc_admin::create, oidc_admin::list, oidc_admin::get, oidc_admin::delete, oidc_admin::set_user_code,
         meta::healthz, meta::readyz, meta::metrics, meta::jwks,
+        notifications::get_channels, notifications::put_email, notifications::put_slack, notifications::put_teams,
+        notifications::delete_email, notifications::delete_slack, notifications::delete_teams,
+        notifications::test_channel, notifications::get_my_preferences, notifications::put_my_preferences,
+        notifications::get_user_preferences, notifications::put_user_preferences, notifications::request_deliveries,
     ),
     components(schemas(countersign_proto::ErrorBody, countersign_proto::ErrorCode))
 )]

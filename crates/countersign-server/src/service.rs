@@ -12,7 +12,7 @@ use countersign_core::{Error, Principal, Result, Role};
 use countersign_proto::ciba::{AuthorizeRequest, AuthorizeResponse, TokenResponse};
 use countersign_proto::{ApprovalStatus, ErrorCode};
 
-use crate::events::RequestEventKind;
+use crate::after_commit::{Committed, announce};
 use crate::state::AppState;
 
 /// `POST /ciba/authorize`: an agent asks a reviewer.
@@ -46,12 +46,7 @@ pub async fn authorize(
         .store
         .create_request(new, plan, caller.actor())
         .await?;
-    state.events.publish(
-        RequestEventKind::Created,
-        Some(&request.tenant_id),
-        &request.id,
-    );
-    metrics::counter!("countersign_approval_requests_created_total", "kind" => "ciba").increment(1);
+    announce(state, Committed::Created(&request));
     Ok(AuthorizeResponse {
         auth_req_id,
         expires_in: request.expires_in(now),
@@ -238,19 +233,7 @@ pub async fn decide(
         .store
         .decide(&caller.tenant_id, &request.id, decision)
         .await?;
-    state.waiters.wake(&decided.id);
-    state.events.publish(
-        RequestEventKind::Decided,
-        Some(&decided.tenant_id),
-        &decided.id,
-    );
-    // The decision may have put callbacks (CIBA ping/push) in the outbox.
-    state.oidc.outbox_wake.notify_one();
-    let label = match verdict {
-        Verdict::Approve => "approved",
-        Verdict::Reject => "rejected",
-    };
-    metrics::counter!("countersign_decisions_total", "verdict" => label).increment(1);
+    announce(state, Committed::Decided(&decided, verdict));
     Ok(decided)
 }
 
@@ -268,21 +251,12 @@ pub async fn sweep_expired(state: &AppState) -> Result<usize> {
     loop {
         let expired = state.store.expire_due(state.clock.now(), 500).await?;
         for e in &expired {
-            state.waiters.wake(&e.request.id);
-            state
-                .events
-                .publish(RequestEventKind::Expired, Some(&e.tenant_id), &e.request.id);
-        }
-        if !expired.is_empty() {
-            state.oidc.outbox_wake.notify_one();
+            announce(state, Committed::TimedOut(&e.request));
         }
         total += expired.len();
         if expired.len() < 500 {
             break;
         }
-    }
-    if total > 0 {
-        metrics::counter!("countersign_approval_requests_expired_total").increment(total as u64);
     }
     Ok(total)
 }

@@ -28,6 +28,72 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     pub oidc: OidcSettings,
     pub outbound: OutboundSettings,
+    pub notifications: NotificationSettings,
+}
+
+/// How reviewers are told: the SMTP server, where Slack's Web API lives, Web Push.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationSettings {
+    pub email: EmailSettings,
+    pub slack: SlackSettings,
+    pub push: PushSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailSettings {
+    /// `smtp://host:port` (plain, for a local relay), `smtp://host:587?tls=required`
+    /// (STARTTLS) or `smtps://user:pass@host` (TLS). Unset: no email.
+    pub smtp_url: Option<String>,
+    /// The sender, e.g. `Countersign <approvals@example.com>`.
+    pub from: Option<String>,
+    /// Longest one SMTP conversation may take, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        EmailSettings {
+            smtp_url: None,
+            from: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlackSettings {
+    /// Slack's Web API (tests point it at a local server).
+    pub api_base_url: String,
+}
+
+impl Default for SlackSettings {
+    fn default() -> Self {
+        SlackSettings {
+            api_base_url: "https://slack.com/api".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushSettings {
+    /// The VAPID contact push services may write to (`mailto:` or `https:`); defaults to the
+    /// email sender or the public URL.
+    pub subject: Option<String>,
+    /// How long a push service keeps an undelivered notification, in seconds.
+    pub ttl_secs: u64,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        PushSettings {
+            subject: None,
+            ttl_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,6 +289,7 @@ impl Default for Settings {
             dashboard: DashboardSettings::default(),
             oidc: OidcSettings::default(),
             outbound: OutboundSettings::default(),
+            notifications: NotificationSettings::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use countersign_core::risk::RiskAssessor;
 use countersign_store::Store;
 
 use crate::events::Events;
+use crate::notify::Notifier;
 use crate::oidc::Oidc;
 use crate::settings::Settings;
 use crate::signer::Signers;
@@ -33,6 +34,8 @@ pub struct AppState {
     /// The passkey relying party; `None` when the public URL has no domain name (browsers
     /// refuse passkeys for bare IP addresses).
     pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
-    /// OpenID Connect CIBA: keys, `authorization_details` schemas, the callback client.
+    /// OpenID Connect CIBA: keys and `authorization_details` schemas.
     pub oidc: Arc<Oidc>,
+    /// Reviewer notifications and every outgoing call: the delivery worker's shared parts.
+    pub notifier: Arc<Notifier>,
 }

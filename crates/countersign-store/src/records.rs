@@ -108,3 +108,73 @@ pub fn config_audit(
 ) -> AuditRecord {
     AuditRecord::new(tenant_id, at, actor, action, subject, details)
 }
+
+// ----- notifications -----
+
+pub const DELIVERY_COLUMNS: &str = "id, tenant_id, approval_id, channel, target, recipient, event, state, \
+     attempts, created_at, next_attempt_at, delivered_at, last_error, status_code, external_ref, payload";
+pub const PREFERENCE_COLUMNS: &str =
+    "tenant_id, user_id, email, slack, push, slack_user_id, updated_at";
+pub const WEBHOOK_COLUMNS: &str = "id, tenant_id, url, events, secret, description, disabled_at, \
+     disabled_reason, created_at, updated_at";
+pub const PUSH_COLUMNS: &str =
+    "id, tenant_id, user_id, endpoint, p256dh, auth, user_agent, created_at";
+
+/// A tenant channel's settings changed; the settings hold secrets, so only the fact is kept.
+pub fn channel_audit(
+    tenant_id: &str,
+    channel: &str,
+    configured: bool,
+    actor: &Actor,
+    at: DateTime<Utc>,
+) -> AuditRecord {
+    let action = if configured {
+        "notification_channel.updated"
+    } else {
+        "notification_channel.removed"
+    };
+    AuditRecord::new(tenant_id, at, actor, action, channel, json!({}))
+}
+
+pub fn preferences_audit(
+    prefs: &countersign_core::notify::Preferences,
+    actor: &Actor,
+) -> AuditRecord {
+    AuditRecord::new(
+        &prefs.tenant_id,
+        prefs.updated_at,
+        actor,
+        "notification_preferences.updated",
+        &prefs.user_id,
+        json!({
+            "email": prefs.email,
+            "slack": prefs.slack,
+            "push": prefs.push,
+            "slack_user_id": prefs.slack_user_id,
+        }),
+    )
+}
+
+/// A webhook endpoint changed (never with its secret).
+pub fn webhook_audit(
+    endpoint: &countersign_core::notify::WebhookEndpoint,
+    action: &str,
+    actor: &Actor,
+) -> AuditRecord {
+    AuditRecord::new(
+        &endpoint.tenant_id,
+        endpoint.updated_at,
+        actor,
+        action,
+        &endpoint.id,
+        json!({
+            "url": endpoint.url,
+            "events": endpoint.events,
+            "disabled_reason": endpoint.disabled_reason,
+        }),
+    )
+}
+
+pub fn slack_id_taken() -> Error {
+    Error::AlreadyExists("another user of this tenant already has this Slack user id".into())
+}

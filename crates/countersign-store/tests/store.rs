@@ -323,6 +323,7 @@ async fn reopening_keeps_everything_and_migrations_are_idempotent() {
 
 mod oidc_and_outbox {
     use super::*;
+    use countersign_core::notify;
     use countersign_core::oidc::{
         self, AuthMethod, ClientRegistration, DeliveryMode, OidcRequestInput, OutboxOutcome,
     };
@@ -416,7 +417,14 @@ mod oidc_and_outbox {
         let client = ping_client(&f, now).await;
         let decided = ciba_request(&f, &client, 300, now).await;
         let expiring = ciba_request(&f, &client, 10, now).await;
-        assert!(f.store.claim_outbox(now, now, 10).await.unwrap().is_empty());
+        // Creation puts only its notification in the outbox, no callback.
+        let created = f.store.claim_outbox(now, now, 10).await.unwrap();
+        assert_eq!(created.len(), 2);
+        assert!(
+            created
+                .iter()
+                .all(|i| i.channel == notify::NOTIFY && i.event == "requested")
+        );
         let d = Decision::new(
             Verdict::Approve,
             Actor::system("r"),
@@ -431,8 +439,17 @@ mod oidc_and_outbox {
 
         // Claimed once: a second claim before the lease ends finds nothing.
         let lease = later + Duration::seconds(30);
-        let claimed = f.store.claim_outbox(later, lease, 10).await.unwrap();
+        let (claimed, notifications): (Vec<_>, Vec<_>) = f
+            .store
+            .claim_outbox(later, lease, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .partition(|i| i.channel != notify::NOTIFY);
         assert_eq!(claimed.len(), 2);
+        let mut events: Vec<_> = notifications.iter().map(|n| n.event.as_str()).collect();
+        events.sort();
+        assert_eq!(events, ["approved", "expired", "requested", "requested"]);
         assert!(
             f.store
                 .claim_outbox(later, lease, 10)
@@ -465,6 +482,7 @@ mod oidc_and_outbox {
                 OutboxOutcome::Retry {
                     at: later,
                     error: "503".into(),
+                    status_code: Some(503),
                 },
             )
             .await
@@ -472,7 +490,11 @@ mod oidc_and_outbox {
         f.store
             .finish_outbox(
                 by_request(&expiring).id,
-                OutboxOutcome::Delivered { at: later },
+                OutboxOutcome::Delivered {
+                    at: later,
+                    status_code: Some(200),
+                    external_ref: None,
+                },
             )
             .await
             .unwrap();
@@ -486,7 +508,9 @@ mod oidc_and_outbox {
                 .claim_outbox(after_lease, after_lease, 10)
                 .await
                 .unwrap()
-                .len(),
+                .iter()
+                .filter(|i| i.channel != notify::NOTIFY)
+                .count(),
             1
         );
     }

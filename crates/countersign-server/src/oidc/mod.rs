@@ -8,7 +8,6 @@ pub mod jwt;
 pub mod service;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use aws_lc_rs::hmac;
 use base64::Engine;
@@ -17,7 +16,6 @@ use countersign_core::{Clock, Error, Result};
 use countersign_proto::ErrorCode;
 use countersign_store::Store;
 use serde_json::Value;
-use tokio::sync::Notify;
 
 use crate::settings::Settings;
 
@@ -34,11 +32,6 @@ const SECRET_NAME: &str = "oidc.auth_req_id_key";
 pub struct Oidc {
     auth_req_key: hmac::Key,
     detail_types: BTreeMap<String, jsonschema::Validator>,
-    /// The client for callbacks: no redirects, timeouts, private addresses refused unless
-    /// allowed.
-    pub http: reqwest::Client,
-    /// Wakes the delivery worker when a state change put rows in the outbox.
-    pub outbox_wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -84,8 +77,6 @@ impl Oidc {
         Ok(Oidc {
             auth_req_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
             detail_types,
-            http: delivery::outbound_client(&settings.outbound)?,
-            outbox_wake: Arc::new(Notify::new()),
         })
     }
 

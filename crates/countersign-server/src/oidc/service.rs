@@ -241,12 +241,7 @@ pub async fn bc_authorize(
     let auth_req_id = new.new.auth_req_id.clone().unwrap_or_default();
     let actor = Actor::new(ActorKind::Agent, &client.client_id);
     let request = state.store.create_oidc_request(new, actor).await?;
-    state.events.publish(
-        crate::events::RequestEventKind::Created,
-        Some(&request.tenant_id),
-        &request.id,
-    );
-    metrics::counter!("countersign_approval_requests_created_total", "kind" => "oidc").increment(1);
+    crate::after_commit::announce(state, crate::after_commit::Committed::Created(&request));
     Ok(BcResponse {
         auth_req_id,
         expires_in: request.expires_in(now),

@@ -4,5 +4,6 @@ pub mod audit;
 pub mod ciba;
 pub mod guard;
 pub mod meta;
+pub mod notifications;
 pub mod oidc;
 pub mod oidc_admin;

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod guard;
 mod queue;
+mod review;
 mod views;
 
 use askama::Template;
@@ -110,6 +111,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/admin/groups/{id}/delete", post(guard::delete_group))
         .route("/ui/admin/routing", post(guard::save_routing))
         .route("/ui/admin/settings", post(guard::save_settings))
+        .route(
+            "/ui/review",
+            get(review::review_page).post(review::review_decide),
+        )
+        .route(
+            "/ui/review/signed-in",
+            post(review::review_decide_signed_in),
+        )
         .route("/ui/manifest.webmanifest", get(manifest))
         .route("/ui/static/{name}", get(asset))
         .layer(middleware::from_fn_with_state(state, security_headers))
@@ -125,7 +134,10 @@ async fn security_headers(State(state): State<AppState>, request: Request, next:
     let h = response.headers_mut();
     h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    // Pages with one-time credentials in their URL send no referrer at all.
+    if !h.contains_key(REFERRER_POLICY) {
+        h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    }
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if state.issuer.starts_with("https://") {
         h.insert(

@@ -1,5 +1,6 @@
 //! The PostgreSQL backend, for several replicas on one database.
 mod accounts;
+mod notify;
 mod oidc;
 mod rows;
 
@@ -45,6 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/postgres/0004_dashboard.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_notifications.sql"),
     ),
 ];
 
@@ -379,6 +384,7 @@ async fn insert_request(
         ),
     )
     .await?;
+    notify::enqueue_notification(&mut *conn, &r.id, "requested", None, r.created_at).await?;
     Ok(())
 }
 
@@ -1024,6 +1030,9 @@ impl Backend for PgStore {
                 )
                 .await?;
             }
+            let levels = json!({"from_level": from, "to_level": to});
+            notify::enqueue_notification(&mut tx, &request.id, "escalated", Some(&levels), now)
+                .await?;
             notify(&mut tx, &format!("r:{}", request.id)).await?;
             escalated.push(request);
         }

@@ -85,10 +85,10 @@ pub(super) async fn enqueue_outbox(
     .bind(approval_id)
     .bind(event)
     .bind(ms(at))
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(pg_error)?;
-    Ok(())
+    super::notify::enqueue_notification(conn, approval_id, event, None, at).await
 }
 
 impl PgStore {
@@ -473,7 +473,7 @@ impl PgStore {
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2 WHERE id IN \
              (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
               ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, tenant_id, approval_id, channel, target, secret, event, attempts",
+             RETURNING id, tenant_id, approval_id, channel, target, secret, event, attempts, recipient, payload",
         )
         .bind(ms(now))
         .bind(ms(lease_until))
@@ -492,25 +492,27 @@ impl PgStore {
                 secret: get(r, 5)?,
                 event: get(r, 6)?,
                 attempts: get(r, 7)?,
+                recipient: get(r, 8)?,
+                payload: get::<Option<String>>(r, 9)?
+                    .and_then(|p| serde_json::from_str(&p).ok()),
             })
         })
         .collect()
     }
 
     pub(super) async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
-        let (state, next, delivered, error) = match outcome {
-            OutboxOutcome::Delivered { at } => ("delivered", ms(at), Some(ms(at)), None),
-            OutboxOutcome::Retry { at, error } => ("pending", ms(at), None, Some(error)),
-            OutboxOutcome::Failed { at, error } => ("failed", ms(at), None, Some(error)),
-        };
+        let (state, next, delivered, error, status, reference) = outcome.columns();
         sqlx::query(
-            "UPDATE outbox SET state = $2, next_attempt_at = $3, delivered_at = $4, last_error = $5 WHERE id = $1",
+            "UPDATE outbox SET state = $2, next_attempt_at = $3, delivered_at = $4, last_error = $5, \
+             status_code = $6, external_ref = COALESCE($7, external_ref) WHERE id = $1",
         )
         .bind(id)
         .bind(state)
-        .bind(next)
-        .bind(delivered)
+        .bind(ms(next))
+        .bind(delivered.map(ms))
         .bind(error)
+        .bind(status)
+        .bind(reference)
         .execute(&self.pool)
         .await
         .map_err(pg_error)?;

@@ -1,5 +1,6 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
 mod accounts;
+mod notify;
 mod oidc;
 mod rows;
 
@@ -46,6 +47,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/sqlite/0004_dashboard.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_notifications.sql"),
     ),
 ];
 
@@ -358,6 +363,7 @@ fn insert_request_with_plan(
             creation_details(r),
         ),
     )?;
+    notify::enqueue_notification(c, &r.id, "requested", None, r.created_at)?;
     Ok(())
 }
 
@@ -584,6 +590,11 @@ impl SqliteStore {
         answer
             .await
             .map_err(|_| Error::Unavailable("the store is closed".into()))?
+    }
+
+    /// Forgets the in-memory claim of an outbox row whose outcome is durable.
+    fn release_lease(&self, id: i64) {
+        self.inner.outbox_leases.lock().remove(&id);
     }
 
     /// Runs a query on a free read connection. Queries are short and indexed, so they run in
@@ -1056,6 +1067,8 @@ impl Backend for SqliteStore {
                 {
                     append_audit(c, escalation_audit(&request, level as u32 + 1, step, now))?;
                 }
+                let levels = json!({"from_level": from, "to_level": to});
+                notify::enqueue_notification(c, &request.id, "escalated", Some(&levels), now)?;
                 escalated.push(request);
             }
             Ok(escalated)

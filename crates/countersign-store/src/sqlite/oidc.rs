@@ -81,7 +81,7 @@ pub(super) fn enqueue_outbox(
     )
     .and_then(|mut s| s.execute(params![approval_id, event, ms(at)]))
     .map_err(db_error)?;
-    Ok(())
+    super::notify::enqueue_notification(conn, approval_id, event, None, at)
 }
 
 impl SqliteStore {
@@ -445,7 +445,7 @@ impl SqliteStore {
         let window = i64::from(limit) + leases.len() as i64;
         let due = self.read(|c| {
             c.prepare_cached(
-                "SELECT id, tenant_id, approval_id, channel, target, secret, event, attempts FROM outbox \
+                "SELECT id, tenant_id, approval_id, channel, target, secret, event, attempts, recipient, payload FROM outbox \
                  WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
             )?
             .query_map(params![ms(now), window], |r| {
@@ -458,6 +458,10 @@ impl SqliteStore {
                     secret: r.get(5)?,
                     event: r.get(6)?,
                     attempts: r.get::<_, i64>(7)? + 1,
+                    recipient: r.get(8)?,
+                    payload: r
+                        .get::<_, Option<String>>(9)?
+                        .and_then(|p| serde_json::from_str(&p).ok()),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -476,16 +480,14 @@ impl SqliteStore {
     pub(super) async fn outbox_finish(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
         let store = self.clone();
         let finished = self.write(move |c| {
-            let (state, next, delivered, error) = match outcome {
-                OutboxOutcome::Delivered { at } => ("delivered", ms(at), Some(ms(at)), None),
-                OutboxOutcome::Retry { at, error } => ("pending", ms(at), None, Some(error)),
-                OutboxOutcome::Failed { at, error } => ("failed", ms(at), None, Some(error)),
-            };
+            let (state, next, delivered, error, status, reference) = outcome.columns();
             c.prepare_cached(
                 "UPDATE outbox SET state = ?2, next_attempt_at = ?3, delivered_at = ?4, last_error = ?5, \
-                 attempts = attempts + 1 WHERE id = ?1",
+                 status_code = ?6, external_ref = COALESCE(?7, external_ref), attempts = attempts + 1 WHERE id = ?1",
             )
-            .and_then(|mut s| s.execute(params![id, state, next, delivered, error]))
+            .and_then(|mut s| {
+                s.execute(params![id, state, ms(next), delivered.map(ms), error, status, reference])
+            })
             .map_err(db_error)?;
             Ok(())
         })

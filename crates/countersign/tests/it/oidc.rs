@@ -996,8 +996,10 @@ async fn ping_is_sent_once_with_the_bearer_token_and_then_the_client_redeems() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(received.all().len(), 1);
     assert_eq!(
-        app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'delivered'")
-            .await,
+        app.query_i64(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'delivered' AND channel LIKE 'ciba_%'"
+        )
+        .await,
         1
     );
 }
@@ -1093,13 +1095,17 @@ async fn callbacks_follow_no_redirects_and_retry_only_server_errors() {
     );
     assert_eq!(refusing_received.all().len(), 1, "a 4xx is not retried");
     assert_eq!(
-        app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")
-            .await,
+        app.query_i64(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'failed' AND channel LIKE 'ciba_%'"
+        )
+        .await,
         2
     );
     assert_eq!(
-        app.query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'delivered'")
-            .await,
+        app.query_i64(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'delivered' AND channel LIKE 'ciba_%'"
+        )
+        .await,
         1
     );
 }
@@ -1126,7 +1132,7 @@ async fn loopback_endpoints_are_refused_unless_allowed() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while app
-        .query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'failed'")
+        .query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'failed' AND channel LIKE 'ciba_%'")
         .await
         == 0
     {

@@ -386,3 +386,159 @@ pub async fn kill_under_load(
     );
     accepted
 }
+
+/// A real SMTP server (aiosmtpd) that keeps every message it receives in a maildir.
+pub struct SmtpServer {
+    pub port: u16,
+    dir: TempDir,
+    child: std::process::Child,
+}
+
+impl SmtpServer {
+    pub async fn start() -> SmtpServer {
+        SmtpServer::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> SmtpServer {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (scripts/test installs aiosmtpd)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the SMTP server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        SmtpServer { port, dir, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far, oldest first.
+    pub fn messages(&self) -> Vec<Mail> {
+        let mut files: Vec<_> = ["new", "cur"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.dir.path().join("mail").join(d)).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let modified = e.metadata().and_then(|m| m.modified()).ok();
+                (modified, e.path())
+            })
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|(_, p)| std::fs::read(p).ok())
+            .map(|raw| Mail { raw })
+            .collect()
+    }
+
+    /// Waits until at least `n` messages arrived (at most 20 s), and returns them all.
+    pub async fn wait_for(&self, n: usize) -> Vec<Mail> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let messages = self.messages();
+            if messages.len() >= n || std::time::Instant::now() > deadline {
+                assert!(
+                    messages.len() >= n,
+                    "expected {n} emails, got {}",
+                    messages.len()
+                );
+                return messages;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One received email.
+pub struct Mail {
+    pub raw: Vec<u8>,
+}
+
+impl Mail {
+    fn parsed(&self) -> mail_parser::Message<'_> {
+        mail_parser::MessageParser::default()
+            .parse(&self.raw)
+            .expect("a parsable email")
+    }
+
+    pub fn subject(&self) -> String {
+        self.parsed().subject().unwrap_or_default().to_string()
+    }
+
+    pub fn to(&self) -> String {
+        self.parsed()
+            .to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.parsed().header_raw(name).map(|v| v.trim().to_string())
+    }
+
+    pub fn message_id(&self) -> String {
+        self.parsed().message_id().unwrap_or_default().to_string()
+    }
+
+    pub fn text(&self) -> String {
+        self.parsed()
+            .body_text(0)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn html(&self) -> String {
+        self.parsed()
+            .body_html(0)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The URL after `label` in the text part (`Approve: http://…`).
+    pub fn link(&self, label: &str) -> String {
+        let text = self.text();
+        let start = text
+            .find(&format!("{label}: "))
+            .unwrap_or_else(|| panic!("no {label} link in:\n{text}"))
+            + label.len()
+            + 2;
+        text[start..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Settings of a server that sends email through `smtp`.
+pub fn with_email(s: &mut Settings, smtp_url: &str) {
+    s.notifications.email.smtp_url = Some(smtp_url.to_string());
+    s.notifications.email.from = Some("Countersign <countersign@example.com>".into());
+    s.outbound.poll_interval_ms = 50;
+}

@@ -1,0 +1,1011 @@
+//! Who is told what, on which channel, when an approval request changes. A state change
+//! writes one `notify` row in the outbox in its own transaction; the delivery worker reads
+//! what the plan needs and [`plan`] turns that row into one delivery per recipient and
+//! channel. Deliveries render their message when they are sent, from the server's record.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::approval::{ApprovalRequest, RequestKind};
+use crate::directory::User;
+use crate::{Error, Result, clock, ids, validate};
+
+/// The outbox channel of a state change not yet fanned out.
+pub const NOTIFY: &str = "notify";
+pub const EMAIL: &str = "email";
+pub const SLACK: &str = "slack";
+pub const TEAMS: &str = "teams";
+pub const WEBHOOK: &str = "webhook";
+pub const PUSH: &str = "push";
+
+/// The Slack target that updates every message already posted for a request.
+pub const SLACK_UPDATE: &str = "update";
+/// Prefix of a Slack target that is a direct message to a reviewer (`dm:<user id>`).
+pub const SLACK_DM: &str = "dm:";
+/// The Teams target of the tenant's own webhook (otherwise a group id).
+pub const TEAMS_TENANT: &str = "tenant";
+
+pub const WEBHOOK_ID: &str = "whk";
+pub const PUSH_SUBSCRIPTION_ID: &str = "psh";
+
+/// What happened to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Event {
+    Requested,
+    Escalated,
+    Approved,
+    Rejected,
+    Expired,
+    Cancelled,
+}
+
+impl Event {
+    pub const ALL: [Event; 6] = [
+        Event::Requested,
+        Event::Escalated,
+        Event::Approved,
+        Event::Rejected,
+        Event::Expired,
+        Event::Cancelled,
+    ];
+
+    /// The word stored in the outbox.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Requested => "requested",
+            Event::Escalated => "escalated",
+            Event::Approved => "approved",
+            Event::Rejected => "rejected",
+            Event::Expired => "expired",
+            Event::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Event> {
+        Event::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// The webhook event type (`approval.requested`, …).
+    pub fn webhook_type(self) -> String {
+        format!("approval.{}", self.as_str())
+    }
+
+    pub fn from_webhook_type(s: &str) -> Option<Event> {
+        s.strip_prefix("approval.").and_then(Event::parse)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Event::Requested | Event::Escalated)
+    }
+}
+
+/// How a person wants to be told. Without a stored choice: email and push on, Slack direct
+/// messages off (a tenant's Slack channel already carries its requests).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preferences {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub email: bool,
+    pub slack: bool,
+    pub push: bool,
+    /// The person's Slack user id (set by an admin, or found by email on first use).
+    pub slack_user_id: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Preferences {
+    pub fn defaults(tenant_id: &str, user_id: &str, at: DateTime<Utc>) -> Preferences {
+        Preferences {
+            tenant_id: tenant_id.to_string(),
+            user_id: user_id.to_string(),
+            email: true,
+            slack: false,
+            push: true,
+            slack_user_id: None,
+            updated_at: at,
+        }
+    }
+}
+
+/// Checks a Slack user id as Slack writes them (`U…` or `W…`, letters and digits).
+pub fn validate_slack_user_id(id: &str) -> Result<()> {
+    if (2..=32).contains(&id.len())
+        && (id.starts_with('U') || id.starts_with('W'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "`slack_user_id` must be a Slack user id such as U024BE7LH",
+        ))
+    }
+}
+
+/// A tenant's email settings (the SMTP server is the operator's, in the server settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmailConfig {
+    pub enabled: bool,
+    /// Requests with a higher risk score are decided from an email link only after a
+    /// dashboard sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_sign_in_above_risk: Option<f64>,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            enabled: true,
+            require_sign_in_above_risk: None,
+        }
+    }
+}
+
+/// A tenant's Slack app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlackConfig {
+    pub bot_token: String,
+    pub signing_secret: String,
+    /// Where requests are posted unless their group has its own channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The Slack workspace (team) clicks must come from, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
+    /// Approval group id → channel.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_channels: BTreeMap<String, String>,
+}
+
+impl SlackConfig {
+    /// The channel of a group's requests, if any.
+    pub fn channel_for(&self, group_id: Option<&str>) -> Option<&str> {
+        group_id
+            .and_then(|g| self.group_channels.get(g))
+            .or(self.channel.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// A tenant's Microsoft Teams Workflows webhooks (the URLs are secrets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Approval group id → that group's webhook.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_webhook_urls: BTreeMap<String, String>,
+}
+
+impl TeamsConfig {
+    /// The Teams target of a group's requests: the group's own webhook, else the tenant's.
+    pub fn target_for(&self, group_id: Option<&str>) -> Option<String> {
+        match group_id {
+            Some(g) if self.group_webhook_urls.contains_key(g) => Some(g.to_string()),
+            _ => self.webhook_url.as_ref().map(|_| TEAMS_TENANT.to_string()),
+        }
+    }
+
+    /// The URL behind a target.
+    pub fn url_of(&self, target: &str) -> Option<&str> {
+        if target == TEAMS_TENANT {
+            self.webhook_url.as_deref()
+        } else {
+            self.group_webhook_urls.get(target).map(String::as_str)
+        }
+    }
+}
+
+/// The channel settings of a tenant, as the planner needs them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantChannels {
+    /// Present when the tenant has email on and the server has an SMTP server.
+    pub email: Option<EmailConfig>,
+    pub slack: Option<SlackConfig>,
+    pub teams: Option<TeamsConfig>,
+}
+
+/// A Standard Webhooks endpoint of a tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    /// Event types (`approval.requested`, …); empty means every event.
+    pub events: Vec<String>,
+    /// `whsec_` and base64 of the signing key.
+    pub secret: String,
+    pub description: Option<String>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WebhookEndpoint {
+    pub fn wants(&self, event: Event) -> bool {
+        self.disabled_at.is_none()
+            && (self.events.is_empty() || self.events.iter().any(|e| *e == event.webhook_type()))
+    }
+}
+
+/// Checks the event types of a webhook endpoint and puts them in a stable order.
+pub fn webhook_events(events: &[String]) -> Result<Vec<String>> {
+    let mut out = BTreeSet::new();
+    for e in events {
+        if Event::from_webhook_type(e).is_none() {
+            return Err(Error::invalid(format!(
+                "`events`: unknown event {e:?}; use {}",
+                Event::ALL
+                    .iter()
+                    .map(|e| e.webhook_type())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        out.insert(e.clone());
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// A new signing secret: `whsec_` and 32 random bytes in base64, as Standard Webhooks has it.
+pub fn new_webhook_secret() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// A webhook endpoint with a fresh id and secret.
+pub fn new_webhook(
+    tenant_id: &str,
+    url: &str,
+    events: &[String],
+    description: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<WebhookEndpoint> {
+    validate_endpoint_url("url", url)?;
+    if let Some(d) = &description {
+        validate::text("description", d, 500)?;
+    }
+    Ok(WebhookEndpoint {
+        id: ids::new_id(WEBHOOK_ID),
+        tenant_id: tenant_id.to_string(),
+        url: url.to_string(),
+        events: webhook_events(events)?,
+        secret: new_webhook_secret(),
+        description,
+        disabled_at: None,
+        disabled_reason: None,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// An http(s) URL with a host, no credentials, and at most 2,000 characters.
+pub fn validate_endpoint_url(field: &str, raw: &str) -> Result<()> {
+    let bad = |why: &str| Error::invalid(format!("`{field}` {why}"));
+    if raw.len() > 2000 {
+        return Err(bad("must be at most 2000 characters"));
+    }
+    let scheme_ok = raw.starts_with("https://") || raw.starts_with("http://");
+    if !scheme_ok {
+        return Err(bad("must be an http or https URL"));
+    }
+    let rest = raw.split_once("://").map(|(_, r)| r).unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(bad("must name a host"));
+    }
+    if authority.contains('@') {
+        return Err(bad("must not carry credentials"));
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("must not contain spaces"));
+    }
+    Ok(())
+}
+
+/// A device of a reviewer subscribed to Web Push.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushSubscription {
+    pub id: String,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub endpoint: String,
+    /// The device's P-256 public key, base64url.
+    pub p256dh: String,
+    /// The device's authentication secret, base64url.
+    pub auth: String,
+    pub user_agent: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A one-click review link's token: one per (request, reviewer), stored hashed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewToken {
+    pub token_hash: String,
+    pub tenant_id: String,
+    pub approval_id: String,
+    pub user_id: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One delivery to put in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub channel: &'static str,
+    /// Where it goes, never a secret: an email address, a Slack channel or `dm:<user id>`, a
+    /// Teams target, a webhook endpoint id, a push subscription id.
+    pub target: String,
+    /// The person (user id) or endpoint (webhook id) it is for.
+    pub recipient: Option<String>,
+    pub event: Event,
+    /// What the delivery needs beyond the request: the webhook body, escalation details.
+    pub payload: Option<Value>,
+    /// Unique per fan-out row, channel and target, so a repeated fan-out adds nothing.
+    pub dedupe_key: String,
+}
+
+/// A delivery as recorded, for the delivery log and for follow-ups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub tenant_id: String,
+    pub approval_id: String,
+    pub channel: String,
+    pub target: String,
+    pub recipient: Option<String>,
+    pub event: String,
+    pub state: String,
+    pub attempts: i64,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub status_code: Option<i64>,
+    pub external_ref: Option<String>,
+    pub payload: Option<Value>,
+}
+
+impl Delivery {
+    pub fn is_pending(&self) -> bool {
+        self.state == "pending"
+    }
+
+    pub fn is_delivered(&self) -> bool {
+        self.state == "delivered"
+    }
+}
+
+/// Everything the planner reads about one state change.
+#[derive(Debug, Clone)]
+pub struct PlanInput<'a> {
+    /// The outbox row being fanned out (its id keys the deliveries).
+    pub notify_id: i64,
+    pub event: Event,
+    /// For `Escalated`: the levels before and after.
+    pub escalation: Option<(u32, u32)>,
+    pub request: &'a ApprovalRequest,
+    /// Every reviewer of the request with the moment they may decide.
+    pub reviewers: &'a [(String, DateTime<Utc>)],
+    /// The tenant's users by id (disabled ones are never told).
+    pub users: &'a HashMap<String, User>,
+    /// Stored preferences by user id; the others have the defaults.
+    pub preferences: &'a HashMap<String, Preferences>,
+    pub channels: &'a TenantChannels,
+    pub webhooks: &'a [WebhookEndpoint],
+    /// Push subscriptions of the tenant's users.
+    pub push: &'a [PushSubscription],
+    /// Earlier deliveries of this request.
+    pub previous: &'a [Delivery],
+    /// The webhook body (the request as the API shows it), built by the caller.
+    pub webhook_data: &'a Value,
+    pub now: DateTime<Utc>,
+}
+
+/// The deliveries of one state change and the reviewers who need a review link.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub deliveries: Vec<NewDelivery>,
+    /// Users whose email carries one-click links.
+    pub review_links: Vec<String>,
+}
+
+impl Plan {
+    fn add(
+        &mut self,
+        input: &PlanInput,
+        channel: &'static str,
+        target: String,
+        recipient: Option<String>,
+        payload: Option<Value>,
+    ) {
+        let dedupe_key = format!("{}:{channel}:{target}", input.notify_id);
+        if self.deliveries.iter().any(|d| d.dedupe_key == dedupe_key) {
+            return;
+        }
+        self.deliveries.push(NewDelivery {
+            channel,
+            target,
+            recipient,
+            event: input.event,
+            payload,
+            dedupe_key,
+        });
+    }
+}
+
+/// Whether a request may be told on `channel`: a tool call's policy names its channels (none
+/// named means all); requests addressed to one person (CIBA) go to that person's own
+/// channels only, never to shared ones.
+fn allowed(request: &ApprovalRequest, channel: &str) -> bool {
+    match (&request.tool, request.kind) {
+        (Some(tool), _) if !tool.notification_channels.is_empty() => tool
+            .notification_channels
+            .iter()
+            .any(|c| c == channel || (channel == PUSH && c == "dashboard")),
+        (_, RequestKind::Tool) => true,
+        _ => !matches!(channel, TEAMS),
+    }
+}
+
+/// The reviewers who become eligible with this change: at creation, those eligible at once;
+/// on escalation, those whose turn came with the new steps.
+fn newly_eligible(input: &PlanInput) -> Vec<String> {
+    let r = input.request;
+    let (after, until) = match (input.event, input.escalation) {
+        (Event::Requested, _) => (None, r.created_at),
+        (Event::Escalated, Some((from, to))) => {
+            let at = |level: u32| {
+                level
+                    .checked_sub(1)
+                    .and_then(|i| r.rules.escalation_plan.get(i as usize))
+                    .map(|s| clock::from_millis(s.at_ms))
+            };
+            match at(to) {
+                Some(until) => (Some(at(from).unwrap_or(r.created_at)), until),
+                None => return Vec::new(),
+            }
+        }
+        _ => return Vec::new(),
+    };
+    let on_behalf_of = r.tool.as_ref().and_then(|t| t.on_behalf_of.as_deref());
+    input
+        .reviewers
+        .iter()
+        .filter(|(_, since)| *since <= until && after.is_none_or(|a| *since > a))
+        .map(|(user, _)| user.clone())
+        // The person the agent acts for cannot approve; asking them would only confuse.
+        .filter(|user| r.rules.allow_self_approval || on_behalf_of != Some(user.as_str()))
+        .filter(|user| input.users.get(user).is_some_and(|u| !u.disabled))
+        .collect()
+}
+
+/// The group whose channels an escalation reaches: the last step taken.
+fn escalation_group<'a>(input: &'a PlanInput) -> Option<&'a str> {
+    let (_, to) = input.escalation?;
+    let step = input
+        .request
+        .rules
+        .escalation_plan
+        .get(to.checked_sub(1)? as usize)?;
+    Some(step.group_id.as_str())
+}
+
+fn preferences(input: &PlanInput, user_id: &str) -> Preferences {
+    input.preferences.get(user_id).cloned().unwrap_or_else(|| {
+        Preferences::defaults(&input.request.tenant_id, user_id, input.request.created_at)
+    })
+}
+
+/// Turns one state change into its deliveries.
+pub fn plan(input: &PlanInput) -> Plan {
+    let mut plan = Plan::default();
+    let r = input.request;
+    let escalation = input
+        .escalation
+        .map(|(from, to)| json!({"from_level": from, "to_level": to}));
+    // Webhooks hear every event they subscribed to, whatever the request's channels.
+    for endpoint in input.webhooks.iter().filter(|w| w.wants(input.event)) {
+        let body = json!({
+            "type": input.event.webhook_type(),
+            "timestamp": input.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "data": input.webhook_data,
+        });
+        plan.add(
+            input,
+            WEBHOOK,
+            endpoint.id.clone(),
+            Some(endpoint.id.clone()),
+            Some(body),
+        );
+    }
+    match input.event {
+        Event::Requested | Event::Escalated => {
+            let people = newly_eligible(input);
+            for user_id in &people {
+                let prefs = preferences(input, user_id);
+                let Some(user) = input.users.get(user_id) else {
+                    continue;
+                };
+                if input.channels.email.is_some() && prefs.email && allowed(r, EMAIL) {
+                    plan.add(
+                        input,
+                        EMAIL,
+                        user.email.clone(),
+                        Some(user_id.clone()),
+                        escalation.clone(),
+                    );
+                    plan.review_links.push(user_id.clone());
+                }
+                if prefs.push && allowed(r, PUSH) {
+                    for sub in input.push.iter().filter(|s| s.user_id == *user_id) {
+                        plan.add(
+                            input,
+                            PUSH,
+                            sub.id.clone(),
+                            Some(user_id.clone()),
+                            escalation.clone(),
+                        );
+                    }
+                }
+            }
+            if let Some(slack) = input.channels.slack.as_ref().filter(|_| allowed(r, SLACK)) {
+                let group = match input.event {
+                    Event::Escalated => escalation_group(input),
+                    _ => r.rules.approval_group_id.as_deref(),
+                };
+                // Requests addressed to one person never go to a shared channel.
+                let channel = match r.kind {
+                    RequestKind::Tool => slack.channel_for(group),
+                    _ => None,
+                };
+                if let Some(channel) = channel {
+                    let posted_there = input
+                        .previous
+                        .iter()
+                        .any(|d| d.channel == SLACK && d.target == channel && d.state != "failed");
+                    if !posted_there {
+                        plan.add(input, SLACK, channel.to_string(), None, escalation.clone());
+                    }
+                }
+                for user_id in &people {
+                    // Without a channel everyone is told directly; with one, those who asked.
+                    if channel.is_none() || preferences(input, user_id).slack {
+                        plan.add(
+                            input,
+                            SLACK,
+                            format!("{SLACK_DM}{user_id}"),
+                            Some(user_id.clone()),
+                            escalation.clone(),
+                        );
+                    }
+                }
+            }
+            if let Some(teams) = input.channels.teams.as_ref().filter(|_| allowed(r, TEAMS)) {
+                let group = match input.event {
+                    Event::Escalated => escalation_group(input),
+                    _ => r.rules.approval_group_id.as_deref(),
+                };
+                if let Some(target) = teams.target_for(group) {
+                    plan.add(input, TEAMS, target, None, escalation.clone());
+                }
+            }
+            if input.event == Event::Escalated {
+                update_slack(&mut plan, input, escalation.clone());
+            }
+        }
+        Event::Approved | Event::Rejected | Event::Expired | Event::Cancelled => {
+            update_slack(&mut plan, input, None);
+            // Teams cards cannot change: each webhook that had the request gets the outcome.
+            let teams_targets: BTreeSet<&str> = input
+                .previous
+                .iter()
+                .filter(|d| d.channel == TEAMS && d.state != "failed")
+                .map(|d| d.target.as_str())
+                .collect();
+            for target in teams_targets {
+                plan.add(input, TEAMS, target.to_string(), None, None);
+            }
+            let told = |channel: &str| -> BTreeSet<(String, Option<String>)> {
+                input
+                    .previous
+                    .iter()
+                    .filter(|d| d.channel == channel && d.state != "failed")
+                    .filter(|d| matches!(d.event.as_str(), "requested" | "escalated"))
+                    .map(|d| (d.target.clone(), d.recipient.clone()))
+                    .collect()
+            };
+            // A request that nobody decided is followed up where it was announced.
+            if matches!(input.event, Event::Expired | Event::Cancelled) {
+                for (target, recipient) in told(EMAIL) {
+                    plan.add(input, EMAIL, target, recipient, None);
+                }
+            }
+            for (target, recipient) in told(PUSH) {
+                plan.add(input, PUSH, target, recipient, None);
+            }
+        }
+    }
+    plan
+}
+
+/// One delivery that brings every Slack message of the request up to date.
+fn update_slack(plan: &mut Plan, input: &PlanInput, payload: Option<Value>) {
+    let posted = input
+        .previous
+        .iter()
+        .any(|d| d.channel == SLACK && d.target != SLACK_UPDATE && d.state != "failed");
+    if posted {
+        plan.add(input, SLACK, SLACK_UPDATE.to_string(), None, payload);
+    }
+}
+
+/// Backoff before attempt `attempt + 1` of a webhook, on Svix's schedule: 5 s, 5 min,
+/// 30 min, 2 h, 5 h, 10 h, 10 h; `None` when the schedule is spent.
+pub fn webhook_backoff(attempt: i64) -> Option<Duration> {
+    const SCHEDULE: [i64; 7] = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+    usize::try_from(attempt - 1)
+        .ok()
+        .and_then(|i| SCHEDULE.get(i))
+        .map(|s| Duration::seconds(*s))
+}
+
+/// Exponential backoff with ±20 % jitter (so retries of a burst spread out): about 1 s,
+/// 2 s, 4 s, … capped at 5 minutes. `unit` in [0, 1) picks the jitter.
+pub fn jittered_backoff(attempt: i64, unit: f64) -> Duration {
+    let base = crate::oidc::backoff(attempt).num_milliseconds() as f64;
+    let factor = 0.8 + 0.4 * unit.clamp(0.0, 1.0);
+    Duration::milliseconds((base * factor) as i64)
+}
+
+/// Text for a message: JSON of the arguments, pretty, cut at `max` characters.
+pub fn arguments_text(arguments: &Value, max: usize) -> String {
+    let text = serde_json::to_string_pretty(arguments).unwrap_or_default();
+    truncate(&text, max)
+}
+
+/// Cuts text at `max` characters (on a character boundary), marking the cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Removes control characters (except newlines and tabs) and bidirectional overrides, which
+/// could disguise what a reviewer reads.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter(|c| {
+            *c == '\n'
+                || *c == '\t'
+                || !(c.is_control()
+                    || matches!(*c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}'))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::{DecisionRules, ToolInfo};
+    use crate::routing::EscalationStep;
+    use countersign_proto::ApprovalStatus;
+    use countersign_proto::guard::TimeoutOutcome;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            tenant_id: "t".into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+            disabled: false,
+            is_admin: false,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn request(now: DateTime<Utc>, channels: &[&str]) -> ApprovalRequest {
+        ApprovalRequest {
+            id: "apr_1".into(),
+            tenant_id: "t".into(),
+            kind: RequestKind::Tool,
+            agent_id: "agt_1".into(),
+            user_id: None,
+            scope: "tool:payment_refund".into(),
+            binding_message: String::new(),
+            context: json!({"amount": 500}),
+            context_sha256: String::new(),
+            status: ApprovalStatus::Pending,
+            created_at: now,
+            expires_at: now + Duration::minutes(30),
+            decided_at: None,
+            decided_by: None,
+            comment: None,
+            token_issued_at: None,
+            tool: Some(ToolInfo {
+                tool_name: "payment_refund".into(),
+                notification_channels: channels.iter().map(|c| c.to_string()).collect(),
+                ..ToolInfo::default()
+            }),
+            rules: DecisionRules {
+                approval_group_id: Some("finance".into()),
+                required_approvals: 1,
+                allow_self_approval: false,
+                default_on_timeout: TimeoutOutcome::Reject,
+                escalation_level: 0,
+                escalation_plan: vec![EscalationStep {
+                    at_ms: (now + Duration::minutes(15)).timestamp_millis(),
+                    kind: "group".into(),
+                    group_id: "managers".into(),
+                }],
+            },
+        }
+    }
+
+    struct World {
+        users: HashMap<String, User>,
+        prefs: HashMap<String, Preferences>,
+        channels: TenantChannels,
+        reviewers: Vec<(String, DateTime<Utc>)>,
+    }
+
+    fn world(now: DateTime<Utc>) -> World {
+        let users = ["alice", "bob", "carol"]
+            .into_iter()
+            .map(|u| (u.to_string(), user(u)))
+            .collect();
+        let mut slack = SlackConfig {
+            bot_token: "xoxb".into(),
+            signing_secret: "s".into(),
+            channel: Some("C_DEFAULT".into()),
+            team_id: None,
+            group_channels: BTreeMap::new(),
+        };
+        slack
+            .group_channels
+            .insert("managers".into(), "C_MANAGERS".into());
+        World {
+            users,
+            prefs: HashMap::new(),
+            channels: TenantChannels {
+                email: Some(EmailConfig::default()),
+                slack: Some(slack),
+                teams: Some(TeamsConfig {
+                    webhook_url: Some("https://teams.example/hook".into()),
+                    group_webhook_urls: BTreeMap::new(),
+                }),
+            },
+            reviewers: vec![
+                ("alice".into(), now),
+                ("bob".into(), now),
+                ("carol".into(), now + Duration::minutes(15)),
+            ],
+        }
+    }
+
+    fn run(
+        w: &World,
+        r: &ApprovalRequest,
+        event: Event,
+        escalation: Option<(u32, u32)>,
+        previous: &[Delivery],
+    ) -> Plan {
+        plan(&PlanInput {
+            notify_id: 7,
+            event,
+            escalation,
+            request: r,
+            reviewers: &w.reviewers,
+            users: &w.users,
+            preferences: &w.prefs,
+            channels: &w.channels,
+            webhooks: &[],
+            push: &[],
+            previous,
+            webhook_data: &Value::Null,
+            now: r.created_at,
+        })
+    }
+
+    fn targets(p: &Plan, channel: &str) -> Vec<String> {
+        p.deliveries
+            .iter()
+            .filter(|d| d.channel == channel)
+            .map(|d| d.target.clone())
+            .collect()
+    }
+
+    fn delivered(p: &Plan) -> Vec<Delivery> {
+        p.deliveries
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Delivery {
+                id: i as i64,
+                tenant_id: "t".into(),
+                approval_id: "apr_1".into(),
+                channel: d.channel.into(),
+                target: d.target.clone(),
+                recipient: d.recipient.clone(),
+                event: d.event.as_str().into(),
+                state: "delivered".into(),
+                attempts: 1,
+                created_at: Utc::now(),
+                next_attempt_at: Utc::now(),
+                delivered_at: Some(Utc::now()),
+                last_error: None,
+                status_code: Some(200),
+                external_ref: None,
+                payload: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_request_tells_the_primaries_on_the_policys_channels() {
+        let now = Utc::now();
+        let w = world(now);
+        let r = request(now, &["email", "slack"]);
+        let p = run(&w, &r, Event::Requested, None, &[]);
+        assert_eq!(
+            targets(&p, EMAIL),
+            vec!["alice@example.com", "bob@example.com"]
+        );
+        assert_eq!(p.review_links, vec!["alice", "bob"]);
+        assert_eq!(
+            targets(&p, SLACK),
+            vec!["C_DEFAULT"],
+            "one channel post, no DMs by default"
+        );
+        assert!(targets(&p, TEAMS).is_empty(), "teams is not in the policy");
+    }
+
+    #[test]
+    fn preferences_and_disabled_users_are_respected() {
+        let now = Utc::now();
+        let mut w = world(now);
+        let mut bob = Preferences::defaults("t", "bob", now);
+        bob.email = false;
+        bob.slack = true;
+        w.prefs.insert("bob".into(), bob);
+        w.users.get_mut("alice").unwrap().disabled = true;
+        let r = request(now, &[]);
+        let p = run(&w, &r, Event::Requested, None, &[]);
+        assert!(targets(&p, EMAIL).is_empty());
+        assert_eq!(targets(&p, SLACK), vec!["C_DEFAULT", "dm:bob"]);
+        assert_eq!(targets(&p, TEAMS), vec![TEAMS_TENANT]);
+    }
+
+    #[test]
+    fn escalation_tells_the_next_group_and_updates_slack() {
+        // Stored times have millisecond precision.
+        let now = clock::from_millis(Utc::now().timestamp_millis());
+        let w = world(now);
+        let r = request(now, &["email", "slack"]);
+        let first = run(&w, &r, Event::Requested, None, &[]);
+        let previous = delivered(&first);
+        let p = run(&w, &r, Event::Escalated, Some((0, 1)), &previous);
+        assert_eq!(targets(&p, EMAIL), vec!["carol@example.com"]);
+        assert_eq!(targets(&p, SLACK), vec!["C_MANAGERS", SLACK_UPDATE]);
+        assert!(p.deliveries.iter().all(|d| d.dedupe_key.starts_with("7:")));
+    }
+
+    #[test]
+    fn outcomes_update_and_follow_up_where_the_request_went() {
+        let now = Utc::now();
+        let w = world(now);
+        let r = request(now, &[]);
+        let previous = delivered(&run(&w, &r, Event::Requested, None, &[]));
+        let approved = run(&w, &r, Event::Approved, None, &previous);
+        assert_eq!(targets(&approved, SLACK), vec![SLACK_UPDATE]);
+        assert_eq!(targets(&approved, TEAMS), vec![TEAMS_TENANT]);
+        assert!(
+            targets(&approved, EMAIL).is_empty(),
+            "decisions send no email"
+        );
+        let expired = run(&w, &r, Event::Expired, None, &previous);
+        assert_eq!(
+            targets(&expired, EMAIL),
+            vec!["alice@example.com", "bob@example.com"]
+        );
+        assert!(expired.review_links.is_empty());
+    }
+
+    #[test]
+    fn ciba_requests_reach_only_their_user_and_never_shared_channels() {
+        let now = Utc::now();
+        let mut w = world(now);
+        w.reviewers = vec![("alice".into(), now)];
+        let mut r = request(now, &[]);
+        r.kind = RequestKind::Ciba;
+        r.tool = None;
+        r.user_id = Some("alice".into());
+        let p = run(&w, &r, Event::Requested, None, &[]);
+        assert_eq!(targets(&p, EMAIL), vec!["alice@example.com"]);
+        assert_eq!(targets(&p, SLACK), vec!["dm:alice"]);
+        assert!(targets(&p, TEAMS).is_empty());
+    }
+
+    #[test]
+    fn the_person_acted_for_is_not_asked() {
+        let now = Utc::now();
+        let w = world(now);
+        let mut r = request(now, &["email"]);
+        if let Some(t) = r.tool.as_mut() {
+            t.on_behalf_of = Some("alice".into());
+        }
+        let p = run(&w, &r, Event::Requested, None, &[]);
+        assert_eq!(targets(&p, EMAIL), vec!["bob@example.com"]);
+    }
+
+    #[test]
+    fn webhooks_get_the_events_they_subscribed_to() {
+        let now = Utc::now();
+        let w = world(now);
+        let r = request(now, &["email"]);
+        let hook = new_webhook(
+            "t",
+            "https://hooks.example/x",
+            &["approval.approved".into()],
+            None,
+            now,
+        )
+        .unwrap();
+        let mut input = PlanInput {
+            notify_id: 1,
+            event: Event::Requested,
+            escalation: None,
+            request: &r,
+            reviewers: &w.reviewers,
+            users: &w.users,
+            preferences: &w.prefs,
+            channels: &w.channels,
+            webhooks: std::slice::from_ref(&hook),
+            push: &[],
+            previous: &[],
+            webhook_data: &json!({"approval_id": "apr_1"}),
+            now,
+        };
+        assert!(targets(&plan(&input), WEBHOOK).is_empty());
+        input.event = Event::Approved;
+        let p = plan(&input);
+        assert_eq!(targets(&p, WEBHOOK), vec![hook.id.clone()]);
+        let body = p.deliveries[0].payload.clone().unwrap();
+        assert_eq!(body["type"], "approval.approved");
+        assert_eq!(body["data"]["approval_id"], "apr_1");
+        let mut disabled = hook.clone();
+        disabled.disabled_at = Some(now);
+        input.webhooks = std::slice::from_ref(&disabled);
+        assert!(targets(&plan(&input), WEBHOOK).is_empty());
+    }
+
+    #[test]
+    fn schedules_and_text_helpers() {
+        assert_eq!(webhook_backoff(1), Some(Duration::seconds(5)));
+        assert_eq!(webhook_backoff(2), Some(Duration::minutes(5)));
+        assert_eq!(webhook_backoff(8), None);
+        let d = jittered_backoff(3, 0.5);
+        assert_eq!(d, Duration::seconds(4));
+        assert!(jittered_backoff(3, 0.0) < jittered_backoff(3, 0.99));
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(sanitize("a\u{202E}b\u{7}c\nd"), "abc\nd");
+        assert!(webhook_events(&["approval.nope".into()]).is_err());
+        assert!(validate_endpoint_url("url", "ftp://x").is_err());
+        assert!(validate_endpoint_url("url", "https://u:p@x/").is_err());
+        assert!(validate_endpoint_url("url", "https://hooks.example/x").is_ok());
+        assert!(validate_slack_user_id("U024BE7LH").is_ok());
+        assert!(validate_slack_user_id("alice").is_err());
+    }
+}
