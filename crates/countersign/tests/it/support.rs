@@ -542,3 +542,125 @@ pub fn with_email(s: &mut Settings, smtp_url: &str) {
     s.notifications.email.from = Some("Countersign <countersign@example.com>".into());
     s.outbound.poll_interval_ms = 50;
 }
+
+/// A browser without JavaScript: it keeps the session cookie and the page's anti-forgery token.
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub cookie: Option<String>,
+    pub csrf: Option<String>,
+}
+
+pub fn token_of(url: &str) -> String {
+    url.split("token=").nth(1).unwrap().to_string()
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+impl Browser {
+    pub fn new(app: &TestApp) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: app.base.clone(),
+            cookie: None,
+            csrf: None,
+        }
+    }
+
+    pub fn remember(&mut self, headers: &reqwest::header::HeaderMap) {
+        if let Some(c) = headers.get(reqwest::header::SET_COOKIE) {
+            let pair = c.to_str().unwrap().split(';').next().unwrap().to_string();
+            self.cookie = Some(pair);
+        }
+    }
+
+    pub async fn get(
+        &mut self,
+        path: &str,
+    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, String) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let res = req.send().await.unwrap();
+        let (status, headers) = (res.status(), res.headers().clone());
+        let body = res.text().await.unwrap();
+        let marker = "name=\"csrf-token\" content=\"";
+        if let Some(i) = body.find(marker) {
+            let rest = &body[i + marker.len()..];
+            self.csrf = Some(rest[..rest.find('"').unwrap()].to_string());
+        }
+        (status, headers, body)
+    }
+
+    pub async fn post(
+        &mut self,
+        path: &str,
+        body: String,
+    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, String) {
+        self.post_with(path, body, &[]).await
+    }
+
+    pub async fn post_with(
+        &mut self,
+        path: &str,
+        body: String,
+        extra: &[(&str, &str)],
+    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, String) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.unwrap();
+        let (status, headers) = (res.status(), res.headers().clone());
+        self.remember(&headers);
+        (status, headers, res.text().await.unwrap())
+    }
+
+    /// Signs in with a one-time link, as its landing page's button does.
+    pub async fn sign_in(&mut self, url: &str) {
+        let (status, headers, _) = self
+            .post("/ui/sign-in/link", form(&[("token", &token_of(url))]))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::SEE_OTHER);
+        assert_eq!(headers[reqwest::header::LOCATION], "/ui/queue");
+        let (status, _, _) = self.get("/ui/queue").await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+    }
+
+    pub fn csrf(&self) -> String {
+        self.csrf.clone().expect("a page was loaded")
+    }
+}
+
+pub async fn sign_in_link(admin: &countersign_client::Client, email: &str) -> String {
+    admin
+        .create_sign_in_link(&countersign_proto::admin::CreateSignInLink {
+            user_id: None,
+            email: Some(email.into()),
+        })
+        .await
+        .unwrap()
+        .url
+}
+
+pub async fn signed_in(app: &TestApp, email: &str) -> Browser {
+    let url = sign_in_link(&app.admin, email).await;
+    let mut b = Browser::new(app);
+    b.sign_in(&url).await;
+    b
+}
