@@ -460,3 +460,60 @@ async fn people_choose_their_channels() {
         .unwrap();
     assert_eq!(res.status(), 400);
 }
+
+#[tokio::test]
+async fn escalation_emails_the_next_reviewers_and_expiry_follows_up() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_with_clock_and(|s| with_email(s, &smtp.url())).await;
+    finance_group(&app).await;
+    app.admin
+        .create_policy(P, &policy(&["email"]))
+        .await
+        .unwrap();
+    let (_, agent) = app.agent("support-bot").await;
+    let id = agent
+        .guard_tool(P, &refund())
+        .await
+        .unwrap()
+        .approval_id
+        .unwrap();
+    let first = smtp.wait_for(2).await;
+    assert!(first.iter().all(|m| m.to() != "carol@company.com"));
+
+    // The group's backups join after 15 minutes: carol is told then, and only then.
+    let clock = app.clock.clone().unwrap();
+    clock.advance(chrono::Duration::minutes(16));
+    let mails = smtp.wait_for(3).await;
+    let carol = mails
+        .iter()
+        .find(|m| m.to() == "carol@company.com")
+        .expect("the backup is emailed on escalation");
+    assert_eq!(
+        carol.subject(),
+        "Escalated, approval required: payment_refund"
+    );
+    assert!(carol.text().contains("escalated to you"));
+    assert!(carol.link("Approve").contains("token="));
+
+    // Nobody decides: everyone told is told it expired, without buttons.
+    clock.advance(chrono::Duration::minutes(15));
+    let mails = smtp.wait_for(6).await;
+    let expired: Vec<_> = mails
+        .iter()
+        .filter(|m| m.subject() == "Expired without a decision: payment_refund")
+        .collect();
+    let mut to: Vec<_> = expired.iter().map(|m| m.to()).collect();
+    to.sort();
+    assert_eq!(
+        to,
+        ["alice@company.com", "bob@company.com", "carol@company.com"]
+    );
+    assert!(expired.iter().all(|m| !m.text().contains("Approve: ")));
+    let log = deliveries(&app, &id).await;
+    assert_eq!(
+        log.iter()
+            .filter(|d| d["channel"] == "email" && d["event"] == "expired")
+            .count(),
+        3
+    );
+}
