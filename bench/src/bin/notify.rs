@@ -77,10 +77,8 @@ struct Arrivals {
 impl Arrivals {
     fn note(&self, channel: Channel, body: &[u8]) {
         let text = String::from_utf8_lossy(body);
-        if let Some(id) = approval_id(&text) {
-            if let Ok(mut seen) = self.seen.lock() {
-                seen.entry((id, channel)).or_default().push(Instant::now());
-            }
+        if let (Some(id), Ok(mut seen)) = (approval_id(&text), self.seen.lock()) {
+            seen.entry((id, channel)).or_default().push(Instant::now());
         }
     }
 
