@@ -111,6 +111,20 @@ async fn a_ciba_request_is_emailed_and_decided_on_the_confirmation_page() {
         .unwrap();
     assert_eq!(decision.details["channel"], "email");
 
+    let metrics = app
+        .http()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"countersign_notifications_total{channel="email",outcome="delivered"}"#),
+        "{metrics}"
+    );
+
     // The link now shows the outcome, and a second submission changes nothing.
     let (_, _, body) = get(&app, &approve).await;
     assert!(!body.contains("data-review-form"));

@@ -1468,3 +1468,47 @@ async fn openid_client_library_completes_the_flow() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn the_user_is_emailed_and_decides_from_the_link() {
+    let smtp = SmtpServer::start().await;
+    let app = spawn_with(|s| with_email(s, &smtp.url())).await;
+    let (user, _) = app.reviewer("alice@example.com").await;
+    let client = basic_client(&app, "payer").await;
+    let details = r#"[{"type":"payment_initiation","instructedAmount":{"currency":"EUR","amount":"123.50"},"creditorName":"Merchant A"}]"#;
+    let a = client
+        .bc(
+            &app,
+            &[
+                ("scope", "openid payments"),
+                ("login_hint", &user),
+                ("binding_message", "Pay 123.50 EUR"),
+                ("authorization_details", details),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let id = a.body["auth_req_id"].as_str().unwrap().to_string();
+    let mail = smtp.wait_for(1).await.remove(0);
+    assert_eq!(mail.to(), "alice@example.com");
+    let text = mail.text();
+    assert!(text.contains("\"creditorName\": \"Merchant A\""), "{text}");
+    assert!(text.contains("Pay 123.50 EUR"));
+    let token = url::Url::parse(&mail.link("Approve"))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.to_string())
+        .unwrap();
+    let res = app
+        .http()
+        .post(app.url("/ui/review"))
+        .form(&[("token", token.as_str()), ("verdict", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let t = client.token(&app, &id).await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    assert!(t.body["id_token"].is_string());
+}
