@@ -721,3 +721,269 @@ async fn dashboard_passkeys_ceremonies_sessions_and_counts() {
         .unwrap();
     assert!(nobody.iter().all(|(_, n)| *n == 0));
 }
+
+mod notifications {
+    use super::*;
+    use countersign_core::notify::{
+        self, Event, NewDelivery, Preferences, PushSubscription, ReviewToken,
+    };
+    use countersign_core::oidc::OutboxOutcome;
+
+    fn delivery(notify_id: i64, channel: &'static str, target: &str) -> NewDelivery {
+        NewDelivery {
+            channel,
+            target: target.into(),
+            recipient: Some("usr_x".into()),
+            event: Event::Requested,
+            payload: Some(serde_json::json!({"n": 1})),
+            dedupe_key: format!("{notify_id}:{channel}:{target}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_is_fanned_out_once_whatever_happens() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let new = create(&f, 300, now).await;
+        let id = new.request.id.clone();
+        // Creation wrote exactly one notification row.
+        let claimed = f.store.claim_outbox(now, now, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        let row = claimed[0].clone();
+        assert_eq!(
+            (row.channel.as_str(), row.event.as_str()),
+            (notify::NOTIFY, "requested")
+        );
+        assert_eq!(row.approval_id, id);
+        let token = ReviewToken {
+            token_hash: "h1".into(),
+            tenant_id: "t".into(),
+            approval_id: id.clone(),
+            user_id: f.user.clone(),
+            expires_at: new.request.expires_at,
+            created_at: now,
+        };
+        let plan = vec![
+            delivery(row.id, notify::EMAIL, "a@example.com"),
+            delivery(row.id, notify::SLACK, "C1"),
+        ];
+        f.store
+            .fan_out(&row, plan.clone(), vec![token.clone()], now)
+            .await
+            .unwrap();
+        // A second run (a worker that died before it knew the first had committed) adds
+        // nothing.
+        f.store
+            .fan_out(&row, plan, vec![token.clone()], now)
+            .await
+            .unwrap();
+        let log = f.store.list_deliveries("t", &id).await.unwrap();
+        assert_eq!(log.len(), 2);
+        assert!(log.iter().all(|d| d.is_pending() && d.event == "requested"));
+        assert_eq!(log[0].payload, Some(serde_json::json!({"n": 1})));
+        assert!(
+            f.store
+                .list_deliveries("other", &id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(f.store.find_review_token("h1").await.unwrap(), Some(token));
+        // The deliveries are due; the fan-out row is done.
+        let due = f.store.claim_outbox(now, now, 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        assert!(due.iter().all(|d| d.channel != notify::NOTIFY));
+        let email = due.iter().find(|d| d.channel == notify::EMAIL).unwrap();
+        assert_eq!(email.recipient.as_deref(), Some("usr_x"));
+        f.store
+            .finish_outbox(
+                email.id,
+                OutboxOutcome::Delivered {
+                    at: now,
+                    status_code: Some(250),
+                    external_ref: Some("ref-1".into()),
+                },
+            )
+            .await
+            .unwrap();
+        let got = f.store.get_delivery("t", email.id).await.unwrap().unwrap();
+        assert!(got.is_delivered());
+        assert_eq!(got.status_code, Some(250));
+        assert_eq!(got.external_ref.as_deref(), Some("ref-1"));
+        assert!(
+            f.store
+                .get_delivery("other", email.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A finished delivery can be sent again, a pending one cannot.
+        f.store.redeliver("t", email.id, now).await.unwrap();
+        assert!(f.store.redeliver("t", email.id, now).await.is_err());
+        let again = f.store.get_delivery("t", email.id).await.unwrap().unwrap();
+        assert!(again.is_pending());
+        assert_eq!(again.external_ref.as_deref(), Some("ref-1"));
+    }
+
+    #[tokio::test]
+    async fn preferences_webhooks_and_push_subscriptions() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let actor = Actor::system("test");
+        assert!(
+            f.store
+                .get_preferences("t", &f.user)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let mut prefs = Preferences::defaults("t", &f.user, now);
+        prefs.slack_user_id = Some("U1".into());
+        f.store
+            .put_preferences(prefs.clone(), actor.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            f.store
+                .find_user_by_slack_id("t", "U1")
+                .await
+                .unwrap()
+                .map(|u| u.id),
+            Some(f.user.clone())
+        );
+        assert!(
+            f.store
+                .find_user_by_slack_id("other", "U1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let other = f
+            .store
+            .create_user(
+                directory::new_user("t", "b@example.com", "B", now).unwrap(),
+                actor.clone(),
+            )
+            .await
+            .unwrap();
+        let mut taken = Preferences::defaults("t", &other.id, now);
+        taken.slack_user_id = Some("U1".into());
+        assert!(matches!(
+            f.store.put_preferences(taken, actor.clone()).await,
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            f.store
+                .put_preferences(Preferences::defaults("t", "usr_nobody", now), actor.clone())
+                .await,
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(f.store.list_preferences("t").await.unwrap(), vec![prefs]);
+
+        let hook = notify::new_webhook("t", "https://hooks.example.com/a", &[], None, now).unwrap();
+        f.store
+            .create_webhook(hook.clone(), actor.clone())
+            .await
+            .unwrap();
+        let mut disabled = hook.clone();
+        disabled.disabled_at = Some(now);
+        disabled.disabled_reason = Some("410".into());
+        let stored = f
+            .store
+            .update_webhook(disabled, "webhook.disabled", actor.clone())
+            .await
+            .unwrap();
+        assert_eq!(stored.disabled_reason.as_deref(), Some("410"));
+        assert_eq!(f.store.list_webhooks("t").await.unwrap().len(), 1);
+        assert!(
+            f.store
+                .get_webhook("other", &hook.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        f.store
+            .delete_webhook("t", &hook.id, actor.clone(), now)
+            .await
+            .unwrap();
+        assert!(matches!(
+            f.store
+                .delete_webhook("t", &hook.id, actor.clone(), now)
+                .await,
+            Err(Error::NotFound(_))
+        ));
+
+        let sub = |id: &str| PushSubscription {
+            id: id.into(),
+            tenant_id: "t".into(),
+            user_id: f.user.clone(),
+            endpoint: "https://push.example.com/x".into(),
+            p256dh: "k".into(),
+            auth: "a".into(),
+            user_agent: "test".into(),
+            created_at: now,
+        };
+        f.store
+            .put_push_subscription(sub("psh_1"), actor.clone())
+            .await
+            .unwrap();
+        // The same device subscribing again replaces its old subscription.
+        f.store
+            .put_push_subscription(sub("psh_2"), actor.clone())
+            .await
+            .unwrap();
+        let subs = f.store.list_push_subscriptions("t").await.unwrap();
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].id, "psh_2");
+        assert!(
+            !f.store
+                .delete_push_subscription("other", "psh_2")
+                .await
+                .unwrap()
+        );
+        assert!(
+            f.store
+                .delete_push_subscription("t", "psh_2")
+                .await
+                .unwrap()
+        );
+        assert!(
+            f.store
+                .get_push_subscription("psh_2")
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        f.store
+            .put_channel_config(
+                "t",
+                "slack",
+                Some(serde_json::json!({"bot_token": "x"})),
+                actor.clone(),
+                now,
+            )
+            .await
+            .unwrap();
+        let configs = f.store.channel_configs("t").await.unwrap();
+        assert_eq!(configs.len(), 1);
+        f.store
+            .put_channel_config("t", "slack", None, actor, now)
+            .await
+            .unwrap();
+        assert!(f.store.channel_configs("t").await.unwrap().is_empty());
+        // Every change is in the audit trail, and the trail never holds the settings.
+        let audit = f.store.list_audit("t", 0, 500).await.unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.record.action == "notification_channel.updated")
+        );
+        assert!(audit.iter().any(|e| e.record.action == "webhook.disabled"));
+        assert!(
+            !audit
+                .iter()
+                .any(|e| e.record.details.to_string().contains("bot_token"))
+        );
+    }
+}
