@@ -60,6 +60,9 @@ pub enum ErrorCode {
     LinkUnusable,
     /// 403: a dashboard form came without its anti-forgery token, or from another site.
     CsrfFailed,
+    /// 401: a signed callback (a Slack button click) has a bad signature or a stale timestamp,
+    /// or names a tenant that has not set up that integration.
+    InvalidSignature,
     /// 500: an internal error; the message carries only the request id.
     Internal,
     /// 503: the server is shutting down or its store is unavailable.
@@ -118,6 +121,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::LinkUnusable => "link_unusable",
             ErrorCode::CsrfFailed => "csrf_failed",
+            ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InvalidScope => "invalid_scope",
@@ -155,7 +159,7 @@ impl ErrorCode {
             | ErrorCode::InvalidGrant
             | ErrorCode::UnsupportedGrantType
             | ErrorCode::LinkUnusable => 400,
-            ErrorCode::Unauthorized | ErrorCode::InvalidClient => 401,
+            ErrorCode::Unauthorized | ErrorCode::InvalidClient | ErrorCode::InvalidSignature => 401,
             ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccessDenied => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,

@@ -466,6 +466,10 @@ fn router(state: AppState) -> Router {
             "/v1/approvals/{id}/deliveries",
             get(notifications::request_deliveries),
         )
+        .route(
+            "/integrations/slack/{tenant}/interactivity",
+            post(crate::routes::slack::interactivity),
+        )
         .merge(ui::router(state.clone()))
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)

@@ -39,6 +39,7 @@ impl Modify for ApiKeyAuth {
         notifications::delete_email, notifications::delete_slack, notifications::delete_teams,
         notifications::test_channel, notifications::get_my_preferences, notifications::put_my_preferences,
         notifications::get_user_preferences, notifications::put_user_preferences, notifications::request_deliveries,
+        crate::routes::slack::interactivity,
     ),
     components(schemas(countersign_proto::ErrorBody, countersign_proto::ErrorCode))
 )]

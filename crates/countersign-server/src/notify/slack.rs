@@ -1,15 +1,984 @@
 //! Slack (a Slack app with a bot token): Block Kit messages with Approve and Reject buttons,
 //! posted to a channel or as direct messages, and kept up to date as the request changes.
+//! Button clicks come back to `/integrations/slack/{tenant}/interactivity`, signed with the
+//! app's signing secret; [`verify_signature`] checks them and [`handle_click`] decides as the
+//! reviewer behind the Slack user.
+use aws_lc_rs::hmac;
+use chrono::{DateTime, Utc};
+use countersign_core::approval::{ApprovalRequest, RequestRef, Verdict};
+use countersign_core::notify::{SLACK_DM, SLACK_UPDATE, SlackConfig};
 use countersign_core::oidc::OutboxItem;
+use countersign_core::{Error, Principal, Role};
+use countersign_proto::{ApprovalStatus, ErrorCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
-use super::worker::{Attempt, AttemptError};
+use super::channels;
+use super::content::{self, Facts};
+use super::outbound::check_target;
+use super::worker::{Attempt, AttemptError, Sent, retry_after, send_error};
+use crate::service;
 use crate::state::AppState;
 
-pub async fn deliver(_state: &AppState, _item: &OutboxItem) -> Attempt {
-    Err(AttemptError::give_up("Slack delivery is not available yet"))
+/// The action ids of the buttons.
+pub const APPROVE_ACTION: &str = "approve";
+pub const REJECT_ACTION: &str = "reject";
+const DASHBOARD_ACTION: &str = "open_dashboard";
+
+/// How far a request's timestamp may be from the server's clock (Slack's five minutes).
+const MAX_SKEW_SECS: i64 = 300;
+/// Slack's limits: a section's text and a field's text.
+const MAX_SECTION_CHARS: usize = 3_000;
+const MAX_FIELD_CHARS: usize = 2_000;
+
+// ----- Slack's Web API -----
+
+/// The few Web API methods Countersign calls, with the tenant's bot token, through the one
+/// outgoing client. Errors name the method and Slack's error code, never the token.
+struct Api<'a> {
+    state: &'a AppState,
+    token: &'a str,
+}
+
+/// Slack's error codes that are worth another try.
+fn transient(error: &str) -> bool {
+    matches!(
+        error,
+        "ratelimited"
+            | "rate_limited"
+            | "internal_error"
+            | "fatal_error"
+            | "service_unavailable"
+            | "request_timeout"
+    )
+}
+
+/// What an operator should do about a Slack error that will not go away by itself.
+fn advice(error: &str) -> &'static str {
+    match error {
+        "invalid_auth"
+        | "not_authed"
+        | "token_revoked"
+        | "token_expired"
+        | "account_inactive"
+        | "no_permission"
+        | "missing_scope"
+        | "not_allowed_token_type"
+        | "ekm_access_denied" => ": check the tenant's Slack bot token and its scopes",
+        "channel_not_found" | "not_in_channel" | "is_archived" | "restricted_action" => {
+            ": check the Slack channel and invite the app to it"
+        }
+        "users_not_found" | "user_not_found" => ": no Slack user matches this reviewer",
+        "invalid_blocks" | "invalid_arguments" | "msg_too_long" => ": Slack refused the message",
+        _ => "",
+    }
+}
+
+/// Slack's error code, kept to the characters such codes use.
+fn error_code(body: &Value) -> String {
+    let raw = body
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown_error");
+    raw.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}
+
+impl<'a> Api<'a> {
+    fn new(state: &'a AppState, config: &'a SlackConfig) -> Api<'a> {
+        Api {
+            state,
+            token: &config.bot_token,
+        }
+    }
+
+    fn url(&self, method: &str) -> Result<String, AttemptError> {
+        let base = self
+            .state
+            .settings
+            .notifications
+            .slack
+            .api_base_url
+            .trim_end_matches('/');
+        let url = format!("{base}/{method}");
+        check_target(&url, self.state.settings.outbound.allow_private_networks)
+            .map_err(|e| AttemptError::give_up(format!("Slack {method}: {e}")))?;
+        Ok(url)
+    }
+
+    /// A method that takes a JSON body (`chat.postMessage`, `chat.update`).
+    async fn post(&self, method: &str, body: &Value) -> Result<(u16, Value), AttemptError> {
+        let response = self
+            .state
+            .notifier
+            .http
+            .post(self.url(method)?)
+            .bearer_auth(self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(send_error)?;
+        read(method, response).await
+    }
+
+    /// A method that reads (`users.info`, `users.lookupByEmail`), with its arguments in the
+    /// query string as Slack's read methods take them.
+    async fn get(
+        &self,
+        method: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(u16, Value), AttemptError> {
+        let response = self
+            .state
+            .notifier
+            .http
+            .get(self.url(method)?)
+            .bearer_auth(self.token)
+            .query(query)
+            .send()
+            .await
+            .map_err(send_error)?;
+        read(method, response).await
+    }
+
+    /// Posts a message; answers where it went (`{"channel","ts"}`) for later updates.
+    async fn post_message(&self, channel: &str, message: &Message) -> Attempt {
+        let mut body = message.body();
+        body["channel"] = json!(channel);
+        let (status, answer) = self.post("chat.postMessage", &body).await?;
+        let posted = json!({
+            "channel": answer.get("channel").and_then(Value::as_str).unwrap_or(channel),
+            "ts": answer.get("ts").and_then(Value::as_str).unwrap_or_default(),
+        });
+        Ok(Sent {
+            status: Some(status),
+            external_ref: Some(posted.to_string()),
+        })
+    }
+
+    async fn update(&self, channel: &str, ts: &str, message: &Message) -> Attempt {
+        let mut body = message.body();
+        body["channel"] = json!(channel);
+        body["ts"] = json!(ts);
+        let (status, _) = self.post("chat.update", &body).await?;
+        Ok(Sent::status(status))
+    }
+
+    /// The Slack user with this email, if there is one.
+    async fn lookup_by_email(&self, email: &str) -> Result<Option<String>, AttemptError> {
+        match self.get("users.lookupByEmail", &[("email", email)]).await {
+            Ok((_, answer)) => Ok(answer
+                .pointer("/user/id")
+                .and_then(Value::as_str)
+                .map(str::to_string)),
+            Err(AttemptError::GiveUp { error, .. }) if error.contains("users_not_found") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The email of a Slack user's profile (needs the `users:read.email` scope).
+    async fn user_email(&self, slack_user_id: &str) -> Result<Option<String>, AttemptError> {
+        let answer = match self.get("users.info", &[("user", slack_user_id)]).await {
+            Ok((_, answer)) => answer,
+            Err(AttemptError::GiveUp { error, .. }) if error.contains("user_not_found") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let user = answer.get("user");
+        let active = user.and_then(|u| u.get("deleted")).and_then(Value::as_bool) != Some(true);
+        Ok(user
+            .and_then(|u| u.pointer("/profile/email"))
+            .and_then(Value::as_str)
+            .filter(|_| active)
+            .map(str::to_lowercase))
+    }
+}
+
+/// Reads a Web API answer: HTTP 429 and 5xx are retried (honouring `Retry-After`); an
+/// `{"ok": false}` answer is retried when Slack says it is transient, else given up.
+async fn read(method: &str, response: reqwest::Response) -> Result<(u16, Value), AttemptError> {
+    let status = response.status();
+    let code = Some(status.as_u16());
+    if !status.is_success() {
+        let error = format!("Slack {method} answered {status}");
+        return Err(
+            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                AttemptError::Retry {
+                    error,
+                    status: code,
+                    after: retry_after(response.headers()),
+                }
+            } else {
+                AttemptError::GiveUp {
+                    error,
+                    status: code,
+                }
+            },
+        );
+    }
+    let after = retry_after(response.headers());
+    let body: Value = response.json().await.map_err(|_| AttemptError::Retry {
+        error: format!("Slack {method}: the answer is not JSON"),
+        status: code,
+        after: None,
+    })?;
+    if body.get("ok").and_then(Value::as_bool) == Some(true) {
+        return Ok((status.as_u16(), body));
+    }
+    let slack_error = error_code(&body);
+    let error = format!("Slack {method}: {slack_error}{}", advice(&slack_error));
+    Err(if transient(&slack_error) {
+        AttemptError::Retry {
+            error,
+            status: code,
+            after,
+        }
+    } else {
+        AttemptError::GiveUp {
+            error,
+            status: code,
+        }
+    })
+}
+
+// ----- messages -----
+
+/// Escapes Slack's mrkdwn control characters.
+pub fn escape(text: &str) -> String {
+    escape_cut(text, usize::MAX)
+}
+
+/// Escapes `&`, `<` and `>` and cuts the result at `max` characters without splitting an
+/// escape, marking the cut.
+fn escape_cut(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut len = 0;
+    for c in text.chars() {
+        let piece = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            _ => "",
+        };
+        let width = if piece.is_empty() { 1 } else { piece.len() };
+        if len + width > max.saturating_sub(1) {
+            out.push('…');
+            return out;
+        }
+        if piece.is_empty() {
+            out.push(c);
+        } else {
+            out.push_str(piece);
+        }
+        len += width;
+    }
+    out
+}
+
+/// Text in a code block: escaped, and unable to close the block early.
+fn code_block(text: &str, max: usize) -> String {
+    let inner = escape_cut(&text.replace("```", "`\u{200b}``"), max - 8);
+    format!("```{inner}```")
+}
+
+/// One Slack message: the notification text and its blocks.
+#[derive(Debug, Clone)]
+struct Message {
+    text: String,
+    blocks: Vec<Value>,
+}
+
+impl Message {
+    fn body(&self) -> Value {
+        json!({
+            "text": self.text,
+            "blocks": self.blocks,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        })
+    }
+}
+
+fn section(text: String) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+/// Where an escalated request went, in words ("Managers", "the backups of Finance").
+async fn escalated_to(state: &AppState, request: &ApprovalRequest, level: u32) -> Option<String> {
+    let step = request
+        .rules
+        .escalation_plan
+        .get(level.checked_sub(1)? as usize)?;
+    let name = match state
+        .store
+        .get_group(&request.tenant_id, &step.group_id)
+        .await
+    {
+        Ok(Some(g)) => g.name,
+        _ => step.group_id.clone(),
+    };
+    Some(if step.kind == "backups" {
+        format!("the backups of {name}")
+    } else {
+        name
+    })
+}
+
+/// The message for a request as it is now: the facts, and the buttons while it is pending,
+/// or the outcome and who decided once it is over.
+async fn render(state: &AppState, request: &ApprovalRequest) -> Result<Message, Error> {
+    let facts = content::facts_of(state, request).await?;
+    let escalation = match facts.escalation_level {
+        0 => None,
+        level => escalated_to(state, request, level).await,
+    };
+    Ok(compose(&facts, escalation.as_deref()))
+}
+
+fn compose(facts: &Facts, escalated_to: Option<&str>) -> Message {
+    let pending = facts.status == ApprovalStatus::Pending;
+    let headline = if pending {
+        let event = if escalated_to.is_some() {
+            countersign_core::notify::Event::Escalated
+        } else {
+            countersign_core::notify::Event::Requested
+        };
+        facts.headline(event)
+    } else {
+        format!("{}: {}", facts.outcome(), facts.action)
+    };
+    let mut blocks = vec![section(format!(
+        "*{}*",
+        escape_cut(&headline, MAX_SECTION_CHARS - 2)
+    ))];
+    if pending && let Some(group) = escalated_to {
+        blocks.push(section(format!(
+            ":arrow_up: Nobody decided in time, so it was escalated to *{}*.",
+            escape_cut(group, 500)
+        )));
+    }
+    let fields: Vec<Value> = facts
+        .pairs()
+        .into_iter()
+        .map(|(label, value)| {
+            json!({
+                "type": "mrkdwn",
+                "text": format!("*{label}*\n{}", escape_cut(&value, MAX_FIELD_CHARS - 40)),
+            })
+        })
+        .collect();
+    for chunk in fields.chunks(10) {
+        blocks.push(json!({"type": "section", "fields": chunk}));
+    }
+    let arguments_label = if facts.action_label == "Tool" {
+        "Arguments"
+    } else {
+        "Details"
+    };
+    blocks.push(section(format!(
+        "*{arguments_label}*\n{}",
+        code_block(&facts.arguments, MAX_SECTION_CHARS - 40)
+    )));
+    if let Some(words) = &facts.agent_words {
+        let quoted = escape_cut(words, MAX_SECTION_CHARS - 200)
+            .lines()
+            .map(|l| format!(">{l}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        blocks.push(section(format!(
+            "*The agent's own words* (written by the agent, not checked by Countersign):\n{quoted}"
+        )));
+    }
+    if pending {
+        blocks.push(json!({
+            "type": "actions",
+            "block_id": "countersign_decision",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": APPROVE_ACTION,
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Approve"},
+                    "value": facts.approval_id,
+                },
+                {
+                    "type": "button",
+                    "action_id": REJECT_ACTION,
+                    "style": "danger",
+                    "text": {"type": "plain_text", "text": "Reject"},
+                    "value": facts.approval_id,
+                },
+                {
+                    "type": "button",
+                    "action_id": DASHBOARD_ACTION,
+                    "text": {"type": "plain_text", "text": "View in dashboard"},
+                    "url": facts.dashboard_url,
+                },
+            ],
+        }));
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!(
+                "Request {} · expires {}", facts.approval_id, escape(&facts.expires_in())
+            )}],
+        }));
+    } else {
+        let mut outcome = format!("*{}*", escape(&facts.outcome()));
+        if let Some(comment) = &facts.comment {
+            outcome.push_str(&format!("\nComment: {}", escape_cut(comment, 1_000)));
+        }
+        blocks.push(section(outcome));
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!(
+                "Request {} · <{}|View in dashboard>", facts.approval_id, facts.dashboard_url
+            )}],
+        }));
+    }
+    Message {
+        text: escape(&headline),
+        blocks,
+    }
+}
+
+// ----- deliveries -----
+
+fn store_error(e: Error) -> AttemptError {
+    match e {
+        Error::NotFound(m) => AttemptError::give_up(m),
+        other => AttemptError::retry(format!("store: {other}")),
+    }
+}
+
+async fn config(state: &AppState, tenant_id: &str) -> Result<SlackConfig, AttemptError> {
+    channels::slack_config(state, tenant_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| AttemptError::give_up("the tenant has no Slack settings"))
+}
+
+/// Where a posted message is, as kept in the delivery log.
+#[derive(Debug, Deserialize)]
+struct Posted {
+    channel: String,
+    ts: String,
+}
+
+/// Sends one Slack delivery: a post to a channel, a direct message, or the update of every
+/// message already posted for the request.
+pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
+    let config = config(state, &item.tenant_id).await?;
+    let api = Api::new(state, &config);
+    let request = service::find(
+        state,
+        &item.tenant_id,
+        &RequestRef::PublicId(item.approval_id.clone()),
+    )
+    .await
+    .map_err(store_error)?;
+    if item.target == SLACK_UPDATE {
+        return update_all(state, &api, item, &request).await;
+    }
+    let message = render(state, &request).await.map_err(store_error)?;
+    let channel = match item.target.strip_prefix(SLACK_DM) {
+        Some(user_id) => direct_channel(state, &api, &item.tenant_id, user_id).await?,
+        None => item.target.clone(),
+    };
+    api.post_message(&channel, &message).await
+}
+
+/// The Slack user a reviewer's direct messages go to: the one in their preferences, else the
+/// Slack user with their email (then remembered).
+async fn direct_channel(
+    state: &AppState,
+    api: &Api<'_>,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<String, AttemptError> {
+    let user = state
+        .store
+        .get_user(tenant_id, user_id)
+        .await
+        .map_err(store_error)?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| AttemptError::give_up("the recipient is no longer an active user"))?;
+    let prefs = channels::preferences(state, tenant_id, user_id)
+        .await
+        .map_err(store_error)?;
+    if let Some(id) = prefs.slack_user_id {
+        return Ok(id);
+    }
+    let Some(found) = api.lookup_by_email(&user.email).await? else {
+        return Err(AttemptError::give_up(
+            "Slack users.lookupByEmail: users_not_found: no Slack user has this reviewer's email",
+        ));
+    };
+    if let Err(e) = channels::remember_slack_user(state, tenant_id, user_id, &found).await {
+        tracing::warn!(error = %e, "remembering a reviewer's Slack user failed");
+    }
+    Ok(found)
+}
+
+/// Brings every delivered message of the request up to date. While a post of the request is
+/// still on its way, waits for it, so the update comes after it.
+async fn update_all(
+    state: &AppState,
+    api: &Api<'_>,
+    item: &OutboxItem,
+    request: &ApprovalRequest,
+) -> Attempt {
+    let deliveries = state
+        .store
+        .list_deliveries(&item.tenant_id, &item.approval_id)
+        .await
+        .map_err(store_error)?;
+    let posts: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.channel == countersign_core::notify::SLACK && d.target != SLACK_UPDATE)
+        .collect();
+    if posts.iter().any(|d| d.is_pending()) {
+        return Err(AttemptError::retry(
+            "a Slack message of this request is still being posted",
+        ));
+    }
+    let message = render(state, request).await.map_err(store_error)?;
+    let mut retry = None;
+    let mut updated = 0;
+    for d in posts.iter().filter(|d| d.is_delivered()) {
+        let Some(posted) = d
+            .external_ref
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<Posted>(r).ok())
+        else {
+            continue;
+        };
+        match api.update(&posted.channel, &posted.ts, &message).await {
+            Ok(_) => updated += 1,
+            Err(e @ AttemptError::Retry { .. }) => retry = Some(e),
+            Err(AttemptError::GiveUp { error, status }) => {
+                let settings_problem = ["invalid_auth", "not_authed", "token_", "account_inactive"]
+                    .iter()
+                    .any(|c| error.contains(c));
+                if settings_problem {
+                    return Err(AttemptError::GiveUp { error, status });
+                }
+                // That message is gone or can no longer change; the others still can.
+                tracing::info!(approval_id = %item.approval_id, %error, "a Slack message could not be updated");
+            }
+        }
+    }
+    match retry {
+        Some(e) => Err(e),
+        None => {
+            tracing::debug!(approval_id = %item.approval_id, updated, "Slack messages updated");
+            Ok(Sent::status(200))
+        }
+    }
 }
 
 /// Sends a test message at once (the settings page's "send a test").
-pub async fn send_test(_state: &AppState, _tenant_id: &str) -> Attempt {
-    Err(AttemptError::give_up("not available yet"))
+pub async fn send_test(state: &AppState, tenant_id: &str) -> Attempt {
+    let config = config(state, tenant_id).await?;
+    let channel = config.channel.clone().ok_or_else(|| {
+        AttemptError::give_up("the Slack settings name no default `channel` to post the test to")
+    })?;
+    let text = format!(
+        "This is a test message from Countersign at {}. Slack notifications work.",
+        escape(&state.issuer)
+    );
+    let message = Message {
+        blocks: vec![section(text.clone())],
+        text,
+    };
+    let sent = Api::new(state, &config)
+        .post_message(&channel, &message)
+        .await?;
+    Ok(Sent {
+        status: sent.status,
+        external_ref: None,
+    })
+}
+
+// ----- button clicks -----
+
+/// Checks a request from Slack: `X-Slack-Signature` must be `v0=` and the hex HMAC-SHA256,
+/// keyed with the signing secret, of `v0:{X-Slack-Request-Timestamp}:{raw body}`, and the
+/// timestamp within five minutes of `now`.
+pub fn verify_signature(
+    signing_secret: &str,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let refused = |why: &str| Error::invalid_with(ErrorCode::InvalidSignature, why.to_string());
+    let timestamp = timestamp
+        .map(str::trim)
+        .ok_or_else(|| refused("the request has no X-Slack-Request-Timestamp"))?;
+    let seconds: i64 = timestamp
+        .parse()
+        .map_err(|_| refused("X-Slack-Request-Timestamp is not a Unix time"))?;
+    if (now.timestamp() - seconds).abs() > MAX_SKEW_SECS {
+        return Err(refused(
+            "X-Slack-Request-Timestamp is more than five minutes away from the server's clock",
+        ));
+    }
+    let given = signature
+        .and_then(|s| s.trim().strip_prefix("v0="))
+        .and_then(|hex_sig| hex::decode(hex_sig).ok())
+        .ok_or_else(|| refused("X-Slack-Signature is missing or malformed"))?;
+    let mut signed = format!("v0:{timestamp}:").into_bytes();
+    signed.extend_from_slice(body);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, signing_secret.as_bytes());
+    hmac::verify(&key, &signed, &given)
+        .map_err(|_| refused("X-Slack-Signature does not match the request"))
+}
+
+/// What Countersign reads of Slack's `block_actions` payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Interaction {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub team: Option<Named>,
+    #[serde(default)]
+    pub user: Option<Named>,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    #[serde(default)]
+    pub container: Option<Container>,
+    #[serde(default)]
+    pub response_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Named {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Action {
+    #[serde(default)]
+    pub action_id: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Container {
+    #[serde(default)]
+    pub channel_id: Option<String>,
+    #[serde(default)]
+    pub message_ts: Option<String>,
+}
+
+/// The verified tenant's click to act on, if the payload holds one.
+pub fn decision_of(interaction: &Interaction) -> Option<(Verdict, String)> {
+    if interaction.kind != "block_actions" {
+        return None;
+    }
+    interaction.actions.iter().find_map(|a| {
+        let verdict = match a.action_id.as_str() {
+            APPROVE_ACTION => Verdict::Approve,
+            REJECT_ACTION => Verdict::Reject,
+            _ => return None,
+        };
+        Some((verdict, a.value.clone()?))
+    })
+}
+
+/// Acts on a verified click (after Slack has its answer): finds the reviewer behind the Slack
+/// user, decides as them, and replaces the message with the outcome; a click that cannot
+/// decide gets an explanation only the clicker sees.
+pub async fn handle_click(
+    state: &AppState,
+    tenant_id: &str,
+    config: &SlackConfig,
+    interaction: Interaction,
+) {
+    let Some((verdict, approval_id)) = decision_of(&interaction) else {
+        return;
+    };
+    let api = Api::new(state, config);
+    let reply = |text: String| {
+        let url = interaction.response_url.clone();
+        async move {
+            if let Some(url) = url {
+                ephemeral(state, &url, &text).await;
+            }
+        }
+    };
+    let team = interaction.team.as_ref().map(|t| t.id.as_str());
+    if let Some(expected) = &config.team_id
+        && team != Some(expected.as_str())
+    {
+        reply("This Slack workspace is not the one connected to Countersign, so your click changed nothing.".into()).await;
+        return;
+    }
+    let Some(slack_user) = interaction.user.as_ref().map(|u| u.id.as_str()) else {
+        return;
+    };
+    let user = match reviewer_of(state, &api, tenant_id, slack_user).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            reply("Your Slack account is not linked to a Countersign reviewer, so your click changed nothing. Ask an admin to link it, or decide in the dashboard.".into()).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, "finding the reviewer behind a Slack click failed");
+            reply("Countersign could not check who you are just now; nothing changed. Try again, or decide in the dashboard.".into()).await;
+            return;
+        }
+    };
+    let principal = Principal {
+        tenant_id: tenant_id.to_string(),
+        key_id: "slack".into(),
+        role: Role::Reviewer {
+            user_id: user.clone(),
+        },
+        user_id: Some(user),
+    };
+    let outcome = service::decide(
+        state,
+        &principal,
+        &RequestRef::PublicId(approval_id.clone()),
+        verdict,
+        None,
+        countersign_core::notify::SLACK,
+    )
+    .await;
+    let now = state.clock.now();
+    match outcome {
+        Ok(decided) if decided.status_at(now) == ApprovalStatus::Pending => {
+            reply("Your approval is recorded; the request needs more approvals.".into()).await;
+        }
+        Ok(decided) => replace_clicked(state, &api, &interaction, &decided).await,
+        Err(Error::AlreadyDecided { status }) => {
+            let words = match status {
+                ApprovalStatus::Expired => {
+                    "This request expired before anyone decided it; your click changed nothing."
+                        .to_string()
+                }
+                ApprovalStatus::Cancelled => {
+                    "The agent withdrew this request; your click changed nothing.".to_string()
+                }
+                s => format!(
+                    "This request was already decided (it is {}); your click changed nothing.",
+                    s.as_str()
+                ),
+            };
+            reply(words).await;
+        }
+        Err(e @ (Error::Forbidden(_) | Error::Invalid { .. } | Error::NotFound(_))) => {
+            reply(format!(
+                "You cannot decide this request: {e}. Nothing changed."
+            ))
+            .await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a Slack decision failed");
+            reply("Countersign could not record your decision just now; nothing changed. Try again, or decide in the dashboard.".into()).await;
+        }
+    }
+}
+
+/// The active reviewer behind a Slack user: by the id an admin set or a past lookup
+/// remembered, else by the email of their Slack profile (then remembered).
+async fn reviewer_of(
+    state: &AppState,
+    api: &Api<'_>,
+    tenant_id: &str,
+    slack_user: &str,
+) -> Result<Option<String>, AttemptError> {
+    if let Some(user) = state
+        .store
+        .find_user_by_slack_id(tenant_id, slack_user)
+        .await
+        .map_err(store_error)?
+    {
+        return Ok(Some(user.id));
+    }
+    let Some(email) = api.user_email(slack_user).await? else {
+        return Ok(None);
+    };
+    let Some(user) = state
+        .store
+        .find_user_by_email(tenant_id, &email)
+        .await
+        .map_err(store_error)?
+        .filter(|u| !u.disabled)
+    else {
+        return Ok(None);
+    };
+    if let Err(e) = channels::remember_slack_user(state, tenant_id, &user.id, slack_user).await {
+        tracing::warn!(error = %e, "remembering a reviewer's Slack user failed");
+    }
+    Ok(Some(user.id))
+}
+
+/// Replaces the clicked message with the request's outcome.
+async fn replace_clicked(
+    state: &AppState,
+    api: &Api<'_>,
+    interaction: &Interaction,
+    request: &ApprovalRequest,
+) {
+    let message = match render(state, request).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "rendering a Slack message failed");
+            return;
+        }
+    };
+    let container = interaction.container.as_ref();
+    if let (Some(channel), Some(ts)) = (
+        container.and_then(|c| c.channel_id.as_deref()),
+        container.and_then(|c| c.message_ts.as_deref()),
+    ) {
+        match api.update(channel, ts, &message).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::info!(error = ?e, "updating the clicked Slack message failed; replacing it through response_url")
+            }
+        }
+    }
+    if let Some(url) = &interaction.response_url {
+        let mut body = message.body();
+        body["replace_original"] = json!(true);
+        respond(state, url, &body).await;
+    }
+}
+
+/// A reply only the clicker sees.
+async fn ephemeral(state: &AppState, response_url: &str, text: &str) {
+    let body = json!({
+        "response_type": "ephemeral",
+        "replace_original": false,
+        "text": escape(text),
+    });
+    respond(state, response_url, &body).await;
+}
+
+async fn respond(state: &AppState, response_url: &str, body: &Value) {
+    if let Err(e) = check_target(response_url, state.settings.outbound.allow_private_networks) {
+        tracing::warn!(error = %e, "Slack's response_url is not reachable");
+        return;
+    }
+    match state
+        .notifier
+        .http
+        .post(response_url)
+        .json(body)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => tracing::info!(status = %r.status(), "Slack's response_url refused a reply"),
+        Err(e) => {
+            tracing::info!(error = ?send_error(e), "Slack's response_url could not be reached")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    // Slack's worked example ("Verifying requests from Slack").
+    const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    const TIMESTAMP: &str = "1531420618";
+    const BODY: &str = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    const SIGNATURE: &str = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+
+    fn at(offset_secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_531_420_618 + offset_secs, 0).unwrap()
+    }
+
+    fn check(secret: &str, ts: Option<&str>, sig: Option<&str>, body: &str, now: i64) -> bool {
+        verify_signature(secret, ts, sig, body.as_bytes(), at(now)).is_ok()
+    }
+
+    #[test]
+    fn slacks_test_vector_verifies() {
+        assert!(check(SECRET, Some(TIMESTAMP), Some(SIGNATURE), BODY, 0));
+        assert!(check(SECRET, Some(TIMESTAMP), Some(SIGNATURE), BODY, 299));
+        assert!(check(SECRET, Some(TIMESTAMP), Some(SIGNATURE), BODY, -299));
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        // Another body, secret or timestamp.
+        assert!(!check(
+            SECRET,
+            Some(TIMESTAMP),
+            Some(SIGNATURE),
+            &BODY.replace("foobar", "foobaz"),
+            0
+        ));
+        assert!(!check(
+            "another-secret",
+            Some(TIMESTAMP),
+            Some(SIGNATURE),
+            BODY,
+            0
+        ));
+        assert!(!check(SECRET, Some("1531420619"), Some(SIGNATURE), BODY, 0));
+        // Stale or from the future.
+        assert!(!check(SECRET, Some(TIMESTAMP), Some(SIGNATURE), BODY, 301));
+        assert!(!check(SECRET, Some(TIMESTAMP), Some(SIGNATURE), BODY, -301));
+        // Missing or malformed headers.
+        assert!(!check(SECRET, None, Some(SIGNATURE), BODY, 0));
+        assert!(!check(SECRET, Some(TIMESTAMP), None, BODY, 0));
+        assert!(!check(
+            SECRET,
+            Some(TIMESTAMP),
+            Some(&SIGNATURE.replace("v0=", "v1=")),
+            BODY,
+            0
+        ));
+        assert!(!check(SECRET, Some(TIMESTAMP), Some("v0=zz"), BODY, 0));
+        assert!(!check(SECRET, Some("soon"), Some(SIGNATURE), BODY, 0));
+        let err = verify_signature(SECRET, None, None, b"", at(0)).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidSignature);
+        assert_eq!(err.code().http_status(), 401);
+    }
+
+    #[test]
+    fn mrkdwn_control_characters_are_escaped_and_cut_whole() {
+        assert_eq!(
+            escape("<!channel> & <@U1>"),
+            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+        );
+        assert_eq!(escape_cut("abcdef", 4), "abc…");
+        // A cut never splits an escape.
+        assert_eq!(escape_cut("a<<<", 7), "a&lt;…");
+        assert_eq!(code_block("x```y", 100), "```x`\u{200b}``y```");
+    }
+
+    #[test]
+    fn clicks_name_a_verdict_and_a_request() {
+        let payload: Interaction = serde_json::from_value(json!({
+            "type": "block_actions",
+            "team": {"id": "T1"},
+            "user": {"id": "U1", "name": "someone"},
+            "actions": [{"action_id": "reject", "value": "apr_1", "type": "button"}],
+        }))
+        .unwrap();
+        assert!(matches!(decision_of(&payload), Some((Verdict::Reject, id)) if id == "apr_1"));
+        let dashboard: Interaction = serde_json::from_value(json!({
+            "type": "block_actions",
+            "actions": [{"action_id": "open_dashboard"}],
+        }))
+        .unwrap();
+        assert!(decision_of(&dashboard).is_none());
+        let other: Interaction =
+            serde_json::from_value(json!({"type": "view_submission"})).unwrap();
+        assert!(decision_of(&other).is_none());
+    }
 }
