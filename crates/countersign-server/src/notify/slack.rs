@@ -1,7 +1,7 @@
 //! Slack (a Slack app with a bot token): Block Kit messages with Approve and Reject buttons,
 //! posted to a channel or as direct messages, and kept up to date as the request changes.
 //! Button clicks come back to `/integrations/slack/{tenant}/interactivity`, signed with the
-//! app's signing secret; [`verify_signature`] checks them and [`handle_click`] decides as the
+//! app's signing secret; [`verify_signature`] checks them and [`decide_click`] decides as the
 //! reviewer behind the Slack user.
 use aws_lc_rs::hmac;
 use chrono::{DateTime, Utc};
@@ -692,47 +692,45 @@ pub fn decision_of(interaction: &Interaction) -> Option<(Verdict, String)> {
     })
 }
 
-/// Acts on a verified click (after Slack has its answer): finds the reviewer behind the Slack
-/// user, decides as them, and replaces the message with the outcome; a click that cannot
-/// decide gets an explanation only the clicker sees.
-pub async fn handle_click(
+/// What a click asks Slack to show.
+pub enum ClickAnswer {
+    /// Replace the clicked message with the request's outcome.
+    Replace(Box<ApprovalRequest>),
+    /// A reply only the clicker sees.
+    Ephemeral(String),
+    Nothing,
+}
+
+/// Acts on a verified click: finds the reviewer behind the Slack user and decides as them.
+/// The decision is durable when this returns, so the 200 Slack gets means it happened.
+pub async fn decide_click(
     state: &AppState,
     tenant_id: &str,
     config: &SlackConfig,
-    interaction: Interaction,
-) {
-    let Some((verdict, approval_id)) = decision_of(&interaction) else {
-        return;
+    interaction: &Interaction,
+) -> ClickAnswer {
+    let Some((verdict, approval_id)) = decision_of(interaction) else {
+        return ClickAnswer::Nothing;
     };
     let api = Api::new(state, config);
-    let reply = |text: String| {
-        let url = interaction.response_url.clone();
-        async move {
-            if let Some(url) = url {
-                ephemeral(state, &url, &text).await;
-            }
-        }
-    };
+    let reply = |text: &str| ClickAnswer::Ephemeral(text.to_string());
     let team = interaction.team.as_ref().map(|t| t.id.as_str());
     if let Some(expected) = &config.team_id
         && team != Some(expected.as_str())
     {
-        reply("This Slack workspace is not the one connected to Countersign, so your click changed nothing.".into()).await;
-        return;
+        return reply("This Slack workspace is not the one connected to Countersign, so your click changed nothing.");
     }
     let Some(slack_user) = interaction.user.as_ref().map(|u| u.id.as_str()) else {
-        return;
+        return ClickAnswer::Nothing;
     };
     let user = match reviewer_of(state, &api, tenant_id, slack_user).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            reply("Your Slack account is not linked to a Countersign reviewer, so your click changed nothing. Ask an admin to link it, or decide in the dashboard.".into()).await;
-            return;
+            return reply("Your Slack account is not linked to a Countersign reviewer, so your click changed nothing. Ask an admin to link it, or decide in the dashboard.");
         }
         Err(e) => {
             tracing::warn!(error = ?e, "finding the reviewer behind a Slack click failed");
-            reply("Countersign could not check who you are just now; nothing changed. Try again, or decide in the dashboard.".into()).await;
-            return;
+            return reply("Countersign could not check who you are just now; nothing changed. Try again, or decide in the dashboard.");
         }
     };
     let principal = Principal {
@@ -755,9 +753,9 @@ pub async fn handle_click(
     let now = state.clock.now();
     match outcome {
         Ok(decided) if decided.status_at(now) == ApprovalStatus::Pending => {
-            reply("Your approval is recorded; the request needs more approvals.".into()).await;
+            reply("Your approval is recorded; the request needs more approvals.")
         }
-        Ok(decided) => replace_clicked(state, &api, &interaction, &decided).await,
+        Ok(decided) => ClickAnswer::Replace(Box::new(decided)),
         Err(Error::AlreadyDecided { status }) => {
             let words = match status {
                 ApprovalStatus::Expired => {
@@ -772,20 +770,43 @@ pub async fn handle_click(
                     s.as_str()
                 ),
             };
-            reply(words).await;
+            ClickAnswer::Ephemeral(words)
         }
         Err(e @ (Error::Forbidden(_) | Error::Invalid { .. } | Error::NotFound(_))) => {
-            reply(format!(
+            ClickAnswer::Ephemeral(format!(
                 "You cannot decide this request: {e}. Nothing changed."
             ))
-            .await;
         }
         Err(e) => {
             tracing::warn!(error = %e, "a Slack decision failed");
-            reply("Countersign could not record your decision just now; nothing changed. Try again, or decide in the dashboard.".into()).await;
+            reply("Countersign could not record your decision just now; nothing changed. Try again, or decide in the dashboard.")
         }
     }
 }
+
+/// Shows Slack what a click did (after the click was answered).
+pub async fn answer_click(
+    state: &AppState,
+    config: &SlackConfig,
+    interaction: &Interaction,
+    answer: ClickAnswer,
+) {
+    match answer {
+        ClickAnswer::Replace(decided) => {
+            let api = Api::new(state, config);
+            replace_clicked(state, &api, interaction, &decided).await;
+        }
+        ClickAnswer::Ephemeral(text) => {
+            if let Some(url) = &interaction.response_url {
+                ephemeral(state, url, &text).await;
+            }
+        }
+        ClickAnswer::Nothing => {}
+    }
+}
+
+/// Longest a click waits for Slack to say who the clicker is.
+const USER_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The active reviewer behind a Slack user: by the id an admin set or a past lookup
 /// remembered, else by the email of their Slack profile (then remembered).
@@ -803,7 +824,11 @@ async fn reviewer_of(
     {
         return Ok(Some(user.id));
     }
-    let Some(email) = api.user_email(slack_user).await? else {
+    // Slack wants its answer within three seconds; the lookup may not take them all.
+    let lookup = tokio::time::timeout(USER_LOOKUP_TIMEOUT, api.user_email(slack_user))
+        .await
+        .map_err(|_| AttemptError::retry("users.info timed out"))?;
+    let Some(email) = lookup? else {
         return Ok(None);
     };
     let Some(user) = state

@@ -1,7 +1,7 @@
 //! Slack's Interactivity Request URL: button clicks on Countersign's messages. No API key:
 //! the signature (the tenant's signing secret over the raw body) authenticates the call.
-//! Slack wants an answer within three seconds, so the server answers once the click is
-//! verified and decides afterwards, replying in Slack.
+//! Slack wants an answer within three seconds: the click is verified and decided (durably)
+//! first, then answered, and Slack is shown the outcome afterwards.
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -36,9 +36,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// A button click on a Countersign message in Slack. Answers 200 at once when the request is
-/// signed by the tenant's Slack app; the decision follows, and Slack shows it by replacing the
-/// message (or, when the click cannot decide, with a reply only the clicker sees).
+/// A button click on a Countersign message in Slack, signed by the tenant's Slack app: it is
+/// decided before the 200, and Slack then shows the outcome by replacing the message (or,
+/// when the click cannot decide, with a reply only the clicker sees).
 #[utoipa::path(post, path = "/integrations/slack/{tenant}/interactivity", tag = "integrations",
     params(
         ("tenant" = String, Path, description = "The tenant whose Slack app sends the click"),
@@ -77,10 +77,11 @@ pub async fn interactivity(
     let form = SlackInteractivityForm::parse(&body)?;
     let interaction: slack::Interaction = serde_json::from_str(&form.payload)
         .map_err(|_| Error::invalid("`payload` is not a Slack interaction"))?;
-    if slack::decision_of(&interaction).is_some() {
-        tokio::spawn(async move {
-            slack::handle_click(&state, &tenant, &config, interaction).await;
-        });
-    }
+    // The decision is made (and durable) before Slack hears 200; showing it in Slack, which
+    // takes calls to Slack, happens afterwards.
+    let answer = slack::decide_click(&state, &tenant, &config, &interaction).await;
+    tokio::spawn(async move {
+        slack::answer_click(&state, &config, &interaction, answer).await;
+    });
     Ok(StatusCode::OK)
 }
