@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/events", get(queue::events))
         .route("/ui/requests/{id}", get(queue::request_page))
         .route("/ui/requests/{id}/panel", get(queue::panel))
+        .route("/ui/requests/{id}/deliveries", get(queue::deliveries))
         .route("/ui/requests/{id}/approve", post(queue::approve))
         .route("/ui/requests/{id}/reject", post(queue::reject))
         .route("/ui/audit", get(admin::audit))
