@@ -17,7 +17,7 @@ const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const artifacts = join(root, "e2e", "artifacts");
 const ADMIN_KEY = "csk_e2e-admin-key-0123456789-abcdefghijklmnopq";
 
-let server, dataDir, base, browser, serverLog = "";
+let server, dataDir, base, browser, smtp, serverLog = "";
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -27,6 +27,46 @@ function freePort() {
       s.close(() => resolve(port));
     });
     s.on("error", reject);
+  });
+}
+
+/// A minimal SMTP server that accepts every message and keeps it, so email notifications
+/// and test sends really go out (no TLS, no authentication: a receiver on this machine).
+function startSmtp() {
+  const messages = [];
+  const srv = net.createServer((socket) => {
+    socket.setEncoding("utf8");
+    let buffer = "";
+    let data = null;
+    socket.on("error", () => {});
+    socket.write("220 e2e.invalid ESMTP\r\n");
+    socket.on("data", (chunk) => {
+      buffer += chunk;
+      let end;
+      while ((end = buffer.indexOf("\r\n")) >= 0) {
+        const line = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        if (data !== null) {
+          if (line === ".") {
+            messages.push(data.join("\n"));
+            data = null;
+            socket.write("250 2.0.0 queued\r\n");
+          } else {
+            data.push(line.startsWith("..") ? line.slice(1) : line);
+          }
+          continue;
+        }
+        const verb = line.slice(0, 4).toUpperCase();
+        if (verb === "EHLO" || verb === "HELO") { socket.write("250 e2e.invalid\r\n"); }
+        else if (verb === "DATA") { data = []; socket.write("354 go ahead\r\n"); }
+        else if (verb === "QUIT") { socket.end("221 bye\r\n"); }
+        else { socket.write("250 OK\r\n"); }
+      }
+    });
+  });
+  return new Promise((resolve, reject) => {
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => resolve({ server: srv, port: srv.address().port, messages }));
   });
 }
 
@@ -118,6 +158,7 @@ before(async () => {
   const port = await freePort();
   base = `http://localhost:${port}`;
   dataDir = mkdtempSync(join(tmpdir(), "countersign-e2e-"));
+  smtp = await startSmtp();
   server = spawn(binary, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
     env: {
       ...process.env,
@@ -125,6 +166,9 @@ before(async () => {
       COUNTERSIGN_BOOTSTRAP_ADMIN_KEY: ADMIN_KEY,
       COUNTERSIGN_DATABASE__SYNCHRONOUS: "normal",
       COUNTERSIGN_REQUESTS__SWEEP_INTERVAL_MS: "200",
+      COUNTERSIGN_NOTIFICATIONS__EMAIL__SMTP_URL: `smtp://127.0.0.1:${smtp.port}`,
+      COUNTERSIGN_NOTIFICATIONS__EMAIL__FROM: "Countersign <countersign@example.com>",
+      COUNTERSIGN_OUTBOUND__POLL_INTERVAL_MS: "100",
       RUST_LOG: "warn",
     },
     stdio: ["ignore", "pipe", "pipe"],
@@ -153,6 +197,7 @@ after(async () => {
     await new Promise((r) => server.once("exit", r));
   }
   if (dataDir) { rmSync(dataDir, { recursive: true, force: true }); }
+  if (smtp) { smtp.server.close(); }
 });
 
 test("an invited reviewer registers a passkey, signs out and signs in with it", async () => {
@@ -446,7 +491,7 @@ test("every page works at phone size", async () => {
   await page.goto(adminLink.url);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL(/\/ui\/queue/);
-  for (const path of ["/ui/admin/users", "/ui/admin/agents", "/ui/admin/guard", "/ui/audit"]) {
+  for (const path of ["/ui/admin/users", "/ui/admin/agents", "/ui/admin/guard", "/ui/admin/notifications", "/ui/audit"]) {
     await page.goto(path);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - 390);
     assert.ok(overflow <= 1, `${path} scrolls sideways by ${overflow}px at 390 wide`);
@@ -463,4 +508,104 @@ test("every page works at phone size", async () => {
     copyFileSync(join(artifacts, "queue-desktop.png"), join(root, "docs", "dashboard-queue.png"));
     copyFileSync(join(artifacts, "request-desktop.png"), join(root, "docs", "dashboard-request.png"));
   }
+});
+
+/// An admin signed in with a one-time link, in a context of the given size.
+async function signedInAdmin(email, viewport) {
+  await api("/v1/admin/invitations", { method: "POST", body: { email, is_admin: true } });
+  const link = await api("/v1/admin/sign-in-links", { method: "POST", body: { email } });
+  const context = await browser.newContext({ viewport, baseURL: base, ...(viewport.width < 500 ? { isMobile: true, hasTouch: true } : {}) });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => { page.__errors = (page.__errors || []).concat(String(e)); });
+  await page.goto(link.url);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/ui\/queue/);
+  return { context, page };
+}
+
+async function sidewaysOverflow(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+}
+
+test("an admin sets up notifications on a phone; secrets are never shown again and test sends report back", async () => {
+  const { context, page } = await signedInAdmin("nora@example.com", { width: 390, height: 844 });
+  await page.getByRole("link", { name: "Notifications" }).click();
+  await page.waitForURL(/\/ui\/admin\/notifications/);
+  await page.getByRole("heading", { name: "Notifications", level: 1 }).waitFor();
+  assert.ok(await sidewaysOverflow(page) <= 1, "the settings page scrolls sideways at 390 wide");
+  // The Slack app manifest is built for this server.
+  const manifest = JSON.parse(await page.locator("#slack-manifest").inputValue());
+  assert.deepEqual(manifest.oauth_config.scopes.bot, ["chat:write", "chat:write.public", "users:read", "users:read.email", "im:write"]);
+  assert.equal(manifest.settings.interactivity.is_enabled, true);
+  assert.equal(manifest.settings.interactivity.request_url, `${base}/integrations/slack/default/interactivity`);
+  assert.equal(await page.locator("[data-interactivity-url]").textContent(), manifest.settings.interactivity.request_url);
+  await shot(page, "notifications-phone.png");
+
+  // Email: a test send to a real SMTP server.
+  const sent = smtp.messages.length;
+  await page.getByLabel("Send a test to").fill("ops@example.com");
+  await page.getByRole("button", { name: "Send a test email" }).click();
+  await page.locator('[data-test-result][data-delivered="true"]').waitFor();
+  assert.match(await page.locator("[data-test-result]").textContent(), /Status 250/);
+  assert.ok(smtp.messages.slice(sent).some((m) => /Subject: Countersign test message/.test(m)), "the test email arrived");
+
+  // Slack: a bad channel is refused beside the form; then a good setup is saved.
+  const slack = page.locator("form[action='/ui/admin/notifications/slack']");
+  await slack.getByLabel(/Bot token/).fill("xoxb-e2e-secret-token");
+  await slack.getByLabel(/Signing secret/).fill("e2e-signing-secret");
+  await slack.getByLabel("Default channel").fill("not a channel!");
+  await slack.getByRole("button", { name: "Save Slack settings" }).click();
+  await page.locator('[data-notice="slack"]').waitFor();
+  assert.match(await page.locator('[data-notice="slack"]').textContent(), /Slack channel id/);
+  assert.equal(await slack.getByLabel("Default channel").inputValue(), "not a channel!");
+  assert.equal(await slack.getByLabel(/Bot token/).inputValue(), "", "a typed secret is not sent back");
+  await slack.getByLabel(/Bot token/).fill("xoxb-e2e-secret-token");
+  await slack.getByLabel(/Signing secret/).fill("e2e-signing-secret");
+  await slack.getByLabel("Default channel").fill("#approvals");
+  await slack.getByRole("button", { name: "Save Slack settings" }).click();
+  await page.getByText("Slack settings saved.").waitFor();
+  await page.locator('[data-set="bot_token"]').waitFor();
+  assert.equal(await slack.getByLabel(/Bot token/).inputValue(), "");
+  assert.equal(await slack.getByLabel("Default channel").inputValue(), "#approvals");
+  const html = await page.content();
+  assert.doesNotMatch(html, /xoxb-e2e-secret-token|e2e-signing-secret/);
+  assert.ok(await sidewaysOverflow(page) <= 1, "the saved settings page scrolls sideways");
+  const channels = await api("/v1/admin/notification-channels");
+  assert.equal(channels.slack.bot_token_set, true);
+  assert.equal(channels.slack.channel, "#approvals");
+
+  // Teams: the test reports its outcome, delivered or not.
+  await page.getByRole("button", { name: "Send a test to Teams" }).click();
+  await page.locator("#teams [data-test-result]").waitFor();
+  assert.equal(await page.locator("#teams [data-test-result]").getAttribute("data-delivered"), "false", "Teams is not set up");
+
+  // Slack is removed again, so the rest of the suite runs without it.
+  await page.getByRole("button", { name: "Remove the Slack settings" }).click();
+  await page.getByText("Slack settings removed.").waitFor();
+  assert.deepEqual(page.__errors || [], []);
+  await context.close();
+});
+
+test("an admin sees on the request page who was notified, and the log updates itself", async () => {
+  const { context, page } = await signedInAdmin("nora@example.com", { width: 390, height: 844 });
+  const message = "Wire $9,000 to Globex?";
+  await authorize(agentKey, rita.userId, message, { amount: 9000, recipient: "Globex" });
+  const id = await approvalIdFor(ADMIN_KEY, message);
+  await page.goto(`/ui/requests/${id}`);
+  await page.locator("[data-deliveries]").waitFor();
+  // Delivered within moments; the log reloads itself while the request is open.
+  const row = page.locator('[data-delivery][data-channel="email"]');
+  await page.locator('[data-delivery][data-channel="email"][data-state="delivered"]').waitFor({ timeout: 15_000 });
+  assert.match(await row.locator("[data-to]").textContent(), /rita@example\.com/);
+  assert.equal((await row.locator("[data-status-code]").textContent()).trim(), "250");
+  assert.match(await row.textContent(), /requested/);
+  assert.ok(await sidewaysOverflow(page) <= 1, "the request page scrolls sideways with its log");
+  await shot(page, "deliveries-phone.png");
+
+  // The reviewer's page has no log.
+  await rita.page.goto(`/ui/requests/${id}`);
+  await rita.page.locator("#decision").waitFor();
+  assert.equal(await rita.page.locator("[data-deliveries]").count(), 0);
+  assert.deepEqual(page.__errors || [], []);
+  await context.close();
 });

@@ -114,7 +114,7 @@ pub async fn invite(
             .set_user_admin(&caller.tenant_id, &user.id, true, caller.actor(), now)
             .await?;
     }
-    issue(state, caller, user, LinkKind::Invitation).await
+    issue(state, caller.actor(), user, LinkKind::Invitation).await
 }
 
 /// A one-time sign-in link for an existing user (by id or email).
@@ -140,12 +140,14 @@ pub async fn sign_in_link(
     if user.disabled {
         return Err(Error::invalid("the user is disabled"));
     }
-    issue(state, caller, user, LinkKind::SignIn).await
+    issue(state, caller.actor(), user, LinkKind::SignIn).await
 }
 
-async fn issue(
+/// A fresh one-time link for `user`, recorded as made by `actor`; it works once and expires
+/// as the settings say.
+pub(crate) async fn issue(
     state: &AppState,
-    caller: &Principal,
+    actor: Actor,
     user: User,
     kind: LinkKind,
 ) -> Result<IssuedLink> {
@@ -161,7 +163,7 @@ async fn issue(
         state.clock.now(),
     );
     let url = link_url(state, kind, &new.token);
-    let link = state.store.create_login_link(new, caller.actor()).await?;
+    let link = state.store.create_login_link(new, actor).await?;
     Ok(IssuedLink { link, user, url })
 }
 

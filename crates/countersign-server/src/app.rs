@@ -51,6 +51,10 @@ pub struct DemoSetup {
     pub agent_key: String,
     pub user_id: String,
     pub reviewer_key: String,
+    pub reviewer_email: String,
+    /// A one-time dashboard sign-in link for the demo reviewer, and when it expires.
+    pub sign_in_url: String,
+    pub sign_in_expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A built server, bound to its port, not yet serving.
@@ -299,13 +303,23 @@ async fn demo(state: &AppState) -> anyhow::Result<DemoSetup> {
         now,
     )?;
     store
-        .create_api_key(reviewer_key.record.clone(), actor)
+        .create_api_key(reviewer_key.record.clone(), actor.clone())
         .await?;
+    let link = crate::accounts::issue(
+        state,
+        actor,
+        user.clone(),
+        countersign_core::dashboard::LinkKind::SignIn,
+    )
+    .await?;
     Ok(DemoSetup {
         agent_id: agent.id,
         agent_key: agent_key.secret,
         user_id: user.id,
         reviewer_key: reviewer_key.secret,
+        reviewer_email: user.email,
+        sign_in_url: link.url,
+        sign_in_expires_at: link.link.expires_at,
     })
 }
 

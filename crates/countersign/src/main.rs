@@ -324,7 +324,13 @@ fn announce(app: &App) {
     if let Some(demo) = &app.demo {
         let base = format!("http://{addr}");
         println!(
-            r#"Demo agent {agent} and reviewer {user} are ready. Walk the flow:
+            r#"Demo agent {agent} and reviewer {user} are ready.
+
+Open the dashboard as {email} with this sign-in link (it works once and expires {expires}):
+
+  {sign_in_url}
+
+Then walk the flow from a shell; the request appears in the dashboard's queue as you go:
 
   export AGENT_KEY={agent_key}
   export REVIEWER_KEY={reviewer_key}
@@ -337,7 +343,7 @@ fn announce(app: &App) {
   # 2. The agent polls (waitSeconds long-polls)
   curl -s "{base}/ciba/token?authReqId=$AUTH_REQ_ID" -H "Authorization: Bearer $AGENT_KEY"
 
-  # 3. The reviewer finds and approves it (or POST /ciba/deny)
+  # 3. The reviewer approves it in the dashboard, or here (or POST /ciba/deny)
   curl -s "{base}/v1/approvals?status=pending" -H "Authorization: Bearer $REVIEWER_KEY"
   curl -s -X POST {base}/ciba/approve -H "Authorization: Bearer $REVIEWER_KEY" -H 'Content-Type: application/json' \
     -d "{{\"authReqId\":\"$AUTH_REQ_ID\"}}"
@@ -349,6 +355,9 @@ fn announce(app: &App) {
             user = demo.user_id,
             agent_key = demo.agent_key,
             reviewer_key = demo.reviewer_key,
+            email = demo.reviewer_email,
+            expires = demo.sign_in_expires_at.to_rfc3339(),
+            sign_in_url = demo.sign_in_url,
         );
     }
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod guard;
+mod notifications;
 mod queue;
 mod review;
 mod views;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/events", get(queue::events))
         .route("/ui/requests/{id}", get(queue::request_page))
         .route("/ui/requests/{id}/panel", get(queue::panel))
+        .route("/ui/requests/{id}/deliveries", get(queue::deliveries))
         .route("/ui/requests/{id}/approve", post(queue::approve))
         .route("/ui/requests/{id}/reject", post(queue::reject))
         .route("/ui/audit", get(admin::audit))
@@ -111,6 +113,30 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/admin/groups/{id}/delete", post(guard::delete_group))
         .route("/ui/admin/routing", post(guard::save_routing))
         .route("/ui/admin/settings", post(guard::save_settings))
+        .route(
+            "/ui/admin/notifications",
+            get(notifications::notifications_page),
+        )
+        .route(
+            "/ui/admin/notifications/email",
+            post(notifications::save_email),
+        )
+        .route(
+            "/ui/admin/notifications/slack",
+            post(notifications::save_slack),
+        )
+        .route(
+            "/ui/admin/notifications/teams",
+            post(notifications::save_teams),
+        )
+        .route(
+            "/ui/admin/notifications/{channel}/test",
+            post(notifications::test_channel),
+        )
+        .route(
+            "/ui/admin/notifications/{channel}/remove",
+            post(notifications::remove_channel),
+        )
         .route(
             "/ui/review",
             get(review::review_page).post(review::review_decide),

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use countersign_core::approval::{ApprovalRequest, RequestKind, RequestRef, Verdict};
+use countersign_core::notify;
 use countersign_core::{Error, Principal, Role, ids};
 use countersign_proto::{ApprovalStatus, TrustLevel};
 use countersign_store::RequestFilter;
@@ -13,7 +14,7 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::views::{self, Count, Detail, Names, Opt, Panel, Row};
+use super::views::{self, Count, DeliveryRow, Detail, Names, Opt, Panel, Row, Targets};
 use super::{Layout, Posted, UiError, render};
 use crate::accounts::Viewer;
 use crate::events::{RequestEvent, RequestEventKind};
@@ -274,6 +275,23 @@ struct RequestPage {
     layout: Layout,
     r: Detail,
     panel: Panel,
+    /// Admins see who was notified.
+    deliveries: Option<DeliveryLog>,
+}
+
+/// Who was notified about a request, on which channel, and how it went.
+pub struct DeliveryLog {
+    pub id: String,
+    pub rows: Vec<DeliveryRow>,
+    /// Whether more may still happen (the request is open, a delivery is pending, or it
+    /// changed moments ago): the log then reloads itself.
+    pub live: bool,
+}
+
+#[derive(Template)]
+#[template(path = "deliveries.html")]
+struct DeliveriesFragment {
+    log: DeliveryLog,
 }
 
 #[derive(Template)]
@@ -361,6 +379,67 @@ async fn page_parts(
     ))
 }
 
+/// How long after a request settled its log keeps reloading (follow-ups are being sent).
+const SETTLING_SECS: i64 = 120;
+
+/// The delivery log of a request, for admins (as the API's delivery log).
+async fn delivery_log(
+    state: &AppState,
+    principal: &Principal,
+    request: &ApprovalRequest,
+) -> Result<Option<DeliveryLog>, Error> {
+    if !principal.is_admin() {
+        return Ok(None);
+    }
+    let tenant = &principal.tenant_id;
+    let deliveries = state.store.list_deliveries(tenant, &request.id).await?;
+    let names = names(state, tenant).await?;
+    let has = |channel: &str| deliveries.iter().any(|d| d.channel == channel);
+    let mut targets = Targets::default();
+    if has(notify::TEAMS) {
+        targets.groups = state
+            .store
+            .list_groups(tenant)
+            .await?
+            .into_iter()
+            .map(|g| (g.id, g.name))
+            .collect();
+    }
+    if has(notify::PUSH) {
+        targets.devices = state
+            .store
+            .list_push_subscriptions(tenant)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, (s.user_id, s.user_agent)))
+            .collect();
+    }
+    if has(notify::WEBHOOK) {
+        targets.webhooks = state
+            .store
+            .list_webhooks(tenant)
+            .await?
+            .into_iter()
+            .map(|w| (w.id, w.description))
+            .collect();
+    }
+    let now = state.clock.now();
+    let settled_at = match request.status_at(now) {
+        ApprovalStatus::Pending => None,
+        _ => Some(request.decided_at.unwrap_or(request.expires_at)),
+    };
+    let live = settled_at.is_none_or(|at| (now - at).num_seconds() < SETTLING_SECS)
+        || deliveries.iter().any(|d| d.is_pending());
+    Ok(Some(DeliveryLog {
+        id: request.id.clone(),
+        rows: deliveries
+            .into_iter()
+            .map(|d| views::delivery_row(d, &names, &targets))
+            .collect(),
+        live,
+    }))
+}
+
 async fn full_page(
     state: &AppState,
     viewer: &Viewer,
@@ -368,11 +447,27 @@ async fn full_page(
     notice: Option<(&'static str, String)>,
 ) -> Result<Response, UiError> {
     let (r, panel) = page_parts(state, viewer, request, notice).await?;
+    let deliveries = delivery_log(state, &viewer.principal, request).await?;
     render(&RequestPage {
         layout: Layout::for_viewer(viewer, r.what.clone(), "queue"),
         r,
         panel,
+        deliveries,
     })
+}
+
+/// The delivery log alone, as the request page reloads it.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    viewer.principal.require_admin()?;
+    let request = visible_request(&state, &viewer.principal, &id).await?;
+    match delivery_log(&state, &viewer.principal, &request).await? {
+        Some(log) => render(&DeliveriesFragment { log }),
+        None => Err(Error::Forbidden("only admins see who was notified".into()).into()),
+    }
 }
 
 pub async fn request_page(

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use countersign_core::approval::{ApprovalRequest, DecisionRecord, RequestKind, TIMEOUT_DECIDER};
 use countersign_core::directory::{Agent, User};
+use countersign_core::notify::{self, Delivery};
 use countersign_proto::ApprovalStatus;
 
 /// A time as people read it, in UTC.
@@ -323,5 +324,107 @@ pub fn status_label(s: &str) -> &'static str {
         "cancelled" => "Cancelled",
         "decided" => "All decided",
         _ => "All",
+    }
+}
+
+/// What the delivery log needs to name targets: groups, devices and webhook endpoints.
+#[derive(Default)]
+pub struct Targets {
+    /// Group id → name.
+    pub groups: HashMap<String, String>,
+    /// Push subscription id → (user id, browser).
+    pub devices: HashMap<String, (String, String)>,
+    /// Webhook endpoint id → its description.
+    pub webhooks: HashMap<String, Option<String>>,
+}
+
+/// One line of a request's delivery log.
+pub struct DeliveryRow {
+    pub id: i64,
+    pub channel: String,
+    pub channel_label: &'static str,
+    /// Who or where, in words: an email address, a Slack channel, a Teams workflow, a
+    /// webhook endpoint, a person's device.
+    pub to: String,
+    pub event: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created: String,
+    pub delivered: Option<String>,
+    /// When a pending delivery is tried next.
+    pub next_attempt: Option<String>,
+}
+
+fn channel_label(channel: &str) -> &'static str {
+    match channel {
+        notify::EMAIL => "Email",
+        notify::SLACK => "Slack",
+        notify::TEAMS => "Microsoft Teams",
+        notify::WEBHOOK => "Webhook",
+        notify::PUSH => "Web Push",
+        _ => "Other",
+    }
+}
+
+/// Names a delivery's target from the server's records.
+fn delivery_target(d: &Delivery, names: &Names, targets: &Targets) -> String {
+    let person = |id: &Option<String>| id.as_deref().map(|u| names.actor(u));
+    match d.channel.as_str() {
+        notify::EMAIL => d.target.clone(),
+        notify::SLACK if d.target == notify::SLACK_UPDATE => {
+            "the messages already posted (updated)".to_string()
+        }
+        notify::SLACK => match d.target.strip_prefix(notify::SLACK_DM) {
+            Some(user) => format!("direct message to {}", names.actor(user)),
+            None => format!("channel {}", d.target),
+        },
+        notify::TEAMS if d.target == notify::TEAMS_TENANT => "the tenant's workflow".to_string(),
+        notify::TEAMS => format!(
+            "the workflow of group {}",
+            targets
+                .groups
+                .get(&d.target)
+                .cloned()
+                .unwrap_or_else(|| d.target.clone())
+        ),
+        notify::WEBHOOK => match targets.webhooks.get(&d.target) {
+            Some(Some(description)) => format!("endpoint {} ({description})", d.target),
+            _ => format!("endpoint {}", d.target),
+        },
+        notify::PUSH => {
+            let (owner, browser) = match targets.devices.get(&d.target) {
+                Some((user, browser)) => (Some(names.actor(user)), Some(browser.clone())),
+                None => (person(&d.recipient), None),
+            };
+            let mut text = format!("device {}", d.target);
+            if let Some(owner) = owner {
+                text.push_str(&format!(" of {owner}"));
+            }
+            if let Some(browser) = browser.filter(|b| !b.is_empty()) {
+                text.push_str(&format!(" ({})", notify::truncate(&browser, 80)));
+            }
+            text
+        }
+        _ => d.target.clone(),
+    }
+}
+
+pub fn delivery_row(d: Delivery, names: &Names, targets: &Targets) -> DeliveryRow {
+    DeliveryRow {
+        to: delivery_target(&d, names, targets),
+        channel_label: channel_label(&d.channel),
+        next_attempt: d.is_pending().then(|| when(d.next_attempt_at)),
+        id: d.id,
+        channel: d.channel,
+        event: d.event,
+        state: d.state,
+        attempts: d.attempts,
+        status_code: d.status_code,
+        last_error: d.last_error,
+        created: when(d.created_at),
+        delivered: d.delivered_at.map(when),
     }
 }

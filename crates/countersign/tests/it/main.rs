@@ -16,6 +16,7 @@ mod durability;
 mod errors;
 mod guard;
 mod meta;
+mod notify_dashboard;
 mod notify_email;
 mod notify_slack;
 mod oidc;
