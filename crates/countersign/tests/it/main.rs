@@ -17,6 +17,7 @@ mod errors;
 mod guard;
 mod meta;
 mod notify_email;
+mod notify_push;
 mod oidc;
 mod replicas;
 mod support;
