@@ -83,7 +83,77 @@
     if (panel && verb === "post") { delete panel.dataset.busy; }
   });
 
+  // "Notify this device" on the account page: registers the service worker, subscribes to
+  // Web Push with the server's key, and hands the subscription to the server.
+  function keyBytes(b64url) {
+    var s = b64url.replace(/-/g, "+").replace(/_/g, "/");
+    while (s.length % 4) { s += "="; }
+    var bin = atob(s), out = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) { out[i] = bin.charCodeAt(i); }
+    return out;
+  }
+
+  function sameKey(sub, key) {
+    var have = sub.options && sub.options.applicationServerKey;
+    if (!have) { return false; }
+    var a = new Uint8Array(have);
+    if (a.length !== key.length) { return false; }
+    for (var i = 0; i < a.length; i++) { if (a[i] !== key[i]) { return false; } }
+    return true;
+  }
+
+  function pushDevice() {
+    var box = document.querySelector("[data-push-device]");
+    if (!box) { return; }
+    var button = box.querySelector("[data-push-subscribe]");
+    var status = box.querySelector("[data-push-status]");
+    if (!("serviceWorker" in navigator) || !("PushManager" in window) || !("Notification" in window)) {
+      status.textContent = "This browser cannot get push notifications (on iPhone and iPad, add the dashboard to the home screen first).";
+      return;
+    }
+    status.textContent = Notification.permission === "denied"
+      ? "Notifications are blocked for this site in the browser's settings."
+      : "";
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var key = keyBytes(box.dataset.key);
+      button.disabled = true;
+      status.textContent = "Asking the browser…";
+      Notification.requestPermission().then(function (permission) {
+        if (permission !== "granted") { throw new Error("notifications were not allowed"); }
+        return navigator.serviceWorker.register(box.dataset.worker, { scope: box.dataset.scope });
+      }).then(function () {
+        return navigator.serviceWorker.ready;
+      }).then(function (reg) {
+        return reg.pushManager.getSubscription().then(function (old) {
+          if (old && sameKey(old, key)) { return old; }
+          var fresh = function () {
+            return reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+          };
+          return old ? old.unsubscribe().then(fresh) : fresh();
+        });
+      }).then(function (sub) {
+        var meta = document.querySelector('meta[name="csrf-token"]');
+        return fetch(box.dataset.endpoint, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": meta ? meta.content : "" },
+          body: JSON.stringify(sub.toJSON())
+        });
+      }).then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (j) {
+          if (!r.ok) { throw new Error((j.error && j.error.message) || ("the server answered " + r.status)); }
+          window.location.assign(j.next || window.location.href);
+        });
+      }).catch(function (e) {
+        button.disabled = false;
+        status.textContent = "This device was not subscribed: " + e.message;
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    pushDevice();
     listen();
     tick();
     setInterval(tick, 1000);

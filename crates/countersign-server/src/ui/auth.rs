@@ -1,5 +1,6 @@
 //! Signing in and out: passkeys, one-time links, invitations, and the account page where a
-//! person sees and ends their sessions and manages their passkeys.
+//! person sees and ends their sessions, manages their passkeys, chooses how they are notified
+//! and which of their devices get Web Push.
 use askama::Template;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -8,6 +9,7 @@ use axum::http::header::SET_COOKIE;
 use axum::response::{IntoResponse, Response};
 use countersign_core::Error;
 use countersign_core::dashboard::LinkKind;
+use countersign_proto::notify::PutNotificationPreferences;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
@@ -19,6 +21,7 @@ use super::{
 };
 use crate::accounts::{self, Viewer};
 use crate::error::ApiResult;
+use crate::notify::{channels, push};
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -246,6 +249,29 @@ pub struct PasskeyRow {
     pub last_used: Option<String>,
 }
 
+/// A device subscribed to Web Push (its endpoint is not shown: only its push service).
+pub struct DeviceRow {
+    pub id: String,
+    pub user_agent: String,
+    pub service: String,
+    pub added: String,
+}
+
+/// The person's channels as the Notifications form shows them.
+pub struct NotificationsView {
+    pub email: bool,
+    pub slack: bool,
+    pub push: bool,
+    pub slack_user_id: Option<String>,
+    /// Whether this server and tenant send email at all.
+    pub email_available: bool,
+    /// Whether the tenant connected Slack.
+    pub slack_available: bool,
+    pub devices: Vec<DeviceRow>,
+    /// The server's VAPID public key (`applicationServerKey`).
+    pub vapid_key: String,
+}
+
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage {
@@ -259,6 +285,7 @@ struct AccountPage {
     sessions: Vec<SessionRow>,
     passkeys: Vec<PasskeyRow>,
     passkeys_available: bool,
+    notifications: NotificationsView,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,8 +332,12 @@ pub async fn account(
         Some("revoked") => Some("The session was signed out.".to_string()),
         Some("revoked-others") => Some("All your other sessions were signed out.".to_string()),
         Some("passkey-removed") => Some("The passkey was removed.".to_string()),
+        Some("notifications-saved") => Some("Your notification choices were saved.".to_string()),
+        Some("device-added") => Some("This device will be notified.".to_string()),
+        Some("device-removed") => Some("The device will no longer be notified.".to_string()),
         _ => None,
     };
+    let notifications = notifications_view(&state, &viewer).await?;
     render(&AccountPage {
         layout: Layout::for_viewer(&viewer, "Account", "account"),
         notice,
@@ -318,7 +349,115 @@ pub async fn account(
         sessions,
         passkeys,
         passkeys_available: state.webauthn.is_some(),
+        notifications,
     })
+}
+
+async fn notifications_view(state: &AppState, viewer: &Viewer) -> Result<NotificationsView, Error> {
+    let (tenant, user) = (&viewer.user.tenant_id, &viewer.user.id);
+    let prefs = channels::preferences(state, tenant, user).await?;
+    let available = channels::tenant_channels(state, tenant).await?;
+    let devices = push::devices(state, tenant, user)
+        .await?
+        .into_iter()
+        .map(|d| DeviceRow {
+            service: push::service_host(&d.endpoint),
+            id: d.id,
+            user_agent: d.user_agent,
+            added: when(d.created_at),
+        })
+        .collect();
+    Ok(NotificationsView {
+        email: prefs.email,
+        slack: prefs.slack,
+        push: prefs.push,
+        slack_user_id: prefs.slack_user_id,
+        email_available: available.email.is_some(),
+        slack_available: available.slack.is_some(),
+        devices,
+        vapid_key: state.notifier.vapid.public_key().to_string(),
+    })
+}
+
+/// The Notifications form: a checkbox is sent only when it is ticked.
+#[derive(Debug, Deserialize)]
+pub struct NotificationsForm {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    slack: Option<String>,
+    #[serde(default)]
+    push: Option<String>,
+}
+
+pub async fn save_notifications(
+    State(state): State<AppState>,
+    posted: Posted<NotificationsForm>,
+) -> Result<Response, UiError> {
+    let form = posted.form;
+    channels::put_preferences(
+        &state,
+        &posted.viewer.principal,
+        None,
+        PutNotificationPreferences {
+            email: Some(form.email.is_some()),
+            slack: Some(form.slack.is_some()),
+            push: Some(form.push.is_some()),
+            slack_user_id: None,
+        },
+    )
+    .await?;
+    Ok(see_other(
+        "/ui/account?done=notifications-saved#notifications",
+    ))
+}
+
+/// A browser's `PushSubscription.toJSON()`.
+#[derive(Debug, Deserialize)]
+pub struct PostedSubscription {
+    endpoint: String,
+    keys: PostedSubscriptionKeys,
+    /// When the push service will end the subscription (unused: a 404 or 410 ends it).
+    #[serde(default, rename = "expirationTime")]
+    _expiration_time: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PostedSubscriptionKeys {
+    p256dh: String,
+    auth: String,
+}
+
+/// Subscribes the browser that posts (the "Notify this device" button).
+pub async fn add_push_subscription(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    posted: PostedJson<PostedSubscription>,
+) -> ApiResult<Json<Value>> {
+    let body = posted.body;
+    let sub = push::subscribe(
+        &state,
+        &posted.viewer.principal,
+        push::NewSubscription {
+            endpoint: body.endpoint,
+            p256dh: body.keys.p256dh,
+            auth: body.keys.auth,
+            user_agent: user_agent(&headers),
+        },
+    )
+    .await?;
+    Ok(Json(
+        json!({"id": sub.id, "next": "/ui/account?done=device-added#notifications"}),
+    ))
+}
+
+pub async fn remove_push_subscription(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    posted: Posted<Empty>,
+) -> Result<Response, UiError> {
+    push::unsubscribe(&state, &posted.viewer.principal, &id).await?;
+    Ok(see_other("/ui/account?done=device-removed#notifications"))
 }
 
 pub async fn revoke_session(

@@ -69,6 +69,16 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/ui/account/passkeys/{id}/remove",
             post(auth::remove_passkey),
         )
+        .route("/ui/account/notifications", post(auth::save_notifications))
+        .route(
+            "/ui/account/push-subscriptions",
+            post(auth::add_push_subscription),
+        )
+        .route(
+            "/ui/account/push-subscriptions/{id}/remove",
+            post(auth::remove_push_subscription),
+        )
+        .route("/ui/sw.js", get(service_worker))
         .route("/ui/queue", get(queue::queue_page))
         .route("/ui/queue/list", get(queue::queue_list))
         .route("/ui/history", get(queue::history))
@@ -612,6 +622,22 @@ async fn manifest(State(state): State<AppState>) -> Response {
             HeaderValue::from_static("application/manifest+json"),
         )],
         body.to_string(),
+    )
+        .into_response()
+}
+
+/// The service worker that shows Web Push notifications. It lives at `/ui/sw.js` so that its
+/// scope can be `/ui/`; browsers check it for updates, so it is not cached.
+async fn service_worker() -> Response {
+    (
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from(&include_bytes!("../../static/sw.js")[..]),
     )
         .into_response()
 }

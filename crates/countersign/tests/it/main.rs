@@ -18,6 +18,7 @@ mod guard;
 mod meta;
 mod notify_dashboard;
 mod notify_email;
+mod notify_push;
 mod notify_slack;
 mod oidc;
 mod replicas;
