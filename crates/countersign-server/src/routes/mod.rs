@@ -7,3 +7,4 @@ pub mod meta;
 pub mod notifications;
 pub mod oidc;
 pub mod oidc_admin;
+pub mod webhooks;
