@@ -17,6 +17,8 @@ mod errors;
 mod guard;
 mod meta;
 mod notify_email;
+mod notify_teams;
+mod notify_webhooks;
 mod oidc;
 mod replicas;
 mod support;
