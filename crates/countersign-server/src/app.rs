@@ -30,6 +30,7 @@ use crate::after_commit::{Committed, announce};
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
 use crate::events::Events;
 use crate::oidc::Oidc;
+use crate::routes::webhooks;
 use crate::routes::{admin, approvals, audit, ciba, guard, meta, notifications, oidc, oidc_admin};
 use crate::settings::Settings;
 use crate::signer::Signers;
@@ -484,6 +485,29 @@ fn router(state: AppState) -> Router {
             "/integrations/slack/{tenant}/interactivity",
             post(crate::routes::slack::interactivity),
         )
+        .route(
+            "/v1/admin/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/v1/admin/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            post(webhooks::redeliver),
+        )
+        .route("/v1/admin/webhooks/{id}/test", post(webhooks::test))
         .merge(ui::router(state.clone()))
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)

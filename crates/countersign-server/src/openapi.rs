@@ -2,6 +2,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::routes::webhooks;
 use crate::routes::{admin, approvals, audit, ciba, guard, meta, notifications, oidc, oidc_admin};
 
 struct ApiKeyAuth;
@@ -40,6 +41,8 @@ impl Modify for ApiKeyAuth {
         notifications::test_channel, notifications::get_my_preferences, notifications::put_my_preferences,
         notifications::get_user_preferences, notifications::put_user_preferences, notifications::request_deliveries,
         crate::routes::slack::interactivity,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
+        webhooks::deliveries, webhooks::redeliver, webhooks::test,
     ),
     components(schemas(countersign_proto::ErrorBody, countersign_proto::ErrorCode))
 )]

@@ -11,6 +11,7 @@ pub mod push;
 pub mod slack;
 pub mod teams;
 pub mod webhook;
+pub mod webhooks_admin;
 pub mod worker;
 
 use std::sync::Arc;

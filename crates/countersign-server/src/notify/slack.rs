@@ -718,7 +718,9 @@ pub async fn decide_click(
     if let Some(expected) = &config.team_id
         && team != Some(expected.as_str())
     {
-        return reply("This Slack workspace is not the one connected to Countersign, so your click changed nothing.");
+        return reply(
+            "This Slack workspace is not the one connected to Countersign, so your click changed nothing.",
+        );
     }
     let Some(slack_user) = interaction.user.as_ref().map(|u| u.id.as_str()) else {
         return ClickAnswer::Nothing;
@@ -726,11 +728,15 @@ pub async fn decide_click(
     let user = match reviewer_of(state, &api, tenant_id, slack_user).await {
         Ok(Some(user)) => user,
         Ok(None) => {
-            return reply("Your Slack account is not linked to a Countersign reviewer, so your click changed nothing. Ask an admin to link it, or decide in the dashboard.");
+            return reply(
+                "Your Slack account is not linked to a Countersign reviewer, so your click changed nothing. Ask an admin to link it, or decide in the dashboard.",
+            );
         }
         Err(e) => {
             tracing::warn!(error = ?e, "finding the reviewer behind a Slack click failed");
-            return reply("Countersign could not check who you are just now; nothing changed. Try again, or decide in the dashboard.");
+            return reply(
+                "Countersign could not check who you are just now; nothing changed. Try again, or decide in the dashboard.",
+            );
         }
     };
     let principal = Principal {
@@ -779,7 +785,9 @@ pub async fn decide_click(
         }
         Err(e) => {
             tracing::warn!(error = %e, "a Slack decision failed");
-            reply("Countersign could not record your decision just now; nothing changed. Try again, or decide in the dashboard.")
+            reply(
+                "Countersign could not record your decision just now; nothing changed. Try again, or decide in the dashboard.",
+            )
         }
     }
 }

@@ -8,3 +8,4 @@ pub mod notifications;
 pub mod oidc;
 pub mod oidc_admin;
 pub mod slack;
+pub mod webhooks;

@@ -115,7 +115,7 @@ pub struct TestChannel {
     pub to: Option<String>,
 }
 
-fn test_result(attempt: Attempt) -> TestSent {
+pub(crate) fn test_result(attempt: Attempt) -> TestSent {
     match attempt {
         Ok(sent) => TestSent {
             delivered: true,

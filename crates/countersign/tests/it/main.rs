@@ -20,6 +20,8 @@ mod notify_dashboard;
 mod notify_email;
 mod notify_push;
 mod notify_slack;
+mod notify_teams;
+mod notify_webhooks;
 mod oidc;
 mod replicas;
 mod support;
