@@ -236,7 +236,8 @@ pub fn delivery_view(d: Delivery) -> DeliveryView {
     }
 }
 
-/// Who was told about a request, on which channel, when, and how it went (admins).
+/// Who was told about a request, on which channel, when, and how it went (admins, and the
+/// reviewers who may see the request).
 #[utoipa::path(get, path = "/v1/approvals/{id}/deliveries", tag = "notifications",
     params(("id" = String, Path)),
     responses((status = 200, body = DeliveryList), (status = "4XX", body = countersign_proto::ErrorBody)),
@@ -246,10 +247,23 @@ pub async fn request_deliveries(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeliveryList>> {
-    caller.require_admin()?;
     if !ids::is_id(&id, ids::APPROVAL) {
         return Err(Error::NotFound("no such approval request".into()).into());
     }
+    // Whoever may see the request may see who was told about it.
+    let request = crate::service::find(
+        &state,
+        &caller.tenant_id,
+        &countersign_core::approval::RequestRef::PublicId(id.clone()),
+    )
+    .await?;
+    let since = match &caller.role {
+        countersign_core::Role::Reviewer { user_id } => {
+            state.store.reviewer_since(&request.id, user_id).await?
+        }
+        _ => None,
+    };
+    caller.may_view(since, state.clock.now())?;
     let deliveries = state.store.list_deliveries(&caller.tenant_id, &id).await?;
     Ok(Json(DeliveryList {
         deliveries: deliveries.into_iter().map(delivery_view).collect(),

@@ -390,13 +390,17 @@ async fn the_request_page_shows_who_was_emailed_and_how_it_went() {
     assert!(fragment.starts_with("<section"));
     assert!(fragment.contains(">250<"));
 
-    // The reviewer sees the request, not the log.
+    // The reviewer who may see the request sees its log too; others see neither.
     let mut alice_browser = signed_in(&app, "alice@example.com").await;
     let (status, _, body) = alice_browser.get(&path).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(!body.contains("data-deliveries"));
+    assert!(body.contains("data-deliveries"));
     let (status, _, _) = alice_browser.get(&format!("{path}/deliveries")).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::OK);
+    app.reviewer("bob@example.com").await;
+    let mut bob_browser = signed_in(&app, "bob@example.com").await;
+    let (status, _, _) = bob_browser.get(&format!("{path}/deliveries")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = admin.get("/ui/requests/apr_nope/deliveries").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
