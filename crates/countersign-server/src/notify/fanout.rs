@@ -25,6 +25,18 @@ pub async fn run(state: &AppState, item: &OutboxItem) -> Result<()> {
         // Nothing to tell about: done, with no deliveries.
         return store.fan_out(item, Vec::new(), Vec::new(), now).await;
     };
+    let channels = channels::tenant_channels(state, tenant).await?;
+    let webhooks = store.list_webhooks(tenant).await?;
+    let push = store.list_push_subscriptions(tenant).await?;
+    let nowhere = channels.email.is_none()
+        && channels.slack.is_none()
+        && channels.teams.is_none()
+        && push.is_empty()
+        && !webhooks.iter().any(|w| w.wants(event));
+    if nowhere {
+        // Nothing could be told: skip reading who would be.
+        return store.fan_out(item, Vec::new(), Vec::new(), now).await;
+    }
     let reviewers = store.list_reviewers(&request.id).await?;
     let users: HashMap<_, _> = store
         .list_users(tenant)
@@ -38,9 +50,6 @@ pub async fn run(state: &AppState, item: &OutboxItem) -> Result<()> {
         .into_iter()
         .map(|p| (p.user_id.clone(), p))
         .collect();
-    let channels = channels::tenant_channels(state, tenant).await?;
-    let webhooks = store.list_webhooks(tenant).await?;
-    let push = store.list_push_subscriptions(tenant).await?;
     let previous = store.list_deliveries(tenant, &request.id).await?;
     let webhook_data = if webhooks.iter().any(|w| w.wants(event)) {
         super::webhook::data(state, &request).await?
