@@ -9,6 +9,8 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import net from "node:net";
+import http from "node:http";
+import { createHmac } from "node:crypto";
 import { chromium } from "playwright-core";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -154,6 +156,8 @@ before(async () => {
       COUNTERSIGN_NOTIFICATIONS__EMAIL__SMTP_URL: `smtp://127.0.0.1:${smtp.port}`,
       COUNTERSIGN_NOTIFICATIONS__EMAIL__FROM: "Countersign <countersign@example.com>",
       COUNTERSIGN_OUTBOUND__POLL_INTERVAL_MS: "100",
+      // The webhook test sends to a receiver on 127.0.0.1.
+      COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS: "true",
       RUST_LOG: "warn",
     },
     stdio: ["ignore", "pipe", "pipe"],
@@ -593,4 +597,83 @@ test("an admin sees on the request page who was notified, and the log updates it
   await rita.page.locator("[data-deliveries]").waitFor();
   assert.deepEqual(page.__errors || [], []);
   await context.close();
+});
+
+/// A webhook receiver on 127.0.0.1 that keeps every message it gets and answers 200.
+async function startReceiver() {
+  const got = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk) => { body += chunk; });
+    req.on("end", () => {
+      got.push({ headers: req.headers, body });
+      res.writeHead(200);
+      res.end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const url = `http://127.0.0.1:${server.address().port}/hook`;
+  return { url, got, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+/// Whether a message carries a Standard Webhooks signature made with `secret`: base64 of
+/// HMAC-SHA256 over `id.timestamp.body`, keyed with the secret's base64 part.
+function signedWith(message, secret) {
+  const key = Buffer.from(secret.replace(/^whsec_/, ""), "base64");
+  const content = `${message.headers["webhook-id"]}.${message.headers["webhook-timestamp"]}.${message.body}`;
+  const expected = "v1," + createHmac("sha256", key).update(content).digest("base64");
+  return (message.headers["webhook-signature"] || "").split(" ").includes(expected);
+}
+
+test("an admin adds a webhook endpoint on a phone, sees its secret once and sends a signed test", async () => {
+  const receiver = await startReceiver();
+  const { context, page } = await signedInAdmin("wes@example.com", { width: 390, height: 844 });
+  await page.goto("/ui/admin/notifications#webhooks");
+  await page.getByRole("heading", { name: "Webhooks" }).waitFor();
+  assert.ok(await sidewaysOverflow(page) <= 1, "the page scrolls sideways at 390 wide");
+
+  const add = page.locator("form[action='/ui/admin/notifications/webhooks#webhooks']");
+  await add.getByLabel("Endpoint URL").fill(receiver.url);
+  await add.getByLabel("approval.requested").check();
+  await add.getByLabel("approval.approved").check();
+  await add.getByLabel("Description (optional)").fill("<b>Ops</b> hook");
+  await add.getByRole("button", { name: "Add endpoint" }).click();
+
+  // The secret, on the page that answers the form, once, and never in its address.
+  await page.locator("[data-webhook-secret]").waitFor();
+  const secret = (await page.locator("[data-webhook-secret]").textContent()).trim();
+  assert.match(secret, /^whsec_[A-Za-z0-9+/]+=*$/);
+  assert.equal((await page.content()).split(secret).length - 1, 1, "the secret is on the page once");
+  assert.doesNotMatch(page.url(), /whsec_/);
+  assert.ok(await sidewaysOverflow(page) <= 1, "the page with the secret scrolls sideways");
+  await shot(page, "webhook-secret-phone.png");
+  const hook = (await api("/v1/admin/webhooks")).webhooks.find((h) => h.url === receiver.url);
+  assert.deepEqual(hook.events, ["approval.approved", "approval.requested"]);
+  const card = page.locator(`[data-webhook="${hook.id}"]`);
+  assert.equal(await card.locator("[data-webhook-description]").textContent(), "<b>Ops</b> hook");
+
+  // A test event arrives at once, signed with that secret, and the page says how it went.
+  await card.getByRole("button", { name: "Send a test" }).click();
+  const result = page.locator(`[data-webhook="${hook.id}"] [data-test-result]`);
+  await result.waitFor();
+  assert.equal(await result.getAttribute("data-delivered"), "true");
+  assert.match(await result.textContent(), /Status 200/);
+  assert.equal(receiver.got.length, 1);
+  assert.ok(signedWith(receiver.got[0], secret), "the test event is signed with the secret");
+  assert.equal(JSON.parse(receiver.got[0].body).type, "webhook.test");
+  assert.doesNotMatch(await page.content(), /whsec_/, "the secret is not shown again");
+  assert.ok(await sidewaysOverflow(page) <= 1, "the page with the test outcome scrolls sideways");
+
+  await page.goto("/ui/admin/notifications");
+  assert.doesNotMatch(await page.content(), /whsec_/);
+
+  // Deleted again (after a confirmation), so the rest of the suite sends no webhooks.
+  await page.locator(`[data-webhook="${hook.id}"]`).getByRole("button", { name: "Delete…" }).click();
+  await page.getByRole("button", { name: "Yes, delete this endpoint" }).click();
+  await page.getByText("Webhook endpoint deleted.").waitFor();
+  assert.equal((await api("/v1/admin/webhooks")).webhooks.length, 0);
+  assert.deepEqual(page.__errors || [], []);
+  await context.close();
+  await receiver.close();
 });

@@ -148,6 +148,30 @@ pub fn router(state: AppState) -> Router<AppState> {
             post(notifications::remove_channel),
         )
         .route(
+            "/ui/admin/notifications/webhooks",
+            post(notifications::create_webhook),
+        )
+        .route(
+            "/ui/admin/notifications/webhooks/{id}/rotate-secret",
+            post(notifications::rotate_webhook_secret),
+        )
+        .route(
+            "/ui/admin/notifications/webhooks/{id}/enable",
+            post(notifications::enable_webhook),
+        )
+        .route(
+            "/ui/admin/notifications/webhooks/{id}/delete",
+            post(notifications::delete_webhook),
+        )
+        .route(
+            "/ui/admin/notifications/webhooks/{id}/test",
+            post(notifications::test_webhook),
+        )
+        .route(
+            "/ui/admin/notifications/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            post(notifications::redeliver_webhook),
+        )
+        .route(
             "/ui/review",
             get(review::review_page).post(review::review_decide),
         )

@@ -1,23 +1,28 @@
 //! Notification settings for a tenant's admins: email, Slack and Microsoft Teams, each with a
-//! test send. Changes go through the same services as the API (`notify::channels`); secrets
-//! are write-only: a blank field keeps the stored value and the page only says "set".
+//! test send, and the tenant's Standard Webhooks endpoints. Changes go through the same
+//! services as the API (`notify::channels`, `notify::webhooks_admin`); secrets are write-only:
+//! a blank field keeps the stored value and the page only says "set". A webhook's signing
+//! secret is shown once, on the page that answers the form that made it.
 use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use countersign_core::notify::{EMAIL, SLACK, TEAMS};
+use countersign_core::notify::{EMAIL, Event, SLACK, TEAMS};
 use countersign_core::{Error, Principal, validate};
-use countersign_proto::notify::{PutEmailChannel, PutSlackChannel, PutTeamsChannel};
+use countersign_proto::notify::{
+    CreateWebhook, DeliveryView, PutEmailChannel, PutSlackChannel, PutTeamsChannel, UpdateWebhook,
+    WebhookView,
+};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::views::when;
 use super::{Layout, Posted, UiError, render, see_other};
 use crate::accounts::Viewer;
-use crate::notify::channels;
 use crate::notify::worker::{Attempt, AttemptError};
+use crate::notify::{channels, webhooks_admin};
 use crate::state::AppState;
 
 const PAGE: &str = "/ui/admin/notifications";
@@ -25,6 +30,10 @@ const PAGE: &str = "/ui/admin/notifications";
 const GROUP_FIELD: &str = "group:";
 /// Form fields that remove a group's Teams webhook: `clear:<group id>`.
 const CLEAR_FIELD: &str = "clear:";
+/// Event checkboxes of the webhook form: `event:<event type>`.
+const EVENT_FIELD: &str = "event:";
+/// How many of each endpoint's deliveries the page lists (the API pages through all).
+const RECENT_DELIVERIES: u32 = 10;
 
 /// The bot scopes the Slack app needs: post (also to public channels it was not invited
 /// to), find reviewers by email, and open direct messages.
@@ -51,6 +60,13 @@ impl Notice {
     fn ok(text: impl Into<String>) -> Option<Notice> {
         Some(Notice {
             kind: "ok",
+            text: text.into(),
+        })
+    }
+
+    fn warn(text: impl Into<String>) -> Option<Notice> {
+        Some(Notice {
+            kind: "warn",
             text: text.into(),
         })
     }
@@ -136,6 +152,90 @@ pub struct TeamsSection {
     pub test: Option<TestOutcome>,
 }
 
+/// One webhook event type with its checkbox.
+pub struct EventChoice {
+    /// `approval.requested`, …
+    pub name: String,
+    /// `event:approval.requested`, …
+    pub field: String,
+    pub checked: bool,
+}
+
+/// One delivery of an endpoint, as its log shows it.
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub approval_id: String,
+    pub event: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created: String,
+    /// When a pending delivery is tried next.
+    pub next_attempt: Option<String>,
+    /// Delivered or failed: it can be sent again.
+    pub finished: bool,
+}
+
+impl From<DeliveryView> for WebhookDelivery {
+    fn from(d: DeliveryView) -> Self {
+        WebhookDelivery {
+            finished: d.state != "pending",
+            id: d.id,
+            approval_id: d.approval_id,
+            event: d.event,
+            state: d.state,
+            attempts: d.attempts,
+            status_code: d.status_code,
+            last_error: d.last_error,
+            created: when(d.created_at),
+            next_attempt: d.next_attempt_at.map(when),
+        }
+    }
+}
+
+/// A tenant's webhook endpoint with its recent deliveries and what the last form did to it.
+pub struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    /// Empty: every event.
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub disabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created: String,
+    pub updated: String,
+    pub deliveries: Vec<WebhookDelivery>,
+    /// Older deliveries than those listed exist.
+    pub more: bool,
+    pub notice: Option<Notice>,
+    pub test: Option<TestOutcome>,
+    /// The form asked to delete it: the page asks to confirm.
+    pub confirm_delete: bool,
+}
+
+/// A signing secret just made, shown this once.
+pub struct NewSecret {
+    pub endpoint_id: String,
+    pub url: String,
+    pub secret: String,
+    /// Rotated (rather than made with a new endpoint).
+    pub rotated: bool,
+}
+
+pub struct WebhooksSection {
+    pub endpoints: Vec<WebhookRow>,
+    pub notice: Option<Notice>,
+    pub secret: Option<NewSecret>,
+    /// The add form: what was typed when it was refused, else empty.
+    pub url: String,
+    pub description: String,
+    pub events: Vec<EventChoice>,
+    /// The operator lets endpoints on private networks be used.
+    pub private_allowed: bool,
+}
+
 #[derive(Template)]
 #[template(path = "admin_notifications.html")]
 struct NotificationsPage {
@@ -145,6 +245,7 @@ struct NotificationsPage {
     email: EmailSection,
     slack: SlackSection,
     teams: TeamsSection,
+    webhooks: WebhooksSection,
 }
 
 /// What to show beyond the stored settings: notices, test outcomes, and what the admin typed
@@ -160,6 +261,13 @@ struct Shown {
     email_form: Option<EmailForm>,
     slack_form: Option<SlackForm>,
     test_to: Option<String>,
+    webhooks: Option<Notice>,
+    webhook_form: Option<WebhookForm>,
+    webhook_secret: Option<NewSecret>,
+    /// What the last form did to one endpoint: `(endpoint id, …)`.
+    endpoint_notice: Option<(String, Notice)>,
+    endpoint_test: Option<(String, TestOutcome)>,
+    confirm_delete: Option<String>,
 }
 
 /// The Slack app manifest for this tenant: a bot with the scopes above, and interactivity
@@ -294,6 +402,20 @@ async fn page(
         test: shown.teams_test,
     };
 
+    let webhooks = webhooks_section(
+        state,
+        p,
+        WebhooksShown {
+            notice: shown.webhooks,
+            form: shown.webhook_form,
+            secret: shown.webhook_secret,
+            endpoint_notice: shown.endpoint_notice,
+            endpoint_test: shown.endpoint_test,
+            confirm_delete: shown.confirm_delete,
+        },
+    )
+    .await?;
+
     let response = render(&NotificationsPage {
         layout: Layout::for_viewer(viewer, "Notifications", "notifications"),
         csrf: viewer.csrf.clone(),
@@ -301,15 +423,115 @@ async fn page(
         email,
         slack,
         teams,
+        webhooks,
     })?;
     Ok(with_status(status, response))
 }
 
+/// The webhook parts of [`Shown`].
+struct WebhooksShown {
+    notice: Option<Notice>,
+    form: Option<WebhookForm>,
+    secret: Option<NewSecret>,
+    endpoint_notice: Option<(String, Notice)>,
+    endpoint_test: Option<(String, TestOutcome)>,
+    confirm_delete: Option<String>,
+}
+
+fn for_endpoint<T>(shown: &mut Option<(String, T)>, id: &str) -> Option<T> {
+    match shown.take() {
+        Some((for_id, value)) if for_id == id => Some(value),
+        other => {
+            *shown = other;
+            None
+        }
+    }
+}
+
+/// The tenant's endpoints, each with its recent deliveries, and the add form.
+async fn webhooks_section(
+    state: &AppState,
+    p: &Principal,
+    mut shown: WebhooksShown,
+) -> Result<WebhooksSection, Error> {
+    let mut endpoints = Vec::new();
+    for endpoint in webhooks_admin::list(state, p).await?.webhooks {
+        let log =
+            match webhooks_admin::deliveries(state, p, &endpoint.id, None, Some(RECENT_DELIVERIES))
+                .await
+            {
+                Ok(log) => log,
+                // Deleted in the meantime.
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+        let more = log.next_cursor.is_some();
+        let deliveries = log.deliveries.into_iter().map(Into::into).collect();
+        endpoints.push(webhook_row(endpoint, deliveries, more, &mut shown));
+    }
+    let form = shown.form;
+    let ticked = |name: &str| {
+        form.as_ref().is_some_and(|f| {
+            f.fields
+                .get(&format!("{EVENT_FIELD}{name}"))
+                .is_some_and(|v| !v.is_empty())
+        })
+    };
+    let events = Event::ALL
+        .iter()
+        .map(|e| {
+            let name = e.webhook_type();
+            EventChoice {
+                field: format!("{EVENT_FIELD}{name}"),
+                checked: ticked(&name),
+                name,
+            }
+        })
+        .collect();
+    Ok(WebhooksSection {
+        endpoints,
+        notice: shown.notice,
+        secret: shown.secret,
+        url: form.as_ref().map(|f| f.url.clone()).unwrap_or_default(),
+        description: form.map(|f| f.description).unwrap_or_default(),
+        events,
+        private_allowed: state.settings.outbound.allow_private_networks,
+    })
+}
+
+fn webhook_row(
+    endpoint: WebhookView,
+    deliveries: Vec<WebhookDelivery>,
+    more: bool,
+    shown: &mut WebhooksShown,
+) -> WebhookRow {
+    let id = endpoint.id;
+    WebhookRow {
+        notice: for_endpoint(&mut shown.endpoint_notice, &id),
+        test: for_endpoint(&mut shown.endpoint_test, &id),
+        confirm_delete: shown.confirm_delete.as_deref() == Some(id.as_str()),
+        url: endpoint.url,
+        events: endpoint.events,
+        description: endpoint.description,
+        disabled: endpoint.disabled,
+        disabled_reason: endpoint.disabled_reason,
+        created: when(endpoint.created_at),
+        updated: when(endpoint.updated_at),
+        deliveries,
+        more,
+        id,
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct PageQuery {
-    /// What the last form did: `email`, `slack` or `teams` (saved), or `<channel>-removed`.
+    /// What the last form did: `email`, `slack` or `teams` (saved), `<channel>-removed`, or
+    /// `webhook-<what>`.
     #[serde(default)]
     done: Option<String>,
+    /// The webhook endpoint the last form changed.
+    #[serde(default)]
+    webhook: Option<String>,
 }
 
 pub async fn notifications_page(
@@ -325,7 +547,21 @@ pub async fn notifications_page(
         Some("email-removed") => shown.email = Notice::ok("Email settings reset."),
         Some("slack-removed") => shown.slack = Notice::ok("Slack settings removed."),
         Some("teams-removed") => shown.teams = Notice::ok("Teams settings removed."),
-        _ => {}
+        Some("webhook-deleted") => shown.webhooks = Notice::ok("Webhook endpoint deleted."),
+        Some(done) => {
+            let text = match done {
+                "webhook-enabled" => Some("Enabled: it receives events again."),
+                "webhook-disabled" => Some("Disabled: it receives no events until enabled."),
+                "webhook-redelivered" => {
+                    Some("Sending that delivery again now, with its original webhook-id.")
+                }
+                _ => None,
+            };
+            if let (Some(text), Some(id)) = (text, query.webhook) {
+                shown.endpoint_notice = Notice::ok(text).map(|n| (id, n));
+            }
+        }
+        None => {}
     }
     page(&state, &viewer, shown, StatusCode::OK).await
 }
@@ -571,4 +807,253 @@ pub async fn test_channel(
         }
     }
     page(&state, &posted.viewer, shown, StatusCode::OK).await
+}
+
+/// The page again with a refused webhook form's error (and the status the API would answer),
+/// or the error page for anything else.
+async fn webhook_refused(
+    state: &AppState,
+    viewer: &Viewer,
+    e: Error,
+    shown: impl FnOnce(Option<Notice>) -> Shown,
+) -> Result<Response, UiError> {
+    match e {
+        Error::Invalid { .. } | Error::NotFound(_) | Error::AlreadyExists(_) => {
+            let status =
+                StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            page(state, viewer, shown(Notice::error(&e)), status).await
+        }
+        e => Err(e.into()),
+    }
+}
+
+/// On to the page, with a notice beside the endpoint the form changed.
+fn webhook_done(done: &str, id: &str) -> Response {
+    let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    see_other(&format!(
+        "{PAGE}?done=webhook-{done}&webhook={id}#webhook-{id}"
+    ))
+}
+
+/// The add form: the URL, `event:<type>` checkboxes (none ticked: every event) and a
+/// description.
+#[derive(Debug, Default, Deserialize)]
+pub struct WebhookForm {
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    description: String,
+    /// `event:<type>` → `on`.
+    #[serde(flatten)]
+    fields: BTreeMap<String, String>,
+}
+
+fn webhook_input(f: &WebhookForm) -> CreateWebhook {
+    CreateWebhook {
+        url: f.url.trim().to_string(),
+        events: f
+            .fields
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(k, _)| k.strip_prefix(EVENT_FIELD).map(str::to_string))
+            .collect(),
+        description: non_empty(&f.description),
+    }
+}
+
+/// Adds an endpoint and shows its signing secret, this once.
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    posted: Posted<WebhookForm>,
+) -> Result<Response, UiError> {
+    let p = admin(&posted.viewer)?;
+    match webhooks_admin::create(&state, p, webhook_input(&posted.form)).await {
+        Ok(created) => {
+            let shown = Shown {
+                webhooks: Notice::ok("Webhook endpoint added."),
+                webhook_secret: Some(NewSecret {
+                    endpoint_id: created.view.id,
+                    url: created.view.url,
+                    secret: created.secret,
+                    rotated: false,
+                }),
+                ..Shown::default()
+            };
+            page(&state, &posted.viewer, shown, StatusCode::CREATED).await
+        }
+        Err(e) => {
+            let form = posted.form;
+            webhook_refused(&state, &posted.viewer, e, |notice| Shown {
+                webhooks: notice,
+                webhook_form: Some(form),
+                ..Shown::default()
+            })
+            .await
+        }
+    }
+}
+
+/// Gives an endpoint a new signing secret and shows it, this once.
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    posted: Posted<Empty>,
+) -> Result<Response, UiError> {
+    let p = admin(&posted.viewer)?;
+    match webhooks_admin::rotate_secret(&state, p, &id).await {
+        Ok(rotated) => {
+            let shown = Shown {
+                endpoint_notice: Notice::ok(
+                    "New signing secret made: later deliveries are signed with it only.",
+                )
+                .map(|n| (id, n)),
+                webhook_secret: Some(NewSecret {
+                    endpoint_id: rotated.view.id,
+                    url: rotated.view.url,
+                    secret: rotated.secret,
+                    rotated: true,
+                }),
+                ..Shown::default()
+            };
+            page(&state, &posted.viewer, shown, StatusCode::OK).await
+        }
+        Err(e) => {
+            webhook_refused(&state, &posted.viewer, e, |notice| Shown {
+                webhooks: notice,
+                ..Shown::default()
+            })
+            .await
+        }
+    }
+}
+
+/// Enables (`enabled=on`) or disables an endpoint.
+#[derive(Debug, Default, Deserialize)]
+pub struct EnableForm {
+    #[serde(default)]
+    enabled: Option<String>,
+}
+
+pub async fn enable_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    posted: Posted<EnableForm>,
+) -> Result<Response, UiError> {
+    let p = admin(&posted.viewer)?;
+    let enable = posted.form.enabled.as_deref() == Some("on");
+    let change = UpdateWebhook {
+        disabled: Some(!enable),
+        ..UpdateWebhook::default()
+    };
+    match webhooks_admin::update(&state, p, &id, change).await {
+        Ok(_) => Ok(webhook_done(
+            if enable { "enabled" } else { "disabled" },
+            &id,
+        )),
+        Err(e) => {
+            webhook_refused(&state, &posted.viewer, e, |notice| Shown {
+                webhooks: notice,
+                ..Shown::default()
+            })
+            .await
+        }
+    }
+}
+
+/// Deleting asks first: without `confirm=yes` the page asks to confirm.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    posted: Posted<DeleteForm>,
+) -> Result<Response, UiError> {
+    let p = admin(&posted.viewer)?;
+    let result = if posted.form.confirm.as_deref() == Some("yes") {
+        webhooks_admin::delete(&state, p, &id).await
+    } else {
+        match webhooks_admin::get(&state, p, &id).await {
+            Ok(_) => {
+                let shown = Shown {
+                    confirm_delete: Some(id.clone()),
+                    endpoint_notice: Notice::warn(
+                        "Delete this endpoint? It receives nothing more and its pending deliveries fail. This cannot be undone.",
+                    )
+                    .map(|n| (id, n)),
+                    ..Shown::default()
+                };
+                return page(&state, &posted.viewer, shown, StatusCode::OK).await;
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match result {
+        Ok(()) => Ok(see_other(&format!("{PAGE}?done=webhook-deleted#webhooks"))),
+        Err(e) => {
+            webhook_refused(&state, &posted.viewer, e, |notice| Shown {
+                webhooks: notice,
+                ..Shown::default()
+            })
+            .await
+        }
+    }
+}
+
+/// Sends a signed `webhook.test` event to the endpoint at once and shows how it went.
+pub async fn test_webhook(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    posted: Posted<Empty>,
+) -> Result<Response, UiError> {
+    let p = admin(&posted.viewer)?;
+    match webhooks_admin::send_test(&state, p, &id).await {
+        Ok(attempt) => {
+            let shown = Shown {
+                endpoint_test: Some((id, attempt.into())),
+                ..Shown::default()
+            };
+            page(&state, &posted.viewer, shown, StatusCode::OK).await
+        }
+        Err(e) => {
+            webhook_refused(&state, &posted.viewer, e, |notice| Shown {
+                webhooks: notice,
+                ..Shown::default()
+            })
+            .await
+        }
+    }
+}
+
+/// Sends a finished delivery of the endpoint again, with its original `webhook-id`.
+pub async fn redeliver_webhook(
+    State(state): State<AppState>,
+    Path((id, delivery_id)): Path<(String, String)>,
+    posted: Posted<Empty>,
+) -> Result<Response, UiError> {
+    let p = admin(&posted.viewer)?;
+    match webhooks_admin::redeliver(&state, p, &id, &delivery_id).await {
+        Ok(_) => Ok(webhook_done("redelivered", &id)),
+        Err(e) => {
+            // Beside the endpoint when it is this tenant's, else above the list.
+            let known = webhooks_admin::get(&state, p, &id).await.is_ok();
+            webhook_refused(&state, &posted.viewer, e, move |notice| {
+                if known {
+                    Shown {
+                        endpoint_notice: notice.map(|n| (id, n)),
+                        ..Shown::default()
+                    }
+                } else {
+                    Shown {
+                        webhooks: notice,
+                        ..Shown::default()
+                    }
+                }
+            })
+            .await
+        }
+    }
 }

@@ -17,6 +17,7 @@ mod errors;
 mod guard;
 mod meta;
 mod notify_dashboard;
+mod notify_dashboard_webhooks;
 mod notify_email;
 mod notify_push;
 mod notify_slack;
