@@ -355,6 +355,14 @@ pub struct NewDelivery {
     pub dedupe_key: String,
 }
 
+/// What one `notify` row became: its deliveries and the review-link tokens of its emails.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    pub notify: crate::oidc::OutboxItem,
+    pub deliveries: Vec<NewDelivery>,
+    pub tokens: Vec<ReviewToken>,
+}
+
 /// A delivery as recorded, for the delivery log and for follow-ups.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {

@@ -27,7 +27,7 @@ use countersign_core::dashboard::{
 };
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::notify::{
-    Delivery, NewDelivery, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
+    Delivery, FanOut, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
 };
 use countersign_core::oidc::{
     NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord,
@@ -280,15 +280,9 @@ pub trait NotificationStore: Send + Sync {
 
     /// Every reviewer of a request with the moment they may decide.
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>>;
-    /// In one transaction: adds the deliveries of a `notify` row (those already added by an
-    /// earlier run are skipped), stores their review-link tokens, and marks the row done.
-    async fn fan_out(
-        &self,
-        notify: &countersign_core::oidc::OutboxItem,
-        deliveries: Vec<NewDelivery>,
-        tokens: Vec<ReviewToken>,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
+    /// In one transaction, for each `notify` row of the batch: adds its deliveries (those an
+    /// earlier run added are skipped), stores their review-link tokens, and marks the row done.
+    async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()>;
     /// A request's notifications (not its fan-out rows or CIBA callbacks), oldest first.
     async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>>;
     /// A webhook endpoint's deliveries, newest first, before `before_id` when given.

@@ -767,16 +767,15 @@ mod notifications {
             delivery(row.id, notify::EMAIL, "a@example.com"),
             delivery(row.id, notify::SLACK, "C1"),
         ];
-        f.store
-            .fan_out(&row, plan.clone(), vec![token.clone()], now)
-            .await
-            .unwrap();
+        let fan_out = notify::FanOut {
+            notify: row.clone(),
+            deliveries: plan,
+            tokens: vec![token.clone()],
+        };
+        f.store.fan_out(vec![fan_out.clone()], now).await.unwrap();
         // A second run (a worker that died before it knew the first had committed) adds
         // nothing.
-        f.store
-            .fan_out(&row, plan, vec![token.clone()], now)
-            .await
-            .unwrap();
+        f.store.fan_out(vec![fan_out], now).await.unwrap();
         let log = f.store.list_deliveries("t", &id).await.unwrap();
         assert_eq!(log.len(), 2);
         assert!(log.iter().all(|d| d.is_pending() && d.event == "requested"));

@@ -1,10 +1,14 @@
-//! Turns a `notify` outbox row into its deliveries: reads what the plan needs, lets the
+//! Turns `notify` outbox rows into their deliveries: reads what the plan needs, lets the
 //! domain's planner decide who is told on which channel, and stores the deliveries (and the
-//! review-link tokens of the emails) in one transaction with the row marked done.
+//! review-link tokens of the emails) of a whole batch of rows in one transaction, each row
+//! marked done with its deliveries.
 use std::collections::HashMap;
 
 use countersign_core::approval::RequestRef;
-use countersign_core::notify::{self, Event, PlanInput, ReviewToken};
+use countersign_core::notify::{
+    self, Event, FanOut, PlanInput, PushSubscription, ReviewToken, TenantChannels,
+    WebhookEndpoint,
+};
 use countersign_core::oidc::OutboxItem;
 use countersign_core::{Result, secret};
 use serde_json::Value;
@@ -12,31 +16,94 @@ use serde_json::Value;
 use super::channels;
 use crate::state::AppState;
 
-pub async fn run(state: &AppState, item: &OutboxItem) -> Result<()> {
+/// A tenant's ways of telling anyone, read once per batch.
+struct Targets {
+    channels: TenantChannels,
+    webhooks: Vec<WebhookEndpoint>,
+    push: Vec<PushSubscription>,
+}
+
+impl Targets {
+    async fn read(state: &AppState, tenant: &str) -> Result<Targets> {
+        Ok(Targets {
+            channels: channels::tenant_channels(state, tenant).await?,
+            webhooks: state.store.list_webhooks(tenant).await?,
+            push: state.store.list_push_subscriptions(tenant).await?,
+        })
+    }
+
+    /// Whether anything could be told of `event`.
+    fn reach(&self, event: Event) -> bool {
+        self.channels.email.is_some()
+            || self.channels.slack.is_some()
+            || self.channels.teams.is_some()
+            || !self.push.is_empty()
+            || self.webhooks.iter().any(|w| w.wants(event))
+    }
+}
+
+/// Plans and stores a batch of `notify` rows. Rows whose plan could not be read are left
+/// out of the batch and returned with their error, for a retry.
+pub async fn run(
+    state: &AppState,
+    items: Vec<OutboxItem>,
+) -> Result<Vec<(OutboxItem, countersign_core::Error)>> {
     let now = state.clock.now();
+    let mut targets: HashMap<String, Targets> = HashMap::new();
+    let mut batch = Vec::with_capacity(items.len());
+    let mut failed = Vec::new();
+    for item in items {
+        if !targets.contains_key(&item.tenant_id) {
+            match Targets::read(state, &item.tenant_id).await {
+                Ok(t) => {
+                    targets.insert(item.tenant_id.clone(), t);
+                }
+                Err(e) => {
+                    failed.push((item, e));
+                    continue;
+                }
+            }
+        }
+        let Some(t) = targets.get(&item.tenant_id) else {
+            continue;
+        };
+        match plan_one(state, &item, t, now).await {
+            Ok(fan_out) => batch.push(fan_out),
+            Err(e) => failed.push((item, e)),
+        }
+    }
+    if !batch.is_empty() {
+        state.store.fan_out(batch, now).await?;
+    }
+    Ok(failed)
+}
+
+async fn plan_one(
+    state: &AppState,
+    item: &OutboxItem,
+    targets: &Targets,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<FanOut> {
     let store = &state.store;
     let tenant = &item.tenant_id;
-    let (Some(event), Some(request)) = (
-        Event::parse(&item.event),
-        store
-            .find_request(tenant, &RequestRef::PublicId(item.approval_id.clone()))
-            .await?,
-    ) else {
-        // Nothing to tell about: done, with no deliveries.
-        return store.fan_out(item, Vec::new(), Vec::new(), now).await;
+    let nothing = || FanOut {
+        notify: item.clone(),
+        deliveries: Vec::new(),
+        tokens: Vec::new(),
     };
-    let channels = channels::tenant_channels(state, tenant).await?;
-    let webhooks = store.list_webhooks(tenant).await?;
-    let push = store.list_push_subscriptions(tenant).await?;
-    let nowhere = channels.email.is_none()
-        && channels.slack.is_none()
-        && channels.teams.is_none()
-        && push.is_empty()
-        && !webhooks.iter().any(|w| w.wants(event));
-    if nowhere {
-        // Nothing could be told: skip reading who would be.
-        return store.fan_out(item, Vec::new(), Vec::new(), now).await;
+    let Some(event) = Event::parse(&item.event) else {
+        return Ok(nothing());
+    };
+    // Nothing could be told: skip reading who would be.
+    if !targets.reach(event) {
+        return Ok(nothing());
     }
+    let Some(request) = store
+        .find_request(tenant, &RequestRef::PublicId(item.approval_id.clone()))
+        .await?
+    else {
+        return Ok(nothing());
+    };
     let reviewers = store.list_reviewers(&request.id).await?;
     let users: HashMap<_, _> = store
         .list_users(tenant)
@@ -51,7 +118,7 @@ pub async fn run(state: &AppState, item: &OutboxItem) -> Result<()> {
         .map(|p| (p.user_id.clone(), p))
         .collect();
     let previous = store.list_deliveries(tenant, &request.id).await?;
-    let webhook_data = if webhooks.iter().any(|w| w.wants(event)) {
+    let webhook_data = if targets.webhooks.iter().any(|w| w.wants(event)) {
         super::webhook::data(state, &request).await?
     } else {
         Value::Null
@@ -68,9 +135,9 @@ pub async fn run(state: &AppState, item: &OutboxItem) -> Result<()> {
         reviewers: &reviewers,
         users: &users,
         preferences: &preferences,
-        channels: &channels,
-        webhooks: &webhooks,
-        push: &push,
+        channels: &targets.channels,
+        webhooks: &targets.webhooks,
+        push: &targets.push,
         previous: &previous,
         webhook_data: &webhook_data,
         now,
@@ -87,5 +154,9 @@ pub async fn run(state: &AppState, item: &OutboxItem) -> Result<()> {
             created_at: now,
         })
         .collect();
-    store.fan_out(item, plan.deliveries, tokens, now).await
+    Ok(FanOut {
+        notify: item.clone(),
+        deliveries: plan.deliveries,
+        tokens,
+    })
 }

@@ -163,19 +163,31 @@ fn metric_name(channel: &str) -> &'static str {
     }
 }
 
+/// One delivery: an attempt and its recorded outcome.
 async fn deliver(state: &AppState, item: OutboxItem) -> Result<()> {
-    let result = if item.channel == NOTIFY {
-        match super::fanout::run(state, &item).await {
-            // The fan-out recorded itself; its deliveries are due now.
-            Ok(()) => {
-                state.notifier.wake();
-                return Ok(());
-            }
-            Err(e) => Err(AttemptError::retry(format!("fan-out: {e}"))),
-        }
-    } else {
-        attempt(state, &item).await
+    let result = attempt(state, &item).await;
+    record(state, &item, result).await
+}
+
+/// Fans a batch of state changes out into their deliveries in one transaction (under load,
+/// one write for many requests); rows that could not be planned are retried.
+async fn fan_out(state: &AppState, items: Vec<OutboxItem>) {
+    let retry = match super::fanout::run(state, items.clone()).await {
+        Ok(failed) => failed,
+        Err(e) => items.into_iter().map(|i| (i, e.clone())).collect(),
     };
+    for (item, e) in retry {
+        let result = Err(AttemptError::retry(format!("fan-out: {e}")));
+        if let Err(e) = record(state, &item, result).await {
+            tracing::warn!(error = %e, "recording a fan-out failure failed");
+        }
+    }
+    // The deliveries just written are due now.
+    state.notifier.wake();
+}
+
+/// Records how an attempt went: delivered, retried later, or failed for good.
+async fn record(state: &AppState, item: &OutboxItem, result: Attempt) -> Result<()> {
     let now = state.clock.now();
     let (outcome, label) = match result {
         Ok(sent) => (
@@ -190,7 +202,7 @@ async fn deliver(state: &AppState, item: OutboxItem) -> Result<()> {
             error,
             status,
             after,
-        }) => match next_attempt(state, &item, after, now) {
+        }) => match next_attempt(state, item, after, now) {
             Some(at) => (
                 OutboxOutcome::Retry {
                     at,
@@ -199,9 +211,9 @@ async fn deliver(state: &AppState, item: OutboxItem) -> Result<()> {
                 },
                 "retry",
             ),
-            None => failed(&item, now, error, status),
+            None => failed(item, now, error, status),
         },
-        Err(AttemptError::GiveUp { error, status }) => failed(&item, now, error, status),
+        Err(AttemptError::GiveUp { error, status }) => failed(item, now, error, status),
     };
     metrics::counter!(metric_name(&item.channel), "channel" => item.channel.clone(), "outcome" => label)
         .increment(1);
@@ -249,7 +261,23 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         let busy = match claim(&state, want as u32).await {
             Ok(items) => {
                 let full = items.len() == want;
+                let (changes, items): (Vec<_>, Vec<_>) =
+                    items.into_iter().partition(|i| i.channel == NOTIFY);
                 let mut first = Some(first);
+                if !changes.is_empty() {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        None => match slots.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        fan_out(&state, changes).await;
+                        drop(permit);
+                    });
+                }
                 for item in items {
                     let permit = match first.take() {
                         Some(p) => p,

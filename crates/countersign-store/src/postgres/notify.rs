@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use countersign_core::audit::{Actor, AuditRecord};
 use countersign_core::directory::User;
 use countersign_core::notify::{
-    Delivery, NOTIFY, NewDelivery, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
+    Delivery, FanOut, NOTIFY, NewDelivery, Preferences, PushSubscription, ReviewToken,
+    WebhookEndpoint,
 };
 use countersign_core::oidc::OutboxItem;
 use countersign_core::{Error, Result};
@@ -508,54 +509,11 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
-    async fn fan_out(
-        &self,
-        notify: &OutboxItem,
-        deliveries: Vec<NewDelivery>,
-        tokens: Vec<ReviewToken>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin().await?;
-        for d in &deliveries {
-            sqlx::query(
-                "INSERT INTO outbox (tenant_id, approval_id, channel, target, recipient, event, payload, dedupe_key, \
-                 next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-                 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
-            )
-            .bind(&notify.tenant_id)
-            .bind(&notify.approval_id)
-            .bind(d.channel)
-            .bind(&d.target)
-            .bind(&d.recipient)
-            .bind(d.event.as_str())
-            .bind(d.payload.as_ref().map(Value::to_string))
-            .bind(&d.dedupe_key)
-            .bind(ms(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+        for f in &batch {
+            fan_out_one(&mut tx, &f.notify, &f.deliveries, &f.tokens, at).await?;
         }
-        for t in &tokens {
-            sqlx::query(
-                "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING",
-            )
-            .bind(&t.token_hash)
-            .bind(&t.tenant_id)
-            .bind(&t.approval_id)
-            .bind(&t.user_id)
-            .bind(ms(t.expires_at))
-            .bind(ms(t.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        }
-        sqlx::query("UPDATE outbox SET state = 'delivered', delivered_at = $2 WHERE id = $1")
-            .bind(notify.id)
-            .bind(ms(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -630,4 +588,56 @@ impl NotificationStore for PgStore {
         }
         Ok(())
     }
+}
+
+/// One `notify` row's deliveries and tokens, and the row marked done, in the caller's
+/// transaction.
+async fn fan_out_one(
+    tx: &mut PgConnection,
+    notify: &OutboxItem,
+    deliveries: &[NewDelivery],
+    tokens: &[ReviewToken],
+    at: DateTime<Utc>,
+) -> Result<()> {
+    for d in deliveries {
+        sqlx::query(
+                "INSERT INTO outbox (tenant_id, approval_id, channel, target, recipient, event, payload, dedupe_key, \
+                 next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+                 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
+            )
+            .bind(&notify.tenant_id)
+            .bind(&notify.approval_id)
+            .bind(d.channel)
+            .bind(&d.target)
+            .bind(&d.recipient)
+            .bind(d.event.as_str())
+            .bind(d.payload.as_ref().map(Value::to_string))
+            .bind(&d.dedupe_key)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+    }
+    for t in tokens {
+        sqlx::query(
+                "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING",
+            )
+            .bind(&t.token_hash)
+            .bind(&t.tenant_id)
+            .bind(&t.approval_id)
+            .bind(&t.user_id)
+            .bind(ms(t.expires_at))
+            .bind(ms(t.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+    }
+    sqlx::query("UPDATE outbox SET state = 'delivered', delivered_at = $2 WHERE id = $1")
+        .bind(notify.id)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+    Ok(())
 }

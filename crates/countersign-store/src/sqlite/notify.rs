@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::audit::{Actor, AuditRecord};
 use countersign_core::notify::{
-    Delivery, NOTIFY, NewDelivery, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
+    Delivery, FanOut, NOTIFY, NewDelivery, Preferences, PushSubscription, ReviewToken,
+    WebhookEndpoint,
 };
 use countersign_core::oidc::OutboxItem;
 use countersign_core::{Error, Result};
@@ -449,40 +450,37 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    async fn fan_out(
-        &self,
-        notify: &OutboxItem,
-        deliveries: Vec<NewDelivery>,
-        tokens: Vec<ReviewToken>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        let notify = notify.clone();
-        let id = notify.id;
+    async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()> {
+        let ids: Vec<i64> = batch.iter().map(|f| f.notify.id).collect();
         let done = self
             .write(move |c| {
-                for d in &deliveries {
-                    insert_delivery(c, &notify, d, ms(at))?;
-                }
-                for t in &tokens {
+                for f in &batch {
+                    for d in &f.deliveries {
+                        insert_delivery(c, &f.notify, d, ms(at))?;
+                    }
+                    for t in &f.tokens {
+                        c.prepare_cached(
+                            "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_hash) DO NOTHING",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![t.token_hash, t.tenant_id, t.approval_id, t.user_id, ms(t.expires_at), ms(t.created_at)])
+                        })
+                        .map_err(db_error)?;
+                    }
                     c.prepare_cached(
-                        "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_hash) DO NOTHING",
+                        "UPDATE outbox SET state = 'delivered', delivered_at = ?2, attempts = attempts + 1 WHERE id = ?1",
                     )
-                    .and_then(|mut s| {
-                        s.execute(params![t.token_hash, t.tenant_id, t.approval_id, t.user_id, ms(t.expires_at), ms(t.created_at)])
-                    })
+                    .and_then(|mut s| s.execute(params![f.notify.id, ms(at)]))
                     .map_err(db_error)?;
                 }
-                c.prepare_cached(
-                    "UPDATE outbox SET state = 'delivered', delivered_at = ?2, attempts = attempts + 1 WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![notify.id, ms(at)]))
-                .map_err(db_error)?;
                 Ok(())
             })
             .await;
         if done.is_ok() {
-            self.release_lease(id);
+            for id in ids {
+                self.release_lease(id);
+            }
         }
         done
     }
