@@ -281,7 +281,7 @@ pub trait NotificationStore: Send + Sync {
     /// Every reviewer of a request with the moment they may decide.
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>>;
     /// In one transaction, for each `notify` row of the batch: adds its deliveries (those an
-    /// earlier run added are skipped), stores their review-link tokens, and marks the row done.
+    /// earlier run added are skipped), stores their review-link tokens, and removes the row.
     async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()>;
     /// A request's notifications (not its fan-out rows or CIBA callbacks), oldest first.
     async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>>;

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 
 use countersign_core::approval::RequestRef;
 use countersign_core::notify::{
-    self, Event, FanOut, PlanInput, PushSubscription, ReviewToken, TenantChannels,
-    WebhookEndpoint,
+    self, Event, FanOut, PlanInput, PushSubscription, ReviewToken, TenantChannels, WebhookEndpoint,
 };
 use countersign_core::oidc::OutboxItem;
 use countersign_core::{Result, secret};

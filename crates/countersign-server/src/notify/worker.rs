@@ -18,6 +18,8 @@ use crate::state::AppState;
 const CONCURRENCY: usize = 256;
 /// Most rows claimed at once.
 const BATCH: usize = 128;
+/// How long a wake-up waits for more changes before claiming.
+const GATHER: StdDuration = StdDuration::from_millis(2);
 /// The longest a `Retry-After` may postpone a delivery.
 const MAX_RETRY_AFTER_SECS: i64 = 24 * 3600;
 
@@ -182,8 +184,6 @@ async fn fan_out(state: &AppState, items: Vec<OutboxItem>) {
             tracing::warn!(error = %e, "recording a fan-out failure failed");
         }
     }
-    // The deliveries just written are due now.
-    state.notifier.wake();
 }
 
 /// Records how an attempt went: delivered, retried later, or failed for good.
@@ -243,7 +243,11 @@ fn failed(
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let idle = StdDuration::from_millis(state.settings.outbound.poll_interval_ms.max(10));
     let wake = state.notifier.wake_handle();
+    // Fan-outs finished by this worker: their deliveries are due at once.
+    let planned = Arc::new(tokio::sync::Notify::new());
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    // State changes the last claim found: more than one means a burst.
+    let mut last_changes = 0;
     loop {
         if *stop.borrow() {
             return;
@@ -263,6 +267,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                 let full = items.len() == want;
                 let (changes, items): (Vec<_>, Vec<_>) =
                     items.into_iter().partition(|i| i.channel == NOTIFY);
+                last_changes = changes.len();
                 let mut first = Some(first);
                 if !changes.is_empty() {
                     let permit = match first.take() {
@@ -272,10 +277,11 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                             Err(_) => return,
                         },
                     };
-                    let state = state.clone();
+                    let (state, planned) = (state.clone(), planned.clone());
                     tokio::spawn(async move {
                         fan_out(&state, changes).await;
                         drop(permit);
+                        planned.notify_one();
                     });
                 }
                 for item in items {
@@ -305,7 +311,15 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             continue;
         }
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = wake.notified() => {
+                // In a burst (the last claim found several changes), let more changes
+                // gather, so that one claim and one fan-out write serve many of them. A
+                // light load claims at once.
+                if last_changes > 1 {
+                    tokio::time::sleep(GATHER).await;
+                }
+            }
+            _ = planned.notified() => {}
             _ = tokio::time::sleep(idle) => {}
             _ = stop.changed() => return,
         }

@@ -633,9 +633,9 @@ async fn fan_out_one(
             .await
             .map_err(pg_error)?;
     }
-    sqlx::query("UPDATE outbox SET state = 'delivered', delivered_at = $2 WHERE id = $1")
+    // Done: the row has become its deliveries, so it goes.
+    sqlx::query("DELETE FROM outbox WHERE id = $1 AND channel = 'notify'")
         .bind(notify.id)
-        .bind(ms(at))
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;

@@ -468,11 +468,11 @@ impl NotificationStore for SqliteStore {
                         })
                         .map_err(db_error)?;
                     }
-                    c.prepare_cached(
-                        "UPDATE outbox SET state = 'delivered', delivered_at = ?2, attempts = attempts + 1 WHERE id = ?1",
-                    )
-                    .and_then(|mut s| s.execute(params![f.notify.id, ms(at)]))
-                    .map_err(db_error)?;
+                    // Done: the row has become its deliveries, so it goes (the outbox keeps
+                    // only what is still to be sent or worth showing).
+                    c.prepare_cached("DELETE FROM outbox WHERE id = ?1 AND channel = 'notify'")
+                        .and_then(|mut s| s.execute(params![f.notify.id]))
+                        .map_err(db_error)?;
                 }
                 Ok(())
             })
