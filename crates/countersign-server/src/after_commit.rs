@@ -69,6 +69,11 @@ pub fn announce(state: &AppState, change: Committed<'_>) {
         }
         state.events.publish(kind, Some(&r.tenant_id), &r.id);
     }
-    // Every change wrote outbox rows (its notifications, perhaps callbacks).
-    state.notifier.wake();
+    // Every change wrote its notification to the outbox; all but a creation may also have
+    // written callbacks (CIBA ping and push), which go out at once.
+    if kind == RequestEventKind::Created {
+        state.notifier.wake_changes();
+    } else {
+        state.notifier.wake();
+    }
 }

@@ -208,6 +208,22 @@ pub trait DashboardStore: Send + Sync {
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>>;
 }
 
+/// Which outbox rows a claim takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxRows {
+    /// State changes waiting to be fanned out into deliveries (`notify`).
+    Changes,
+    /// What is sent: notification deliveries and CIBA callbacks.
+    Sends,
+}
+
+impl OutboxRows {
+    /// Whether the claim takes `notify` rows (as a SQL boolean parameter).
+    fn changes(self) -> bool {
+        self == OutboxRows::Changes
+    }
+}
+
 /// A tenant channel's stored settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelRecord {
@@ -533,11 +549,12 @@ pub trait Backend: DashboardStore + NotificationStore + Send + Sync + std::fmt::
     async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>>;
 
     // outbox
-    /// Claims up to `limit` callbacks due at `now`: each gets one more attempt and is hidden
-    /// from other workers until `lease_until` (so a worker that dies mid-delivery only delays
-    /// it). Safe on every replica at once.
+    /// Claims up to `limit` rows of one kind due at `now`: each gets one more attempt and is
+    /// hidden from other workers until `lease_until` (so a worker that dies mid-delivery only
+    /// delays it). Safe on every replica at once.
     async fn claim_outbox(
         &self,
+        rows: OutboxRows,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,

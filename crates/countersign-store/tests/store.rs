@@ -9,7 +9,9 @@ use countersign_core::{Clock, Error, Result, SystemClock};
 use countersign_proto::admin::KeyRole;
 use countersign_proto::ciba::AuthorizeRequest;
 use countersign_proto::{ApprovalStatus, TrustLevel};
-use countersign_store::{PostgresOptions, RequestFilter, SqliteOptions, Store, StoreConfig};
+use countersign_store::{
+    OutboxRows, PostgresOptions, RequestFilter, SqliteOptions, Store, StoreConfig,
+};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -418,7 +420,18 @@ mod oidc_and_outbox {
         let decided = ciba_request(&f, &client, 300, now).await;
         let expiring = ciba_request(&f, &client, 10, now).await;
         // Creation puts only its notification in the outbox, no callback.
-        let created = f.store.claim_outbox(now, now, 10).await.unwrap();
+        assert!(
+            f.store
+                .claim_outbox(OutboxRows::Sends, now, now, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let created = f
+            .store
+            .claim_outbox(OutboxRows::Changes, now, now, 10)
+            .await
+            .unwrap();
         assert_eq!(created.len(), 2);
         assert!(
             created
@@ -439,20 +452,23 @@ mod oidc_and_outbox {
 
         // Claimed once: a second claim before the lease ends finds nothing.
         let lease = later + Duration::seconds(30);
-        let (claimed, notifications): (Vec<_>, Vec<_>) = f
+        let claimed = f
             .store
-            .claim_outbox(later, lease, 10)
+            .claim_outbox(OutboxRows::Sends, later, lease, 10)
             .await
-            .unwrap()
-            .into_iter()
-            .partition(|i| i.channel != notify::NOTIFY);
+            .unwrap();
         assert_eq!(claimed.len(), 2);
+        let notifications = f
+            .store
+            .claim_outbox(OutboxRows::Changes, later, lease, 10)
+            .await
+            .unwrap();
         let mut events: Vec<_> = notifications.iter().map(|n| n.event.as_str()).collect();
         events.sort();
         assert_eq!(events, ["approved", "expired", "requested", "requested"]);
         assert!(
             f.store
-                .claim_outbox(later, lease, 10)
+                .claim_outbox(OutboxRows::Sends, later, lease, 10)
                 .await
                 .unwrap()
                 .is_empty()
@@ -498,19 +514,21 @@ mod oidc_and_outbox {
             )
             .await
             .unwrap();
-        let again = f.store.claim_outbox(later, lease, 10).await.unwrap();
+        let again = f
+            .store
+            .claim_outbox(OutboxRows::Sends, later, lease, 10)
+            .await
+            .unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 2);
         // A lease that ran out (a worker that died) makes the row claimable again.
         let after_lease = lease + Duration::seconds(1);
         assert_eq!(
             f.store
-                .claim_outbox(after_lease, after_lease, 10)
+                .claim_outbox(OutboxRows::Sends, after_lease, after_lease, 10)
                 .await
                 .unwrap()
-                .iter()
-                .filter(|i| i.channel != notify::NOTIFY)
-                .count(),
+                .len(),
             1
         );
     }
@@ -747,7 +765,11 @@ mod notifications {
         let new = create(&f, 300, now).await;
         let id = new.request.id.clone();
         // Creation wrote exactly one notification row.
-        let claimed = f.store.claim_outbox(now, now, 10).await.unwrap();
+        let claimed = f
+            .store
+            .claim_outbox(OutboxRows::Changes, now, now, 10)
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 1);
         let row = claimed[0].clone();
         assert_eq!(
@@ -789,7 +811,11 @@ mod notifications {
         );
         assert_eq!(f.store.find_review_token("h1").await.unwrap(), Some(token));
         // The deliveries are due; the fan-out row is done.
-        let due = f.store.claim_outbox(now, now, 10).await.unwrap();
+        let due = f
+            .store
+            .claim_outbox(OutboxRows::Sends, now, now, 10)
+            .await
+            .unwrap();
         assert_eq!(due.len(), 2);
         assert!(due.iter().all(|d| d.channel != notify::NOTIFY));
         let email = due.iter().find(|d| d.channel == notify::EMAIL).unwrap();

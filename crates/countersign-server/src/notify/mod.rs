@@ -37,7 +37,9 @@ pub struct Notifier {
     /// The VAPID key pair of Web Push.
     pub vapid: push::Vapid,
     review_key: hmac::Key,
-    wake: Arc<Notify>,
+    /// Wakes the fan-out loop (state changes) and the send loop (deliveries, callbacks).
+    changes: Arc<Notify>,
+    sends: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -66,7 +68,8 @@ impl Notifier {
             mailer: email::Mailer::from_settings(&settings.notifications.email, issuer)?,
             vapid: push::Vapid::load_or_create(settings, issuer, store, clock).await?,
             review_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
-            wake: Arc::new(Notify::new()),
+            changes: Arc::new(Notify::new()),
+            sends: Arc::new(Notify::new()),
         })
     }
 
@@ -78,12 +81,28 @@ impl Notifier {
         URL_SAFE_NO_PAD.encode(hmac::sign(&self.review_key, message.as_bytes()).as_ref())
     }
 
-    /// Tells the delivery worker that rows may be due.
+    /// Tells the outbox worker that rows may be due (a change commits, a delivery is sent
+    /// again, another replica hinted).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.changes.notify_one();
+        self.sends.notify_one();
     }
 
-    pub(crate) fn wake_handle(&self) -> Arc<Notify> {
-        self.wake.clone()
+    /// Tells the fan-out loop only: a new request writes a state change, never a callback.
+    pub fn wake_changes(&self) {
+        self.changes.notify_one();
+    }
+
+    /// Tells the send loop that deliveries are due.
+    pub(crate) fn wake_sends(&self) {
+        self.sends.notify_one();
+    }
+
+    pub(crate) fn changes_handle(&self) -> Arc<Notify> {
+        self.changes.clone()
+    }
+
+    pub(crate) fn sends_handle(&self) -> Arc<Notify> {
+        self.sends.clone()
     }
 }

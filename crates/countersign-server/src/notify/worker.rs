@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use countersign_core::Result;
 use countersign_core::notify::{self, EMAIL, NOTIFY, PUSH, SLACK, TEAMS, WEBHOOK};
 use countersign_core::oidc::{self, CHANNEL_PING, CHANNEL_PUSH, OutboxItem, OutboxOutcome};
+use countersign_store::OutboxRows;
 use rand::Rng;
 use tokio::sync::{Semaphore, watch};
 
@@ -237,17 +238,60 @@ fn failed(
     )
 }
 
-/// The delivery worker: woken by local state changes and hints from other replicas, and
-/// every `outbound.poll_interval_ms` for retries. Each delivery runs as its own task (at
-/// most `CONCURRENCY` at once), so one slow receiver never holds up the others.
-pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+/// The outbox worker: woken by local state changes and hints from other replicas, and every
+/// `outbound.poll_interval_ms` for retries. One loop fans state changes out in batches; the
+/// other sends, each delivery as its own task (at most `CONCURRENCY` at once), so one slow
+/// receiver never holds up the others and a callback never waits for a fan-out.
+pub async fn run(state: AppState, stop: watch::Receiver<bool>) {
+    let changes = tokio::spawn(fan_out_loop(state.clone(), stop.clone()));
+    send_loop(state, stop).await;
+    let _ = changes.await;
+}
+
+async fn fan_out_loop(state: AppState, mut stop: watch::Receiver<bool>) {
     let idle = StdDuration::from_millis(state.settings.outbound.poll_interval_ms.max(10));
-    let wake = state.notifier.wake_handle();
-    // Fan-outs finished by this worker: their deliveries are due at once.
-    let planned = Arc::new(tokio::sync::Notify::new());
+    let wake = state.notifier.changes_handle();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let claimed = match claim(&state, OutboxRows::Changes, BATCH as u32).await {
+            Ok(items) => {
+                let n = items.len();
+                if n > 0 {
+                    fan_out(&state, items).await;
+                    // Their deliveries are due now.
+                    state.notifier.wake_sends();
+                }
+                n
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming state changes failed; will retry");
+                0
+            }
+        };
+        if claimed == BATCH {
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {
+                // In a burst (the last claim found several changes), let more gather, so
+                // that one claim and one fan-out write serve many of them; a light load
+                // goes on at once.
+                if claimed > 1 {
+                    tokio::time::sleep(GATHER).await;
+                }
+            }
+            _ = tokio::time::sleep(idle) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn send_loop(state: AppState, mut stop: watch::Receiver<bool>) {
+    let idle = StdDuration::from_millis(state.settings.outbound.poll_interval_ms.max(10));
+    let wake = state.notifier.sends_handle();
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
-    // State changes the last claim found: more than one means a burst.
-    let mut last_changes = 0;
     loop {
         if *stop.borrow() {
             return;
@@ -262,28 +306,10 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         };
         let free = slots.available_permits() + 1;
         let want = free.min(BATCH);
-        let busy = match claim(&state, want as u32).await {
+        let busy = match claim(&state, OutboxRows::Sends, want as u32).await {
             Ok(items) => {
                 let full = items.len() == want;
-                let (changes, items): (Vec<_>, Vec<_>) =
-                    items.into_iter().partition(|i| i.channel == NOTIFY);
-                last_changes = changes.len();
                 let mut first = Some(first);
-                if !changes.is_empty() {
-                    let permit = match first.take() {
-                        Some(p) => p,
-                        None => match slots.clone().acquire_owned().await {
-                            Ok(p) => p,
-                            Err(_) => return,
-                        },
-                    };
-                    let (state, planned) = (state.clone(), planned.clone());
-                    tokio::spawn(async move {
-                        fan_out(&state, changes).await;
-                        drop(permit);
-                        planned.notify_one();
-                    });
-                }
                 for item in items {
                     let permit = match first.take() {
                         Some(p) => p,
@@ -311,15 +337,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             continue;
         }
         tokio::select! {
-            _ = wake.notified() => {
-                // In a burst (the last claim found several changes), let more changes
-                // gather, so that one claim and one fan-out write serve many of them. A
-                // light load claims at once.
-                if last_changes > 1 {
-                    tokio::time::sleep(GATHER).await;
-                }
-            }
-            _ = planned.notified() => {}
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(idle) => {}
             _ = stop.changed() => return,
         }
@@ -328,11 +346,14 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 
 /// Claims up to `limit` due rows, each leased for long enough to finish one attempt (a
 /// worker that dies leaves its rows to others after that).
-async fn claim(state: &AppState, limit: u32) -> Result<Vec<OutboxItem>> {
+async fn claim(state: &AppState, rows: OutboxRows, limit: u32) -> Result<Vec<OutboxItem>> {
     let now = state.clock.now();
     let outbound = &state.settings.outbound;
     let longest = (outbound.connect_timeout_ms + outbound.timeout_ms)
         .max(state.settings.notifications.email.timeout_ms);
     let lease = Duration::milliseconds(longest as i64) + Duration::seconds(10);
-    state.store.claim_outbox(now, now + lease, limit).await
+    state
+        .store
+        .claim_outbox(rows, now, now + lease, limit)
+        .await
 }

@@ -1675,11 +1675,13 @@ impl Backend for PgStore {
 
     async fn claim_outbox(
         &self,
+        rows: crate::OutboxRows,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxItem>> {
-        self.outbox_claim(now, lease_until, limit).await
+        self.outbox_claim(rows.changes(), now, lease_until, limit)
+            .await
     }
 
     async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {

@@ -464,6 +464,7 @@ impl PgStore {
 
     pub(super) async fn outbox_claim(
         &self,
+        changes: bool,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
@@ -472,12 +473,13 @@ impl PgStore {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2 WHERE id IN \
              (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
-              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+              AND (channel = 'notify') = $4 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING id, tenant_id, approval_id, channel, target, secret, event, attempts, recipient, payload",
         )
         .bind(ms(now))
         .bind(ms(lease_until))
         .bind(i64::from(limit))
+        .bind(changes)
         .fetch_all(&self.pool)
         .await
         .map_err(pg_error)?

@@ -1569,11 +1569,12 @@ impl Backend for SqliteStore {
 
     async fn claim_outbox(
         &self,
+        rows: crate::OutboxRows,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxItem>> {
-        self.outbox_claim(now, lease_until, limit)
+        self.outbox_claim(rows.changes(), now, lease_until, limit)
     }
 
     async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {

@@ -436,6 +436,7 @@ impl SqliteStore {
     /// first delivery attempt waits for no commit.
     pub(super) fn outbox_claim(
         &self,
+        changes: bool,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
@@ -446,9 +447,10 @@ impl SqliteStore {
         let due = self.read(|c| {
             c.prepare_cached(
                 "SELECT id, tenant_id, approval_id, channel, target, secret, event, attempts, recipient, payload FROM outbox \
-                 WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
+                 WHERE state = 'pending' AND next_attempt_at <= ?1 AND (channel = 'notify') = ?3 \
+                 ORDER BY next_attempt_at LIMIT ?2",
             )?
-            .query_map(params![ms(now), window], |r| {
+            .query_map(params![ms(now), window, changes], |r| {
                 Ok(OutboxItem {
                     id: r.get(0)?,
                     tenant_id: r.get(1)?,
