@@ -1088,6 +1088,9 @@ impl Backend for PgStore {
         .transpose()?
         .ok_or_else(|| not_found("approval request"))?;
         if current.status != ApprovalStatus::Pending || current.expires_at <= decision.at {
+            // Release the row lock now, not when the pool gets round to it: the expiry
+            // sweep skips locked rows.
+            tx.rollback().await.map_err(pg_error)?;
             return Err(Error::AlreadyDecided {
                 status: current.status_at(decision.at),
             });

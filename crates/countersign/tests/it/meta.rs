@@ -78,6 +78,21 @@ async fn openapi_describes_every_endpoint() {
         "/readyz",
         "/metrics",
         "/.well-known/jwks.json",
+        "/v1/admin/notification-channels",
+        "/v1/admin/notification-channels/email",
+        "/v1/admin/notification-channels/slack",
+        "/v1/admin/notification-channels/teams",
+        "/v1/admin/notification-channels/{channel}/test",
+        "/v1/me/notification-preferences",
+        "/v1/admin/users/{id}/notification-preferences",
+        "/v1/approvals/{id}/deliveries",
+        "/v1/admin/webhooks",
+        "/v1/admin/webhooks/{id}",
+        "/v1/admin/webhooks/{id}/rotate-secret",
+        "/v1/admin/webhooks/{id}/deliveries",
+        "/v1/admin/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+        "/v1/admin/webhooks/{id}/test",
+        "/integrations/slack/{tenant}/interactivity",
     ] {
         assert!(paths.contains_key(path), "{path} is not described");
     }
