@@ -39,20 +39,6 @@ async fn submit(app: &TestApp, link: &str, verdict: &str, comment: &str) -> (u16
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
-async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
-    let res: Value = app
-        .http()
-        .get(app.url(&format!("/v1/approvals/{id}/deliveries")))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    res["deliveries"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_ciba_request_is_emailed_and_decided_on_the_confirmation_page() {
     let smtp = SmtpServer::start().await;
@@ -254,7 +240,7 @@ async fn each_primary_gets_their_own_links_and_one_rejection_closes_both() {
     let (_, _, body) = get(&app, &alice.link("Approve")).await;
     assert!(body.contains("it is rejected"), "{body}");
 
-    let log = deliveries(&app, &id).await;
+    let log = settled_deliveries(&app, &id).await;
     let emails: Vec<_> = log.iter().filter(|d| d["channel"] == "email").collect();
     assert_eq!(emails.len(), 2);
     for d in emails {
@@ -523,7 +509,7 @@ async fn escalation_emails_the_next_reviewers_and_expiry_follows_up() {
         ["alice@company.com", "bob@company.com", "carol@company.com"]
     );
     assert!(expired.iter().all(|m| !m.text().contains("Approve: ")));
-    let log = deliveries(&app, &id).await;
+    let log = settled_deliveries(&app, &id).await;
     assert_eq!(
         log.iter()
             .filter(|d| d["channel"] == "email" && d["event"] == "expired")

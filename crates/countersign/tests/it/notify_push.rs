@@ -327,20 +327,6 @@ async fn subscribed(app: &TestApp, email: &str, device: &Device) -> Browser {
     b
 }
 
-async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
-    let res: Value = app
-        .http()
-        .get(app.url(&format!("/v1/approvals/{id}/deliveries")))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    res["deliveries"].as_array().cloned().unwrap_or_default()
-}
-
 /// Waits until every state change was fanned out and no delivery is pending.
 async fn settled(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -547,7 +533,7 @@ async fn a_gone_subscription_is_removed_and_a_busy_service_is_retried() {
     let (_, _, page) = b.get("/ui/account").await;
     assert_eq!(page.matches("data-device=\"psh_").count(), 1);
     let id = message["tag"].as_str().unwrap();
-    let log = deliveries(&app, id).await;
+    let log = settled_deliveries(&app, id).await;
     let failed: Vec<_> = log
         .iter()
         .filter(|d| d["channel"] == "push" && d["state"] == "failed")

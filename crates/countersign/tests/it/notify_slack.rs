@@ -401,20 +401,6 @@ async fn click(app: &TestApp, slack: &Slack, c: Click<'_>) {
     );
 }
 
-async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
-    let res: Value = app
-        .http()
-        .get(app.url(&format!("/v1/approvals/{id}/deliveries")))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    res["deliveries"].as_array().cloned().unwrap_or_default()
-}
-
 async fn slack_user_of(app: &TestApp, email: &str) -> Value {
     let users = app.admin.list_users().await.unwrap().users;
     let id = &users.iter().find(|u| u.email == email).unwrap().id;
@@ -534,7 +520,7 @@ async fn a_tool_call_is_posted_and_a_signed_click_decides_it() {
     assert_eq!(slack_user_of(&app, "bob@company.com").await, "U0BOB");
     assert!(slack.calls("respond/bob").is_empty(), "no complaint");
 
-    let log = deliveries(&app, &id).await;
+    let log = settled_deliveries(&app, &id).await;
     let post_row = log
         .iter()
         .find(|d| d["channel"] == "slack" && d["target"] == APPROVALS)

@@ -284,20 +284,6 @@ fn actions(card: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
-    let res: Value = app
-        .http()
-        .get(app.url(&format!("/v1/approvals/{id}/deliveries")))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    res["deliveries"].as_array().cloned().unwrap()
-}
-
 #[tokio::test]
 async fn a_card_asks_and_its_approve_button_decides_through_teams() {
     let teams = Teams::start().await;
@@ -430,7 +416,7 @@ async fn a_card_asks_and_its_approve_button_decides_through_teams() {
     assert_eq!(buttons.len(), 1);
     assert_eq!(buttons[0].0, "View in dashboard");
 
-    let log = deliveries(&app, &id).await;
+    let log = settled_deliveries(&app, &id).await;
     let teams_log: Vec<_> = log.iter().filter(|d| d["channel"] == "teams").collect();
     assert_eq!(teams_log.len(), 2);
     for d in teams_log {
@@ -489,7 +475,7 @@ async fn a_groups_own_webhook_gets_its_requests_escalations_and_outcomes() {
     );
     assert_eq!(actions(&cancelled.card).len(), 1);
     assert!(teams.posts().iter().all(|p| p.path == "finance"));
-    let log = deliveries(&app, &id).await;
+    let log = settled_deliveries(&app, &id).await;
     let events: Vec<_> = log
         .iter()
         .filter(|d| d["channel"] == "teams")

@@ -664,3 +664,35 @@ pub async fn signed_in(app: &TestApp, email: &str) -> Browser {
     b.sign_in(&url).await;
     b
 }
+
+/// A request's delivery log (`GET /v1/approvals/{id}/deliveries`, with the admin key).
+pub async fn deliveries(app: &TestApp, id: &str) -> Vec<serde_json::Value> {
+    let res: serde_json::Value = app
+        .http()
+        .get(app.url(&format!("/v1/approvals/{id}/deliveries")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    res["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+/// The delivery log once none of its deliveries is pending: a receiver may hold a message
+/// a moment before the worker has recorded how sending it went.
+pub async fn settled_deliveries(app: &TestApp, id: &str) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = deliveries(app, id).await;
+        if log.iter().all(|d| d["state"] != "pending") {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries stayed pending: {log:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
