@@ -1,9 +1,7 @@
 //! Email notifications through a real SMTP server (aiosmtpd): each reviewer gets their own
 //! message; its links open a confirmation page that changes nothing until its form is sent.
 use countersign_proto::ciba::TokenResponse;
-use countersign_proto::guard::{
-    ApprovalConfig, GroupInput, MemberInput, MemberRole, PolicyAction, PolicyInput, ToolRequest,
-};
+use countersign_proto::guard::ToolRequest;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -128,49 +126,6 @@ async fn a_ciba_request_is_emailed_and_decided_on_the_confirmation_page() {
     );
 }
 
-fn policy(channels: &[&str]) -> PolicyInput {
-    PolicyInput {
-        name: "Approve Financial Operations".into(),
-        tool_pattern: "payment_*".into(),
-        action: PolicyAction::RequireApproval,
-        description: None,
-        priority: None,
-        is_active: None,
-        condition: None,
-        approval_config: Some(ApprovalConfig {
-            approval_group_id: Some("group_finance".into()),
-            notification_channels: channels.iter().map(|c| c.to_string()).collect(),
-            ..ApprovalConfig::default()
-        }),
-    }
-}
-
-async fn finance_group(app: &TestApp) {
-    for email in ["alice@company.com", "bob@company.com", "carol@company.com"] {
-        app.reviewer(email).await;
-    }
-    let member = |email: &str, role| MemberInput {
-        email: email.into(),
-        role,
-    };
-    app.admin
-        .create_group(
-            P,
-            &GroupInput {
-                id: Some("group_finance".into()),
-                name: "Finance Team".into(),
-                members: vec![
-                    member("alice@company.com", MemberRole::Primary),
-                    member("bob@company.com", MemberRole::Primary),
-                    member("carol@company.com", MemberRole::Backup),
-                ],
-                escalation_minutes: Some(15),
-            },
-        )
-        .await
-        .unwrap();
-}
-
 fn refund() -> ToolRequest {
     ToolRequest {
         session_id: "session_abc123".into(),
@@ -185,9 +140,9 @@ fn refund() -> ToolRequest {
 async fn each_primary_gets_their_own_links_and_one_rejection_closes_both() {
     let smtp = SmtpServer::start().await;
     let app = spawn_with(|s| with_email(s, &smtp.url())).await;
-    finance_group(&app).await;
+    finance_team(&app, Some(15)).await;
     app.admin
-        .create_policy(P, &policy(&["email"]))
+        .create_policy(P, &finance_policy(&["email"]))
         .await
         .unwrap();
     let (_, agent) = app.agent("support-bot").await;
@@ -254,10 +209,10 @@ async fn each_primary_gets_their_own_links_and_one_rejection_closes_both() {
 async fn a_policy_without_email_sends_none_and_risky_links_need_a_sign_in() {
     let smtp = SmtpServer::start().await;
     let app = spawn_with(|s| with_email(s, &smtp.url())).await;
-    finance_group(&app).await;
+    finance_team(&app, Some(15)).await;
     let policy_id = app
         .admin
-        .create_policy(P, &policy(&["slack"]))
+        .create_policy(P, &finance_policy(&["slack"]))
         .await
         .unwrap()
         .id;
@@ -281,7 +236,7 @@ async fn a_policy_without_email_sends_none_and_risky_links_need_a_sign_in() {
     );
 
     // Email on, but links decide requests riskier than 0 only after a sign-in.
-    let mut email_policy = policy(&["email"]);
+    let mut email_policy = finance_policy(&["email"]);
     email_policy.name = "With email".into();
     app.admin
         .update_policy(P, &policy_id, &email_policy)
@@ -465,9 +420,9 @@ async fn people_choose_their_channels() {
 async fn escalation_emails_the_next_reviewers_and_expiry_follows_up() {
     let smtp = SmtpServer::start().await;
     let app = spawn_with_clock_and(|s| with_email(s, &smtp.url())).await;
-    finance_group(&app).await;
+    finance_team(&app, Some(15)).await;
     app.admin
-        .create_policy(P, &policy(&["email"]))
+        .create_policy(P, &finance_policy(&["email"]))
         .await
         .unwrap();
     let (_, agent) = app.agent("support-bot").await;

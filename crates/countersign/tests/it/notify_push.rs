@@ -12,9 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use countersign_proto::guard::{
-    ApprovalConfig, GroupInput, MemberInput, MemberRole, PolicyAction, PolicyInput, ToolRequest,
-};
+use countersign_proto::guard::ToolRequest;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -405,57 +403,15 @@ async fn a_ciba_request_pushes_to_the_users_device_and_its_outcome_replaces_it()
     }
 }
 
-async fn finance_group(app: &TestApp) {
-    for email in ["alice@company.com", "bob@company.com", "carol@company.com"] {
-        app.reviewer(email).await;
-    }
-    let member = |email: &str, role| MemberInput {
-        email: email.into(),
-        role,
-    };
-    app.admin
-        .create_group(
-            P,
-            &GroupInput {
-                id: Some("group_finance".into()),
-                name: "Finance Team".into(),
-                members: vec![
-                    member("alice@company.com", MemberRole::Primary),
-                    member("bob@company.com", MemberRole::Primary),
-                    member("carol@company.com", MemberRole::Backup),
-                ],
-                escalation_minutes: Some(15),
-            },
-        )
-        .await
-        .unwrap();
-    app.admin
-        .create_policy(
-            P,
-            &PolicyInput {
-                name: "Approve Financial Operations".into(),
-                tool_pattern: "payment_*".into(),
-                action: PolicyAction::RequireApproval,
-                description: None,
-                priority: None,
-                is_active: None,
-                condition: None,
-                approval_config: Some(ApprovalConfig {
-                    approval_group_id: Some("group_finance".into()),
-                    notification_channels: vec!["dashboard".into()],
-                    ..ApprovalConfig::default()
-                }),
-            },
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_tool_call_for_a_group_pushes_to_its_primaries_devices() {
     let service = PushService::start().await;
     let app = spawn_with(with_push).await;
-    finance_group(&app).await;
+    finance_team(&app, Some(15)).await;
+    app.admin
+        .create_policy(P, &finance_policy(&["dashboard"]))
+        .await
+        .unwrap();
     let devices: Vec<Device> = ["alice", "bob", "carol"]
         .iter()
         .map(|n| service.device(n))

@@ -13,8 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::ciba::TokenResponse;
 use countersign_proto::guard::{
-    ApprovalConfig, EscalationRule, GroupInput, MemberInput, MemberRole, PolicyAction, PolicyInput,
-    ToolRequest,
+    ApprovalConfig, EscalationRule, GroupInput, MemberInput, MemberRole, PolicyInput, ToolRequest,
 };
 use serde_json::{Value, json};
 
@@ -301,20 +300,13 @@ async fn people(app: &TestApp) -> HashMap<&'static str, countersign_client::Clie
 }
 
 fn policy(config: ApprovalConfig) -> PolicyInput {
-    PolicyInput {
-        name: "Approve Financial Operations".into(),
-        tool_pattern: "payment_*".into(),
-        action: PolicyAction::RequireApproval,
-        description: None,
-        priority: None,
-        is_active: None,
-        condition: None,
-        approval_config: Some(ApprovalConfig {
-            approval_group_id: Some("group_finance".into()),
-            notification_channels: vec!["slack".into()],
-            ..config
-        }),
-    }
+    let mut policy = finance_policy(&["slack"]);
+    policy.approval_config = policy.approval_config.map(|base| ApprovalConfig {
+        approval_group_id: base.approval_group_id,
+        notification_channels: base.notification_channels,
+        ..config
+    });
+    policy
 }
 
 fn refund() -> ToolRequest {

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use countersign_proto::ApprovalStatus;
-use countersign_proto::guard::{
-    ApprovalConfig, GroupInput, MemberInput, MemberRole, PolicyAction, PolicyInput, ToolRequest,
-};
+use countersign_proto::guard::ToolRequest;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -171,52 +169,6 @@ async fn put_teams(app: &TestApp, body: Value) {
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 }
 
-async fn finance(app: &TestApp, escalation_minutes: Option<u32>) {
-    for email in ["alice@company.com", "bob@company.com", "carol@company.com"] {
-        app.reviewer(email).await;
-    }
-    let member = |email: &str, role| MemberInput {
-        email: email.into(),
-        role,
-    };
-    app.admin
-        .create_group(
-            P,
-            &GroupInput {
-                id: Some("group_finance".into()),
-                name: "Finance Team".into(),
-                members: vec![
-                    member("alice@company.com", MemberRole::Primary),
-                    member("bob@company.com", MemberRole::Primary),
-                    member("carol@company.com", MemberRole::Backup),
-                ],
-                escalation_minutes,
-            },
-        )
-        .await
-        .unwrap();
-    app.admin
-        .create_policy(
-            P,
-            &PolicyInput {
-                name: "Approve Financial Operations".into(),
-                tool_pattern: "payment_*".into(),
-                action: PolicyAction::RequireApproval,
-                description: None,
-                priority: None,
-                is_active: None,
-                condition: None,
-                approval_config: Some(ApprovalConfig {
-                    approval_group_id: Some("group_finance".into()),
-                    notification_channels: vec!["teams".into()],
-                    ..ApprovalConfig::default()
-                }),
-            },
-        )
-        .await
-        .unwrap();
-}
-
 fn refund(reason: &str) -> ToolRequest {
     ToolRequest {
         session_id: "session_abc123".into(),
@@ -288,7 +240,11 @@ fn actions(card: &Value) -> Vec<(String, String)> {
 async fn a_card_asks_and_its_approve_button_decides_through_teams() {
     let teams = Teams::start().await;
     let app = spawn_with(settings).await;
-    finance(&app, None).await;
+    finance_team(&app, None).await;
+    app.admin
+        .create_policy(P, &finance_policy(&["teams"]))
+        .await
+        .unwrap();
     put_teams(&app, json!({"webhook_url": teams.url("tenant")})).await;
     let (_, agent) = app.agent("support-bot").await;
     let asked = agent
@@ -430,7 +386,11 @@ async fn a_card_asks_and_its_approve_button_decides_through_teams() {
 async fn a_groups_own_webhook_gets_its_requests_escalations_and_outcomes() {
     let teams = Teams::start().await;
     let app = spawn_with_clock_and(settings).await;
-    finance(&app, Some(15)).await;
+    finance_team(&app, Some(15)).await;
+    app.admin
+        .create_policy(P, &finance_policy(&["teams"]))
+        .await
+        .unwrap();
     put_teams(
         &app,
         json!({

@@ -696,3 +696,52 @@ pub async fn settled_deliveries(app: &TestApp, id: &str) -> Vec<serde_json::Valu
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A policy that makes `payment_*` calls need the approval of `group_finance`, told on
+/// `channels`.
+pub fn finance_policy(channels: &[&str]) -> countersign_proto::guard::PolicyInput {
+    use countersign_proto::guard::{ApprovalConfig, PolicyAction, PolicyInput};
+    PolicyInput {
+        name: "Approve Financial Operations".into(),
+        tool_pattern: "payment_*".into(),
+        action: PolicyAction::RequireApproval,
+        description: None,
+        priority: None,
+        is_active: None,
+        condition: None,
+        approval_config: Some(ApprovalConfig {
+            approval_group_id: Some("group_finance".into()),
+            notification_channels: channels.iter().map(|c| c.to_string()).collect(),
+            ..ApprovalConfig::default()
+        }),
+    }
+}
+
+/// Reviewers alice and bob (primaries) and carol (backup) of `group_finance`, whose backups
+/// join after `escalation_minutes`.
+pub async fn finance_team(app: &TestApp, escalation_minutes: Option<u32>) {
+    use countersign_proto::guard::{GroupInput, MemberInput, MemberRole};
+    for email in ["alice@company.com", "bob@company.com", "carol@company.com"] {
+        app.reviewer(email).await;
+    }
+    let member = |email: &str, role| MemberInput {
+        email: email.into(),
+        role,
+    };
+    app.admin
+        .create_group(
+            "default",
+            &GroupInput {
+                id: Some("group_finance".into()),
+                name: "Finance Team".into(),
+                members: vec![
+                    member("alice@company.com", MemberRole::Primary),
+                    member("bob@company.com", MemberRole::Primary),
+                    member("carol@company.com", MemberRole::Backup),
+                ],
+                escalation_minutes,
+            },
+        )
+        .await
+        .unwrap();
+}
