@@ -618,6 +618,64 @@ fn user_agent(headers: &HeaderMap) -> String {
         .to_string()
 }
 
+/// A notice on a page: its kind (`ok`, `warn`, `error`) and its words.
+pub type Notice = (&'static str, String);
+
+/// What a person's decision did, as a page shows it: the request as it now stands and a
+/// notice. Refusals a person can act on (someone else decided first, not eligible, already
+/// voted, a bad comment) become notices; anything else is an error page.
+pub async fn decision_outcome(
+    state: &AppState,
+    request: countersign_core::approval::ApprovalRequest,
+    verdict: countersign_core::approval::Verdict,
+    outcome: Result<countersign_core::approval::ApprovalRequest, Error>,
+) -> Result<(countersign_core::approval::ApprovalRequest, Notice), Error> {
+    use countersign_core::approval::{RequestRef, Verdict};
+    use countersign_proto::ApprovalStatus;
+    let now = state.clock.now();
+    Ok(match outcome {
+        // A quorum still needs others: the vote counts, the request stays pending.
+        Ok(decided) if decided.status_at(now) == ApprovalStatus::Pending => (
+            decided,
+            (
+                "ok",
+                "Your approval is recorded; the request needs more approvals.".to_string(),
+            ),
+        ),
+        Ok(decided) => {
+            let word = match verdict {
+                Verdict::Approve => "Approved",
+                Verdict::Reject => "Rejected",
+            };
+            (decided, ("ok", format!("{word}. The agent learns it now.")))
+        }
+        Err(Error::AlreadyDecided { status }) => {
+            let current = crate::service::find(
+                state,
+                &request.tenant_id,
+                &RequestRef::PublicId(request.id.clone()),
+            )
+            .await?;
+            (current, ("warn", settled_words(status)))
+        }
+        Err(e @ (Error::AlreadyExists(_) | Error::Forbidden(_) | Error::Invalid { .. })) => {
+            (request, ("error", e.to_string()))
+        }
+        Err(e) => return Err(e),
+    })
+}
+
+/// Why a request can no longer be decided.
+pub fn settled_words(status: countersign_proto::ApprovalStatus) -> String {
+    use countersign_proto::ApprovalStatus;
+    match status {
+        ApprovalStatus::Pending => "This request is still waiting for a decision.".into(),
+        ApprovalStatus::Expired => "This request expired before anyone decided it.".into(),
+        ApprovalStatus::Cancelled => "The agent withdrew this request.".into(),
+        s => format!("This request was already decided: it is {}.", s.as_str()),
+    }
+}
+
 /// Where a form goes after it worked: htmx swaps a fragment, a plain form follows a redirect.
 fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, to.to_string())]).into_response()

@@ -536,40 +536,7 @@ async fn decide(
         )
         .await
     };
-    let now = state.clock.now();
-    let (current, notice) = match outcome {
-        // A quorum still needs others: the vote counts, the request stays pending.
-        Ok(decided) if decided.status_at(now) == ApprovalStatus::Pending => (
-            decided,
-            (
-                "ok",
-                "Your approval is recorded; the request needs more approvals.".to_string(),
-            ),
-        ),
-        Ok(decided) => {
-            let word = match verdict {
-                Verdict::Approve => "Approved",
-                Verdict::Reject => "Rejected",
-            };
-            (decided, ("ok", format!("{word}. The agent learns it now.")))
-        }
-        Err(e @ (Error::AlreadyExists(_) | Error::Forbidden(_))) => {
-            (request, ("error", e.to_string()))
-        }
-        Err(Error::AlreadyDecided { status }) => {
-            let current = visible_request(&state, &viewer.principal, &id).await?;
-            let words = match status {
-                ApprovalStatus::Expired => "This request expired before your decision.".into(),
-                s => format!(
-                    "Someone else decided this request meanwhile: it is {}.",
-                    s.as_str()
-                ),
-            };
-            (current, ("warn", words))
-        }
-        Err(e @ Error::Invalid { .. }) => (request, ("error", e.to_string())),
-        Err(e) => return Err(e.into()),
-    };
+    let (current, notice) = super::decision_outcome(&state, request, verdict, outcome).await?;
     if posted.htmx {
         let (_, panel) = page_parts(&state, viewer, &current, Some(notice)).await?;
         render(&PanelFragment { panel })

@@ -150,15 +150,6 @@ async fn session_viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<
     }
 }
 
-fn outcome_words(status: ApprovalStatus) -> String {
-    match status {
-        ApprovalStatus::Pending => "This request is still waiting for a decision.".into(),
-        ApprovalStatus::Expired => "This request expired before anyone decided it.".into(),
-        ApprovalStatus::Cancelled => "The agent withdrew this request.".into(),
-        s => format!("This request was already decided: it is {}.", s.as_str()),
-    }
-}
-
 async fn page(
     state: &AppState,
     layout: Layout,
@@ -200,7 +191,7 @@ pub async fn review_page(
         (Some(token), _) => {
             let (_, user, request) = resolve_token(&state, &token).await.map_err(private_error)?;
             if request.status_at(now) != ApprovalStatus::Pending {
-                let notice = Some(("warn", outcome_words(request.status_at(now))));
+                let notice = Some(("warn", super::settled_words(request.status_at(now))));
                 return page(
                     &state,
                     Layout::public("Review"),
@@ -264,7 +255,7 @@ pub async fn review_page(
             let request = visible(&state, &viewer.principal, &approval).await?;
             let layout = Layout::for_viewer(&viewer, "Review", "queue");
             if request.status_at(now) != ApprovalStatus::Pending {
-                let notice = Some(("warn", outcome_words(request.status_at(now))));
+                let notice = Some(("warn", super::settled_words(request.status_at(now))));
                 return page(&state, layout, &request, None, notice, None).await;
             }
             let form = FormView {
@@ -334,36 +325,7 @@ async fn decide_and_show(
         channel,
     )
     .await;
-    let now = state.clock.now();
-    let (current, notice) = match outcome {
-        Ok(decided) if decided.status_at(now) == ApprovalStatus::Pending => (
-            decided,
-            (
-                "ok",
-                "Your approval is recorded; the request needs more approvals.".to_string(),
-            ),
-        ),
-        Ok(decided) => {
-            let word = match verdict {
-                Verdict::Approve => "Approved",
-                Verdict::Reject => "Rejected",
-            };
-            (decided, ("ok", format!("{word}. The agent learns it now.")))
-        }
-        Err(Error::AlreadyDecided { status }) => {
-            let current = service::find(
-                state,
-                &request.tenant_id,
-                &RequestRef::PublicId(request.id.clone()),
-            )
-            .await?;
-            (current, ("warn", outcome_words(status)))
-        }
-        Err(e @ (Error::Forbidden(_) | Error::Invalid { .. })) => {
-            (request, ("error", e.to_string()))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (current, notice) = super::decision_outcome(state, request, verdict, outcome).await?;
     page(state, layout, &current, None, Some(notice), None).await
 }
 

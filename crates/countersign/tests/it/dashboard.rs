@@ -423,7 +423,7 @@ async fn every_form_post_needs_the_sessions_anti_forgery_token() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("decided this request meanwhile"));
+    assert!(page.contains("This request was already decided: it is approved."));
 }
 
 #[tokio::test]
