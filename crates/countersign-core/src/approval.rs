@@ -181,6 +181,18 @@ impl ApprovalRequest {
             .unwrap_or(&self.scope)
     }
 
+    /// What the action is done with, as reviewers see it: a tool call's arguments, a CIBA
+    /// request's context, an OpenID request's authorization details.
+    pub fn arguments(&self) -> &Value {
+        match self.kind {
+            RequestKind::Oidc => self
+                .context
+                .get("authorization_details")
+                .unwrap_or(&self.context),
+            RequestKind::Tool | RequestKind::Ciba => &self.context,
+        }
+    }
+
     /// Seconds left before expiry, never negative.
     pub fn expires_in(&self, now: DateTime<Utc>) -> i64 {
         (self.expires_at - now).num_seconds().max(0)

@@ -25,6 +25,19 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A reviewer acting through a channel that names them without an API key (a review link,
+    /// a verified Slack click): they may do only what their own eligibility allows.
+    pub fn reviewer(tenant_id: &str, user_id: &str, via: &str) -> Principal {
+        Principal {
+            tenant_id: tenant_id.to_string(),
+            key_id: via.to_string(),
+            role: Role::Reviewer {
+                user_id: user_id.to_string(),
+            },
+            user_id: Some(user_id.to_string()),
+        }
+    }
+
     /// How this caller appears in the audit trail.
     pub fn actor(&self) -> Actor {
         match &self.role {

@@ -6,9 +6,11 @@ use countersign_core::approval::ApprovalRequest;
 use countersign_core::audit::ChainedEvent;
 use countersign_core::dashboard::LoginLink;
 use countersign_core::directory::{Agent, ApiKey, Tenant, User};
+use countersign_core::notify::Delivery;
 use countersign_proto::admin::{AgentView, ApiKeyView, LoginLinkView, TenantView, UserView};
 use countersign_proto::approvals::ApprovalView;
 use countersign_proto::audit::AuditEventView;
+use countersign_proto::notify::DeliveryView;
 
 pub fn user(u: User) -> UserView {
     UserView {
@@ -106,5 +108,24 @@ pub fn login_link(l: LoginLink, now: DateTime<Utc>) -> LoginLinkView {
         user_id: l.user_id,
         created_at: l.created_at,
         expires_at: l.expires_at,
+    }
+}
+
+/// A notification delivery as the delivery logs show it.
+pub fn delivery(d: Delivery) -> DeliveryView {
+    DeliveryView {
+        next_attempt_at: d.is_pending().then_some(d.next_attempt_at),
+        id: d.id,
+        approval_id: d.approval_id,
+        channel: d.channel,
+        target: d.target,
+        recipient: d.recipient,
+        event: d.event,
+        state: d.state,
+        attempts: d.attempts,
+        status_code: d.status_code,
+        last_error: d.last_error,
+        created_at: d.created_at,
+        delivered_at: d.delivered_at,
     }
 }

@@ -259,6 +259,28 @@ pub async fn remove(state: &AppState, caller: &Principal, channel: &str) -> Resu
         .await
 }
 
+/// Sends a test message on one of the tenant's channels at once (the "send a test" of the
+/// API and the settings page); email needs the address `to` write to.
+pub async fn send_test(
+    state: &AppState,
+    caller: &Principal,
+    channel: &str,
+    to: Option<&str>,
+) -> Result<super::worker::Attempt> {
+    caller.require_admin()?;
+    check_channel(channel)?;
+    Ok(match channel {
+        EMAIL => {
+            let to = to
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| Error::invalid("`to`: the address to send the test to"))?;
+            super::email::send_test(state, &validate::email(to)?).await
+        }
+        SLACK => super::slack::send_test(state, &caller.tenant_id).await,
+        _ => super::teams::send_test(state, &caller.tenant_id).await,
+    })
+}
+
 /// The channels tenants configure.
 pub fn check_channel(channel: &str) -> Result<()> {
     if matches!(channel, EMAIL | SLACK | TEAMS) {

@@ -3,7 +3,7 @@
 //! and its trust level, the agent's own words (labelled as such), expiry, the outcome, and
 //! the links. Each channel renders these facts in its own format and escapes them itself.
 use chrono::{DateTime, Utc};
-use countersign_core::approval::{ApprovalRequest, RequestKind, RequestRef, TIMEOUT_DECIDER};
+use countersign_core::approval::{ApprovalRequest, RequestRef, TIMEOUT_DECIDER};
 use countersign_core::notify::{Event, arguments_text, sanitize, truncate};
 use countersign_core::{Error, Result};
 use countersign_proto::ApprovalStatus;
@@ -157,16 +157,12 @@ pub async fn facts_of(state: &AppState, r: &ApprovalRequest) -> Result<Facts> {
     let words = tool
         .and_then(|t| t.reason.clone())
         .unwrap_or_else(|| r.binding_message.clone());
-    let arguments = match r.kind {
-        RequestKind::Tool | RequestKind::Ciba => &r.context,
-        RequestKind::Oidc => r.context.get("authorization_details").unwrap_or(&r.context),
-    };
     Ok(Facts {
         approval_id: r.id.clone(),
         tenant_id: r.tenant_id.clone(),
         action_label: if tool.is_some() { "Tool" } else { "Scope" },
         action: truncate(&sanitize(r.action_name()), 200),
-        arguments: sanitize(&arguments_text(arguments, MAX_ARGUMENTS_CHARS)),
+        arguments: sanitize(&arguments_text(r.arguments(), MAX_ARGUMENTS_CHARS)),
         risk_score: tool.map(|t| t.risk_score),
         threats: tool.map(|t| t.threats.clone()).unwrap_or_default(),
         session_id: tool.map(|t| sanitize(&t.session_id)),

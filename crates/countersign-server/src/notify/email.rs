@@ -4,7 +4,6 @@
 use std::time::Duration as StdDuration;
 
 use askama::Template;
-use countersign_core::Error;
 use countersign_core::notify::Event;
 use countersign_core::oidc::OutboxItem;
 use countersign_proto::ApprovalStatus;
@@ -200,13 +199,6 @@ fn render(
     Ok((headline, text, html))
 }
 
-fn internal(e: Error) -> AttemptError {
-    match e {
-        Error::NotFound(m) => AttemptError::give_up(m),
-        other => AttemptError::retry(format!("store: {other}")),
-    }
-}
-
 /// Sends one reviewer's email.
 pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
     let mailer = state
@@ -223,13 +215,10 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
     let user = state
         .store
         .get_user(&item.tenant_id, user_id)
-        .await
-        .map_err(internal)?
+        .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| AttemptError::give_up("the recipient is no longer an active user"))?;
-    let facts = content::facts(state, &item.tenant_id, &item.approval_id)
-        .await
-        .map_err(internal)?;
+    let facts = content::facts(state, &item.tenant_id, &item.approval_id).await?;
     let asks = matches!(event, Event::Requested | Event::Escalated)
         && facts.status == ApprovalStatus::Pending;
     let links = asks.then(|| {

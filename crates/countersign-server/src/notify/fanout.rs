@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 
 use countersign_core::approval::RequestRef;
+use countersign_core::directory::User;
 use countersign_core::notify::{
-    self, Event, FanOut, PlanInput, PushSubscription, ReviewToken, TenantChannels, WebhookEndpoint,
+    self, Event, FanOut, PlanInput, Preferences, PushSubscription, ReviewToken, TenantChannels,
+    WebhookEndpoint,
 };
 use countersign_core::oidc::OutboxItem;
 use countersign_core::{Result, secret};
@@ -15,11 +17,39 @@ use serde_json::Value;
 use super::channels;
 use crate::state::AppState;
 
-/// A tenant's ways of telling anyone, read once per batch.
+/// A tenant's ways of telling anyone, read once per batch; its people and their
+/// preferences are read on first need.
 struct Targets {
     channels: TenantChannels,
     webhooks: Vec<WebhookEndpoint>,
     push: Vec<PushSubscription>,
+    people: Option<People>,
+}
+
+struct People {
+    users: HashMap<String, User>,
+    preferences: HashMap<String, Preferences>,
+}
+
+impl People {
+    async fn read(state: &AppState, tenant: &str) -> Result<People> {
+        Ok(People {
+            users: state
+                .store
+                .list_users(tenant)
+                .await?
+                .into_iter()
+                .map(|u| (u.id.clone(), u))
+                .collect(),
+            preferences: state
+                .store
+                .list_preferences(tenant)
+                .await?
+                .into_iter()
+                .map(|p| (p.user_id.clone(), p))
+                .collect(),
+        })
+    }
 }
 
 impl Targets {
@@ -28,6 +58,7 @@ impl Targets {
             channels: channels::tenant_channels(state, tenant).await?,
             webhooks: state.store.list_webhooks(tenant).await?,
             push: state.store.list_push_subscriptions(tenant).await?,
+            people: None,
         })
     }
 
@@ -43,10 +74,10 @@ impl Targets {
 
 /// Plans and stores a batch of `notify` rows. Rows whose plan could not be read are left
 /// out of the batch and returned with their error, for a retry.
-pub async fn run(
+pub async fn run<'a>(
     state: &AppState,
-    items: Vec<OutboxItem>,
-) -> Result<Vec<(OutboxItem, countersign_core::Error)>> {
+    items: &'a [OutboxItem],
+) -> Result<Vec<(&'a OutboxItem, countersign_core::Error)>> {
     let now = state.clock.now();
     let mut targets: HashMap<String, Targets> = HashMap::new();
     let mut batch = Vec::with_capacity(items.len());
@@ -63,10 +94,10 @@ pub async fn run(
                 }
             }
         }
-        let Some(t) = targets.get(&item.tenant_id) else {
+        let Some(t) = targets.get_mut(&item.tenant_id) else {
             continue;
         };
-        match plan_one(state, &item, t, now).await {
+        match plan_one(state, item, t, now).await {
             Ok(fan_out) => batch.push(fan_out),
             Err(e) => failed.push((item, e)),
         }
@@ -80,7 +111,7 @@ pub async fn run(
 async fn plan_one(
     state: &AppState,
     item: &OutboxItem,
-    targets: &Targets,
+    targets: &mut Targets,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<FanOut> {
     let store = &state.store;
@@ -104,18 +135,12 @@ async fn plan_one(
         return Ok(nothing());
     };
     let reviewers = store.list_reviewers(&request.id).await?;
-    let users: HashMap<_, _> = store
-        .list_users(tenant)
-        .await?
-        .into_iter()
-        .map(|u| (u.id.clone(), u))
-        .collect();
-    let preferences: HashMap<_, _> = store
-        .list_preferences(tenant)
-        .await?
-        .into_iter()
-        .map(|p| (p.user_id.clone(), p))
-        .collect();
+    if targets.people.is_none() {
+        targets.people = Some(People::read(state, tenant).await?);
+    }
+    let Some(people) = targets.people.as_ref() else {
+        return Ok(nothing());
+    };
     let previous = store.list_deliveries(tenant, &request.id).await?;
     let webhook_data = if targets.webhooks.iter().any(|w| w.wants(event)) {
         super::webhook::data(state, &request).await?
@@ -132,8 +157,8 @@ async fn plan_one(
         escalation,
         request: &request,
         reviewers: &reviewers,
-        users: &users,
-        preferences: &preferences,
+        users: &people.users,
+        preferences: &people.preferences,
         channels: &targets.channels,
         webhooks: &targets.webhooks,
         push: &targets.push,

@@ -8,7 +8,7 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, Utc};
-use countersign_core::approval::{ApprovalRequest, RequestKind, RequestRef};
+use countersign_core::approval::RequestRef;
 use countersign_core::notify::{self, Event, PushSubscription, sanitize, truncate};
 use countersign_core::oidc::OutboxItem;
 use countersign_core::{Clock, Error, Principal, Result, ids};
@@ -180,16 +180,6 @@ fn summary(arguments: &Value) -> String {
     truncate(&sanitize(&text).replace(['\n', '\t'], " "), SUMMARY_CHARS)
 }
 
-fn arguments_of(request: &ApprovalRequest) -> &Value {
-    match request.kind {
-        RequestKind::Oidc => request
-            .context
-            .get("authorization_details")
-            .unwrap_or(&request.context),
-        _ => &request.context,
-    }
-}
-
 /// The message about `event`, from the record as it is now: a request that was decided
 /// meanwhile is told as its outcome.
 pub fn message(event: Event, facts: &Facts, arguments: &Value) -> Message {
@@ -240,13 +230,6 @@ pub fn message(event: Event, facts: &Facts, arguments: &Value) -> Message {
 
 fn encoded_len(message: &Message) -> usize {
     serde_json::to_vec(message).map(|v| v.len()).unwrap_or(0)
-}
-
-fn internal(e: Error) -> AttemptError {
-    match e {
-        Error::NotFound(m) => AttemptError::give_up(m),
-        other => AttemptError::retry(format!("store: {other}")),
-    }
 }
 
 /// Base64url with or without padding (browsers send it without).
@@ -380,13 +363,10 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
     let sub = state
         .store
         .get_push_subscription(&item.target)
-        .await
-        .map_err(internal)?
+        .await?
         .filter(|s| s.tenant_id == item.tenant_id)
         .ok_or_else(|| AttemptError::give_up("the device is no longer subscribed"))?;
-    let prefs = channels::preferences(state, &sub.tenant_id, &sub.user_id)
-        .await
-        .map_err(internal)?;
+    let prefs = channels::preferences(state, &sub.tenant_id, &sub.user_id).await?;
     if !prefs.push {
         return Err(AttemptError::give_up(
             "the person turned push notifications off",
@@ -395,8 +375,7 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
     state
         .store
         .get_user(&sub.tenant_id, &sub.user_id)
-        .await
-        .map_err(internal)?
+        .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| AttemptError::give_up("the device's owner is no longer an active user"))?;
     let request = state
@@ -405,11 +384,10 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
             &item.tenant_id,
             &RequestRef::PublicId(item.approval_id.clone()),
         )
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| AttemptError::give_up("the request is gone"))?;
-    let facts = content::facts_of(state, &request).await.map_err(internal)?;
-    let message = message(event, &facts, arguments_of(&request));
+    let facts = content::facts_of(state, &request).await?;
+    let message = message(event, &facts, request.arguments());
     let plaintext = serde_json::to_vec(&message)
         .map_err(|e| AttemptError::give_up(format!("encoding the message: {e}")))?;
 
@@ -462,8 +440,7 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
         state
             .store
             .delete_push_subscription(&sub.tenant_id, &sub.id)
-            .await
-            .map_err(internal)?;
+            .await?;
         return Err(AttemptError::GiveUp {
             error: format!("the push service answered {status}: the device was removed"),
             status: Some(status.as_u16()),

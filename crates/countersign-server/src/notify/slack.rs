@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use countersign_core::approval::{ApprovalRequest, RequestRef, Verdict};
 use countersign_core::notify::{SLACK_DM, SLACK_UPDATE, SlackConfig};
 use countersign_core::oidc::OutboxItem;
-use countersign_core::{Error, Principal, Role};
+use countersign_core::{Error, Principal};
 use countersign_proto::{ApprovalStatus, ErrorCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -448,17 +448,9 @@ fn compose(facts: &Facts, escalated_to: Option<&str>) -> Message {
 
 // ----- deliveries -----
 
-fn store_error(e: Error) -> AttemptError {
-    match e {
-        Error::NotFound(m) => AttemptError::give_up(m),
-        other => AttemptError::retry(format!("store: {other}")),
-    }
-}
-
 async fn config(state: &AppState, tenant_id: &str) -> Result<SlackConfig, AttemptError> {
     channels::slack_config(state, tenant_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| AttemptError::give_up("the tenant has no Slack settings"))
 }
 
@@ -479,12 +471,11 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
         &item.tenant_id,
         &RequestRef::PublicId(item.approval_id.clone()),
     )
-    .await
-    .map_err(store_error)?;
+    .await?;
     if item.target == SLACK_UPDATE {
         return update_all(state, &api, item, &request).await;
     }
-    let message = render(state, &request).await.map_err(store_error)?;
+    let message = render(state, &request).await?;
     let channel = match item.target.strip_prefix(SLACK_DM) {
         Some(user_id) => direct_channel(state, &api, &item.tenant_id, user_id).await?,
         None => item.target.clone(),
@@ -503,13 +494,10 @@ async fn direct_channel(
     let user = state
         .store
         .get_user(tenant_id, user_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .filter(|u| !u.disabled)
         .ok_or_else(|| AttemptError::give_up("the recipient is no longer an active user"))?;
-    let prefs = channels::preferences(state, tenant_id, user_id)
-        .await
-        .map_err(store_error)?;
+    let prefs = channels::preferences(state, tenant_id, user_id).await?;
     if let Some(id) = prefs.slack_user_id {
         return Ok(id);
     }
@@ -535,8 +523,7 @@ async fn update_all(
     let deliveries = state
         .store
         .list_deliveries(&item.tenant_id, &item.approval_id)
-        .await
-        .map_err(store_error)?;
+        .await?;
     let posts: Vec<_> = deliveries
         .iter()
         .filter(|d| d.channel == countersign_core::notify::SLACK && d.target != SLACK_UPDATE)
@@ -546,7 +533,7 @@ async fn update_all(
             "a Slack message of this request is still being posted",
         ));
     }
-    let message = render(state, request).await.map_err(store_error)?;
+    let message = render(state, request).await?;
     let mut retry = None;
     let mut updated = 0;
     for d in posts.iter().filter(|d| d.is_delivered()) {
@@ -739,14 +726,7 @@ pub async fn decide_click(
             );
         }
     };
-    let principal = Principal {
-        tenant_id: tenant_id.to_string(),
-        key_id: "slack".into(),
-        role: Role::Reviewer {
-            user_id: user.clone(),
-        },
-        user_id: Some(user),
-    };
+    let principal = Principal::reviewer(tenant_id, &user, "slack");
     let outcome = service::decide(
         state,
         &principal,
@@ -827,8 +807,7 @@ async fn reviewer_of(
     if let Some(user) = state
         .store
         .find_user_by_slack_id(tenant_id, slack_user)
-        .await
-        .map_err(store_error)?
+        .await?
     {
         return Ok(Some(user.id));
     }
@@ -842,8 +821,7 @@ async fn reviewer_of(
     let Some(user) = state
         .store
         .find_user_by_email(tenant_id, &email)
-        .await
-        .map_err(store_error)?
+        .await?
         .filter(|u| !u.disabled)
     else {
         return Ok(None);

@@ -5,7 +5,6 @@
 //! Reject buttons are `Action.OpenUrl` links to the shared confirmation page, where the
 //! reviewer signs in and decides as themselves. The webhook URLs carry their own signature,
 //! so they are secrets: no error or log names them.
-use countersign_core::Error;
 use countersign_core::notify::{Event, TEAMS_TENANT};
 use countersign_core::oidc::OutboxItem;
 use countersign_proto::ApprovalStatus;
@@ -200,13 +199,6 @@ pub fn render(state: &AppState, event: Event, facts: &Facts) -> Value {
     card(&headline, body, actions)
 }
 
-fn internal(e: Error) -> AttemptError {
-    match e {
-        Error::NotFound(m) => AttemptError::give_up(m),
-        other => AttemptError::retry(format!("store: {other}")),
-    }
-}
-
 /// Posts a message to a Workflows webhook. Its URL is a secret: errors never name it.
 async fn post(state: &AppState, url: &str, body: &Value) -> Attempt {
     check_target(url, state.settings.outbound.allow_private_networks).map_err(|_| {
@@ -231,8 +223,7 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
     let event = Event::parse(&item.event)
         .ok_or_else(|| AttemptError::give_up(format!("unknown event {}", item.event)))?;
     let config = channels::teams_config(state, &item.tenant_id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| AttemptError::give_up("Teams is no longer set up for this tenant"))?;
     let url = config.url_of(&item.target).ok_or_else(|| {
         AttemptError::give_up(format!(
@@ -244,17 +235,13 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
             }
         ))
     })?;
-    let facts = content::facts(state, &item.tenant_id, &item.approval_id)
-        .await
-        .map_err(internal)?;
+    let facts = content::facts(state, &item.tenant_id, &item.approval_id).await?;
     post(state, url, &message(render(state, event, &facts))).await
 }
 
 /// Sends a test message at once (the settings page's "send a test").
 pub async fn send_test(state: &AppState, tenant_id: &str) -> Attempt {
-    let config = channels::teams_config(state, tenant_id)
-        .await
-        .map_err(internal)?;
+    let config = channels::teams_config(state, tenant_id).await?;
     let url = config
         .as_ref()
         .and_then(|c| c.webhook_url.as_deref())

@@ -30,11 +30,10 @@ pub const GONE_REASON: &str = "the endpoint answered 410 Gone";
 pub async fn data(state: &AppState, request: &ApprovalRequest) -> Result<Value> {
     let names = state
         .store
-        .list_agents(&request.tenant_id)
+        .get_agent(&request.tenant_id, &request.agent_id)
         .await?
-        .into_iter()
-        .filter(|a| a.id == request.agent_id)
         .map(|a| (a.id, a.name))
+        .into_iter()
         .collect();
     let view = crate::views::approval(request.clone(), &names, state.clock.now());
     let mut data = serde_json::to_value(view).map_err(countersign_core::Error::internal)?;
@@ -118,8 +117,7 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
     let endpoint = state
         .store
         .get_webhook(&item.tenant_id, endpoint_id)
-        .await
-        .map_err(|e| AttemptError::retry(format!("store: {e}")))?
+        .await?
         .ok_or_else(|| AttemptError::give_up("the endpoint was deleted"))?;
     if endpoint.disabled_at.is_some() {
         return Err(AttemptError::give_up("the endpoint is disabled"));

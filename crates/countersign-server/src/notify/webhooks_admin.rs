@@ -15,7 +15,6 @@ use serde_json::json;
 use super::outbound::check_target;
 use super::webhook;
 use super::worker::Attempt;
-use crate::routes::notifications::delivery_view;
 use crate::state::AppState;
 
 /// Deliveries listed at once unless the caller asks for fewer.
@@ -208,7 +207,7 @@ pub async fn deliveries(
         .then(|| rows.last().map(|d| d.id.to_string()))
         .flatten();
     Ok(DeliveryList {
-        deliveries: rows.into_iter().map(delivery_view).collect(),
+        deliveries: rows.into_iter().map(crate::views::delivery).collect(),
         next_cursor,
     })
 }
@@ -246,7 +245,7 @@ pub async fn redeliver(
         .get_delivery(&caller.tenant_id, delivery_id)
         .await?
         .ok_or_else(no_such_delivery)?;
-    Ok(delivery_view(delivery))
+    Ok(crate::views::delivery(delivery))
 }
 
 /// Sends a signed `webhook.test` event to the endpoint at once (even a disabled one, so an

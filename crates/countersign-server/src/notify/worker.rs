@@ -73,6 +73,16 @@ impl AttemptError {
     }
 }
 
+/// The store failing is worth another try; a record that is gone is not.
+impl From<countersign_core::Error> for AttemptError {
+    fn from(e: countersign_core::Error) -> AttemptError {
+        match e {
+            countersign_core::Error::NotFound(m) => AttemptError::give_up(m),
+            other => AttemptError::retry(format!("store: {other}")),
+        }
+    }
+}
+
 pub type Attempt = std::result::Result<Sent, AttemptError>;
 
 /// Describes a failed HTTP call without its URL (which may hold a key).
@@ -175,13 +185,13 @@ async fn deliver(state: &AppState, item: OutboxItem) -> Result<()> {
 /// Fans a batch of state changes out into their deliveries in one transaction (under load,
 /// one write for many requests); rows that could not be planned are retried.
 async fn fan_out(state: &AppState, items: Vec<OutboxItem>) {
-    let retry = match super::fanout::run(state, items.clone()).await {
+    let retry = match super::fanout::run(state, &items).await {
         Ok(failed) => failed,
-        Err(e) => items.into_iter().map(|i| (i, e.clone())).collect(),
+        Err(e) => items.iter().map(|i| (i, e.clone())).collect(),
     };
     for (item, e) in retry {
         let result = Err(AttemptError::retry(format!("fan-out: {e}")));
-        if let Err(e) = record(state, &item, result).await {
+        if let Err(e) = record(state, item, result).await {
             tracing::warn!(error = %e, "recording a fan-out failure failed");
         }
     }

@@ -1,7 +1,6 @@
 //! CIBA ping and push callbacks, delivered by the outbox worker: the payload is computed at
 //! delivery time (a push carries the tokens, issued once), then POSTed to the client's
 //! notification endpoint through the guarded outbound client.
-use countersign_core::Error;
 use countersign_core::approval::RequestRef;
 use countersign_core::oidc::{self, CHANNEL_PING, CHANNEL_PUSH, OutboxItem};
 use countersign_proto::ApprovalStatus;
@@ -13,7 +12,6 @@ use crate::notify::worker::{Attempt, AttemptError, http_outcome, send_error};
 use crate::state::AppState;
 
 async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Value, AttemptError> {
-    let internal = |e: Error| AttemptError::retry(format!("store: {e}"));
     let auth_req_id = state.oidc.auth_req_id(&item.approval_id);
     if item.channel == CHANNEL_PING {
         return Ok(json!({ "auth_req_id": auth_req_id }));
@@ -34,14 +32,12 @@ async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Val
             &item.tenant_id,
             &RequestRef::PublicId(item.approval_id.clone()),
         )
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| AttemptError::give_up("the request is gone"))?;
     let oidc_state = state
         .store
         .get_oidc_request(&item.tenant_id, &item.approval_id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| AttemptError::give_up("the request has no CIBA state"))?;
     // A retry sends the grant of the first attempt again (same `jti`), never a second grant.
     let mut issued = None;
@@ -49,11 +45,8 @@ async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Val
         let previous = state
             .store
             .token_jti(&item.tenant_id, &item.approval_id)
-            .await
-            .map_err(internal)?;
-        issued = issue_tokens(state, &request, &oidc_state, Some(&auth_req_id), previous)
-            .await
-            .map_err(internal)?;
+            .await?;
+        issued = issue_tokens(state, &request, &oidc_state, Some(&auth_req_id), previous).await?;
         if issued.is_some() {
             break;
         }

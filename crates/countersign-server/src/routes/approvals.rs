@@ -96,14 +96,7 @@ pub async fn get(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApprovalView>> {
-    let request = service::find(&state, &caller.tenant_id, &public_ref(&id)?).await?;
-    let since = match &caller.role {
-        countersign_core::Role::Reviewer { user_id } => {
-            state.store.reviewer_since(&request.id, user_id).await?
-        }
-        _ => None,
-    };
-    caller.may_view(since, state.clock.now())?;
+    let request = service::visible(&state, &caller, &id).await?;
     let names = agent_names(&state, &caller.tenant_id).await?;
     Ok(Json(views::approval(request, &names, state.clock.now())))
 }

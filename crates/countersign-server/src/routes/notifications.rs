@@ -3,10 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use countersign_core::notify::{Delivery, EMAIL, SLACK, TEAMS};
-use countersign_core::{Error, ids};
+use countersign_core::notify::{EMAIL, SLACK, TEAMS};
 use countersign_proto::notify::{
-    DeliveryList, DeliveryView, NotificationChannels, NotificationPreferencesView, PutEmailChannel,
+    DeliveryList, NotificationChannels, NotificationPreferencesView, PutEmailChannel,
     PutNotificationPreferences, PutSlackChannel, PutTeamsChannel, TestSent,
 };
 use serde::Deserialize;
@@ -144,20 +143,7 @@ pub async fn test_channel(
     Path(channel): Path<String>,
     OptionalJson(input): OptionalJson<TestChannel>,
 ) -> ApiResult<Json<TestSent>> {
-    caller.require_admin()?;
-    channels::check_channel(&channel)?;
-    let attempt = match channel.as_str() {
-        EMAIL => {
-            let to = input
-                .to
-                .ok_or_else(|| Error::invalid("`to`: the address to send the test to"))?;
-            countersign_core::validate::email(&to)?;
-            crate::notify::email::send_test(&state, &to).await
-        }
-        SLACK => crate::notify::slack::send_test(&state, &caller.tenant_id).await,
-        TEAMS => crate::notify::teams::send_test(&state, &caller.tenant_id).await,
-        _ => return Err(Error::NotFound("no such channel".into()).into()),
-    };
+    let attempt = channels::send_test(&state, &caller, &channel, input.to.as_deref()).await?;
     Ok(Json(test_result(attempt)))
 }
 
@@ -218,24 +204,6 @@ pub async fn put_user_preferences(
     ))
 }
 
-pub fn delivery_view(d: Delivery) -> DeliveryView {
-    DeliveryView {
-        next_attempt_at: d.is_pending().then_some(d.next_attempt_at),
-        id: d.id,
-        approval_id: d.approval_id,
-        channel: d.channel,
-        target: d.target,
-        recipient: d.recipient,
-        event: d.event,
-        state: d.state,
-        attempts: d.attempts,
-        status_code: d.status_code,
-        last_error: d.last_error,
-        created_at: d.created_at,
-        delivered_at: d.delivered_at,
-    }
-}
-
 /// Who was told about a request, on which channel, when, and how it went (admins, and the
 /// reviewers who may see the request).
 #[utoipa::path(get, path = "/v1/approvals/{id}/deliveries", tag = "notifications",
@@ -247,26 +215,14 @@ pub async fn request_deliveries(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeliveryList>> {
-    if !ids::is_id(&id, ids::APPROVAL) {
-        return Err(Error::NotFound("no such approval request".into()).into());
-    }
     // Whoever may see the request may see who was told about it.
-    let request = crate::service::find(
-        &state,
-        &caller.tenant_id,
-        &countersign_core::approval::RequestRef::PublicId(id.clone()),
-    )
-    .await?;
-    let since = match &caller.role {
-        countersign_core::Role::Reviewer { user_id } => {
-            state.store.reviewer_since(&request.id, user_id).await?
-        }
-        _ => None,
-    };
-    caller.may_view(since, state.clock.now())?;
-    let deliveries = state.store.list_deliveries(&caller.tenant_id, &id).await?;
+    let request = crate::service::visible(&state, &caller, &id).await?;
+    let deliveries = state
+        .store
+        .list_deliveries(&caller.tenant_id, &request.id)
+        .await?;
     Ok(Json(DeliveryList {
-        deliveries: deliveries.into_iter().map(delivery_view).collect(),
+        deliveries: deliveries.into_iter().map(crate::views::delivery).collect(),
         next_cursor: None,
     }))
 }

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use countersign_core::notify::{EMAIL, Event, SLACK, TEAMS};
-use countersign_core::{Error, Principal, validate};
+use countersign_core::{Error, Principal};
 use countersign_proto::notify::{
     CreateWebhook, DeliveryView, PutEmailChannel, PutSlackChannel, PutTeamsChannel, UpdateWebhook,
     WebhookView,
@@ -774,37 +774,30 @@ pub async fn test_channel(
     Path(channel): Path<String>,
     posted: Posted<TestForm>,
 ) -> Result<Response, UiError> {
-    let p = admin(&posted.viewer)?;
-    channels::check_channel(&channel)?;
+    admin(&posted.viewer)?;
     let mut shown = Shown::default();
+    if channel == EMAIL {
+        shown.test_to = Some(posted.form.to.trim().to_string());
+    }
+    let sent = match channels::send_test(
+        &state,
+        &posted.viewer.principal,
+        &channel,
+        Some(&posted.form.to),
+    )
+    .await
+    {
+        Ok(sent) => sent,
+        Err(e @ Error::Invalid { .. }) => {
+            shown.email = Notice::error(&e);
+            return page(&state, &posted.viewer, shown, StatusCode::BAD_REQUEST).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     match channel.as_str() {
-        EMAIL => {
-            shown.test_to = Some(posted.form.to.trim().to_string());
-            match validate::email(&posted.form.to) {
-                Ok(to) => {
-                    shown.email_test =
-                        Some(crate::notify::email::send_test(&state, &to).await.into());
-                }
-                Err(e) => {
-                    shown.email = Notice::error(&e);
-                    return page(&state, &posted.viewer, shown, StatusCode::BAD_REQUEST).await;
-                }
-            }
-        }
-        SLACK => {
-            shown.slack_test = Some(
-                crate::notify::slack::send_test(&state, &p.tenant_id)
-                    .await
-                    .into(),
-            );
-        }
-        _ => {
-            shown.teams_test = Some(
-                crate::notify::teams::send_test(&state, &p.tenant_id)
-                    .await
-                    .into(),
-            );
-        }
+        EMAIL => shown.email_test = Some(sent.into()),
+        SLACK => shown.slack_test = Some(sent.into()),
+        _ => shown.teams_test = Some(sent.into()),
     }
     page(&state, &posted.viewer, shown, StatusCode::OK).await
 }

@@ -312,26 +312,6 @@ async fn reviewer_since(
     }
 }
 
-/// A request the viewer may see; others' requests do not exist for them.
-async fn visible_request(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<ApprovalRequest, Error> {
-    if !ids::is_id(id, ids::APPROVAL) {
-        return Err(Error::NotFound("no such approval request".into()));
-    }
-    let request = service::find(
-        state,
-        &principal.tenant_id,
-        &RequestRef::PublicId(id.to_string()),
-    )
-    .await?;
-    let since = reviewer_since(state, principal, &request).await?;
-    principal.may_view(since, state.clock.now())?;
-    Ok(request)
-}
-
 /// Whether the viewer may decide the request now, by the same rule the service applies.
 async fn may_decide(
     state: &AppState,
@@ -459,7 +439,7 @@ pub async fn deliveries(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let request = visible_request(&state, &viewer.principal, &id).await?;
+    let request = service::visible(&state, &viewer.principal, &id).await?;
     match delivery_log(&state, &viewer.principal, &request).await? {
         Some(log) => render(&DeliveriesFragment { log }),
         None => Err(Error::NotFound("no delivery log".into()).into()),
@@ -471,7 +451,7 @@ pub async fn request_page(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let request = visible_request(&state, &viewer.principal, &id).await?;
+    let request = service::visible(&state, &viewer.principal, &id).await?;
     full_page(&state, &viewer, &request, None).await
 }
 
@@ -480,7 +460,7 @@ pub async fn panel(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let request = visible_request(&state, &viewer.principal, &id).await?;
+    let request = service::visible(&state, &viewer.principal, &id).await?;
     let (_, panel) = page_parts(&state, &viewer, &request, None).await?;
     render(&PanelFragment { panel })
 }
@@ -521,7 +501,7 @@ async fn decide(
     text: Option<String>,
 ) -> Result<Response, UiError> {
     let viewer = &posted.viewer;
-    let request = visible_request(&state, &viewer.principal, &id).await?;
+    let request = service::visible(&state, &viewer.principal, &id).await?;
     let text = text.filter(|t| !t.trim().is_empty());
     let outcome = if verdict == Verdict::Reject && text.is_none() {
         Err(Error::invalid("give a reason to reject"))
@@ -557,7 +537,7 @@ async fn visible(state: &AppState, principal: &Principal, event: &RequestEvent) 
     let Some(id) = &event.request_id else {
         return true;
     };
-    visible_request(state, principal, id).await.is_ok()
+    service::visible(state, principal, id).await.is_ok()
 }
 
 fn sse_event(kind: RequestEventKind, id: Option<&str>) -> Event {

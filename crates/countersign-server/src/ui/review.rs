@@ -10,7 +10,7 @@ use axum::response::Response;
 use countersign_core::approval::{ApprovalRequest, RequestRef, Verdict};
 use countersign_core::directory::User;
 use countersign_core::notify::ReviewToken;
-use countersign_core::{Error, Principal, Role, ids, secret};
+use countersign_core::{Error, Principal, secret};
 use countersign_proto::ApprovalStatus;
 use serde::Deserialize;
 
@@ -118,18 +118,6 @@ async fn resolve_token(
     )
     .await?;
     Ok((link, user, request))
-}
-
-/// The reviewer behind a personal link, as a principal that may only do what they may.
-fn link_principal(user: &User) -> Principal {
-    Principal {
-        tenant_id: user.tenant_id.clone(),
-        key_id: "review-link".into(),
-        role: Role::Reviewer {
-            user_id: user.id.clone(),
-        },
-        user_id: Some(user.id.clone()),
-    }
 }
 
 /// Whether the tenant wants a dashboard sign-in before a link decides this request.
@@ -252,7 +240,7 @@ pub async fn review_page(
                 }
                 return Err(UiError::SignIn { next, htmx: false });
             };
-            let request = visible(&state, &viewer.principal, &approval).await?;
+            let request = service::visible(&state, &viewer.principal, &approval).await?;
             let layout = Layout::for_viewer(&viewer, "Review", "queue");
             if request.status_at(now) != ApprovalStatus::Pending {
                 let notice = Some(("warn", super::settled_words(request.status_at(now))));
@@ -274,28 +262,6 @@ pub async fn review_page(
 
 fn private_error(e: Error) -> UiError {
     UiError::Failed(e)
-}
-
-async fn visible(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<ApprovalRequest, Error> {
-    if !ids::is_id(id, ids::APPROVAL) {
-        return Err(Error::NotFound("no such approval request".into()));
-    }
-    let request = service::find(
-        state,
-        &principal.tenant_id,
-        &RequestRef::PublicId(id.to_string()),
-    )
-    .await?;
-    let since = match &principal.role {
-        Role::Reviewer { user_id } => state.store.reviewer_since(&request.id, user_id).await?,
-        _ => None,
-    };
-    principal.may_view(since, state.clock.now())?;
-    Ok(request)
 }
 
 fn parse_verdict(raw: &str) -> Result<Verdict, Error> {
@@ -350,7 +316,7 @@ pub async fn review_decide(
     decide_and_show(
         &state,
         Layout::public("Review"),
-        &link_principal(&user),
+        &Principal::reviewer(&user.tenant_id, &user.id, "review-link"),
         request,
         verdict,
         form.comment,
@@ -369,7 +335,7 @@ pub async fn review_decide_signed_in(
     let approval = form
         .approval
         .ok_or_else(|| Error::invalid("missing field `approval`"))?;
-    let request = visible(&state, &viewer.principal, &approval).await?;
+    let request = service::visible(&state, &viewer.principal, &approval).await?;
     let channel = match form.via.as_deref() {
         Some("teams") => "teams",
         _ => "dashboard",
