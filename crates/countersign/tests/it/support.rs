@@ -745,3 +745,19 @@ pub async fn finance_team(app: &TestApp, escalation_minutes: Option<u32>) {
         .await
         .unwrap();
 }
+
+/// Waits until the worker has fanned out every state change (planned its deliveries).
+pub async fn fanned_out(app: &TestApp) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app
+        .query_i64("SELECT COUNT(*) FROM outbox WHERE channel = 'notify'")
+        .await
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "state changes were not fanned out"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
