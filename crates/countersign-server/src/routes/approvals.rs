@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use countersign_core::approval::{RequestRef, Verdict};
+use countersign_core::approval::{Face, RequestRef, Verdict};
 use countersign_core::{Error, ids};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::approvals::{
@@ -116,6 +116,7 @@ pub async fn approve(
     let decided = service::decide(
         &state,
         &caller,
+        Face::Review,
         &public_ref(&id)?,
         Verdict::Approve,
         comment,
@@ -141,6 +142,7 @@ pub async fn deny(
     let decided = service::decide(
         &state,
         &caller,
+        Face::Review,
         &public_ref(&id)?,
         Verdict::Reject,
         reason,

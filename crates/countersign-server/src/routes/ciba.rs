@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use countersign_core::approval::{RequestRef, Verdict};
+use countersign_core::approval::{Face, RequestRef, Verdict};
 use countersign_proto::ciba::{
     ApproveRequest, AuthorizeRequest, AuthorizeResponse, DecisionResponse, DenyRequest, TokenQuery,
     TokenResponse,
@@ -67,6 +67,7 @@ pub async fn approve(
     let decided = service::decide(
         &state,
         &caller,
+        Face::Ciba,
         &by,
         Verdict::Approve,
         input.comment,
@@ -92,8 +93,16 @@ pub async fn deny(
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require_reviewer_or_admin()?;
     let by = RequestRef::from_parts(input.auth_req_id.as_deref(), input.approval_id.as_deref())?;
-    let decided =
-        service::decide(&state, &caller, &by, Verdict::Reject, input.reason, channel).await?;
+    let decided = service::decide(
+        &state,
+        &caller,
+        Face::Ciba,
+        &by,
+        Verdict::Reject,
+        input.reason,
+        channel,
+    )
+    .await?;
     Ok(Json(DecisionResponse {
         approval_id: decided.id,
         status: "denied".into(),

@@ -3,7 +3,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use countersign_core::Error;
-use countersign_core::approval::Verdict;
+use countersign_core::approval::{Face, Verdict};
 use countersign_proto::guard::{
     CommentBody, EvaluateRequest, GrantResponse, GroupInput, GroupList, GroupView,
     GuardApprovalView, GuardSettings, History, HistoryQuery, PolicyInput, PolicyList, PolicyView,
@@ -66,6 +66,7 @@ pub async fn approve(
     let decided = service::decide(
         &state,
         &caller,
+        Face::Guard,
         &by,
         Verdict::Approve,
         body.comment,
@@ -87,8 +88,16 @@ pub async fn reject(
 ) -> ApiResult<Json<GuardApprovalView>> {
     check_proxy(&caller, &proxy_id)?;
     let by = guard::public_ref(&approval_id)?;
-    let decided =
-        service::decide(&state, &caller, &by, Verdict::Reject, body.reason, channel).await?;
+    let decided = service::decide(
+        &state,
+        &caller,
+        Face::Guard,
+        &by,
+        Verdict::Reject,
+        body.reason,
+        channel,
+    )
+    .await?;
     Ok(Json(guard::view(&state, decided).await?))
 }
 
