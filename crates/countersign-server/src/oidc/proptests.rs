@@ -37,8 +37,9 @@ fn jwt_like() -> impl Strategy<Value = String> {
         .prop_map(|(iss, exp)| json!({"iss": iss, "sub": iss, "exp": exp}).to_string());
     prop_oneof![
         any::<String>(),
-        (header, claims, prop::collection::vec(any::<u8>(), 0..80))
-            .prop_map(|(h, c, sig)| format!("{}.{}.{}", b64(h.as_bytes()), b64(c.as_bytes()), b64(&sig))),
+        (header, claims, prop::collection::vec(any::<u8>(), 0..80)).prop_map(
+            |(h, c, sig)| format!("{}.{}.{}", b64(h.as_bytes()), b64(c.as_bytes()), b64(&sig))
+        ),
         "[A-Za-z0-9_.=-]{0,120}",
     ]
 }

@@ -103,7 +103,8 @@ pub async fn get(
 
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path)),
     request_body = ApproveBody,
-    responses((status = 200, body = ApprovalView), (status = "4XX", body = countersign_proto::ErrorBody)),
+    responses((status = 200, body = ApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, an admin deciding an OpenID request or a tool call where admins may not, or an admin key toward a quorum of several people", body = countersign_proto::ErrorBody),
+        (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
@@ -129,7 +130,8 @@ pub async fn approve(
 
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)),
     request_body = DenyBody,
-    responses((status = 200, body = ApprovalView), (status = "4XX", body = countersign_proto::ErrorBody)),
+    responses((status = 200, body = ApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, or an admin deciding an OpenID request or a tool call where admins may not", body = countersign_proto::ErrorBody),
+        (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn deny(
     State(state): State<AppState>,
