@@ -302,6 +302,43 @@ test("agent-supplied text is shown as text, never run", async () => {
   assert.match(await page.locator(".agent-words .label").first().textContent(), /agent's words/);
 });
 
+test("an argument value with a right-to-left override shows the override as a mark and cannot reorder the text", async () => {
+  const { page } = rita;
+  const message = "Refund the invoice attachment";
+  const memo = "invoice \u202Efdp.exe";
+  await authorize(agentKey, rita.userId, message, { memo, payee: "שלום", amount: 5 });
+  const id = await approvalIdFor(ADMIN_KEY, message);
+  await page.goto(`/ui/requests/${id}`);
+  const args = page.locator("[data-arguments]");
+  const text = await args.textContent();
+  assert.ok(!text.includes("\u202E"), "the override itself never reaches the page");
+  assert.match(text, /"memo": "invoice ⟨U\+202E⟩fdp\.exe"/);
+  // Each value sits in its own isolating element.
+  const value = args.locator("bdi", { hasText: "fdp.exe" });
+  assert.equal(await value.getAttribute("dir"), "auto");
+  assert.equal(await value.evaluate((e) => getComputedStyle(e).unicodeBidi), "isolate");
+  assert.equal(await args.locator("bdi", { hasText: "שלום" }).count(), 1);
+  // As rendered, left to right: "invoice", the mark, then "fdp.exe" (not reversed), and the
+  // right-to-left payee does not move the keys around it.
+  const order = await value.evaluate((e) => {
+    const node = e.firstChild;
+    const x = (needle) => {
+      const r = document.createRange();
+      const at = node.textContent.indexOf(needle);
+      r.setStart(node, at);
+      r.setEnd(node, at + 1);
+      return r.getBoundingClientRect().left;
+    };
+    return [x("invoice"), x("⟨U+202E⟩"), x("fdp"), x(".exe")];
+  });
+  for (let i = 1; i < order.length; i++) {
+    assert.ok(order[i - 1] < order[i], `rendered out of order: ${order}`);
+  }
+  const lines = text.split("\n").map((l) => l.trim());
+  assert.deepEqual(lines.slice(1, 4), ['"amount": 5,', '"memo": "invoice ⟨U+202E⟩fdp.exe",', '"payee": "שלום"']);
+  await shot(page, "bidi-arguments.png");
+});
+
 test("a form posted without its anti-forgery token is refused and changes nothing", async () => {
   const { page } = rita;
   const message = "Publish the draft blog post?";

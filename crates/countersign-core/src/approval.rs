@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::audit::Actor;
 use crate::routing::EscalationStep;
-use crate::{Error, Result, canonical, ids, secret, validate};
+use crate::{Error, Result, canonical, ids, payload, secret, validate};
 
 /// Bounds on what an agent may ask for.
 #[derive(Debug, Clone)]
@@ -63,6 +63,40 @@ impl RequestKind {
             "tool" => Some(RequestKind::Tool),
             "oidc" => Some(RequestKind::Oidc),
             _ => None,
+        }
+    }
+}
+
+/// The API face a caller acts through. A request is acted on only through the face it was
+/// made through (or a reviewer face that shows every kind), so a grant, a token or a decision
+/// of one face never stands for another's: `/ciba/token` never redeems an OpenID request,
+/// guard routes act only on tool calls. Requests of another face do not exist for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    /// The seed's `/ciba/*`: seed CIBA requests.
+    Ciba,
+    /// `/v1/guard/{proxyId}/*`: tool calls.
+    Guard,
+    /// The reviewer faces that show every kind: `/v1/approvals`, the dashboard, review links,
+    /// Slack and Teams.
+    Review,
+}
+
+impl Face {
+    pub fn admits(self, kind: RequestKind) -> bool {
+        match self {
+            Face::Ciba => kind == RequestKind::Ciba,
+            Face::Guard => kind == RequestKind::Tool,
+            Face::Review => true,
+        }
+    }
+
+    /// The request, if this face may act on it; otherwise it is not found.
+    pub fn check(self, request: ApprovalRequest) -> Result<ApprovalRequest> {
+        if self.admits(request.kind) {
+            Ok(request)
+        } else {
+            Err(Error::NotFound("no such approval request".into()))
         }
     }
 }
@@ -233,6 +267,7 @@ pub fn new_ciba_request(
         Some(Value::Object(map)) => Value::Object(map.clone()),
         Some(_) => return Err(Error::invalid("`context` must be a JSON object")),
     };
+    payload::check("context", &context)?;
     let canonical = canonical::canonical_json(&context)?;
     if canonical.len() > limits.max_context_bytes {
         return Err(Error::invalid(format!(

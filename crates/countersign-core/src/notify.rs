@@ -676,10 +676,10 @@ pub fn jittered_backoff(attempt: i64, unit: f64) -> Duration {
     Duration::milliseconds((base * factor) as i64)
 }
 
-/// Text for a message: JSON of the arguments, pretty, cut at `max` characters.
+/// Text for a message: JSON of the arguments, pretty, each value isolated and hidden
+/// characters made visible (see [`crate::display`]), cut at `max` characters.
 pub fn arguments_text(arguments: &Value, max: usize) -> String {
-    let text = serde_json::to_string_pretty(arguments).unwrap_or_default();
-    truncate(&text, max)
+    crate::display::json_text(arguments, max)
 }
 
 /// Cuts text at `max` characters (on a character boundary), marking the cut.
@@ -692,17 +692,11 @@ pub fn truncate(text: &str, max: usize) -> String {
     out
 }
 
-/// Removes control characters (except newlines and tabs) and bidirectional overrides, which
-/// could disguise what a reviewer reads.
+/// Agent-supplied text for a message: control, bidirectional and other invisible formatting
+/// characters (except newlines and tabs) shown as visible marks, so that they can neither hide
+/// nor reorder what a reviewer reads.
 pub fn sanitize(text: &str) -> String {
-    text.chars()
-        .filter(|c| {
-            *c == '\n'
-                || *c == '\t'
-                || !(c.is_control()
-                    || matches!(*c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}'))
-        })
-        .collect()
+    crate::display::visible(text)
 }
 
 #[cfg(test)]
@@ -1008,7 +1002,7 @@ mod tests {
         assert_eq!(d, Duration::seconds(4));
         assert!(jittered_backoff(3, 0.0) < jittered_backoff(3, 0.99));
         assert_eq!(truncate("abcdef", 4), "abc…");
-        assert_eq!(sanitize("a\u{202E}b\u{7}c\nd"), "abc\nd");
+        assert_eq!(sanitize("a\u{202E}b\u{7}c\nd"), "a⟨U+202E⟩b⟨U+0007⟩c\nd");
         assert!(webhook_events(&["approval.nope".into()]).is_err());
         assert!(validate_endpoint_url("url", "ftp://x").is_err());
         assert!(validate_endpoint_url("url", "https://u:p@x/").is_err());

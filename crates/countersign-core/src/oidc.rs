@@ -6,7 +6,7 @@ use countersign_proto::{ApprovalStatus, ErrorCode};
 use serde_json::{Value, json};
 
 use crate::approval::{ApprovalRequest, DecisionRules, NewRequest, RequestKind, RequestLimits};
-use crate::{Error, Result, canonical, ids, secret, validate};
+use crate::{Error, Result, canonical, ids, payload, secret, validate};
 
 /// The CIBA grant type.
 pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
@@ -299,12 +299,12 @@ pub fn check_bc_params(
         let chars = message.chars().count();
         if message.trim().is_empty()
             || chars > MAX_BINDING_MESSAGE_CHARS
-            || message.chars().any(char::is_control)
+            || message.chars().any(validate::is_hidden)
         {
             return Err(oidc_error(
                 ErrorCode::InvalidBindingMessage,
                 format!(
-                    "`binding_message` must be 1 to {MAX_BINDING_MESSAGE_CHARS} printable characters"
+                    "`binding_message` must be 1 to {MAX_BINDING_MESSAGE_CHARS} printable characters, without control, bidirectional or invisible formatting characters"
                 ),
             ));
         }
@@ -418,6 +418,9 @@ pub fn new_oidc_request(
 ) -> Result<NewOidcRequest> {
     let mut context = serde_json::Map::new();
     if let Some(details) = &input.authorization_details {
+        // RFC 9396's error code, with the message that names the field.
+        payload::check("authorization_details", details)
+            .map_err(|e| oidc_error(ErrorCode::InvalidAuthorizationDetails, e.to_string()))?;
         context.insert("authorization_details".into(), details.clone());
     }
     let context = Value::Object(context);

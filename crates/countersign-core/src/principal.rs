@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use crate::approval::{ApprovalRequest, RequestKind};
+use crate::approval::{ApprovalRequest, RequestKind, Verdict};
 use crate::audit::{Actor, ActorKind};
 use crate::{Error, Result};
 
@@ -80,10 +80,28 @@ impl Principal {
         }
     }
 
-    /// Whether this caller may decide `request` now. `reviewer_since` is when the caller (a
-    /// reviewer) became eligible, if ever; admins decide CIBA requests, and tool calls only
-    /// when the tenant allows it. Agents never decide, and the person an agent acts for never
-    /// approves their own request unless its policy allows it.
+    /// The person behind this caller: a reviewer, or an admin signed in to the dashboard;
+    /// admin API keys name no person.
+    pub fn person(&self) -> Option<&str> {
+        match &self.role {
+            Role::Reviewer { user_id } => Some(user_id),
+            Role::Admin => self.user_id.as_deref(),
+            Role::Agent { .. } => None,
+        }
+    }
+
+    /// Whether this caller may decide `request` now; the one rule every face applies.
+    /// `reviewer_since` is when the caller's person became (or becomes) an eligible reviewer
+    /// of the request, if ever.
+    ///
+    /// - Agents never decide.
+    /// - Separation of duties: unless the request's policy allows self-approval, the person a
+    ///   request acts for (`on_behalf_of`) never decides it, whatever their role.
+    /// - An eligible reviewer decides as such, whatever their role: a dashboard admin who is a
+    ///   member of the routed group decides as a member even when admins may not.
+    /// - Otherwise an admin decides seed CIBA requests, and tool calls when the tenant allows
+    ///   it (`admins_can_decide`); an OpenID request only ever by the user it names, because
+    ///   its ID token says that user authenticated.
     pub fn may_decide(
         &self,
         request: &ApprovalRequest,
@@ -91,34 +109,59 @@ impl Principal {
         admins_can_decide: bool,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        match &self.role {
-            Role::Admin if request.kind == RequestKind::Ciba || admins_can_decide => Ok(()),
-            Role::Admin => Err(Error::Forbidden(
+        if let Role::Agent { .. } = self.role {
+            return Err(Error::Forbidden(
+                "agent keys cannot approve or deny requests".into(),
+            ));
+        }
+        let requester = request
+            .tool
+            .as_ref()
+            .and_then(|t| t.on_behalf_of.as_deref());
+        if requester.is_some() && requester == self.person() && !request.rules.allow_self_approval {
+            return Err(Error::Forbidden(
+                "you are the person this request acts for; someone else must decide it".into(),
+            ));
+        }
+        if reviewer_since.is_some_and(|since| since <= now) {
+            return Ok(());
+        }
+        match (&self.role, request.kind) {
+            (Role::Admin, RequestKind::Ciba) => Ok(()),
+            (Role::Admin, RequestKind::Tool) if admins_can_decide => Ok(()),
+            (Role::Admin, RequestKind::Tool) => Err(Error::Forbidden(
                 "tenant admins may not decide tool-call approvals here (guard setting admins_can_decide)".into(),
             )),
-            Role::Reviewer { user_id } => {
-                let requester = request.tool.as_ref().and_then(|t| t.on_behalf_of.as_deref());
-                if requester == Some(user_id.as_str()) && !request.rules.allow_self_approval {
-                    return Err(Error::Forbidden(
-                        "you are the person this request acts for; someone else must decide it".into(),
-                    ));
-                }
-                match reviewer_since {
-                    Some(since) if since <= now => Ok(()),
-                    Some(since) => Err(Error::Forbidden(format!(
-                        "you may decide this request from {} (after escalation)",
-                        since.to_rfc3339()
-                    ))),
-                    None if request.kind == RequestKind::Ciba => {
-                        Err(Error::Forbidden("this request is addressed to another reviewer".into()))
-                    }
-                    None => Err(Error::Forbidden(
-                        "you are not an eligible reviewer of this request".into(),
-                    )),
-                }
-            }
-            Role::Agent { .. } => Err(Error::Forbidden("agent keys cannot approve or deny requests".into())),
+            (Role::Admin, RequestKind::Oidc) => Err(Error::Forbidden(
+                "an OpenID request is decided only by the user it names: its ID token says that user authenticated".into(),
+            )),
+            _ => match reviewer_since {
+                Some(since) => Err(Error::Forbidden(format!(
+                    "you may decide this request from {} (after escalation)",
+                    since.to_rfc3339()
+                ))),
+                None if request.kind != RequestKind::Tool => Err(Error::Forbidden(
+                    "this request is addressed to another reviewer".into(),
+                )),
+                None => Err(Error::Forbidden(
+                    "you are not an eligible reviewer of this request".into(),
+                )),
+            },
         }
+    }
+
+    /// One person is one voter: a vote is recorded under the person's user id, whichever key,
+    /// session, link or chat account carries it. An admin API key names no person, so nothing
+    /// tells two of them apart: such keys may reject, and approve a request that needs one
+    /// approval, but cannot approve toward a quorum of more than one.
+    pub fn may_vote(&self, request: &ApprovalRequest, verdict: Verdict) -> Result<()> {
+        let quorum = request.rules.required_approvals > 1;
+        if verdict == Verdict::Approve && quorum && self.person().is_none() {
+            return Err(Error::Forbidden(
+                "this request needs approvals from several people; an admin key names no person, so sign in or use a reviewer key".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Which reviewer's requests this caller may list: `None` means all of the tenant's.

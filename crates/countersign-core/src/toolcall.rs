@@ -2,7 +2,7 @@
 //! a JSON object of arguments whose RFC 8785 digest identifies exactly what would run.
 use serde_json::{Map, Value};
 
-use crate::{Error, Result, canonical, validate};
+use crate::{Error, Result, canonical, payload, validate};
 
 pub const MAX_TOOL_NAME_CHARS: usize = 200;
 
@@ -80,6 +80,7 @@ pub fn normalize(raw: &Value) -> Result<ToolCall> {
             )));
         }
     };
+    payload::check("arguments", &arguments)?;
     let arguments_sha256 = canonical::canonical_sha256(&arguments)?;
     Ok(ToolCall {
         name,

@@ -63,6 +63,13 @@ pub enum ErrorCode {
     /// 401: a signed callback (a Slack button click) has a bad signature or a stale timestamp,
     /// or names a tenant that has not set up that integration.
     InvalidSignature,
+    /// 400: a number in arguments, context or authorization details would not keep its exact
+    /// value in canonical JSON (an integer beyond ±(2^53 − 1)); the message names the field.
+    InvalidNumber,
+    /// 400: agent-supplied text (a tool name, an argument key, a binding message, a reason, a
+    /// scope) holds a control character, a bidirectional override or another invisible
+    /// formatting character; the message names the field.
+    InvalidText,
     /// 500: an internal error; the message carries only the request id.
     Internal,
     /// 503: the server is shutting down or its store is unavailable.
@@ -122,6 +129,8 @@ impl ErrorCode {
             ErrorCode::LinkUnusable => "link_unusable",
             ErrorCode::CsrfFailed => "csrf_failed",
             ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::InvalidNumber => "invalid_number",
+            ErrorCode::InvalidText => "invalid_text",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InvalidScope => "invalid_scope",
@@ -158,7 +167,9 @@ impl ErrorCode {
             | ErrorCode::ExpiredToken
             | ErrorCode::InvalidGrant
             | ErrorCode::UnsupportedGrantType
-            | ErrorCode::LinkUnusable => 400,
+            | ErrorCode::LinkUnusable
+            | ErrorCode::InvalidNumber
+            | ErrorCode::InvalidText => 400,
             ErrorCode::Unauthorized | ErrorCode::InvalidClient | ErrorCode::InvalidSignature => 401,
             ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccessDenied => 403,
             ErrorCode::NotFound => 404,

@@ -4,7 +4,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use countersign_core::approval::{
-    self, ApprovalRequest, Decision, RequestKind, RequestRef, Verdict,
+    self, ApprovalRequest, Decision, Face, RequestKind, RequestRef, Verdict,
 };
 use countersign_core::grant::GrantClaims;
 use countersign_core::routing::ReviewerPlan;
@@ -66,7 +66,7 @@ pub async fn poll(
         r @ RequestRef::AuthReqHash(_) => r,
         RequestRef::PublicId(_) => return Err(Error::NotFound("no such approval request".into())),
     };
-    let mut request = find(state, &caller.tenant_id, &by).await?;
+    let mut request = Face::Ciba.check(find(state, &caller.tenant_id, &by).await?)?;
     if request.agent_id != agent_id {
         return Err(Error::Forbidden(
             "only the agent that asked can poll this request".into(),
@@ -180,52 +180,55 @@ pub async fn issue_grant(
     }
 }
 
-/// A reviewer's (or admin's) approve or reject, through any face. Only eligible reviewers
-/// decide; for a quorum, the request stays pending until enough of them approved.
+/// Whether the caller may decide the request now: [`Principal::may_decide`] with what it
+/// needs from the store. The service and the dashboard's buttons ask the same question.
+pub async fn may_decide(
+    state: &AppState,
+    caller: &Principal,
+    request: &ApprovalRequest,
+) -> Result<()> {
+    let since = match caller.person() {
+        Some(user_id) => state.store.reviewer_since(&request.id, user_id).await?,
+        None => None,
+    };
+    let admins_can_decide = match request.kind {
+        RequestKind::Tool if caller.is_admin() => {
+            crate::guard::config(state, &caller.tenant_id)
+                .await?
+                .settings
+                .admins_can_decide
+        }
+        _ => false,
+    };
+    caller.may_decide(request, since, admins_can_decide, state.clock.now())
+}
+
+/// A reviewer's (or admin's) approve or reject, through `face`. Only eligible reviewers
+/// decide; for a quorum, the request stays pending until enough people approved.
 pub async fn decide(
     state: &AppState,
     caller: &Principal,
+    face: Face,
     by: &RequestRef,
     verdict: Verdict,
     comment: Option<String>,
     channel: &str,
 ) -> Result<ApprovalRequest> {
     caller.require_reviewer_or_admin()?;
-    let request = find(state, &caller.tenant_id, by).await?;
+    let request = face.check(find(state, &caller.tenant_id, by).await?)?;
     let now = state.clock.now();
-    let (since, reviewer) = match &caller.role {
-        Role::Reviewer { user_id } => {
-            let since = state.store.reviewer_since(&request.id, user_id).await?;
-            let email = state
-                .store
-                .get_user(&caller.tenant_id, user_id)
-                .await?
-                .map(|u| u.email);
-            (since, email.unwrap_or_else(|| user_id.clone()))
-        }
-        // A dashboard admin is a person: shown by their email, not their session.
-        _ => match &caller.user_id {
-            Some(user_id) => {
-                let email = state
-                    .store
-                    .get_user(&caller.tenant_id, user_id)
-                    .await?
-                    .map(|u| u.email);
-                (None, email.unwrap_or_else(|| user_id.clone()))
-            }
-            None => (None, format!("admin ({})", caller.key_id)),
-        },
+    may_decide(state, caller, &request).await?;
+    caller.may_vote(&request, verdict)?;
+    // People are shown by their email; an admin key by its id.
+    let reviewer = match caller.person() {
+        Some(user_id) => state
+            .store
+            .get_user(&caller.tenant_id, user_id)
+            .await?
+            .map(|u| u.email)
+            .unwrap_or_else(|| user_id.to_string()),
+        None => format!("admin ({})", caller.key_id),
     };
-    let admins_can_decide = match request.kind {
-        RequestKind::Tool => {
-            crate::guard::config(state, &caller.tenant_id)
-                .await?
-                .settings
-                .admins_can_decide
-        }
-        _ => true,
-    };
-    caller.may_decide(&request, since, admins_can_decide, now)?;
     let decision = Decision::new(verdict, caller.actor(), comment, now, &state.limits)?
         .with_reviewer(reviewer)
         .with_channel(channel);

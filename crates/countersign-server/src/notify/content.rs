@@ -162,7 +162,8 @@ pub async fn facts_of(state: &AppState, r: &ApprovalRequest) -> Result<Facts> {
         tenant_id: r.tenant_id.clone(),
         action_label: if tool.is_some() { "Tool" } else { "Scope" },
         action: truncate(&sanitize(r.action_name()), 200),
-        arguments: sanitize(&arguments_text(r.arguments(), MAX_ARGUMENTS_CHARS)),
+        // Already shown safely: values isolated, hidden characters made visible.
+        arguments: arguments_text(r.arguments(), MAX_ARGUMENTS_CHARS),
         risk_score: tool.map(|t| t.risk_score),
         threats: tool.map(|t| t.threats.clone()).unwrap_or_default(),
         session_id: tool.map(|t| sanitize(&t.session_id)),

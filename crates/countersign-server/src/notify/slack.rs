@@ -730,6 +730,7 @@ pub async fn decide_click(
     let outcome = service::decide(
         state,
         &principal,
+        countersign_core::approval::Face::Review,
         &RequestRef::PublicId(approval_id.clone()),
         verdict,
         None,

@@ -40,7 +40,7 @@ enum Presented {
     },
 }
 
-fn decode_basic(value: &str) -> Result<(String, String)> {
+pub(super) fn decode_basic(value: &str) -> Result<(String, String)> {
     let encoded = value
         .strip_prefix("Basic ")
         .or_else(|| value.strip_prefix("basic "))
@@ -111,7 +111,7 @@ fn presented(form: &FormParams, authorization: Option<&str>) -> Result<Presented
 }
 
 /// The `iss` of an assertion, read before it is verified, to know whose keys verify it.
-fn unverified_issuer(assertion: &str) -> Option<String> {
+pub(super) fn unverified_issuer(assertion: &str) -> Option<String> {
     let payload = assertion.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)

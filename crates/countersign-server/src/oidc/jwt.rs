@@ -28,7 +28,7 @@ pub struct ClientJwtRules<'a> {
     pub what: &'a str,
 }
 
-fn header_alg(token: &str) -> std::result::Result<(Algorithm, Option<String>), String> {
+pub(super) fn header_alg(token: &str) -> std::result::Result<(Algorithm, Option<String>), String> {
     // Read `alg` ourselves first, so that `none` and unknown algorithms get a clear answer.
     let header = token
         .split('.')
@@ -67,7 +67,7 @@ fn alg_name(alg: Algorithm) -> &'static str {
 
 /// Verifies the signature against a set of JWKs (by `kid`, or every key when there is none)
 /// and returns the claims, without checking times or audience.
-fn verify_signature(
+pub(super) fn verify_signature(
     token: &str,
     jwks: &Value,
     alg: Algorithm,

@@ -7,6 +7,9 @@ pub mod form;
 pub mod jwt;
 pub mod service;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 
 use aws_lc_rs::hmac;

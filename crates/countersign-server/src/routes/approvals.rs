@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use countersign_core::approval::{RequestRef, Verdict};
+use countersign_core::approval::{Face, RequestRef, Verdict};
 use countersign_core::{Error, ids};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::approvals::{
@@ -103,7 +103,8 @@ pub async fn get(
 
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path)),
     request_body = ApproveBody,
-    responses((status = 200, body = ApprovalView), (status = "4XX", body = countersign_proto::ErrorBody)),
+    responses((status = 200, body = ApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, an admin deciding an OpenID request or a tool call where admins may not, or an admin key toward a quorum of several people", body = countersign_proto::ErrorBody),
+        (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
@@ -116,6 +117,7 @@ pub async fn approve(
     let decided = service::decide(
         &state,
         &caller,
+        Face::Review,
         &public_ref(&id)?,
         Verdict::Approve,
         comment,
@@ -128,7 +130,8 @@ pub async fn approve(
 
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)),
     request_body = DenyBody,
-    responses((status = 200, body = ApprovalView), (status = "4XX", body = countersign_proto::ErrorBody)),
+    responses((status = 200, body = ApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, or an admin deciding an OpenID request or a tool call where admins may not", body = countersign_proto::ErrorBody),
+        (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn deny(
     State(state): State<AppState>,
@@ -141,6 +144,7 @@ pub async fn deny(
     let decided = service::decide(
         &state,
         &caller,
+        Face::Review,
         &public_ref(&id)?,
         Verdict::Reject,
         reason,

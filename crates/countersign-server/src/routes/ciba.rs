@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use countersign_core::approval::{RequestRef, Verdict};
+use countersign_core::approval::{Face, RequestRef, Verdict};
 use countersign_proto::ciba::{
     ApproveRequest, AuthorizeRequest, AuthorizeResponse, DecisionResponse, DenyRequest, TokenQuery,
     TokenResponse,
@@ -16,7 +16,8 @@ use crate::state::AppState;
 
 /// Ask a reviewer to approve an action.
 #[utoipa::path(post, path = "/ciba/authorize", tag = "ciba", request_body = AuthorizeRequest,
-    responses((status = 200, body = AuthorizeResponse), (status = "4XX", body = countersign_proto::ErrorBody)),
+    responses((status = 200, body = AuthorizeResponse), (status = 400, description = "`invalid_number`: a number in `context` that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in `scope`, `bindingMessage` or a `context` key; `invalid_request`: another bad value", body = countersign_proto::ErrorBody),
+        (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn authorize(
     State(state): State<AppState>,
@@ -28,7 +29,8 @@ pub async fn authorize(
 
 /// Poll for the decision; `waitSeconds` (up to 30) long-polls.
 #[utoipa::path(get, path = "/ciba/token", tag = "ciba", params(TokenQuery),
-    responses((status = 200, body = TokenResponse), (status = "4XX", body = countersign_proto::ErrorBody)),
+    responses((status = 200, body = TokenResponse), (status = 404, description = "no seed CIBA request with this `authReqId` (OpenID requests are redeemed only at `/oidc/token`, tool calls only through the guard)", body = countersign_proto::ErrorBody),
+        (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn token(
     State(state): State<AppState>,
@@ -53,6 +55,8 @@ pub async fn token(
 /// Approve, as the named reviewer or a tenant admin.
 #[utoipa::path(post, path = "/ciba/approve", tag = "ciba", request_body = ApproveRequest,
     responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody),
+        (status = 403, description = "the caller may not decide this request (not the user it names, an agent key)", body = countersign_proto::ErrorBody),
+        (status = 404, description = "no seed CIBA request with this id (tool calls and OpenID requests are decided elsewhere)", body = countersign_proto::ErrorBody),
         (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn approve(
@@ -67,6 +71,7 @@ pub async fn approve(
     let decided = service::decide(
         &state,
         &caller,
+        Face::Ciba,
         &by,
         Verdict::Approve,
         input.comment,
@@ -82,6 +87,8 @@ pub async fn approve(
 /// Deny, as the named reviewer or a tenant admin.
 #[utoipa::path(post, path = "/ciba/deny", tag = "ciba", request_body = DenyRequest,
     responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody),
+        (status = 403, description = "the caller may not decide this request (not the user it names, an agent key)", body = countersign_proto::ErrorBody),
+        (status = 404, description = "no seed CIBA request with this id (tool calls and OpenID requests are decided elsewhere)", body = countersign_proto::ErrorBody),
         (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn deny(
@@ -92,8 +99,16 @@ pub async fn deny(
 ) -> ApiResult<Json<DecisionResponse>> {
     caller.require_reviewer_or_admin()?;
     let by = RequestRef::from_parts(input.auth_req_id.as_deref(), input.approval_id.as_deref())?;
-    let decided =
-        service::decide(&state, &caller, &by, Verdict::Reject, input.reason, channel).await?;
+    let decided = service::decide(
+        &state,
+        &caller,
+        Face::Ciba,
+        &by,
+        Verdict::Reject,
+        input.reason,
+        channel,
+    )
+    .await?;
     Ok(Json(DecisionResponse {
         approval_id: decided.id,
         status: "denied".into(),

@@ -3,7 +3,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use countersign_core::Error;
-use countersign_core::approval::Verdict;
+use countersign_core::approval::{Face, Verdict};
 use countersign_proto::guard::{
     CommentBody, EvaluateRequest, GrantResponse, GroupInput, GroupList, GroupView,
     GuardApprovalView, GuardSettings, History, HistoryQuery, PolicyInput, PolicyList, PolicyView,
@@ -21,7 +21,8 @@ type ErrorBody = countersign_proto::ErrorBody;
 /// Check a tool call: allow, block, or require approval.
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/tool", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = ToolRequest,
-    responses((status = 200, body = ToolDecision), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = ToolDecision), (status = 400, description = "`invalid_number`: an argument that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in the tool name, an argument key, `reason` or `scope`; `invalid_request`: another bad value", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
 pub async fn tool(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -53,7 +54,9 @@ pub async fn get_approval(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/approve", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)), request_body = CommentBody,
-    responses((status = 200, body = GuardApprovalView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, an admin where admins may not decide, or an admin key toward a quorum of several people", body = ErrorBody),
+        (status = 404, description = "no tool-call approval with this id", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -66,6 +69,7 @@ pub async fn approve(
     let decided = service::decide(
         &state,
         &caller,
+        Face::Guard,
         &by,
         Verdict::Approve,
         body.comment,
@@ -77,7 +81,9 @@ pub async fn approve(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/reject", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)), request_body = ReasonBody,
-    responses((status = 200, body = GuardApprovalView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, or an admin where admins may not decide", body = ErrorBody),
+        (status = 404, description = "no tool-call approval with this id", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
 pub async fn reject(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -87,8 +93,16 @@ pub async fn reject(
 ) -> ApiResult<Json<GuardApprovalView>> {
     check_proxy(&caller, &proxy_id)?;
     let by = guard::public_ref(&approval_id)?;
-    let decided =
-        service::decide(&state, &caller, &by, Verdict::Reject, body.reason, channel).await?;
+    let decided = service::decide(
+        &state,
+        &caller,
+        Face::Guard,
+        &by,
+        Verdict::Reject,
+        body.reason,
+        channel,
+    )
+    .await?;
     Ok(Json(guard::view(&state, decided).await?))
 }
 
@@ -212,7 +226,8 @@ pub async fn delete_policy(
 /// What `POST /tool` would answer for a sample call, creating nothing.
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/policies/evaluate", tag = "guard",
     params(("proxy_id" = String, Path)), request_body = EvaluateRequest,
-    responses((status = 200, body = ToolDecision), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = ToolDecision), (status = 400, description = "`invalid_number`, `invalid_text` or `invalid_request`: the sample call is refused as `POST /tool` would refuse it", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
 pub async fn evaluate(
     State(state): State<AppState>,
     Auth(caller): Auth,

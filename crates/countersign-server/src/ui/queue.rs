@@ -5,9 +5,9 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use countersign_core::approval::{ApprovalRequest, RequestKind, RequestRef, Verdict};
+use countersign_core::approval::{ApprovalRequest, Face, RequestRef, Verdict};
 use countersign_core::notify;
-use countersign_core::{Error, Principal, Role, ids};
+use countersign_core::{Error, Principal, ids};
 use countersign_proto::{ApprovalStatus, TrustLevel};
 use countersign_store::RequestFilter;
 use futures::{Stream, StreamExt};
@@ -300,37 +300,17 @@ struct PanelFragment {
     panel: Panel,
 }
 
-/// When a reviewer became (or becomes) eligible to decide a request; admins need no plan.
-async fn reviewer_since(
-    state: &AppState,
-    principal: &Principal,
-    request: &ApprovalRequest,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, Error> {
-    match &principal.role {
-        Role::Reviewer { user_id } => state.store.reviewer_since(&request.id, user_id).await,
-        _ => Ok(None),
-    }
-}
-
 /// Whether the viewer may decide the request now, by the same rule the service applies.
 async fn may_decide(
     state: &AppState,
     principal: &Principal,
     request: &ApprovalRequest,
 ) -> Result<bool, Error> {
-    let since = reviewer_since(state, principal, request).await?;
-    let admins_can_decide = match request.kind {
-        RequestKind::Tool => {
-            crate::guard::config(state, &principal.tenant_id)
-                .await?
-                .settings
-                .admins_can_decide
-        }
-        _ => true,
-    };
-    Ok(principal
-        .may_decide(request, since, admins_can_decide, state.clock.now())
-        .is_ok())
+    match service::may_decide(state, principal, request).await {
+        Ok(()) => Ok(true),
+        Err(Error::Forbidden(_)) => Ok(false),
+        Err(other) => Err(other),
+    }
 }
 
 async fn page_parts(
@@ -509,6 +489,7 @@ async fn decide(
         service::decide(
             &state,
             &viewer.principal,
+            Face::Review,
             &RequestRef::PublicId(request.id.clone()),
             verdict,
             text,

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, REFERRER_POLICY};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
-use countersign_core::approval::{ApprovalRequest, RequestRef, Verdict};
+use countersign_core::approval::{ApprovalRequest, Face, RequestRef, Verdict};
 use countersign_core::directory::User;
 use countersign_core::notify::ReviewToken;
 use countersign_core::{Error, Principal, secret};
@@ -285,6 +285,7 @@ async fn decide_and_show(
     let outcome = service::decide(
         state,
         principal,
+        Face::Review,
         &RequestRef::PublicId(request.id.clone()),
         verdict,
         comment,

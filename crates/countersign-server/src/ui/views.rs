@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use countersign_core::approval::{ApprovalRequest, DecisionRecord, RequestKind, TIMEOUT_DECIDER};
 use countersign_core::directory::{Agent, User};
+use countersign_core::display::{self, Piece};
 use countersign_core::notify::{self, Delivery};
 use countersign_proto::ApprovalStatus;
 
@@ -68,10 +69,10 @@ pub struct Row {
 
 /// What a request asks for, in a word: the tool for tool calls, the scope for CIBA.
 pub fn what(r: &ApprovalRequest) -> String {
-    match &r.tool {
-        Some(t) if r.kind == RequestKind::Tool => t.tool_name.clone(),
-        _ => r.scope.clone(),
-    }
+    display::visible(match &r.tool {
+        Some(t) if r.kind == RequestKind::Tool => &t.tool_name,
+        _ => &r.scope,
+    })
 }
 
 /// The agent's words about a request: the binding message (CIBA) or its reason (tool calls).
@@ -79,8 +80,41 @@ pub fn agent_words(r: &ApprovalRequest) -> String {
     if r.binding_message.trim().is_empty() {
         format!("{} (the agent gave no reason)", what(r))
     } else {
-        r.binding_message.clone()
+        display::visible(&r.binding_message)
     }
+}
+
+/// Pretty JSON as HTML for the request page: every value in its own `<bdi dir="auto">`, so
+/// that right-to-left text in it cannot reorder the keys and values around it, and hidden
+/// characters shown as marks (`⟨U+202E⟩`). Everything is escaped here.
+pub fn arguments_html(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for piece in display::json_pieces(value) {
+        match piece {
+            Piece::Syntax(text) => out.push_str(&escape_html(&text)),
+            Piece::Value(text) => {
+                out.push_str("<bdi dir=\"auto\" class=\"arg\">");
+                out.push_str(&escape_html(&text));
+                out.push_str("</bdi>");
+            }
+        }
+    }
+    out
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Who decided, as people read it; a timeout that approved is named as such.
@@ -166,7 +200,10 @@ pub fn detail(
             t.policy_name
                 .clone()
                 .unwrap_or_else(|| "none matched: the tenant default applied".into()),
-            t.reason.clone().filter(|x| !x.trim().is_empty()),
+            t.reason
+                .as_deref()
+                .filter(|x| !x.trim().is_empty())
+                .map(display::visible),
             "Arguments (the values the approval covers)",
         ),
         _ => (
@@ -209,7 +246,7 @@ pub fn detail(
         kind,
         title: agent_words(r),
         // The reason of a tool call is already the headline; CIBA has none.
-        reason: reason.filter(|x| *x != r.binding_message),
+        reason: reason.filter(|x| *x != display::visible(&r.binding_message)),
         what: what(r),
         what_label,
         agent_id: r.agent_id.clone(),
@@ -228,7 +265,7 @@ pub fn detail(
         policy,
         routing,
         arguments_label,
-        arguments: serde_json::to_string_pretty(&r.context).unwrap_or_default(),
+        arguments: arguments_html(&r.context),
         arguments_sha256: r.context_sha256.clone(),
         session: r
             .tool

@@ -12,6 +12,7 @@ mod audit;
 mod ciba;
 mod cli;
 mod dashboard;
+mod decide;
 mod durability;
 mod errors;
 mod guard;

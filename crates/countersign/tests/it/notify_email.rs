@@ -53,7 +53,9 @@ async fn a_ciba_request_is_emailed_and_decided_on_the_confirmation_page() {
         Some("auto-generated")
     );
     assert!(mail.message_id().contains("apr_"), "{}", mail.message_id());
-    let text = mail.text();
+    // Each argument value is isolated, so right-to-left text cannot reorder the rest.
+    assert!(mail.text().contains("\u{2068}\"Acme Corp\"\u{2069}"));
+    let text = as_read(&mail.text());
     assert!(text.contains("The agent's own words"), "{text}");
     assert!(text.contains("Approve payment of $500 to Acme Corp?"));
     assert!(text.contains("\"recipient\": \"Acme Corp\""));
@@ -163,7 +165,7 @@ async fn each_primary_gets_their_own_links_and_one_rejection_closes_both() {
         .find(|m| m.to() == "alice@company.com")
         .unwrap();
     assert_eq!(bob.subject(), "Approval required: payment_refund");
-    let text = bob.text();
+    let text = as_read(&bob.text());
     for fact in [
         "Tool: payment_refund",
         "Risk score:",

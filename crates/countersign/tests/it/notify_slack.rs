@@ -444,7 +444,7 @@ async fn a_tool_call_is_posted_and_a_signed_click_decides_it() {
     let post = slack
         .wait_for("chat.postMessage", None, |c| posted_to(c, APPROVALS, &id))
         .await;
-    let shown = text(&post);
+    let shown = as_read(&text(&post));
     for fact in [
         "Approval required: payment_refund",
         "*Tool*\\npayment_refund",

@@ -282,7 +282,7 @@ async fn a_card_asks_and_its_approve_button_decides_through_teams() {
         .find(|b| b["fontType"] == "Monospace")
         .unwrap();
     assert_eq!(arguments["wrap"], true);
-    let arguments = arguments["text"].as_str().unwrap();
+    let arguments = as_read(arguments["text"].as_str().unwrap());
     assert!(arguments.contains("\"amount\": 500"), "{arguments}");
     assert!(arguments.contains("\"cust_123\""), "{arguments}");
     // The agent's words, labelled as its own and escaped: no markup, no link.

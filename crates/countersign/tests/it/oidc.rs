@@ -1491,7 +1491,7 @@ async fn the_user_is_emailed_and_decides_from_the_link() {
     let id = a.body["auth_req_id"].as_str().unwrap().to_string();
     let mail = smtp.wait_for(1).await.remove(0);
     assert_eq!(mail.to(), "alice@example.com");
-    let text = mail.text();
+    let text = as_read(&mail.text());
     assert!(text.contains("\"creditorName\": \"Merchant A\""), "{text}");
     assert!(text.contains("Pay 123.50 EUR"));
     let token = url::Url::parse(&mail.link("Approve"))

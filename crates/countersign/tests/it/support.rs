@@ -286,6 +286,12 @@ pub fn payment(user_id: &str) -> AuthorizeRequest {
     }
 }
 
+/// Message text as a reader sees it: argument values are wrapped in invisible bidi isolates
+/// (U+2068 … U+2069), which this leaves out.
+pub fn as_read(text: &str) -> String {
+    text.replace(['\u{2068}', '\u{2069}'], "")
+}
+
 /// The error code of a failed call.
 pub fn code<T: std::fmt::Debug>(r: Result<T, countersign_client::ClientError>) -> String {
     r.expect_err("expected an error")
