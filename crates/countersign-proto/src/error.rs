@@ -97,6 +97,9 @@ pub enum ErrorCode {
     InvalidGrant,
     /// 400: the token endpoint does not know this `grant_type`.
     UnsupportedGrantType,
+    /// 400: the `resource` (RFC 8707) is malformed or not an audience this tenant or policy
+    /// allows grants for.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -138,6 +141,7 @@ impl ErrorCode {
             ErrorCode::ExpiredToken => "expired_token",
             ErrorCode::InvalidGrant => "invalid_grant",
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidTarget => "invalid_target",
         }
     }
 
@@ -158,6 +162,7 @@ impl ErrorCode {
             | ErrorCode::ExpiredToken
             | ErrorCode::InvalidGrant
             | ErrorCode::UnsupportedGrantType
+            | ErrorCode::InvalidTarget
             | ErrorCode::LinkUnusable => 400,
             ErrorCode::Unauthorized | ErrorCode::InvalidClient | ErrorCode::InvalidSignature => 401,
             ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccessDenied => 403,

@@ -46,7 +46,17 @@ async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Val
             .store
             .token_jti(&item.tenant_id, &item.approval_id)
             .await?;
-        issued = issue_tokens(state, &request, &oidc_state, Some(&auth_req_id), previous).await?;
+        // Push clients name no resource: the grant is for the tenant's audience.
+        let audience = countersign_core::grant::tenant_audience(&item.tenant_id);
+        issued = issue_tokens(
+            state,
+            &request,
+            &oidc_state,
+            audience,
+            Some(&auth_req_id),
+            previous,
+        )
+        .await?;
         if issued.is_some() {
             break;
         }

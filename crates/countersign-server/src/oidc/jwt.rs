@@ -67,7 +67,7 @@ fn alg_name(alg: Algorithm) -> &'static str {
 
 /// Verifies the signature against a set of JWKs (by `kid`, or every key when there is none)
 /// and returns the claims, without checking times or audience.
-fn verify_signature(
+pub(crate) fn verify_signature(
     token: &str,
     jwks: &Value,
     alg: Algorithm,

@@ -26,7 +26,8 @@ pub async fn authorize(
     Ok(Json(service::authorize(&state, &caller, input).await?))
 }
 
-/// Poll for the decision; `waitSeconds` (up to 30) long-polls.
+/// Poll for the decision; `waitSeconds` (up to 30) long-polls; `resource` names the audience
+/// of the access token (RFC 8707; `invalid_target` when the tenant does not allow it).
 #[utoipa::path(get, path = "/ciba/token", tag = "ciba", params(TokenQuery),
     responses((status = 200, body = TokenResponse), (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
@@ -45,6 +46,7 @@ pub async fn token(
             &caller,
             &query.auth_req_id,
             Duration::from_secs(wait),
+            query.resource.as_deref(),
         )
         .await?,
     ))

@@ -14,6 +14,7 @@ mod cli;
 mod dashboard;
 mod durability;
 mod errors;
+mod grants;
 mod guard;
 mod meta;
 mod notify_dashboard;

@@ -1426,6 +1426,7 @@ async fn openid_client_library_completes_the_flow() {
             user_id: Some(user.clone()),
             agent_id: None,
             name: None,
+            audiences: Vec::new(),
         })
         .await
         .unwrap()
