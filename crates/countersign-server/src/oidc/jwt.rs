@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 /// What a client-signed JWT must satisfy.
 pub struct ClientJwtRules<'a> {
-    /// Accepted `aud` values (the issuer, and endpoint URLs where the spec allows them).
+    /// Accepted `aud` values (the issuer).
     pub audiences: &'a [String],
     /// `sub` must equal the client id (client assertions).
     pub subject_is_client: bool,
