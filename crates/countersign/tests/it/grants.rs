@@ -496,3 +496,34 @@ async fn executor_keys_only_introspect_and_revoke() {
     let exec = listed.iter().find(|k| k.role == KeyRole::Executor).unwrap();
     assert_eq!(exec.audiences, vec![PAYMENTS.to_string()]);
 }
+
+#[tokio::test]
+async fn the_grant_endpoints_are_described_with_form_bodies_and_every_status() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http()
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/oauth/introspect", "/oauth/revoke"] {
+        let op = &doc["paths"][path]["post"];
+        assert!(
+            op["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object(),
+            "{path}"
+        );
+        for status in ["200", "400", "401", "403", "415"] {
+            assert!(op["responses"][status].is_object(), "{path} {status}");
+        }
+    }
+    let resource =
+        doc["paths"]["/v1/guard/{proxy_id}/approvals/{approval_id}/grant"]["post"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "resource");
+    assert!(resource);
+}
