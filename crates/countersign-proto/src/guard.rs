@@ -449,7 +449,6 @@ pub struct ReasonBody {
 /// `POST /approvals/{id}/grant?resource=...`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct GrantQuery {
     /// RFC 8707: the resource (an absolute URI) the grant is for, one of the audiences the
     /// tenant or the policy allows; default `urn:countersign:tenant:<tenant id>`.
