@@ -319,6 +319,15 @@ async fn introspection_answers_only_for_the_grants_tenant_and_audience() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+    let res = app
+        .http()
+        .post(app.url("/oauth/introspect"))
+        .bearer_auth(payments.key().unwrap())
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
 }
 
 #[tokio::test]
