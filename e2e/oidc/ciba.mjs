@@ -69,10 +69,12 @@ async function flow(c) {
   });
   assert.equal(idToken.sub, cfg.userId);
   assert.equal(tokens.claims().sub, cfg.userId);
+  // The access token is for the tenant's resource audience (no `resource` was asked for).
   const { payload: access } = await jose.jwtVerify(tokens.access_token, jwks, {
     issuer: cfg.issuer,
-    audience: c.clientId,
+    audience: `urn:countersign:tenant:${cfg.tenant}`,
   });
+  assert.equal(access.tid, cfg.tenant);
   assert.equal(access.approval_id, approvalId);
   assert.equal(access.authorization_details[0].tool, 'payments.refund');
 

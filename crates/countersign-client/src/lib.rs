@@ -327,11 +327,24 @@ impl Client {
         auth_req_id: &str,
         wait_seconds: Option<u64>,
     ) -> Result<TokenResponse> {
+        self.ciba_token_for(auth_req_id, wait_seconds, None).await
+    }
+
+    /// Polls, asking for an access token whose audience is `resource` (RFC 8707).
+    pub async fn ciba_token_for(
+        &self,
+        auth_req_id: &str,
+        wait_seconds: Option<u64>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse> {
         let mut builder = self
             .request(Method::GET, "/ciba/token")?
             .query(&[("authReqId", auth_req_id)]);
         if let Some(w) = wait_seconds {
             builder = builder.query(&[("waitSeconds", w)]);
+        }
+        if let Some(r) = resource {
+            builder = builder.query(&[("resource", r)]);
         }
         self.send(builder).await
     }
@@ -444,11 +457,65 @@ impl Client {
     }
 
     pub async fn guard_grant(&self, proxy_id: &str, id: &str) -> Result<GrantResponse> {
-        self.post(
-            &Self::guard_path(proxy_id, &format!("approvals/{id}/grant")),
-            &serde_json::json!({}),
-        )
-        .await
+        self.guard_grant_for(proxy_id, id, None).await
+    }
+
+    /// Redeems an approval for a grant whose audience is `resource` (RFC 8707).
+    pub async fn guard_grant_for(
+        &self,
+        proxy_id: &str,
+        id: &str,
+        resource: Option<&str>,
+    ) -> Result<GrantResponse> {
+        let mut builder = self
+            .request(
+                Method::POST,
+                &Self::guard_path(proxy_id, &format!("approvals/{id}/grant")),
+            )?
+            .json(&serde_json::json!({}));
+        if let Some(r) = resource {
+            builder = builder.query(&[("resource", r)]);
+        }
+        self.send(builder).await
+    }
+
+    // ----- grants -----
+
+    /// RFC 7662 introspection: `{"active":false}` or `active: true` with the grant's claims;
+    /// `consume` spends the grant.
+    pub async fn introspect(&self, token: &str, consume: bool) -> Result<serde_json::Value> {
+        let mut form = vec![("token", token)];
+        if consume {
+            form.push(("consume", "true"));
+        }
+        self.send(self.request(Method::POST, "/oauth/introspect")?.form(&form))
+            .await
+    }
+
+    /// RFC 7009 revocation.
+    pub async fn revoke_grant(&self, token: &str) -> Result<()> {
+        let response = self
+            .request(Method::POST, "/oauth/revoke")?
+            .form(&[("token", token)])
+            .send()
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = response.bytes().await?;
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+                current_status: body.error.current_status,
+            }),
+            Err(_) => Err(ClientError::Unexpected {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
     }
 
     pub async fn guard_history(&self, proxy_id: &str, query: &HistoryQuery) -> Result<History> {

@@ -13,6 +13,7 @@ pub enum ActorKind {
     Admin,
     Reviewer,
     Agent,
+    Executor,
     System,
 }
 
@@ -22,6 +23,7 @@ impl ActorKind {
             ActorKind::Admin => "admin",
             ActorKind::Reviewer => "reviewer",
             ActorKind::Agent => "agent",
+            ActorKind::Executor => "executor",
             ActorKind::System => "system",
         }
     }

@@ -45,6 +45,8 @@ pub struct ApiKey {
     pub user_id: Option<String>,
     pub agent_id: Option<String>,
     pub name: Option<String>,
+    /// An executor key's grant audiences (empty for the other roles).
+    pub audiences: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -111,9 +113,14 @@ pub fn mint_key(
     now: DateTime<Utc>,
 ) -> Result<MintedKey> {
     let (user_id, agent_id) = match (role, user_id, agent_id) {
-        (KeyRole::Admin, None, None) => (None, None),
+        (KeyRole::Admin | KeyRole::Executor, None, None) => (None, None),
         (KeyRole::Reviewer, Some(u), None) => (Some(u), None),
         (KeyRole::Agent, None, Some(a)) => (None, Some(a)),
+        (KeyRole::Executor, _, _) => {
+            return Err(Error::invalid(
+                "an executor key takes neither `user_id` nor `agent_id`",
+            ));
+        }
         (KeyRole::Admin, _, _) => {
             return Err(Error::invalid(
                 "an admin key takes neither `user_id` nor `agent_id`",
@@ -144,11 +151,31 @@ pub fn mint_key(
             user_id,
             agent_id,
             name,
+            audiences: Vec::new(),
             created_at: now,
             revoked_at: None,
         },
         secret,
     })
+}
+
+impl MintedKey {
+    /// Binds an executor key to the grant audiences it verifies (at least one); the other
+    /// roles take none.
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> Result<MintedKey> {
+        if self.record.role == KeyRole::Executor {
+            if audiences.is_empty() {
+                return Err(Error::invalid(
+                    "an executor key needs `audiences`: the grant audiences it verifies",
+                ));
+            }
+            crate::grant::check_audiences("audiences", &audiences)?;
+        } else if !audiences.is_empty() {
+            return Err(Error::invalid("only executor keys take `audiences`"));
+        }
+        self.record.audiences = audiences;
+        Ok(self)
+    }
 }
 
 /// Parses a bootstrap admin key given by the operator; it must be long enough to be a secret.

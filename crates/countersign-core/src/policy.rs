@@ -140,6 +140,7 @@ pub fn from_input(
             )));
         }
     }
+    crate::grant::check_audiences("approval_config.audiences", &approval.audiences)?;
     let unknown_group = |id: &str| Error::Invalid {
         code: ErrorCode::UnknownReference,
         message: format!("approval group {id:?} does not exist in this tenant"),
@@ -397,6 +398,7 @@ pub fn validate_settings(
             return Err(unknown_group(g));
         }
     }
+    crate::grant::check_audiences("grant_audiences", &settings.grant_audiences)?;
     Ok(())
 }
 

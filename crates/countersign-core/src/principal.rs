@@ -4,12 +4,26 @@ use crate::approval::{ApprovalRequest, RequestKind, Verdict};
 use crate::audit::{Actor, ActorKind};
 use crate::{Error, Result};
 
+/// The refusal of everything an executor key is not for.
+pub fn executor_only() -> Error {
+    Error::Forbidden("executor keys may only introspect and revoke grants".into())
+}
+
 /// Who an authenticated API key acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
     Admin,
-    Reviewer { user_id: String },
-    Agent { agent_id: String },
+    Reviewer {
+        user_id: String,
+    },
+    Agent {
+        agent_id: String,
+    },
+    /// A service that runs approved actions: it may only introspect and revoke the grants of
+    /// these audiences.
+    Executor {
+        audiences: Vec<String>,
+    },
 }
 
 /// An authenticated caller, always confined to one tenant.
@@ -47,6 +61,38 @@ impl Principal {
             ),
             Role::Reviewer { user_id } => Actor::new(ActorKind::Reviewer, user_id),
             Role::Agent { agent_id } => Actor::new(ActorKind::Agent, agent_id),
+            Role::Executor { .. } => Actor::new(ActorKind::Executor, &self.key_id),
+        }
+    }
+
+    /// Which grants this caller may introspect: an admin any of the tenant's, an executor
+    /// those of its audiences; nobody else any.
+    pub fn grant_verifier(&self) -> Result<crate::grant::Verifier<'_>> {
+        match &self.role {
+            Role::Admin => Ok(crate::grant::Verifier::Admin),
+            Role::Executor { audiences } => Ok(crate::grant::Verifier::Executor(audiences)),
+            _ => Err(Error::Forbidden(
+                "grants are introspected with an executor or admin key".into(),
+            )),
+        }
+    }
+
+    /// Whether this caller may revoke a grant issued to `client_id` for `audiences`: the agent
+    /// it was issued to, an executor of one of its audiences, or an admin (the tenant is
+    /// checked before).
+    pub fn may_revoke(&self, client_id: &str, audiences: &[String]) -> Result<()> {
+        let allowed = match &self.role {
+            Role::Admin => true,
+            Role::Agent { agent_id } => agent_id == client_id,
+            Role::Executor { audiences: mine } => audiences.iter().any(|a| mine.contains(a)),
+            Role::Reviewer { .. } => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "only the grant's agent, an executor of its audience or an admin revokes it".into(),
+            ))
         }
     }
 
@@ -77,6 +123,7 @@ impl Principal {
             Role::Agent { .. } => Err(Error::Forbidden(
                 "agent keys cannot read or decide approval requests".into(),
             )),
+            Role::Executor { .. } => Err(executor_only()),
         }
     }
 
@@ -86,7 +133,7 @@ impl Principal {
         match &self.role {
             Role::Reviewer { user_id } => Some(user_id),
             Role::Admin => self.user_id.as_deref(),
-            Role::Agent { .. } => None,
+            Role::Agent { .. } | Role::Executor { .. } => None,
         }
     }
 
@@ -109,10 +156,14 @@ impl Principal {
         admins_can_decide: bool,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        if let Role::Agent { .. } = self.role {
-            return Err(Error::Forbidden(
-                "agent keys cannot approve or deny requests".into(),
-            ));
+        match self.role {
+            Role::Agent { .. } => {
+                return Err(Error::Forbidden(
+                    "agent keys cannot approve or deny requests".into(),
+                ));
+            }
+            Role::Executor { .. } => return Err(executor_only()),
+            Role::Admin | Role::Reviewer { .. } => {}
         }
         let requester = request
             .tool
@@ -172,6 +223,7 @@ impl Principal {
             Role::Agent { .. } => Err(Error::Forbidden(
                 "agent keys cannot read or decide approval requests".into(),
             )),
+            Role::Executor { .. } => Err(executor_only()),
         }
     }
 

@@ -59,6 +59,9 @@ pub enum KeyRole {
     Admin,
     Reviewer,
     Agent,
+    /// A service that runs approved actions: it may only introspect and revoke grants whose
+    /// audience is one of its `audiences`.
+    Executor,
 }
 
 impl KeyRole {
@@ -67,13 +70,19 @@ impl KeyRole {
             KeyRole::Admin => "admin",
             KeyRole::Reviewer => "reviewer",
             KeyRole::Agent => "agent",
+            KeyRole::Executor => "executor",
         }
     }
 
     pub fn parse(s: &str) -> Option<KeyRole> {
-        [KeyRole::Admin, KeyRole::Reviewer, KeyRole::Agent]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            KeyRole::Admin,
+            KeyRole::Reviewer,
+            KeyRole::Agent,
+            KeyRole::Executor,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -90,6 +99,10 @@ pub struct CreateApiKey {
     /// A label for people; optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Required (1 to 20) for `executor` keys, and only for them: the grant audiences (absolute
+    /// URIs, e.g. `https://payments.example.com`) whose grants the key may introspect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -102,6 +115,9 @@ pub struct ApiKeyView {
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An executor key's grant audiences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
     /// The first characters of the key, to recognise it; not a secret.
     pub prefix: String,
     pub created_at: DateTime<Utc>,

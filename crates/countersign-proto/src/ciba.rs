@@ -39,6 +39,10 @@ pub struct TokenQuery {
     /// Hold the request open up to this many seconds (at most 30) until a decision.
     #[serde(default)]
     pub wait_seconds: Option<u64>,
+    /// RFC 8707: the resource (an absolute URI) the access token is for, one of the tenant's
+    /// `grant_audiences`; default `urn:countersign:tenant:<tenant id>`.
+    #[serde(default)]
+    pub resource: Option<String>,
 }
 
 /// The answer to a poll, tagged by `status`.

@@ -104,6 +104,9 @@ pub enum ErrorCode {
     InvalidGrant,
     /// 400: the token endpoint does not know this `grant_type`.
     UnsupportedGrantType,
+    /// 400: the `resource` (RFC 8707) is malformed or not an audience this tenant or policy
+    /// allows grants for.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -147,6 +150,7 @@ impl ErrorCode {
             ErrorCode::ExpiredToken => "expired_token",
             ErrorCode::InvalidGrant => "invalid_grant",
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidTarget => "invalid_target",
         }
     }
 
@@ -169,7 +173,8 @@ impl ErrorCode {
             | ErrorCode::UnsupportedGrantType
             | ErrorCode::LinkUnusable
             | ErrorCode::InvalidNumber
-            | ErrorCode::InvalidText => 400,
+            | ErrorCode::InvalidText
+            | ErrorCode::InvalidTarget => 400,
             ErrorCode::Unauthorized | ErrorCode::InvalidClient | ErrorCode::InvalidSignature => 401,
             ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccessDenied => 403,
             ErrorCode::NotFound => 404,

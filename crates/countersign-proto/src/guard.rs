@@ -86,6 +86,9 @@ pub struct ApprovalConfig {
     pub required_approvals: u32,
     /// Whether the person the agent acts for may approve their own request (default false).
     pub allow_self_approval: bool,
+    /// The audiences (RFC 8707 `resource` values) a grant of this policy's approvals may name;
+    /// when empty, the tenant's `grant_audiences` apply.
+    pub audiences: Vec<String>,
 }
 
 impl Default for ApprovalConfig {
@@ -98,6 +101,7 @@ impl Default for ApprovalConfig {
             escalation_rules: Vec::new(),
             required_approvals: 1,
             allow_self_approval: false,
+            audiences: Vec::new(),
         }
     }
 }
@@ -266,6 +270,9 @@ pub struct GuardSettings {
     pub trust_rules: Vec<TrustRule>,
     /// Timeout of approvals the tenant default or a trust rule requires, in minutes.
     pub default_timeout_minutes: u32,
+    /// The audiences (RFC 8707 `resource` values, absolute URIs) agents may ask grants for;
+    /// without a `resource` a grant's audience is `urn:countersign:tenant:<tenant id>`.
+    pub grant_audiences: Vec<String>,
 }
 
 impl Default for GuardSettings {
@@ -276,6 +283,7 @@ impl Default for GuardSettings {
             admins_can_decide: false,
             trust_rules: Vec::new(),
             default_timeout_minutes: 30,
+            grant_audiences: Vec::new(),
         }
     }
 }
@@ -436,6 +444,16 @@ pub struct CommentBody {
 pub struct ReasonBody {
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// `POST /approvals/{id}/grant?resource=...`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GrantQuery {
+    /// RFC 8707: the resource (an absolute URI) the grant is for, one of the audiences the
+    /// tenant or the policy allows; default `urn:countersign:tenant:<tenant id>`.
+    #[serde(default)]
+    pub resource: Option<String>,
 }
 
 /// The signed grant for an approved tool call.

@@ -10,6 +10,7 @@ pub mod ciba;
 pub mod error;
 pub mod guard;
 pub mod notify;
+pub mod oauth;
 pub mod oidc;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -31,7 +31,9 @@ use crate::error::{error_response, method_not_allowed_fallback, not_found_fallba
 use crate::events::Events;
 use crate::oidc::Oidc;
 use crate::routes::webhooks;
-use crate::routes::{admin, approvals, audit, ciba, guard, meta, notifications, oidc, oidc_admin};
+use crate::routes::{
+    admin, approvals, audit, ciba, guard, meta, notifications, oauth, oidc, oidc_admin,
+};
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::state::AppState;
@@ -433,6 +435,8 @@ fn router(state: AppState) -> Router {
         .route(crate::oidc::DISCOVERY_PATH, get(oidc::discovery))
         .route(crate::oidc::BC_AUTHORIZE_PATH, post(oidc::bc_authorize))
         .route(crate::oidc::TOKEN_PATH, post(oidc::token))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/revoke", post(oauth::revoke))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/healthz", get(meta::healthz))

@@ -2,12 +2,14 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use countersign_core::{Error, Principal, secret};
+use countersign_core::principal::executor_only;
+use countersign_core::{Error, Principal, Role, secret};
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The authenticated caller.
+/// The authenticated caller, of any role but `executor` (executor keys serve only the grant
+/// endpoints, which take [`GrantAuth`]).
 pub struct Auth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
@@ -17,27 +19,51 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            Error::Unauthorized("missing `Authorization: Bearer <api key>`".into())
-        })?;
-        let value = header
-            .to_str()
-            .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
-        let key = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Error::Unauthorized("the Authorization header must be `Bearer <api key>`".into())
-            })?;
-        let principal = state
-            .store
-            .authenticate(&secret::hash_secret(key))
-            .await?
-            .ok_or_else(|| Error::Unauthorized("unknown, revoked or disabled API key".into()))?;
+        let principal = authenticate(parts, state).await?;
+        if matches!(principal.role, Role::Executor { .. }) {
+            return Err(executor_only().into());
+        }
         Ok(Auth(principal))
     }
+}
+
+/// The authenticated caller of the grant endpoints (introspection, revocation): any role,
+/// executors included.
+pub struct GrantAuth(pub Principal);
+
+impl FromRequestParts<AppState> for GrantAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(GrantAuth(authenticate(parts, state).await?))
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthorized("missing `Authorization: Bearer <api key>`".into()))?;
+    let value = header
+        .to_str()
+        .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
+    let key = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            Error::Unauthorized("the Authorization header must be `Bearer <api key>`".into())
+        })?;
+    let principal = state
+        .store
+        .authenticate(&secret::hash_secret(key))
+        .await?
+        .ok_or_else(|| Error::Unauthorized("unknown, revoked or disabled API key".into()))?;
+    Ok(principal)
 }
 
 /// The channel a decision arrives through: `cli` when the command line says so, else `api`.

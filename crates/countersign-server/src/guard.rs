@@ -8,6 +8,7 @@ use countersign_core::approval::{
 };
 use countersign_core::directory::Agent;
 use countersign_core::policy::{self, EvalInput, GuardConfig, Policy, PolicySet};
+use countersign_core::principal::executor_only;
 use countersign_core::routing::{self, Group, Member};
 use countersign_core::{Error, Principal, Result, Role, ids, toolcall, validate};
 use countersign_proto::guard::{
@@ -421,6 +422,7 @@ pub async fn visible(state: &AppState, caller: &Principal, id: &str) -> Result<A
             caller.may_view(since, state.clock.now())?;
             Ok(request)
         }
+        Role::Executor { .. } => Err(executor_only()),
     }
 }
 
@@ -516,6 +518,7 @@ pub async fn cancel(state: &AppState, caller: &Principal, id: &str) -> Result<Ap
                 "only the requesting agent or an admin cancels".into(),
             ));
         }
+        Role::Executor { .. } => return Err(executor_only()),
     }
     let cancelled = state
         .store
@@ -530,13 +533,20 @@ pub async fn cancel(state: &AppState, caller: &Principal, id: &str) -> Result<Ap
     Ok(cancelled)
 }
 
-/// Redeems an approved tool call, once, for the signed grant bound to its arguments.
-pub async fn grant(state: &AppState, caller: &Principal, id: &str) -> Result<GrantResponse> {
+/// Redeems an approved tool call, once, for the signed grant bound to its arguments and to
+/// the audience `resource` names.
+pub async fn grant(
+    state: &AppState,
+    caller: &Principal,
+    id: &str,
+    resource: Option<&str>,
+) -> Result<GrantResponse> {
     let agent_id = caller.require_agent()?;
     let request = tool_request(service::find(state, &caller.tenant_id, &public_ref(id)?).await?)?;
     if request.agent_id != agent_id {
         return Err(Error::NotFound("no such approval".into()));
     }
+    let audience = service::grant_audience(state, &request, resource).await?;
     let status = request.status_at(state.clock.now());
     if status != ApprovalStatus::Approved {
         return Err(Error::Invalid {
@@ -557,7 +567,7 @@ pub async fn grant(state: &AppState, caller: &Principal, id: &str) -> Result<Gra
         &RequestRef::PublicId(request.id.clone()),
     )
     .await?;
-    match service::issue_grant(state, caller, &request).await? {
+    match service::issue_grant(state, caller, &request, audience).await? {
         Some((access_token, expires_in)) => Ok(GrantResponse {
             access_token,
             token_type: "Bearer".into(),
@@ -608,6 +618,7 @@ pub async fn history(state: &AppState, caller: &Principal, query: HistoryQuery) 
                 "agent keys cannot read the approval history".into(),
             ));
         }
+        Role::Executor { .. } => return Err(executor_only()),
     }
     let page = state
         .store

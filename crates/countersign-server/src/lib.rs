@@ -7,6 +7,7 @@ mod app;
 mod auth;
 mod error;
 pub mod events;
+mod grants;
 pub mod guard;
 pub mod notify;
 mod oidc;

@@ -3,7 +3,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::webhooks;
-use crate::routes::{admin, approvals, audit, ciba, guard, meta, notifications, oidc, oidc_admin};
+use crate::routes::{
+    admin, approvals, audit, ciba, guard, meta, notifications, oauth, oidc, oidc_admin,
+};
 
 struct ApiKeyAuth;
 
@@ -34,6 +36,7 @@ impl Modify for ApiKeyAuth {
         guard::delete_group, guard::get_routing, guard::put_routing, guard::get_settings, guard::put_settings,
         audit::list, audit::verify,
         oidc::discovery, oidc::bc_authorize, oidc::token,
+        oauth::introspect, oauth::revoke,
         oidc_admin::create, oidc_admin::list, oidc_admin::get, oidc_admin::delete, oidc_admin::set_user_code,
         meta::healthz, meta::readyz, meta::metrics, meta::jwks,
         notifications::get_channels, notifications::put_email, notifications::put_slack, notifications::put_teams,

@@ -6,7 +6,7 @@ use chrono::Duration;
 use countersign_core::approval::{
     self, ApprovalRequest, Decision, Face, RequestKind, RequestRef, Verdict,
 };
-use countersign_core::grant::GrantClaims;
+use countersign_core::grant::{self, GrantClaims};
 use countersign_core::routing::ReviewerPlan;
 use countersign_core::{Error, Principal, Result, Role};
 use countersign_proto::ciba::{AuthorizeRequest, AuthorizeResponse, TokenResponse};
@@ -60,6 +60,7 @@ pub async fn poll(
     caller: &Principal,
     auth_req_id: &str,
     wait: StdDuration,
+    resource: Option<&str>,
 ) -> Result<TokenResponse> {
     let agent_id = caller.require_agent()?;
     let by = match RequestRef::parse(auth_req_id)? {
@@ -72,10 +73,12 @@ pub async fn poll(
             "only the agent that asked can poll this request".into(),
         ));
     }
+    // A resource that cannot be granted is refused before any waiting.
+    let audience = grant_audience(state, &request, resource).await?;
     if !wait.is_zero() && request.status_at(state.clock.now()) == ApprovalStatus::Pending {
         request = wait_for_decision(state, &caller.tenant_id, request, wait).await?;
     }
-    answer_poll(state, caller, request).await
+    answer_poll(state, caller, request, audience).await
 }
 
 /// Holds until the request leaves `pending`, it expires, or `wait` passes.
@@ -120,6 +123,7 @@ async fn answer_poll(
     state: &AppState,
     caller: &Principal,
     request: ApprovalRequest,
+    audience: String,
 ) -> Result<TokenResponse> {
     let now = state.clock.now();
     Ok(match request.status_at(now) {
@@ -131,7 +135,7 @@ async fn answer_poll(
         ApprovalStatus::Cancelled => TokenResponse::Denied {
             reason: Some("the request was cancelled".into()),
         },
-        ApprovalStatus::Approved => match issue_grant(state, caller, &request).await? {
+        ApprovalStatus::Approved => match issue_grant(state, caller, &request, audience).await? {
             Some((token, expires_in)) => TokenResponse::Approved {
                 access_token: Some(token),
                 token_type: Some("Bearer".into()),
@@ -148,18 +152,49 @@ async fn answer_poll(
     })
 }
 
-/// Signs the one access token of an approval; `None` if it was already issued.
+/// The audience of a grant of `request`: the `resource` the agent named if the request's
+/// policy (or else the tenant) allows it, or the tenant's URN when it named none.
+pub async fn grant_audience(
+    state: &AppState,
+    request: &ApprovalRequest,
+    resource: Option<&str>,
+) -> Result<String> {
+    let tenant_id = &request.tenant_id;
+    if resource.is_none() {
+        return Ok(grant::tenant_audience(tenant_id));
+    }
+    let policy_audiences = match request.tool.as_ref().and_then(|t| t.policy_id.as_deref()) {
+        Some(id) => state
+            .store
+            .get_policy(tenant_id, id)
+            .await?
+            .map(|p| p.approval.audiences)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let (settings, _) = state.store.guard_settings(tenant_id).await?;
+    grant::audience(
+        tenant_id,
+        resource,
+        &policy_audiences,
+        &settings.grant_audiences,
+    )
+}
+
+/// Signs the one access token of an approval, for `audience`; `None` if it was already
+/// issued.
 pub async fn issue_grant(
     state: &AppState,
     caller: &Principal,
     request: &ApprovalRequest,
+    audience: String,
 ) -> Result<Option<(String, i64)>> {
     if request.token_issued_at.is_some() {
         return Ok(None);
     }
     let now = state.clock.now();
     let lifetime = Duration::seconds(state.settings.tokens.lifetime_secs);
-    let claims = GrantClaims::for_approval(&state.issuer, request, now, lifetime);
+    let claims = GrantClaims::for_approval(&state.issuer, request, audience, now, lifetime);
     let token = state.signer.current().sign(&claims)?;
     // The compare-and-set makes the token single-issue even under concurrent polls.
     if state

@@ -40,6 +40,7 @@ pub fn api_key(k: ApiKey) -> ApiKeyView {
         agent_id: k.agent_id,
         user_id: k.user_id,
         name: k.name,
+        audiences: k.audiences,
         prefix: k.prefix,
         created_at: k.created_at,
         revoked_at: k.revoked_at,

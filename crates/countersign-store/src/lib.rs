@@ -26,6 +26,7 @@ use countersign_core::dashboard::{
     LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
 };
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::grant::EndedGrant;
 use countersign_core::notify::{
     Delivery, FanOut, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
 };
@@ -438,6 +439,11 @@ pub trait Backend: DashboardStore + NotificationStore + Send + Sync + std::fmt::
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<bool>;
+    /// Records that a grant was consumed or revoked, with its audit event; false when it had
+    /// already ended. Of concurrent calls for one `jti`, exactly one returns true.
+    async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool>;
+    /// Whether the grant with this `jti` was consumed or revoked.
+    async fn grant_ended(&self, jti: &str) -> Result<bool>;
     /// Times out up to `limit` pending requests past their expiry (expired, or approved when
     /// their policy says so), each with its audit event. Safe to run on every replica at
     /// once: each request times out exactly once.

@@ -207,7 +207,7 @@ enum AgentsCommand {
 #[derive(Subcommand)]
 enum KeysCommand {
     Create {
-        /// admin, reviewer or agent.
+        /// admin, reviewer, agent or executor.
         #[arg(long)]
         role: String,
         #[arg(long)]
@@ -216,6 +216,9 @@ enum KeysCommand {
         agent_id: Option<String>,
         #[arg(long)]
         name: Option<String>,
+        /// A grant audience an executor key verifies (repeat for several).
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
     },
     List,
     Revoke {
@@ -413,9 +416,10 @@ async fn admin(remote: Remote, command: AdminCommand) -> anyhow::Result<()> {
                 user_id,
                 agent_id,
                 name,
+                audiences,
             } => {
                 let role = KeyRole::parse(&role).with_context(|| {
-                    format!("--role must be admin, reviewer or agent, not {role:?}")
+                    format!("--role must be admin, reviewer, agent or executor, not {role:?}")
                 })?;
                 print(
                     &c.create_api_key(&CreateApiKey {
@@ -423,6 +427,7 @@ async fn admin(remote: Remote, command: AdminCommand) -> anyhow::Result<()> {
                         user_id,
                         agent_id,
                         name,
+                        audiences,
                     })
                     .await?,
                 )

@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use super::form::FormParams;
 use super::jwt::{ClientJwtRules, verify_client_jwt};
-use super::{BC_AUTHORIZE_PATH, TOKEN_PATH};
 use crate::state::AppState;
 
 /// The form parameters that belong to client authentication, not to the request itself.
@@ -120,13 +119,11 @@ pub(super) fn unverified_issuer(assertion: &str) -> Option<String> {
     claims.get("iss")?.as_str().map(str::to_string)
 }
 
-/// The audiences a client-signed JWT may name: the issuer and the endpoint URLs.
+/// The one audience a client-signed JWT may name: the issuer. Endpoint URLs are refused, so
+/// that an assertion a client made for another server that advertises our endpoints cannot be
+/// replayed here (RFC 7523bis).
 pub fn audiences(state: &AppState) -> Vec<String> {
-    vec![
-        state.issuer.to_string(),
-        format!("{}{TOKEN_PATH}", state.issuer),
-        format!("{}{BC_AUTHORIZE_PATH}", state.issuer),
-    ]
+    vec![state.issuer.to_string()]
 }
 
 /// Authenticates the calling client. Every failure is `invalid_client` (401) without saying

@@ -12,6 +12,21 @@ use crate::notify::worker::{Attempt, AttemptError, http_outcome, send_error};
 use crate::state::AppState;
 
 async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Value, AttemptError> {
+    let oidc_state = state
+        .store
+        .get_oidc_request(&item.tenant_id, &item.approval_id)
+        .await?
+        .ok_or_else(|| AttemptError::give_up("the request has no CIBA state"))?;
+    // A client whose agent was disabled (or that was deleted) since it asked hears nothing,
+    // and gets no token.
+    let active = state
+        .store
+        .find_active_oidc_client(&oidc_state.client_id)
+        .await?
+        .is_some_and(|c| c.tenant_id == item.tenant_id);
+    if !active {
+        return Err(AttemptError::give_up("the client is no longer active"));
+    }
     let auth_req_id = state.oidc.auth_req_id(&item.approval_id);
     if item.channel == CHANNEL_PING {
         return Ok(json!({ "auth_req_id": auth_req_id }));
@@ -34,11 +49,6 @@ async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Val
         )
         .await?
         .ok_or_else(|| AttemptError::give_up("the request is gone"))?;
-    let oidc_state = state
-        .store
-        .get_oidc_request(&item.tenant_id, &item.approval_id)
-        .await?
-        .ok_or_else(|| AttemptError::give_up("the request has no CIBA state"))?;
     // A retry sends the grant of the first attempt again (same `jti`), never a second grant.
     let mut issued = None;
     for _ in 0..2 {
@@ -46,7 +56,17 @@ async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Val
             .store
             .token_jti(&item.tenant_id, &item.approval_id)
             .await?;
-        issued = issue_tokens(state, &request, &oidc_state, Some(&auth_req_id), previous).await?;
+        // Push clients name no resource: the grant is for the tenant's audience.
+        let audience = countersign_core::grant::tenant_audience(&item.tenant_id);
+        issued = issue_tokens(
+            state,
+            &request,
+            &oidc_state,
+            audience,
+            Some(&auth_req_id),
+            previous,
+        )
+        .await?;
         if issued.is_some() {
             break;
         }

@@ -1,5 +1,8 @@
 //! `application/x-www-form-urlencoded` bodies of the OAuth endpoints.
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
 use countersign_core::{Error, Result};
+use countersign_proto::ErrorCode;
 
 /// The parameters of a form body; OAuth forbids sending one more than once.
 #[derive(Debug, Clone, Default)]
@@ -8,6 +11,25 @@ pub struct FormParams {
 }
 
 impl FormParams {
+    /// The parameters of a body that must be `application/x-www-form-urlencoded`.
+    pub fn from_body(headers: &HeaderMap, body: &[u8]) -> Result<FormParams> {
+        let is_form = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(Error::invalid_with(
+                ErrorCode::UnsupportedMediaType,
+                "the body must be `application/x-www-form-urlencoded`",
+            ));
+        }
+        Ok(FormParams::parse(body))
+    }
+
     pub fn parse(body: &[u8]) -> FormParams {
         FormParams {
             pairs: url::form_urlencoded::parse(body).into_owned().collect(),

@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 /// What a client-signed JWT must satisfy.
 pub struct ClientJwtRules<'a> {
-    /// Accepted `aud` values (the issuer, and endpoint URLs where the spec allows them).
+    /// Accepted `aud` values (the issuer).
     pub audiences: &'a [String],
     /// `sub` must equal the client id (client assertions).
     pub subject_is_client: bool,
@@ -67,7 +67,7 @@ fn alg_name(alg: Algorithm) -> &'static str {
 
 /// Verifies the signature against a set of JWKs (by `kid`, or every key when there is none)
 /// and returns the claims, without checking times or audience.
-pub(super) fn verify_signature(
+pub(crate) fn verify_signature(
     token: &str,
     jwks: &Value,
     alg: Algorithm,

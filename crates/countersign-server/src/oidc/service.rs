@@ -308,6 +308,8 @@ pub async fn token(
         .get_oidc_request(&client.tenant_id, &request.id)
         .await?
         .ok_or_else(invalid_grant)?;
+    // RFC 8707: the access token's audience; one that cannot be granted is refused at once.
+    let audience = crate::service::grant_audience(state, &request, form.get("resource")?).await?;
     let now = state.clock.now();
     match request.status_at(now) {
         ApprovalStatus::Pending => {
@@ -339,7 +341,7 @@ pub async fn token(
             if request.token_issued_at.is_some() {
                 return Err(invalid_grant());
             }
-            let tokens = issue_tokens(state, &request, &oidc_state, None, None).await?;
+            let tokens = issue_tokens(state, &request, &oidc_state, audience, None, None).await?;
             tokens.ok_or_else(invalid_grant)
         }
     }
@@ -355,19 +357,21 @@ fn at_hash(access_token: &str, alg: &str) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
 }
 
-/// Signs the access token and the ID token of an approved request. The access token is
-/// issued once: `None` when it already was. A push retry passes the `jti` issued by its first
-/// attempt (`reissue_jti`) to send the same grant again rather than a second one.
+/// Signs the access token (for `audience`) and the ID token of an approved request. The
+/// access token is issued once: `None` when it already was. A push retry passes the `jti`
+/// issued by its first attempt (`reissue_jti`) to send the same grant again rather than a
+/// second one.
 pub async fn issue_tokens(
     state: &AppState,
     request: &ApprovalRequest,
     oidc_state: &OidcRequestState,
+    audience: String,
     push_auth_req_id: Option<&str>,
     reissue_jti: Option<String>,
 ) -> Result<Option<Value>> {
     let now = state.clock.now();
     let lifetime = Duration::seconds(state.settings.tokens.lifetime_secs);
-    let mut grant = GrantClaims::for_approval(&state.issuer, request, now, lifetime);
+    let mut grant = GrantClaims::for_approval(&state.issuer, request, audience, now, lifetime);
     let reissue = reissue_jti.is_some();
     if let Some(jti) = reissue_jti {
         grant.jti = jti;

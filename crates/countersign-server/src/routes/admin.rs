@@ -182,7 +182,8 @@ pub async fn create_api_key(
         input.agent_id,
         input.name,
         state.clock.now(),
-    )?;
+    )?
+    .with_audiences(input.audiences)?;
     state
         .store
         .create_api_key(minted.record.clone(), caller.actor())

@@ -27,7 +27,8 @@ pub async fn authorize(
     Ok(Json(service::authorize(&state, &caller, input).await?))
 }
 
-/// Poll for the decision; `waitSeconds` (up to 30) long-polls.
+/// Poll for the decision; `waitSeconds` (up to 30) long-polls; `resource` names the audience
+/// of the access token (RFC 8707; `invalid_target` when the tenant does not allow it).
 #[utoipa::path(get, path = "/ciba/token", tag = "ciba", params(TokenQuery),
     responses((status = 200, body = TokenResponse), (status = 404, description = "no seed CIBA request with this `authReqId` (OpenID requests are redeemed only at `/oidc/token`, tool calls only through the guard)", body = countersign_proto::ErrorBody),
         (status = "4XX", body = countersign_proto::ErrorBody)),
@@ -47,6 +48,7 @@ pub async fn token(
             &caller,
             &query.auth_req_id,
             Duration::from_secs(wait),
+            query.resource.as_deref(),
         )
         .await?,
     ))

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use countersign_core::Error;
 use countersign_core::approval::{Face, Verdict};
 use countersign_proto::guard::{
-    CommentBody, EvaluateRequest, GrantResponse, GroupInput, GroupList, GroupView,
+    CommentBody, EvaluateRequest, GrantQuery, GrantResponse, GroupInput, GroupList, GroupView,
     GuardApprovalView, GuardSettings, History, HistoryQuery, PolicyInput, PolicyList, PolicyView,
     ReasonBody, RoutingRules, ToolDecision, ToolRequest, WaitQuery,
 };
@@ -120,17 +120,21 @@ pub async fn cancel(
     Ok(Json(guard::view(&state, cancelled).await?))
 }
 
-/// Redeem an approved tool call, once, for a signed grant bound to its arguments.
+/// Redeem an approved tool call, once, for a signed grant bound to its arguments and to the
+/// audience `resource` names (RFC 8707; `invalid_target` when it is not allowed).
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/grant", tag = "guard",
-    params(("proxy_id" = String, Path), ("approval_id" = String, Path)),
+    params(("proxy_id" = String, Path), ("approval_id" = String, Path), GrantQuery),
     responses((status = 200, body = GrantResponse), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
 pub async fn grant(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path((proxy_id, approval_id)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<GrantQuery>,
 ) -> ApiResult<Json<GrantResponse>> {
     check_proxy(&caller, &proxy_id)?;
-    Ok(Json(guard::grant(&state, &caller, &approval_id).await?))
+    Ok(Json(
+        guard::grant(&state, &caller, &approval_id, query.resource.as_deref()).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approvals/history", tag = "guard",

@@ -5,6 +5,7 @@ pub mod ciba;
 pub mod guard;
 pub mod meta;
 pub mod notifications;
+pub mod oauth;
 pub mod oidc;
 pub mod oidc_admin;
 pub mod slack;

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use countersign_core::Error;
@@ -38,6 +38,7 @@ fn oauth_error(error: &Error, endpoint: Endpoint) -> (StatusCode, &'static str, 
         | ErrorCode::ExpiredToken
         | ErrorCode::InvalidGrant
         | ErrorCode::UnsupportedGrantType
+        | ErrorCode::InvalidTarget
         | ErrorCode::UnknownUserId => (StatusCode::BAD_REQUEST, code.as_str()),
         ErrorCode::InvalidClient | ErrorCode::Unauthorized => {
             (StatusCode::UNAUTHORIZED, "invalid_client")
@@ -61,7 +62,7 @@ fn oauth_error(error: &Error, endpoint: Endpoint) -> (StatusCode, &'static str, 
     (status, name, description)
 }
 
-fn no_store(mut response: Response) -> Response {
+pub(crate) fn no_store(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
@@ -86,20 +87,7 @@ fn error_response(error: Error, endpoint: Endpoint) -> Response {
 
 /// The form body and the Authorization header of an OAuth request.
 fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>), Error> {
-    let is_form = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';').next().is_some_and(|t| {
-                t.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
-    if !is_form {
-        return Err(Error::invalid(
-            "the body must be `application/x-www-form-urlencoded`",
-        ));
-    }
+    let form = FormParams::from_body(headers, body)?;
     let authorization = headers
         .get(AUTHORIZATION)
         .map(|v| {
@@ -108,7 +96,7 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>
             })
         })
         .transpose()?;
-    Ok((FormParams::parse(body), authorization))
+    Ok((form, authorization))
 }
 
 /// CIBA §7: the backchannel authentication endpoint.

@@ -639,6 +639,7 @@ fn settings_input(f: &SettingsForm) -> Result<GuardSettings, Error> {
         trust_rules,
         default_timeout_minutes: number("default_timeout_minutes", &f.default_timeout_minutes)?
             .unwrap_or(30),
+        grant_audiences: Vec::new(),
     })
 }
 
@@ -646,10 +647,16 @@ pub async fn save_settings(
     State(state): State<AppState>,
     posted: Posted<SettingsForm>,
 ) -> Result<Response, UiError> {
+    let caller = &posted.viewer.principal;
     let result = match settings_input(&posted.form) {
-        Ok(settings) => guard::put_settings(&state, &posted.viewer.principal, settings)
-            .await
-            .map(|_| "Settings saved.".to_string()),
+        Ok(mut settings) => {
+            // The page does not show the grant audiences; saving it keeps them.
+            let current = state.store.guard_settings(&caller.tenant_id).await?.0;
+            settings.grant_audiences = current.grant_audiences;
+            guard::put_settings(&state, caller, settings)
+                .await
+                .map(|_| "Settings saved.".to_string())
+        }
         Err(e) => Err(e),
     };
     after_change(&state, &posted.viewer, result, |e| Errors {

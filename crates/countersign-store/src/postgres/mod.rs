@@ -14,6 +14,7 @@ use countersign_core::approval::{
 };
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent, GENESIS_HASH};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::grant::EndedGrant;
 use countersign_core::oidc::{
     NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord,
 };
@@ -51,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/postgres/0005_notifications.sql"),
     ),
+    (6, include_str!("../../migrations/postgres/0006_grants.sql")),
 ];
 
 /// The channel replicas tell each other about changes on.
@@ -268,8 +270,8 @@ async fn append_audit(conn: &mut PgConnection, record: AuditRecord) -> Result<Ch
 
 async fn insert_api_key(conn: &mut PgConnection, key: &ApiKey) -> Result<()> {
     sqlx::query(
-        "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+        "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at, audiences) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
     )
     .bind(&key.id)
     .bind(&key.tenant_id)
@@ -280,20 +282,41 @@ async fn insert_api_key(conn: &mut PgConnection, key: &ApiKey) -> Result<()> {
     .bind(&key.agent_id)
     .bind(&key.name)
     .bind(ms(key.created_at))
+    .bind(audiences_json(&key.audiences))
     .execute(conn)
     .await
     .map_err(pg_error)?;
     Ok(())
 }
 
+/// An executor key's audiences as stored (JSON), `NULL` for the other keys.
+fn audiences_json(audiences: &[String]) -> Option<String> {
+    (!audiences.is_empty()).then(|| json!(audiences).to_string())
+}
+
 fn key_created_audit(key: &ApiKey, actor: &Actor) -> AuditRecord {
+    let mut details = json!({"role": key.role.as_str(), "user_id": key.user_id, "agent_id": key.agent_id, "prefix": key.prefix});
+    if !key.audiences.is_empty() {
+        details["audiences"] = json!(key.audiences);
+    }
     AuditRecord::new(
         &key.tenant_id,
         key.created_at,
         actor,
         "api_key.created",
         &key.id,
-        json!({"role": key.role.as_str(), "user_id": key.user_id, "agent_id": key.agent_id, "prefix": key.prefix}),
+        details,
+    )
+}
+
+fn grant_ended_audit(ended: &EndedGrant, actor: &Actor) -> AuditRecord {
+    AuditRecord::new(
+        &ended.tenant_id,
+        ended.at,
+        actor,
+        &format!("grant.{}", ended.end.as_str()),
+        &ended.approval_id,
+        json!({"jti": ended.jti, "audience": ended.audience}),
     )
 }
 
@@ -759,7 +782,7 @@ impl Backend for PgStore {
                 key.agent_id.as_deref().unwrap_or_default(),
                 "agent",
             )),
-            KeyRole::Admin => None,
+            KeyRole::Admin | KeyRole::Executor => None,
         };
         if let Some((table, id, what)) = owner {
             let disabled: Option<bool> = sqlx::query_scalar(&format!(
@@ -836,7 +859,7 @@ impl Backend for PgStore {
 
     async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
         sqlx::query(
-            "SELECT k.id, k.tenant_id, k.role, k.user_id, k.agent_id FROM api_keys k \
+            "SELECT k.id, k.tenant_id, k.role, k.user_id, k.agent_id, k.audiences FROM api_keys k \
              LEFT JOIN users u ON u.id = k.user_id LEFT JOIN agents a ON a.id = k.agent_id \
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL \
              AND NOT COALESCE(u.disabled, FALSE) AND NOT COALESCE(a.disabled, FALSE)",
@@ -1196,6 +1219,45 @@ impl Backend for PgStore {
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(changed == 1)
+    }
+
+    async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        // Records of expired grants are of no use: an expired grant is inactive anyway.
+        sqlx::query("DELETE FROM ended_grants WHERE expires_at < $1")
+            .bind(ms(ended.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let inserted = sqlx::query(
+            "INSERT INTO ended_grants (jti, tenant_id, approval_id, audience, outcome, ended_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(&ended.jti)
+        .bind(&ended.tenant_id)
+        .bind(&ended.approval_id)
+        .bind(&ended.audience)
+        .bind(ended.end.as_str())
+        .bind(ms(ended.at))
+        .bind(ms(ended.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        if inserted == 1 {
+            append_audit(&mut tx, grant_ended_audit(&ended, &actor)).await?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(inserted == 1)
+    }
+
+    async fn grant_ended(&self, jti: &str) -> Result<bool> {
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM ended_grants WHERE jti = $1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(found.is_some())
     }
 
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {

@@ -18,8 +18,7 @@ use crate::SigningKeyRecord;
 
 pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at, is_admin";
 pub const AGENT_COLUMNS: &str = "id, tenant_id, name, trust_level, disabled, created_at";
-pub const API_KEY_COLUMNS: &str =
-    "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at";
+pub const API_KEY_COLUMNS: &str = "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at, audiences";
 pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope, binding_message, \
      context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
      token_issued_at, tool_name, session_id, reason, risk_score, threats, policy_id, policy_name, \
@@ -114,10 +113,11 @@ pub fn api_key(row: &PgRow) -> Result<ApiKey> {
         name: get(row, 7)?,
         created_at: time(row, 8)?,
         revoked_at: opt_time(row, 9)?,
+        audiences: json_or(row, 10)?,
     })
 }
 
-/// Columns: id, tenant_id, role, user_id, agent_id.
+/// Columns: id, tenant_id, role, user_id, agent_id, audiences.
 pub fn principal(row: &PgRow) -> Result<Principal> {
     let role: String = get(row, 2)?;
     let role = match KeyRole::parse(&role) {
@@ -127,6 +127,9 @@ pub fn principal(row: &PgRow) -> Result<Principal> {
         },
         Some(KeyRole::Agent) => Role::Agent {
             agent_id: get::<Option<String>>(row, 4)?.ok_or_else(|| bad("agent key"))?,
+        },
+        Some(KeyRole::Executor) => Role::Executor {
+            audiences: json_or(row, 5)?,
         },
         None => return Err(bad("role")),
     };

@@ -16,6 +16,7 @@ use countersign_core::approval::{
 };
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::grant::EndedGrant;
 use countersign_core::oidc::{
     NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord,
 };
@@ -52,6 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_notifications.sql"),
     ),
+    (6, include_str!("../../migrations/sqlite/0006_grants.sql")),
 ];
 
 /// How hard SQLite works to make a commit survive a power cut.
@@ -279,7 +281,7 @@ fn append_audit(conn: &Connection, record: AuditRecord) -> Result<ChainedEvent> 
 fn insert_api_key(conn: &Connection, key: &ApiKey) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, \
-         created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL)",
+         created_at, revoked_at, audiences) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -292,20 +294,41 @@ fn insert_api_key(conn: &Connection, key: &ApiKey) -> Result<()> {
             key.agent_id,
             key.name,
             ms(key.created_at),
+            audiences_json(&key.audiences),
         ])
     })
     .map_err(db_error)?;
     Ok(())
 }
 
+/// An executor key's audiences as stored (JSON), `NULL` for the other keys.
+fn audiences_json(audiences: &[String]) -> Option<String> {
+    (!audiences.is_empty()).then(|| json!(audiences).to_string())
+}
+
 fn key_created_audit(key: &ApiKey, actor: &Actor) -> AuditRecord {
+    let mut details = json!({"role": key.role.as_str(), "user_id": key.user_id, "agent_id": key.agent_id, "prefix": key.prefix});
+    if !key.audiences.is_empty() {
+        details["audiences"] = json!(key.audiences);
+    }
     AuditRecord::new(
         &key.tenant_id,
         key.created_at,
         actor,
         "api_key.created",
         &key.id,
-        json!({"role": key.role.as_str(), "user_id": key.user_id, "agent_id": key.agent_id, "prefix": key.prefix}),
+        details,
+    )
+}
+
+fn grant_ended_audit(ended: &EndedGrant, actor: &Actor) -> AuditRecord {
+    AuditRecord::new(
+        &ended.tenant_id,
+        ended.at,
+        actor,
+        &format!("grant.{}", ended.end.as_str()),
+        &ended.approval_id,
+        json!({"jti": ended.jti, "audience": ended.audience}),
     )
 }
 
@@ -841,7 +864,7 @@ impl Backend for SqliteStore {
                         )));
                     }
                 }
-                KeyRole::Admin => {}
+                KeyRole::Admin | KeyRole::Executor => {}
             }
             insert_api_key(c, &key)?;
             append_audit(c, key_created_audit(&key, &actor))?;
@@ -897,7 +920,7 @@ impl Backend for SqliteStore {
     async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
         self.read(|c| {
             c.prepare_cached(
-                "SELECT k.id, k.tenant_id, k.role, k.user_id, k.agent_id FROM api_keys k \
+                "SELECT k.id, k.tenant_id, k.role, k.user_id, k.agent_id, k.audiences FROM api_keys k \
                  LEFT JOIN users u ON u.id = k.user_id LEFT JOIN agents a ON a.id = k.agent_id \
                  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL \
                  AND COALESCE(u.disabled, 0) = 0 AND COALESCE(a.disabled, 0) = 0",
@@ -1180,6 +1203,46 @@ impl Backend for SqliteStore {
             Ok(changed == 1)
         })
         .await
+    }
+
+    async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
+        self.write(move |c| {
+            // Records of expired grants are of no use: an expired grant is inactive anyway.
+            c.prepare_cached("DELETE FROM ended_grants WHERE expires_at < ?1")
+                .and_then(|mut s| s.execute([ms(ended.at)]))
+                .map_err(db_error)?;
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO ended_grants (jti, tenant_id, approval_id, audience, outcome, ended_at, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (jti) DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        ended.jti,
+                        ended.tenant_id,
+                        ended.approval_id,
+                        ended.audience,
+                        ended.end.as_str(),
+                        ms(ended.at),
+                        ms(ended.expires_at),
+                    ])
+                })
+                .map_err(db_error)?;
+            if inserted == 1 {
+                append_audit(c, grant_ended_audit(&ended, &actor))?;
+            }
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn grant_ended(&self, jti: &str) -> Result<bool> {
+        self.read(|c| {
+            c.prepare_cached("SELECT 1 FROM ended_grants WHERE jti = ?1")?
+                .query_row([jti], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
+        })
     }
 
     /// Marks up to `limit` pending requests past their expiry as expired, each with its audit

@@ -78,8 +78,7 @@ pub fn agent(row: &Row) -> rusqlite::Result<Agent> {
     })
 }
 
-pub const API_KEY_COLUMNS: &str =
-    "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at";
+pub const API_KEY_COLUMNS: &str = "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at, audiences";
 
 pub fn api_key(row: &Row) -> rusqlite::Result<ApiKey> {
     let role: String = row.get(4)?;
@@ -94,10 +93,11 @@ pub fn api_key(row: &Row) -> rusqlite::Result<ApiKey> {
         name: row.get(7)?,
         created_at: time(row, 8)?,
         revoked_at: opt_time(row, 9)?,
+        audiences: json_or(row, 10)?,
     })
 }
 
-/// Columns: id, tenant_id, role, user_id, agent_id.
+/// Columns: id, tenant_id, role, user_id, agent_id, audiences.
 pub fn principal(row: &Row) -> rusqlite::Result<Principal> {
     let role: String = row.get(2)?;
     let role = match KeyRole::parse(&role) {
@@ -111,6 +111,9 @@ pub fn principal(row: &Row) -> rusqlite::Result<Principal> {
             agent_id: row
                 .get::<_, Option<String>>(4)?
                 .ok_or_else(|| bad(4, "null"))?,
+        },
+        Some(KeyRole::Executor) => Role::Executor {
+            audiences: json_or(row, 5)?,
         },
         None => return Err(bad(2, "role")),
     };

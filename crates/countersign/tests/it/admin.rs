@@ -106,6 +106,7 @@ async fn key_creation_checks_the_owner() {
         user_id: user_id.map(str::to_string),
         agent_id: agent_id.map(str::to_string),
         name: None,
+        audiences: Vec::new(),
     };
     assert_eq!(
         code(

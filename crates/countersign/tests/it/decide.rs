@@ -49,6 +49,7 @@ async fn agent_key(app: &TestApp, name: &str) -> (String, String) {
             user_id: None,
             agent_id: Some(agent_id.clone()),
             name: None,
+            audiences: Vec::new(),
         })
         .await
         .unwrap();
@@ -597,6 +598,7 @@ async fn one_person_is_one_voter_in_a_quorum() {
             user_id: Some(ada_id.clone()),
             agent_id: None,
             name: None,
+            audiences: Vec::new(),
         })
         .await
         .unwrap();
@@ -639,6 +641,7 @@ async fn one_person_is_one_voter_in_a_quorum() {
                 user_id: None,
                 agent_id: None,
                 name: None,
+                audiences: Vec::new(),
             })
             .await
             .unwrap()

@@ -462,6 +462,7 @@ async fn patterns_priorities_conditions_and_trust_levels_decide() {
             agent_id: Some(critical.id.clone()),
             user_id: None,
             name: None,
+            audiences: Vec::new(),
         })
         .await
         .unwrap();

@@ -15,6 +15,7 @@ mod dashboard;
 mod decide;
 mod durability;
 mod errors;
+mod grants;
 mod guard;
 mod meta;
 mod notify_dashboard;

@@ -673,12 +673,15 @@ async fn poll_mode_pending_slow_down_approve_redeem_once() {
     assert_eq!(t.headers["cache-control"], "no-store");
     assert_eq!(t.body["token_type"], "Bearer");
     assert_eq!(t.body["expires_in"], 300);
+    // The access token is for the tenant's audience, not the client: the client is no
+    // resource server.
     let access = verify(
         &app,
         t.body["access_token"].as_str().unwrap(),
-        &client.client_id,
+        "urn:countersign:tenant:default",
     )
     .await;
+    assert_eq!(access["tid"], "default");
     assert_eq!(access["approval_id"], approval_id.as_str());
     assert_eq!(
         access["authorization_details"][0]["type"],
@@ -705,6 +708,50 @@ async fn poll_mode_pending_slow_down_approve_redeem_once() {
         .token(&app, &id)
         .await
         .assert_oauth_error(400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn the_token_endpoint_binds_the_access_token_to_an_allowed_resource() {
+    let app = spawn_app().await;
+    let (user, reviewer) = app.reviewer("alice@example.com").await;
+    let client = basic_client(&app, "poller").await;
+    app.admin
+        .put_guard_settings(
+            "default",
+            &countersign_proto::guard::GuardSettings {
+                grant_audiences: vec!["https://payments.example.com".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = client.ask(&app, &user).await;
+    let approval_id = pending_approval_id(&reviewer).await;
+    reviewer.approve(&approval_id, None).await.unwrap();
+    let token = |resource: &'static str| {
+        let (app, client, id) = (&app, &client, id.clone());
+        async move {
+            let form = [
+                ("grant_type", CIBA),
+                ("auth_req_id", id.as_str()),
+                ("resource", resource),
+            ];
+            client.call(app, "/oidc/token", &form).await
+        }
+    };
+    // RFC 8707: a resource the tenant does not allow is refused, and nothing is issued.
+    token("https://evil.example.com")
+        .await
+        .assert_oauth_error(400, "invalid_target");
+    let t = token("https://payments.example.com").await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    let access = verify(
+        &app,
+        t.body["access_token"].as_str().unwrap(),
+        "https://payments.example.com",
+    )
+    .await;
+    assert_eq!(access["tid"], "default");
 }
 
 #[tokio::test]
@@ -836,6 +883,64 @@ async fn private_key_jwt_clients() {
     send(form(once))
         .await
         .assert_oauth_error(401, "invalid_client");
+}
+
+#[tokio::test]
+async fn client_assertions_name_only_the_issuer_as_audience() {
+    let app = spawn_app().await;
+    let (user, reviewer) = app.reviewer("alice@example.com").await;
+    let key = ClientKey::new("k1");
+    let mut client = register(&app, "jwt-bot", |c| {
+        c.token_endpoint_auth_method = "private_key_jwt".into();
+        c.jwks = Some(key.jwks());
+    })
+    .await;
+    client.key = Some(key);
+    let id = client.ask(&app, &user).await;
+    reviewer
+        .approve(&pending_approval_id(&reviewer).await, None)
+        .await
+        .unwrap();
+    let with = |aud: Value, mut form: Vec<(String, String)>| {
+        let mut all = client.assertion(&app, |c| c["aud"] = aud);
+        all.append(&mut form);
+        all
+    };
+    let send = |path: &'static str, f: Vec<(String, String)>| {
+        let app = &app;
+        async move {
+            let pairs: Vec<(&str, &str)> =
+                f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            post_form(app, path, None, &pairs).await
+        }
+    };
+    let token_form = || {
+        vec![
+            ("grant_type".to_string(), CIBA.to_string()),
+            ("auth_req_id".to_string(), id.clone()),
+        ]
+    };
+    let bc_form = || {
+        vec![
+            ("scope".to_string(), "openid".to_string()),
+            ("login_hint".to_string(), user.clone()),
+        ]
+    };
+    // The endpoints' own URLs are not the issuer: refused at either endpoint.
+    let token_url = json!(format!("{}/oidc/token", app.base));
+    let bc_url = json!(format!("{}/oidc/bc-authorize", app.base));
+    send("/oidc/token", with(token_url.clone(), token_form()))
+        .await
+        .assert_oauth_error(401, "invalid_client");
+    send("/oidc/bc-authorize", with(bc_url, bc_form()))
+        .await
+        .assert_oauth_error(401, "invalid_client");
+    send("/oidc/bc-authorize", with(json!([token_url]), bc_form()))
+        .await
+        .assert_oauth_error(401, "invalid_client");
+    // The issuer is.
+    let ok = send("/oidc/token", with(json!(app.base), token_form())).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
 }
 
 fn unsigned(claims: &Value) -> String {
@@ -1143,6 +1248,67 @@ async fn loopback_endpoints_are_refused_unless_allowed() {
 }
 
 #[tokio::test]
+async fn a_disabled_client_is_neither_pushed_nor_pinged_nor_answered() {
+    let app = spawn_with(|s| {
+        s.outbound.allow_private_networks = true;
+        s.outbound.poll_interval_ms = 50;
+    })
+    .await;
+    let (user, reviewer) = app.reviewer("alice@example.com").await;
+    let (endpoint, received) = notification_endpoint(vec![200]).await;
+    let pushed = ping_client(&app, &endpoint, "push").await;
+    let pinged = ping_client(&app, &endpoint, "ping").await;
+    let mut asked = Vec::new();
+    for client in [&pushed, &pinged] {
+        let a = client
+            .bc(
+                &app,
+                &[
+                    ("scope", "openid"),
+                    ("login_hint", &user),
+                    ("client_notification_token", NOTIFICATION_TOKEN),
+                ],
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        asked.push(a.body["auth_req_id"].as_str().unwrap().to_string());
+    }
+    let listed = reviewer
+        .list_approvals(&countersign_client::ApprovalFilter {
+            status: Some("pending".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.approvals.len(), 2);
+    for request in &listed.approvals {
+        app.admin.disable_agent(&request.agent_id).await.unwrap();
+        reviewer.approve(&request.id, None).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .query_i64("SELECT COUNT(*) FROM outbox WHERE state = 'failed' AND channel LIKE 'ciba_%'")
+        .await
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the callbacks were not given up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(received.all().is_empty(), "{:?}", received.all());
+    assert_eq!(
+        app.query_i64("SELECT COUNT(*) FROM approval_requests WHERE token_jti IS NOT NULL")
+            .await,
+        0,
+        "no token was issued"
+    );
+    // Polling with a disabled client's credentials fails client authentication.
+    pinged
+        .token(&app, &asked[1])
+        .await
+        .assert_oauth_error(401, "invalid_client");
+}
+
+#[tokio::test]
 async fn push_delivers_a_valid_token_response_and_errors() {
     let app = spawn_with(|s| s.outbound.allow_private_networks = true).await;
     let (user, reviewer) = app.reviewer("alice@example.com").await;
@@ -1175,7 +1341,7 @@ async fn push_delivers_a_valid_token_response_and_errors() {
     assert_eq!(body["auth_req_id"], id.as_str());
     assert_eq!(body["token_type"], "Bearer");
     let access_token = body["access_token"].as_str().unwrap();
-    verify(&app, access_token, &client.client_id).await;
+    verify(&app, access_token, "urn:countersign:tenant:default").await;
     let id_token = verify(&app, body["id_token"].as_str().unwrap(), &client.client_id).await;
     assert_eq!(
         id_token["urn:openid:params:jwt:claim:auth_req_id"],
@@ -1426,6 +1592,7 @@ async fn openid_client_library_completes_the_flow() {
             user_id: Some(user.clone()),
             agent_id: None,
             name: None,
+            audiences: Vec::new(),
         })
         .await
         .unwrap()
@@ -1443,6 +1610,7 @@ async fn openid_client_library_completes_the_flow() {
     );
     let config = json!({
         "issuer": app.base,
+        "tenant": "default",
         "userId": user,
         "reviewerKey": reviewer_key,
         "clients": [

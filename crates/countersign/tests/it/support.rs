@@ -248,6 +248,7 @@ pub async fn reviewer_in(admin: &Client, email: &str) -> (String, Client) {
             user_id: Some(user.id.clone()),
             agent_id: None,
             name: None,
+            audiences: Vec::new(),
         })
         .await
         .unwrap();
@@ -268,6 +269,7 @@ pub async fn agent_in(admin: &Client, name: &str) -> (String, Client) {
             user_id: None,
             agent_id: Some(agent.id.clone()),
             name: None,
+            audiences: Vec::new(),
         })
         .await
         .unwrap();
