@@ -36,6 +36,7 @@ impl FromRequestParts<AppState> for Auth {
             .authenticate(&secret::hash_secret(key))
             .await?
             .ok_or_else(|| Error::Unauthorized("unknown, revoked or disabled API key".into()))?;
+        state.throttle.check_key(&principal.key_id)?;
         Ok(Auth(principal))
     }
 }

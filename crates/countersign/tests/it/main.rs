@@ -15,6 +15,7 @@ mod dashboard;
 mod durability;
 mod errors;
 mod guard;
+mod limits;
 mod meta;
 mod notify_dashboard;
 mod notify_dashboard_webhooks;
