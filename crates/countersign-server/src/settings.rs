@@ -46,6 +46,10 @@ pub struct LimitSettings {
     pub per_ip_per_second: u32,
     /// Requests one client address may make at once to those endpoints after being idle.
     pub per_ip_burst: u32,
+    /// Behind a reverse proxy: the header it puts the client's address in (`x-forwarded-for`:
+    /// its last entry is taken, the one the proxy added). Unset: the connection's address.
+    /// Set it only behind a proxy that sets the header, or clients choose their own address.
+    pub client_ip_header: Option<String>,
     /// Failed attempts at a secret (a wrong `user_code`; an unusable sign-in, invitation or
     /// review link; a failed passkey) one client address or OpenID client may make per
     /// window; after that every attempt waits for the window to pass.
@@ -70,6 +74,7 @@ impl Default for LimitSettings {
             per_key_burst: 2_000,
             per_ip_per_second: 20,
             per_ip_burst: 100,
+            client_ip_header: None,
             failures_per_window: 10,
             failure_window_secs: 300,
             max_pending_per_agent: 10_000,

@@ -251,11 +251,7 @@ pub async fn by_address(State(state): State<AppState>, request: Request, next: N
     if !takes_no_key(&path) {
         return next.run(request).await;
     }
-    let Some(ip) = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    else {
+    let Some(ip) = client_address(&state, &request) else {
         return next.run(request).await;
     };
     let ceremony = checks_a_secret(&path);
@@ -272,10 +268,31 @@ pub async fn by_address(State(state): State<AppState>, request: Request, next: N
     }
     let response = next.run(request).await;
     let status = response.status();
-    if ceremony && status.is_client_error() && status.as_u16() != 429 {
+    // A refused secret (unusable link, unknown passkey, forged form); not a conflict or a
+    // malformed body.
+    if ceremony && matches!(status.as_u16(), 400 | 401 | 403 | 404) {
         state.throttle.record_failure(&subject);
     }
     response
+}
+
+/// The client's address: from the proxy's header when one is configured, else the
+/// connection's.
+fn client_address(state: &AppState, request: &Request) -> Option<IpAddr> {
+    if let Some(name) = &state.settings.limits.client_ip_header {
+        return request
+            .headers()
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|last| last.trim().parse().ok());
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// A refusal in the format of the endpoint it stops.

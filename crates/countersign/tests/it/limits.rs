@@ -268,6 +268,28 @@ async fn endpoints_without_a_key_are_limited_per_address() {
 }
 
 #[tokio::test]
+async fn behind_a_proxy_the_address_comes_from_its_header() {
+    let app = spawn_with(|s| {
+        s.limits.per_ip_per_second = 1;
+        s.limits.per_ip_burst = 2;
+        s.limits.client_ip_header = Some("x-forwarded-for".into());
+    })
+    .await;
+    let http = app.http();
+    let page = |forwarded: &'static str| {
+        http.get(app.url("/ui/sign-in"))
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    // The proxy appends the address it saw; what the client sent before it does not count.
+    for spoofed in ["1.1.1.1, 10.0.0.7", "2.2.2.2, 10.0.0.7"] {
+        assert_eq!(page(spoofed).await.unwrap().status(), 200);
+    }
+    assert_eq!(page("3.3.3.3, 10.0.0.7").await.unwrap().status(), 429);
+    assert_eq!(page("10.0.0.8").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn guessing_sign_in_links_is_cut_off() {
     let app = spawn_with(|s| s.limits.failures_per_window = 3).await;
     app.reviewer("alice@example.com").await;
