@@ -299,7 +299,9 @@ fn run(
 
 struct Compiled {
     policy: Policy,
-    condition: Option<Condition>,
+    /// `Err` for a stored condition this version no longer accepts (one saved before a
+    /// limit existed): it fails closed like a condition that fails to evaluate.
+    condition: Option<std::result::Result<Condition, Error>>,
 }
 
 /// A tenant's active policies, ready to evaluate.
@@ -325,10 +327,7 @@ impl PolicySet {
         let mut ordered = Vec::with_capacity(policies.len());
         for policy in policies {
             builder.add(glob("tool_pattern", &policy.tool_pattern)?);
-            let condition = match &policy.condition {
-                Some(c) => Some(compile_condition(c)?),
-                None => None,
-            };
+            let condition = policy.condition.as_deref().map(compile_condition);
             ordered.push(Compiled { policy, condition });
         }
         let globs = builder
@@ -364,7 +363,8 @@ impl PolicySet {
             let compiled = &self.ordered[index];
             let applies = match &compiled.condition {
                 None => true,
-                Some(condition) => match run(condition, input, budget) {
+                Some(Err(_)) => compiled.policy.action != PolicyAction::Allow,
+                Some(Ok(condition)) => match run(condition, input, budget) {
                     Ok(Value::Bool(b)) => b,
                     Err(ConditionError::OverBudget) => {
                         return Err(OverBudget {
@@ -751,6 +751,32 @@ mod tests {
                 .name,
             "bounded"
         );
+    }
+
+    #[test]
+    fn a_stored_condition_over_the_limits_fails_closed() {
+        // Saved before the limits existed: the set still compiles, and the condition fails
+        // closed (block matches, allow does not).
+        let too_nested = "args.a.all(x, args.a.all(y, args.a.all(z, x == y && y == z)))";
+        let set = PolicySet::compile(vec![
+            policy("old allow", "*", PolicyAction::Allow, 20, Some(too_nested)),
+            policy(
+                "old block",
+                "pay*",
+                PolicyAction::Block,
+                10,
+                Some(too_nested),
+            ),
+        ])
+        .unwrap();
+        let args = json!({"a": [1]});
+        assert_eq!(
+            eval(&set, &input("payout", &args, "standard"))
+                .unwrap()
+                .name,
+            "old block"
+        );
+        assert!(eval(&set, &input("search", &args, "standard")).is_none());
     }
 
     #[test]
