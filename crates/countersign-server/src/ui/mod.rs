@@ -449,7 +449,11 @@ impl FromRequestParts<AppState> for Viewer {
             return Err(sign_in());
         };
         match accounts::viewer(state, &token).await? {
-            Some(viewer) => Ok(viewer),
+            Some(viewer) => {
+                // A dashboard session is a credential like an API key, with the same rate.
+                state.throttle.check_key(&viewer.principal.key_id)?;
+                Ok(viewer)
+            }
             None => Err(sign_in()),
         }
     }

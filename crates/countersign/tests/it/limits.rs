@@ -238,6 +238,27 @@ async fn a_key_over_its_limit_gets_429_and_other_keys_do_not() {
 }
 
 #[tokio::test]
+async fn a_dashboard_session_is_limited_like_a_key() {
+    let app = spawn_with(|s| {
+        s.limits.per_key_per_second = 1;
+        s.limits.per_key_burst = 5;
+    })
+    .await;
+    app.reviewer("alice@example.com").await;
+    let mut browser = signed_in(&app, "alice@example.com").await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, headers, _) = browser.get("/ui/queue").await;
+        statuses.push(status.as_u16());
+        if status == 429 {
+            assert_eq!(headers["x-error-code"], "rate_limited");
+            assert!(headers.contains_key(reqwest::header::RETRY_AFTER));
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
+
+#[tokio::test]
 async fn endpoints_without_a_key_are_limited_per_address() {
     let app = spawn_with(|s| {
         s.limits.per_ip_per_second = 1;
