@@ -305,3 +305,60 @@ fn refusal(path: &str, e: Error) -> Response {
         ApiError(e).into_response()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spent_failure_budget_refuses_until_its_window_ends() {
+        let failures = Failures::new(2, Duration::from_secs(60));
+        let start = Instant::now();
+        failures.record("a", start);
+        assert!(failures.check("a", start).is_ok());
+        failures.record("a", start + Duration::from_secs(10));
+        match failures.check("a", start + Duration::from_secs(20)) {
+            Err(Error::RateLimited {
+                code,
+                retry_after_secs,
+                ..
+            }) => {
+                assert_eq!(code, ErrorCode::RateLimited);
+                assert_eq!(retry_after_secs, 40);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Other subjects have their own budget; the window's end restores this one.
+        assert!(failures.check("b", start).is_ok());
+        assert!(failures.check("a", start + Duration::from_secs(60)).is_ok());
+        failures.record("a", start + Duration::from_secs(61));
+        assert!(failures.check("a", start + Duration::from_secs(62)).is_ok());
+        failures.forget_expired(start + Duration::from_secs(200));
+        assert!(failures.windows.lock().is_empty());
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(retry_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn the_pending_cap_counts_up_to_its_limit() {
+        let throttle = Throttle::new(&LimitSettings {
+            max_pending_per_agent: 3,
+            ..LimitSettings::default()
+        });
+        assert!(throttle.check_pending(2).is_ok());
+        let refused = throttle.check_pending(3).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::TooManyPending);
+        let off = Throttle::new(&LimitSettings {
+            max_pending_per_agent: 0,
+            ..LimitSettings::default()
+        });
+        assert!(off.check_pending(u64::MAX).is_ok());
+    }
+}
