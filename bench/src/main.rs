@@ -199,6 +199,10 @@ impl Server {
             .arg(dir.path().join("data"))
             .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", &key)
             .env("COUNTERSIGN_LOG__LEVEL", "warn")
+            // One agent key drives the whole load and fills the memory phase with pending
+            // requests: the per-key rate and the pending cap would measure themselves.
+            .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
+            .env("COUNTERSIGN_LIMITS__MAX_PENDING_PER_AGENT", "0")
             .env_remove("RUST_LOG")
             .envs(opts.server_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -19,6 +19,14 @@ pub enum Error {
     AlreadyExists(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too many requests (or pending requests, or failed attempts); the caller may retry
+    /// after `retry_after_secs`.
+    #[error("{message}")]
+    RateLimited {
+        code: ErrorCode,
+        message: String,
+        retry_after_secs: u64,
+    },
     /// Something went wrong inside; the text is logged, never sent to the caller.
     #[error("internal error: {0}")]
     Internal(String),
@@ -55,6 +63,7 @@ impl Error {
             Error::AlreadyDecided { .. } => ErrorCode::AlreadyDecided,
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::RateLimited { code, .. } => *code,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

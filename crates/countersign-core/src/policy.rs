@@ -12,6 +12,11 @@ use serde_json::{Value, json};
 
 use crate::{Error, Result, ids, validate};
 
+mod cost;
+pub use cost::{
+    Budget, MAX_COMPREHENSION_NESTING, MAX_DEPTH, MAX_LITERAL_CHARS, MAX_LITERAL_ELEMENTS,
+};
+
 pub const POLICY: &str = "pol";
 const MAX_CONDITION_CHARS: usize = 4_000;
 const MAX_REQUIRED_APPROVALS: u32 = 20;
@@ -20,6 +25,10 @@ pub const CHANNELS: [&str; 6] = ["email", "slack", "teams", "webhook", "push", "
 pub const CONDITION_VARIABLES: [&str; 7] = [
     "tool", "args", "agent", "session", "risk", "threats", "scope",
 ];
+/// What the dry run of a condition being saved may spend: far more than a condition within
+/// the shape limits needs on the sample call.
+const SAVE_STEPS: u64 = 20_000;
+const SAVE_TIME: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -46,9 +55,33 @@ fn glob(field: &str, pattern: &str) -> Result<Glob> {
     Glob::new(pattern.trim()).map_err(|e| invalid(format!("`{field}` is not a valid glob: {e}")))
 }
 
-/// Compiles a condition, reporting syntax errors with their position, unknown variables, and
-/// type errors found by a dry run.
-pub fn compile_condition(source: &str) -> Result<cel::Program> {
+/// A compiled condition: the program, and its expression with a budget step in every
+/// comprehension iteration (what is run).
+#[derive(Debug)]
+pub struct Condition {
+    metered: cel::IdedExpr,
+}
+
+/// A condition ran out of its step budget or its deadline: the call is blocked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverBudget {
+    pub policy_id: String,
+    pub policy_name: String,
+}
+
+impl OverBudget {
+    pub fn reason(&self) -> String {
+        format!(
+            "the condition of policy {:?} ran out of its evaluation budget on this call",
+            self.policy_name
+        )
+    }
+}
+
+/// Compiles a condition, reporting syntax errors with their position, unknown variables,
+/// shapes too costly to run (deep nesting, nested comprehensions, large literals), and type
+/// errors found by a dry run.
+pub fn compile_condition(source: &str) -> Result<Condition> {
     let invalid_condition = |message: String| Error::Invalid {
         code: ErrorCode::InvalidCondition,
         message,
@@ -60,11 +93,21 @@ pub fn compile_condition(source: &str) -> Result<cel::Program> {
     }
     let program = cel::Program::compile(source)
         .map_err(|e| invalid_condition(format!("`condition` is not valid CEL: {e}")))?;
+    cost::check_shape(program.expression())
+        .map_err(|why| invalid_condition(format!("`condition` {why}")))?;
     let references = program.references();
+    if references.has_function(cost::STEP_FUNCTION) {
+        return Err(invalid_condition(format!(
+            "`condition` may not call {}",
+            cost::STEP_FUNCTION
+        )));
+    }
+    let mut bound = BTreeSet::new();
+    cost::bound_names(program.expression(), &mut bound);
     let unknown: BTreeSet<&str> = references
         .variables()
         .into_iter()
-        .filter(|v| !CONDITION_VARIABLES.contains(v))
+        .filter(|v| !CONDITION_VARIABLES.contains(v) && !bound.contains(*v))
         .collect();
     if !unknown.is_empty() {
         return Err(invalid_condition(format!(
@@ -86,15 +129,21 @@ pub fn compile_condition(source: &str) -> Result<cel::Program> {
         threats: &[],
         scope: "",
     };
-    match run(&program, &sample) {
-        Ok(Value::Bool(_)) => Ok(program),
+    let condition = Condition {
+        metered: cost::metered(program.expression()),
+    };
+    match run(&condition, &sample, &Budget::new(SAVE_STEPS, SAVE_TIME)) {
+        Ok(Value::Bool(_)) => Ok(condition),
         Ok(other) => Err(invalid_condition(format!(
             "`condition` must evaluate to true or false, not {other}"
         ))),
-        Err(ConditionError::MissingData) => Ok(program),
+        Err(ConditionError::MissingData) => Ok(condition),
         Err(ConditionError::Type(e)) => Err(invalid_condition(format!(
             "`condition` has a type error: {e}"
         ))),
+        Err(ConditionError::OverBudget) => Err(invalid_condition(
+            "`condition` costs too much to evaluate even on a sample call".to_string(),
+        )),
     }
 }
 
@@ -202,11 +251,18 @@ enum ConditionError {
     /// A key the expression reads is absent from this call.
     MissingData,
     Type(String),
+    /// The budget ran out (steps or time).
+    OverBudget,
 }
 
-fn run(program: &cel::Program, input: &EvalInput) -> std::result::Result<Value, ConditionError> {
+fn run(
+    condition: &Condition,
+    input: &EvalInput,
+    budget: &Arc<Budget>,
+) -> std::result::Result<Value, ConditionError> {
     let mut context = cel::Context::default();
     let type_error = |e: &dyn std::fmt::Display| ConditionError::Type(e.to_string());
+    budget.install(&mut context).map_err(|e| type_error(&e))?;
     context
         .add_variable("tool", input.tool)
         .map_err(|e| type_error(&e))?;
@@ -231,7 +287,11 @@ fn run(program: &cel::Program, input: &EvalInput) -> std::result::Result<Value, 
     context
         .add_variable("scope", input.scope)
         .map_err(|e| type_error(&e))?;
-    match program.execute(&context) {
+    let result = cel::Value::resolve(&condition.metered, &context);
+    if budget.ran_out() {
+        return Err(ConditionError::OverBudget);
+    }
+    match result {
         Ok(value) => value.json().map_err(|e| type_error(&e)),
         Err(cel::ExecutionError::NoSuchKey(_)) => Err(ConditionError::MissingData),
         Err(e) => Err(type_error(&e)),
@@ -240,7 +300,9 @@ fn run(program: &cel::Program, input: &EvalInput) -> std::result::Result<Value, 
 
 struct Compiled {
     policy: Policy,
-    program: Option<cel::Program>,
+    /// `Err` for a stored condition this version no longer accepts (one saved before a
+    /// limit existed): it fails closed like a condition that fails to evaluate.
+    condition: Option<std::result::Result<Condition, Error>>,
 }
 
 /// A tenant's active policies, ready to evaluate.
@@ -266,11 +328,8 @@ impl PolicySet {
         let mut ordered = Vec::with_capacity(policies.len());
         for policy in policies {
             builder.add(glob("tool_pattern", &policy.tool_pattern)?);
-            let program = match &policy.condition {
-                Some(c) => Some(compile_condition(c)?),
-                None => None,
-            };
-            ordered.push(Compiled { policy, program });
+            let condition = policy.condition.as_deref().map(compile_condition);
+            ordered.push(Compiled { policy, condition });
         }
         let globs = builder
             .build()
@@ -286,25 +345,42 @@ impl PolicySet {
         self.ordered.is_empty()
     }
 
+    /// Whether any active policy has a condition (only those cost anything to evaluate).
+    pub fn has_conditions(&self) -> bool {
+        self.ordered.iter().any(|c| c.condition.is_some())
+    }
+
     /// The highest-priority policy whose pattern and condition match. A condition that fails
     /// to evaluate fails closed: it counts as matching for block and require_approval, and
-    /// as not matching for allow.
-    pub fn evaluate(&self, input: &EvalInput) -> Option<&Policy> {
+    /// as not matching for allow. A condition that runs out of the budget (shared by all the
+    /// conditions of one call) stops the evaluation: the caller blocks the call.
+    pub fn evaluate(
+        &self,
+        input: &EvalInput,
+        budget: &Arc<Budget>,
+    ) -> std::result::Result<Option<&Policy>, OverBudget> {
         // Indices come back in ascending order, which is priority order.
         for index in self.globs.matches(input.tool) {
             let compiled = &self.ordered[index];
-            let applies = match &compiled.program {
+            let applies = match &compiled.condition {
                 None => true,
-                Some(program) => match run(program, input) {
+                Some(Err(_)) => compiled.policy.action != PolicyAction::Allow,
+                Some(Ok(condition)) => match run(condition, input, budget) {
                     Ok(Value::Bool(b)) => b,
+                    Err(ConditionError::OverBudget) => {
+                        return Err(OverBudget {
+                            policy_id: compiled.policy.id.clone(),
+                            policy_name: compiled.policy.name.clone(),
+                        });
+                    }
                     _ => compiled.policy.action != PolicyAction::Allow,
                 },
             };
             if applies {
-                return Some(&compiled.policy);
+                return Ok(Some(&compiled.policy));
             }
         }
-        None
+        Ok(None)
     }
 }
 
@@ -318,26 +394,72 @@ pub struct GuardConfig {
 
 /// Compiled configurations per tenant, dropped when a tenant's configuration changes (here,
 /// or on another replica: its change hint reaches this one).
+///
+/// Loading is not atomic with caching: a change can land after a reader loaded the old
+/// configuration and before it stores what it loaded. Every change therefore bumps the
+/// tenant's generation, and a load is cached only if the generation it started under is still
+/// current; otherwise the stale load is used once and dropped.
 #[derive(Debug, Default)]
 pub struct GuardCache {
-    sets: parking_lot::RwLock<HashMap<String, Arc<GuardConfig>>>,
+    tenants: parking_lot::Mutex<HashMap<String, CacheSlot>>,
+}
+
+#[derive(Debug, Default)]
+struct CacheSlot {
+    generation: u64,
+    config: Option<Arc<GuardConfig>>,
+}
+
+/// What a reader takes before loading a tenant's configuration from the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Generation(u64);
+
+/// Either the cached configuration, or the generation to load under.
+#[derive(Debug)]
+pub enum Cached {
+    Hit(Arc<GuardConfig>),
+    Miss(Generation),
 }
 
 impl GuardCache {
-    pub fn get(&self, tenant_id: &str) -> Option<Arc<GuardConfig>> {
-        self.sets.read().get(tenant_id).cloned()
+    /// The cached configuration, or the generation a fresh load must be stored with. Take it
+    /// before reading the store, so a change committed meanwhile makes the load stale.
+    pub fn lookup(&self, tenant_id: &str) -> Cached {
+        let mut tenants = self.tenants.lock();
+        let slot = tenants.entry(tenant_id.to_string()).or_default();
+        match &slot.config {
+            Some(config) => Cached::Hit(config.clone()),
+            None => Cached::Miss(Generation(slot.generation)),
+        }
     }
 
-    pub fn put(&self, tenant_id: &str, config: Arc<GuardConfig>) {
-        self.sets.write().insert(tenant_id.to_string(), config);
+    /// Caches a configuration loaded under `generation`, unless a change arrived since;
+    /// returns whether it was cached.
+    pub fn put(&self, tenant_id: &str, generation: Generation, config: Arc<GuardConfig>) -> bool {
+        let mut tenants = self.tenants.lock();
+        let slot = tenants.entry(tenant_id.to_string()).or_default();
+        if slot.generation != generation.0 {
+            return false;
+        }
+        slot.config = Some(config);
+        true
     }
 
+    /// The tenant's configuration changed: drop it, and make every load in flight stale.
     pub fn invalidate(&self, tenant_id: &str) {
-        self.sets.write().remove(tenant_id);
+        let mut tenants = self.tenants.lock();
+        let slot = tenants.entry(tenant_id.to_string()).or_default();
+        slot.generation += 1;
+        slot.config = None;
     }
 
+    /// Every tenant may have changed (change hints were lost).
     pub fn clear(&self) {
-        self.sets.write().clear();
+        for slot in self.tenants.lock().values_mut() {
+            slot.generation += 1;
+            slot.config = None;
+        }
     }
 }
 
@@ -474,32 +596,32 @@ mod tests {
         let small = json!({"amount": 500});
         let big = json!({"amount": 50000});
         assert_eq!(
-            set.evaluate(&input("payment_refund", &small, "standard"))
+            eval(&set, &input("payment_refund", &small, "standard"))
                 .unwrap()
                 .name,
             "payments"
         );
         assert_eq!(
-            set.evaluate(&input("payment_refund", &big, "standard"))
+            eval(&set, &input("payment_refund", &big, "standard"))
                 .unwrap()
                 .name,
             "big refunds"
         );
         assert_eq!(
-            set.evaluate(&input("search", &small, "standard"))
+            eval(&set, &input("search", &small, "standard"))
                 .unwrap()
                 .name,
             "all"
         );
         assert_eq!(
-            set.evaluate(&input("search", &small, "critical"))
+            eval(&set, &input("search", &small, "critical"))
                 .unwrap()
                 .name,
             "critical agents"
         );
         // A missing key: the block condition fails closed, so the refund is blocked.
         assert_eq!(
-            set.evaluate(&input("payment_refund", &json!({}), "standard"))
+            eval(&set, &input("payment_refund", &json!({}), "standard"))
                 .unwrap()
                 .name,
             "big refunds"
@@ -531,6 +653,217 @@ mod tests {
         );
     }
 
+    fn eval<'a>(set: &'a PolicySet, input: &EvalInput) -> Option<&'a Policy> {
+        set.evaluate(
+            input,
+            &Budget::new(1_000_000, std::time::Duration::from_secs(10)),
+        )
+        .unwrap()
+    }
+
+    fn condition_error(source: &str) -> String {
+        let e = compile_condition(source).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidCondition, "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn costly_shapes_are_refused_when_saved() {
+        // Two nested comprehensions are fine; three are not.
+        assert!(compile_condition("args.a.all(x, args.b.exists(y, x == y))").is_ok());
+        let nested = "args.a.all(x, args.b.all(y, args.c.exists(z, x == y && y == z)))";
+        assert!(condition_error(nested).contains("comprehensions"));
+        // A comprehension over another's result runs after it, not inside it.
+        assert!(compile_condition("args.a.map(x, x).filter(y, y > 1).all(z, z < 9)").is_ok());
+        let deep = format!(
+            "{}risk{} > 0.0",
+            "(risk + ".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        let e = compile_condition(&deep).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidCondition);
+        let fine = format!("{}risk{} > 0.0", "(risk + ".repeat(20), ")".repeat(20));
+        assert!(compile_condition(&fine).is_ok());
+        let list = (0..=MAX_LITERAL_ELEMENTS)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(condition_error(&format!("risk in [{list}]")).contains("list literal"));
+        let text = "x".repeat(MAX_LITERAL_CHARS + 1);
+        assert!(condition_error(&format!("tool == '{text}'")).contains("string literal"));
+        assert!(condition_error("__countersign_step()").contains("may not call"));
+    }
+
+    #[test]
+    fn quadratic_conditions_run_out_of_budget_and_block() {
+        let set = PolicySet::compile(vec![
+            policy(
+                "pairs",
+                "*",
+                PolicyAction::Allow,
+                10,
+                Some("args.items.all(x, args.items.exists(y, x == y))"),
+            ),
+            policy("rest", "*", PolicyAction::RequireApproval, 0, None),
+        ])
+        .unwrap();
+        let small = json!({"items": (0..10).collect::<Vec<_>>()});
+        assert_eq!(
+            eval(&set, &input("t", &small, "standard")).unwrap().name,
+            "pairs"
+        );
+        // 30,000 elements: about 450 million steps; the budget stops it after 100,000.
+        let big = json!({"items": (0..30_000).collect::<Vec<_>>()});
+        let started = std::time::Instant::now();
+        let over = set
+            .evaluate(
+                &input("t", &big, "standard"),
+                &Budget::new(100_000, std::time::Duration::from_secs(30)),
+            )
+            .unwrap_err();
+        assert_eq!(over.policy_name, "pairs");
+        assert!(over.reason().contains("budget"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // The deadline stops it too, however many steps are left.
+        let started = std::time::Instant::now();
+        let over = set.evaluate(
+            &input("t", &big, "standard"),
+            &Budget::new(u64::MAX, std::time::Duration::from_millis(50)),
+        );
+        assert!(over.is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // A linear condition over the same input fits the budget.
+        let linear = PolicySet::compile(vec![policy(
+            "bounded",
+            "*",
+            // Allow: a condition that fails to evaluate would not match.
+            PolicyAction::Allow,
+            0,
+            Some("args.items.exists(x, x < 0) || args.items.map(x, double(x) * 2.0).filter(x, x > 59990.0).size() > 0"),
+        )])
+        .unwrap();
+        assert_eq!(
+            linear
+                .evaluate(
+                    &input("t", &big, "standard"),
+                    &Budget::new(100_000, std::time::Duration::from_secs(30)),
+                )
+                .unwrap()
+                .unwrap()
+                .name,
+            "bounded"
+        );
+    }
+
+    #[test]
+    fn a_stored_condition_over_the_limits_fails_closed() {
+        // Saved before the limits existed: the set still compiles, and the condition fails
+        // closed (block matches, allow does not).
+        let too_nested = "args.a.all(x, args.a.all(y, args.a.all(z, x == y && y == z)))";
+        let set = PolicySet::compile(vec![
+            policy("old allow", "*", PolicyAction::Allow, 20, Some(too_nested)),
+            policy(
+                "old block",
+                "pay*",
+                PolicyAction::Block,
+                10,
+                Some(too_nested),
+            ),
+        ])
+        .unwrap();
+        let args = json!({"a": [1]});
+        assert_eq!(
+            eval(&set, &input("payout", &args, "standard"))
+                .unwrap()
+                .name,
+            "old block"
+        );
+        assert!(eval(&set, &input("search", &args, "standard")).is_none());
+    }
+
+    #[test]
+    fn every_kind_of_comprehension_draws_from_the_budget() {
+        let items = json!({"items": (0..1_000).collect::<Vec<_>>()});
+        for condition in [
+            "args.items.all(x, x >= 0)",
+            "!args.items.exists(x, x < 0)",
+            "!args.items.exists_one(x, x == -1.0)",
+            "args.items.map(x, string(x)).size() > 0",
+            "args.items.filter(x, x > -1).size() > 0",
+            "args.items.map(x, x > 0, x).size() > 0",
+        ] {
+            let set = PolicySet::compile(vec![policy(
+                "p",
+                "*",
+                PolicyAction::Allow,
+                0,
+                Some(condition),
+            )])
+            .unwrap();
+            let budget = Budget::new(500, std::time::Duration::from_secs(30));
+            assert!(
+                set.evaluate(&input("t", &items, "standard"), &budget)
+                    .is_err(),
+                "{condition} did not draw from the budget"
+            );
+            let budget = Budget::new(5_000, std::time::Duration::from_secs(30));
+            let matched = set.evaluate(&input("t", &items, "standard"), &budget);
+            assert!(
+                matches!(matched, Ok(Some(_))),
+                "{condition} drew too much or failed: {matched:?}"
+            );
+        }
+    }
+
+    fn config(policies: Vec<Policy>) -> Arc<GuardConfig> {
+        Arc::new(GuardConfig {
+            policies: PolicySet::compile(policies).unwrap(),
+            settings: Default::default(),
+            routing: Default::default(),
+        })
+    }
+
+    fn miss(cache: &GuardCache, tenant: &str) -> Generation {
+        match cache.lookup(tenant) {
+            Cached::Miss(generation) => generation,
+            Cached::Hit(_) => panic!("expected nothing cached for {tenant}"),
+        }
+    }
+
+    #[test]
+    fn a_load_that_a_change_overtook_is_not_cached() {
+        let cache = GuardCache::default();
+        // A reader loads the old configuration (no policies)...
+        let generation = miss(&cache, "t");
+        let stale = config(vec![]);
+        // ...a block policy lands and invalidates before the reader stores its load.
+        cache.invalidate("t");
+        assert!(!cache.put("t", generation, stale));
+        // The next reader loads afresh and sees the block policy.
+        let generation = miss(&cache, "t");
+        let fresh = config(vec![policy("stop", "*", PolicyAction::Block, 0, None)]);
+        assert!(cache.put("t", generation, fresh));
+        match cache.lookup("t") {
+            Cached::Hit(c) => assert_eq!(c.policies.len(), 1),
+            Cached::Miss(_) => panic!("the fresh load should be cached"),
+        }
+        // Another tenant's change does not make this tenant's loads stale.
+        cache.invalidate("t");
+        let generation = miss(&cache, "t");
+        cache.invalidate("other");
+        assert!(cache.put("t", generation, config(vec![])));
+    }
+
+    #[test]
+    fn a_resync_makes_every_load_in_flight_stale() {
+        let cache = GuardCache::default();
+        let a = miss(&cache, "a");
+        let b = miss(&cache, "b");
+        cache.clear();
+        assert!(!cache.put("a", a, config(vec![])));
+        assert!(!cache.put("b", b, config(vec![])));
+    }
+
     #[test]
     fn many_policies_compile_into_one_set() {
         let policies: Vec<Policy> = (0..1000)
@@ -547,14 +880,11 @@ mod tests {
         let set = PolicySet::compile(policies).unwrap();
         assert_eq!(set.len(), 1000);
         assert_eq!(
-            set.evaluate(&input("tool_7_x", &json!({}), "standard"))
+            eval(&set, &input("tool_7_x", &json!({}), "standard"))
                 .unwrap()
                 .name,
             "p7"
         );
-        assert!(
-            set.evaluate(&input("other", &json!({}), "standard"))
-                .is_none()
-        );
+        assert!(eval(&set, &input("other", &json!({}), "standard")).is_none());
     }
 }

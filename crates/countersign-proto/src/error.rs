@@ -74,6 +74,12 @@ pub enum ErrorCode {
     Internal,
     /// 503: the server is shutting down or its store is unavailable.
     Unavailable,
+    /// 429: too many requests from this API key or client address, or too many failed
+    /// attempts at a secret; `Retry-After` says when to try again.
+    RateLimited,
+    /// 429: the agent has as many pending requests as it may; `Retry-After` says when to
+    /// try again.
+    TooManyPending,
     // OpenID Connect CIBA and OAuth 2.0 error codes (sent as `{"error","error_description"}`
     // on the OpenID endpoints).
     /// 400: `scope` lacks `openid` or is malformed.
@@ -136,6 +142,8 @@ impl ErrorCode {
             ErrorCode::InvalidText => "invalid_text",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyPending => "too_many_pending",
             ErrorCode::InvalidScope => "invalid_scope",
             ErrorCode::ExpiredLoginHintToken => "expired_login_hint_token",
             ErrorCode::UnauthorizedClient => "unauthorized_client",
@@ -189,6 +197,7 @@ impl ErrorCode {
             ErrorCode::InvalidBody | ErrorCode::InvalidCondition | ErrorCode::UnknownReference => {
                 422
             }
+            ErrorCode::RateLimited | ErrorCode::TooManyPending => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }

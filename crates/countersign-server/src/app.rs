@@ -166,6 +166,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         .context("setting up notifications")?;
     let (stop, stopping) = watch::channel(false);
     let webauthn = crate::accounts::relying_party(&issuer)?.map(Arc::new);
+    let settings_limits = settings.limits.clone();
     let state = AppState {
         store,
         clock,
@@ -181,6 +182,8 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         webauthn,
         oidc: Arc::new(oidc),
         notifier: Arc::new(notifier),
+        conditions: Arc::new(crate::conditions::ConditionRunner::new(&settings_limits)),
+        throttle: Arc::new(crate::throttle::Throttle::new(&settings_limits)),
     };
     let demo = if state.settings.demo {
         Some(demo(&state).await?)
@@ -515,6 +518,10 @@ fn router(state: AppState) -> Router {
         .merge(ui::router(state.clone()))
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::throttle::by_address,
+        ))
         .layer(middleware::from_fn(telemetry::track))
         .layer(DefaultBodyLimit::max(settings.http.max_body_bytes))
         .with_state(state);
@@ -556,6 +563,7 @@ async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
         if let Err(e) = crate::guard::run_escalations(&state).await {
             tracing::warn!(error = %e, "escalation sweep failed; will retry");
         }
+        state.throttle.forget_idle();
     }
 }
 
@@ -619,13 +627,16 @@ impl App {
         let grace = Duration::from_secs(state.settings.http.shutdown_grace_secs);
         let (drained_tx, drained_rx) = oneshot::channel::<()>();
         let stop_for_signal = stop.clone();
-        let server =
-            axum::serve(listener, router.into_make_service()).with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                let _ = stop_for_signal.send(true);
-                let _ = drained_tx.send(());
-            });
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_for_signal.send(true);
+            let _ = drained_tx.send(());
+        });
         let served = async {
             server.await?;
             Ok::<(), anyhow::Error>(())

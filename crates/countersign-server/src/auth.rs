@@ -63,6 +63,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Erro
         .authenticate(&secret::hash_secret(key))
         .await?
         .ok_or_else(|| Error::Unauthorized("unknown, revoked or disabled API key".into()))?;
+    state.throttle.check_key(&principal.key_id)?;
     Ok(principal)
 }
 

@@ -45,8 +45,23 @@ pub fn error_response(
     response
 }
 
+/// Adds `Retry-After` to the answer of a rate-limited request.
+pub fn with_retry_after(error: &Error, mut response: Response) -> Response {
+    if let Error::RateLimited {
+        retry_after_secs, ..
+    } = error
+    {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(*retry_after_secs),
+        );
+    }
+    response
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry = matches!(self.0, Error::RateLimited { .. }).then(|| self.0.clone());
         let code = self.0.code();
         let (message, current_status) = match self.0 {
             Error::Internal(detail) => {
@@ -64,7 +79,11 @@ impl IntoResponse for ApiError {
             ),
             other => (other.to_string(), None),
         };
-        error_response(code, message, current_status)
+        let response = error_response(code, message, current_status);
+        match retry {
+            Some(e) => with_retry_after(&e, response),
+            None => response,
+        }
     }
 }
 

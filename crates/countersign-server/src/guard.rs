@@ -7,7 +7,7 @@ use countersign_core::approval::{
     self, ApprovalRequest, DecisionRules, RequestKind, RequestRef, ToolInfo,
 };
 use countersign_core::directory::Agent;
-use countersign_core::policy::{self, EvalInput, GuardConfig, Policy, PolicySet};
+use countersign_core::policy::{self, Cached, GuardConfig, Policy, PolicySet};
 use countersign_core::principal::executor_only;
 use countersign_core::routing::{self, Group, Member};
 use countersign_core::{Error, Principal, Result, Role, ids, toolcall, validate};
@@ -20,6 +20,7 @@ use countersign_proto::{ApprovalStatus, ErrorCode, TrustLevel};
 use countersign_store::RequestFilter;
 
 use crate::after_commit::{Committed, announce};
+use crate::conditions::OwnedInput;
 use crate::service;
 use crate::state::AppState;
 
@@ -36,17 +37,23 @@ pub fn check_proxy(caller: &Principal, proxy_id: &str) -> Result<()> {
 
 /// The tenant's compiled configuration, from the cache or freshly loaded.
 pub async fn config(state: &AppState, tenant_id: &str) -> Result<Arc<GuardConfig>> {
-    if let Some(config) = state.guard.get(tenant_id) {
-        return Ok(config);
-    }
+    let generation = match state.guard.lookup(tenant_id) {
+        Cached::Hit(config) => return Ok(config),
+        Cached::Miss(generation) => generation,
+    };
     let policies = state.store.list_policies(tenant_id).await?;
     let (settings, routing) = state.store.guard_settings(tenant_id).await?;
+    // Compiling dry-runs every condition: bounded, but not for the request threads.
+    let policies = state
+        .conditions
+        .run(move || PolicySet::compile(policies))
+        .await??;
     let config = Arc::new(GuardConfig {
-        policies: PolicySet::compile(policies)?,
+        policies,
         settings,
         routing,
     });
-    state.guard.put(tenant_id, config.clone());
+    state.guard.put(tenant_id, generation, config.clone());
     Ok(config)
 }
 
@@ -67,28 +74,53 @@ struct Evaluation {
     message: String,
 }
 
-fn evaluate_call(
-    config: &GuardConfig,
-    risk_assessor: &dyn countersign_core::risk::RiskAssessor,
+async fn evaluate_call(
+    state: &AppState,
+    config: &Arc<GuardConfig>,
     agent: &Agent,
     raw_call: &serde_json::Value,
     session: &str,
     scope: Option<&str>,
 ) -> Result<Evaluation> {
-    let call = toolcall::normalize(raw_call)?;
-    let risk = risk_assessor.assess(&call);
-    let input = EvalInput {
-        tool: &call.name,
-        args: &call.arguments,
-        agent_id: &agent.id,
-        agent_name: &agent.name,
-        trust_level: agent.trust_level.as_str(),
-        session,
+    // Canonicalising and scanning the arguments is linear in their size, which is large
+    // enough to keep off the request threads.
+    let (raw_call, assessor) = (raw_call.clone(), state.risk.clone());
+    let (call, risk) = state
+        .conditions
+        .run(move || {
+            toolcall::normalize(&raw_call).map(|call| {
+                let risk = assessor.assess(&call);
+                (call, risk)
+            })
+        })
+        .await??;
+    let input = OwnedInput {
+        tool: call.name.clone(),
+        args: call.arguments.clone(),
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        trust_level: agent.trust_level.as_str().to_string(),
+        session: session.to_string(),
         risk: risk.score,
-        threats: &risk.threats,
-        scope: scope.unwrap_or_default(),
+        threats: risk.threats.clone(),
+        scope: scope.unwrap_or_default().to_string(),
     };
-    let policy = config.policies.evaluate(&input).cloned();
+    let (policy, stopped) = match state.conditions.evaluate(config.clone(), input).await? {
+        Ok(policy) => (policy, None),
+        Err(stopped) => (None, Some(stopped)),
+    };
+    // Conditions that could not finish fail closed: the call is blocked.
+    if let Some(stopped) = stopped {
+        metrics::counter!("countersign_policy_conditions_stopped_total").increment(1);
+        return Ok(Evaluation {
+            call,
+            risk,
+            action: PolicyAction::Block,
+            policy: None,
+            fallback: ApprovalConfig::default(),
+            message: stopped.reason(),
+        });
+    }
     let mut action = policy
         .as_ref()
         .map(|p| p.action)
@@ -158,13 +190,14 @@ pub async fn check_tool(
         .ok_or_else(|| Error::Unauthorized("this agent no longer exists".into()))?;
     let config = config(state, &caller.tenant_id).await?;
     let e = evaluate_call(
+        state,
         &config,
-        state.risk.as_ref(),
         &agent,
         &input.tool_call,
         &input.session_id,
         input.scope.as_deref(),
-    )?;
+    )
+    .await?;
     metrics::counter!("countersign_tool_decisions_total", "action" => e.action.as_str())
         .increment(1);
     match e.action {
@@ -186,6 +219,7 @@ pub async fn check_tool(
                     serde_json::json!({
                         "arguments_sha256": e.call.arguments_sha256, "session_id": input.session_id,
                         "policy_id": e.policy.as_ref().map(|p| &p.id), "risk_score": e.risk.score,
+                        "reason": e.message,
                     }),
                 ))
                 .await?;
@@ -225,6 +259,7 @@ async fn open_approval(
     {
         return Ok(pending_decision(&e, &existing));
     }
+    crate::throttle::check_pending(state, tenant, &agent.id).await?;
     // A policy that asks for approval brings its own configuration; approvals the tenant
     // default or a trust rule require use the tenant's.
     let approval = match &e.policy {
@@ -379,13 +414,14 @@ pub async fn dry_run(
     let config = config(state, &caller.tenant_id).await?;
     let session = input.session_id.unwrap_or_default();
     let e = evaluate_call(
+        state,
         &config,
-        state.risk.as_ref(),
         &agent,
         &input.tool_call,
         &session,
         input.scope.as_deref(),
-    )?;
+    )
+    .await?;
     let message = e.message.clone();
     Ok(decision(&e, e.action, message))
 }
@@ -705,14 +741,22 @@ pub async fn save_policy(
     };
     let groups = group_ids(state, tenant).await?;
     let now = state.clock.now();
-    let policy = policy::from_input(
-        tenant,
-        id,
-        input,
-        |g| groups.iter().any(|x| x == g),
-        existing.as_ref().map(|p| p.created_at).unwrap_or(now),
-        now,
-    )?;
+    let created_at = existing.as_ref().map(|p| p.created_at).unwrap_or(now);
+    // Checking the condition dry-runs it: bounded, but not for the request threads.
+    let (tenant_id, policy_id) = (tenant.clone(), id.map(str::to_string));
+    let policy = state
+        .conditions
+        .run(move || {
+            policy::from_input(
+                &tenant_id,
+                policy_id.as_deref(),
+                input,
+                |g| groups.iter().any(|x| x == g),
+                created_at,
+                now,
+            )
+        })
+        .await??;
     let saved = state
         .store
         .put_policy(policy, existing.is_none(), caller.actor())

@@ -19,10 +19,65 @@ impl Modify for ApiKeyAuth {
     }
 }
 
+/// Every operation a rate limit can stop (all but the probes and the public documents)
+/// declares its 429 answer with `Retry-After`.
+struct RateLimits;
+
+impl Modify for RateLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{Content, Ref, ResponseBuilder, header::Header};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let never_limited = ["/healthz", "/readyz", "/metrics", "/openapi.json"]
+                .contains(&path.as_str())
+                || path.starts_with("/.well-known/");
+            if never_limited {
+                continue;
+            }
+            let body = if path.starts_with("/oidc/") {
+                Content::new(Some(ObjectBuilder::new().schema_type(Type::Object).build()))
+            } else {
+                Content::new(Some(Ref::from_schema_name("ErrorBody")))
+            };
+            let answer = ResponseBuilder::new()
+                .description(
+                    "Too many requests (`rate_limited`), too many pending requests \
+                     (`too_many_pending`) or too many failed attempts; retry after `Retry-After`",
+                )
+                .header(
+                    "Retry-After",
+                    Header::new(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(1)),
+                    ),
+                )
+                .content("application/json", body)
+                .build();
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation
+                    .responses
+                    .responses
+                    .entry("429".to_string())
+                    .or_insert_with(|| answer.clone().into());
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Countersign", description = "Human-in-the-loop authorization for AI agents"),
-    modifiers(&ApiKeyAuth),
+    modifiers(&ApiKeyAuth, &RateLimits),
     paths(
         ciba::authorize, ciba::token, ciba::approve, ciba::deny,
         approvals::list, approvals::get, approvals::approve, approvals::deny,

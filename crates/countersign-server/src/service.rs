@@ -40,6 +40,7 @@ pub async fn authorize(
             ));
         }
     }
+    crate::throttle::check_pending(state, &caller.tenant_id, agent_id).await?;
     let auth_req_id = new.auth_req_id.clone().unwrap_or_default();
     let plan = ReviewerPlan::single(&input.user_id, now);
     let request = state

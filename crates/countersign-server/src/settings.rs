@@ -29,6 +29,60 @@ pub struct Settings {
     pub oidc: OidcSettings,
     pub outbound: OutboundSettings,
     pub notifications: NotificationSettings,
+    pub limits: LimitSettings,
+}
+
+/// What one caller may ask of the server, and what one policy condition may cost. A rate or
+/// count of 0 turns that limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Requests per second one API key may make, sustained.
+    pub per_key_per_second: u32,
+    /// Requests one API key may make at once after being idle.
+    pub per_key_burst: u32,
+    /// Requests per second one client address may make to the endpoints that take no API
+    /// key: OpenID/OAuth, dashboard sign-in and invitation ceremonies, review links, Slack.
+    pub per_ip_per_second: u32,
+    /// Requests one client address may make at once to those endpoints after being idle.
+    pub per_ip_burst: u32,
+    /// Behind a reverse proxy: the header it puts the client's address in (`x-forwarded-for`:
+    /// its last entry is taken, the one the proxy added). Unset: the connection's address.
+    /// Set it only behind a proxy that sets the header, or clients choose their own address.
+    pub client_ip_header: Option<String>,
+    /// Failed attempts at a secret (a wrong `user_code`; an unusable sign-in, invitation or
+    /// review link; a failed passkey) one client address or OpenID client may make per
+    /// window; after that every attempt waits for the window to pass.
+    pub failures_per_window: u32,
+    pub failure_window_secs: u64,
+    /// Pending requests one agent may have; more are refused until some are decided.
+    pub max_pending_per_agent: u64,
+    /// Comprehension steps one tool call's policy conditions may take in all.
+    pub condition_max_steps: u64,
+    /// Wall-clock time one tool call's policy conditions may take, in milliseconds
+    /// (waiting for a free evaluation thread included).
+    pub condition_deadline_ms: u64,
+    /// Threads that evaluate policy conditions at the same time, off the request threads;
+    /// 0: half the processors, at least one, so conditions never take every core.
+    pub condition_workers: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            per_key_per_second: 1_000,
+            per_key_burst: 2_000,
+            per_ip_per_second: 50,
+            per_ip_burst: 200,
+            client_ip_header: None,
+            failures_per_window: 10,
+            failure_window_secs: 300,
+            max_pending_per_agent: 10_000,
+            condition_max_steps: 1_000_000,
+            condition_deadline_ms: 250,
+            condition_workers: 0,
+        }
+    }
 }
 
 /// How reviewers are told: the SMTP server, where Slack's Web API lives, Web Push.
@@ -290,6 +344,7 @@ impl Default for Settings {
             oidc: OidcSettings::default(),
             outbound: OutboundSettings::default(),
             notifications: NotificationSettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }

@@ -38,4 +38,8 @@ pub struct AppState {
     pub oidc: Arc<Oidc>,
     /// Reviewer notifications and every outgoing call: the delivery worker's shared parts.
     pub notifier: Arc<Notifier>,
+    /// Policy conditions, run off the request threads within a budget.
+    pub conditions: Arc<crate::conditions::ConditionRunner>,
+    /// Rate limits per API key and per client address, and failure budgets for secrets.
+    pub throttle: Arc<crate::throttle::Throttle>,
 }

@@ -449,6 +449,15 @@ pub trait Backend: DashboardStore + NotificationStore + Send + Sync + std::fmt::
     /// once: each request times out exactly once.
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>>;
     async fn pending_count(&self) -> Result<i64>;
+    /// How many unexpired requests of one agent are pending, counting no further than
+    /// `up_to` (enough to compare with a limit).
+    async fn agent_pending_count(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        now: DateTime<Utc>,
+        up_to: u64,
+    ) -> Result<u64>;
 
     // guard configuration
     async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>>;

@@ -198,12 +198,17 @@ pub async fn bc_authorize(
     let (scope, expiry) = oidc::check_bc_params(&params, &client, &state.limits)?;
     let user_id = resolve_user(state, &client, &params).await?;
     if client.user_code_parameter {
+        // Guessing user codes is slow: a client that failed too often waits, even with the
+        // right one.
+        let guesses = format!("user_code:{}:{}", client.tenant_id, client.client_id);
+        state.throttle.check_failures(&guesses)?;
         let given = params.user_code.as_deref().unwrap_or_default();
         let stored = state
             .store
             .user_code_hash(&client.tenant_id, &user_id)
             .await?;
         if stored.as_deref() != Some(secret::hash_secret(given).as_str()) {
+            state.throttle.record_failure(&guesses);
             return Err(Error::invalid_with(
                 ErrorCode::InvalidUserCode,
                 "the `user_code` is not this user's",
@@ -238,6 +243,7 @@ pub async fn bc_authorize(
         |id| state.oidc.auth_req_id(id),
         now,
     )?;
+    crate::throttle::check_pending(state, &client.tenant_id, &client.client_id).await?;
     let auth_req_id = new.new.auth_req_id.clone().unwrap_or_default();
     let actor = Actor::new(ActorKind::Agent, &client.client_id);
     let request = state.store.create_oidc_request(new, actor).await?;

@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// Which endpoint answers: `access_denied` is 403 at the backchannel endpoint and 400 at the
 /// token endpoint.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     Backchannel,
     Token,
 }
@@ -49,6 +49,9 @@ fn oauth_error(error: &Error, endpoint: Endpoint) -> (StatusCode, &'static str, 
         ErrorCode::AccessDenied => (StatusCode::BAD_REQUEST, "access_denied"),
         ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        ErrorCode::RateLimited | ErrorCode::TooManyPending => {
+            (StatusCode::TOO_MANY_REQUESTS, code.as_str())
+        }
         _ => (StatusCode::BAD_REQUEST, "invalid_request"),
     };
     let description = match error {
@@ -69,7 +72,9 @@ pub(crate) fn no_store(mut response: Response) -> Response {
     response
 }
 
-fn error_response(error: Error, endpoint: Endpoint) -> Response {
+/// An OAuth error answer (`{"error","error_description"}`), with `Retry-After` when rate
+/// limited.
+pub(crate) fn error_response(error: Error, endpoint: Endpoint) -> Response {
     let (status, name, description) = oauth_error(&error, endpoint);
     let mut response = (
         status,
@@ -82,7 +87,7 @@ fn error_response(error: Error, endpoint: Endpoint) -> Response {
             HeaderValue::from_static("Basic realm=\"countersign\""),
         );
     }
-    no_store(response)
+    no_store(crate::error::with_retry_after(&error, response))
 }
 
 /// The form body and the Authorization header of an OAuth request.

@@ -376,15 +376,25 @@ pub struct ConditionForm {
 }
 
 /// Checks a CEL condition as it is typed; changes nothing.
-pub async fn check_condition(posted: Posted<ConditionForm>) -> Result<Response, UiError> {
+pub async fn check_condition(
+    State(state): State<AppState>,
+    posted: Posted<ConditionForm>,
+) -> Result<Response, UiError> {
     posted.viewer.principal.require_admin()?;
     let source = posted.form.condition.trim();
     let error = if source.is_empty() {
         None
     } else {
-        countersign_core::policy::compile_condition(source)
-            .err()
-            .map(|e| e.to_string())
+        // Checking dry-runs the condition: bounded, but not for the request threads.
+        let source = source.to_string();
+        state
+            .conditions
+            .run(move || {
+                countersign_core::policy::compile_condition(&source)
+                    .err()
+                    .map(|e| e.to_string())
+            })
+            .await?
     };
     render(&ConditionFragment {
         error,

@@ -372,6 +372,7 @@ impl IntoResponse for UiError {
                 }
             }
             UiError::Failed(e) => {
+                let retry = matches!(e, Error::RateLimited { .. }).then(|| e.clone());
                 let code = e.code();
                 let status = StatusCode::from_u16(code.http_status())
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -411,7 +412,10 @@ impl IntoResponse for UiError {
                 if let Ok(v) = HeaderValue::from_str(code.as_str()) {
                     response.headers_mut().insert("x-error-code", v);
                 }
-                response
+                match retry {
+                    Some(e) => crate::error::with_retry_after(&e, response),
+                    None => response,
+                }
             }
         }
     }
@@ -445,7 +449,11 @@ impl FromRequestParts<AppState> for Viewer {
             return Err(sign_in());
         };
         match accounts::viewer(state, &token).await? {
-            Some(viewer) => Ok(viewer),
+            Some(viewer) => {
+                // A dashboard session is a credential like an API key, with the same rate.
+                state.throttle.check_key(&viewer.principal.key_id)?;
+                Ok(viewer)
+            }
             None => Err(sign_in()),
         }
     }

@@ -1303,6 +1303,27 @@ impl Backend for PgStore {
         Ok(expired)
     }
 
+    async fn agent_pending_count(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        now: DateTime<Utc>,
+        up_to: u64,
+    ) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM approval_requests WHERE tenant_id = $1 \
+             AND status = 'pending' AND agent_id = $2 AND expires_at > $3 LIMIT $4) AS pending",
+        )
+        .bind(tenant_id)
+        .bind(agent_id)
+        .bind(ms(now))
+        .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn pending_count(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
             .fetch_one(&self.pool)

@@ -1280,6 +1280,24 @@ impl Backend for SqliteStore {
         .await
     }
 
+    async fn agent_pending_count(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        now: DateTime<Utc>,
+        up_to: u64,
+    ) -> Result<u64> {
+        let up_to = i64::try_from(up_to).unwrap_or(i64::MAX);
+        let count: i64 = self.read(|c| {
+            c.prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM approval_requests WHERE tenant_id = ?1 \
+                 AND status = 'pending' AND agent_id = ?2 AND expires_at > ?3 LIMIT ?4)",
+            )?
+            .query_row(params![tenant_id, agent_id, ms(now), up_to], |r| r.get(0))
+        })?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn pending_count(&self) -> Result<i64> {
         self.read(|c| {
             c.query_row(

@@ -17,6 +17,7 @@ mod durability;
 mod errors;
 mod grants;
 mod guard;
+mod limits;
 mod meta;
 mod notify_dashboard;
 mod notify_dashboard_webhooks;

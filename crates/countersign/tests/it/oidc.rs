@@ -1680,3 +1680,39 @@ async fn the_user_is_emailed_and_decides_from_the_link() {
     assert_eq!(t.status, 200, "{}", t.body);
     assert!(t.body["id_token"].is_string());
 }
+
+#[tokio::test]
+async fn guessing_user_codes_is_cut_off() {
+    let app = spawn_with(|s| s.limits.failures_per_window = 3).await;
+    let (user, _) = app.reviewer("alice@example.com").await;
+    app.admin.set_user_code(&user, "4711").await.unwrap();
+    let client = register(&app, "guesser", |c| {
+        c.backchannel_user_code_parameter = true
+    })
+    .await;
+    let attempt = |code: &'static str| {
+        let (app, client, user) = (&app, &client, user.clone());
+        async move {
+            post_form(
+                app,
+                "/oidc/bc-authorize",
+                client.basic(),
+                &[
+                    ("scope", "openid"),
+                    ("login_hint", &user),
+                    ("user_code", code),
+                ],
+            )
+            .await
+        }
+    };
+    for guess in ["0000", "1111", "2222"] {
+        attempt(guess)
+            .await
+            .assert_oauth_error(400, "invalid_user_code");
+    }
+    // Out of guesses: even the right code waits for the window to pass.
+    let refused = attempt("4711").await;
+    refused.assert_oauth_error(429, "rate_limited");
+    assert!(refused.headers.contains_key("retry-after"));
+}

@@ -553,3 +553,48 @@ async fn a_ping_is_delivered_once_by_one_of_the_replicas() {
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_block_policy_saved_on_one_replica_stops_calls_on_another() {
+    use countersign_proto::guard::{PolicyAction, PolicyInput, ToolRequest};
+    let c = cluster(2, None).await;
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    let (_, agent) = a.agent("bot").await;
+    let agent_on_b = on(b, &agent);
+    let call = ToolRequest {
+        session_id: "s".into(),
+        tool_call: serde_json::json!({"name": "delete_all", "arguments": {}}),
+        scope: None,
+        reason: None,
+        on_behalf_of: None,
+    };
+    // Replica b loads and caches the tenant's (empty) policies.
+    let d = agent_on_b.guard_tool("default", &call).await.unwrap();
+    assert_eq!(d.action, PolicyAction::Allow);
+    a.admin
+        .create_policy(
+            "default",
+            &PolicyInput {
+                name: "stop".into(),
+                tool_pattern: "delete_*".into(),
+                action: PolicyAction::Block,
+                description: None,
+                priority: None,
+                is_active: None,
+                condition: None,
+                approval_config: None,
+            },
+        )
+        .await
+        .unwrap();
+    // The change hint reaches b and drops what it cached.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let d = agent_on_b.guard_tool("default", &call).await.unwrap();
+        if d.action == PolicyAction::Block {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica b still allows the call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
