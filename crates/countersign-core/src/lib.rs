@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod directory;
 pub mod error;
 pub mod grant;
+pub mod idempotency;
 pub mod ids;
 pub mod notify;
 pub mod oidc;

@@ -63,6 +63,16 @@ pub enum ErrorCode {
     /// 401: a signed callback (a Slack button click) has a bad signature or a stale timestamp,
     /// or names a tenant that has not set up that integration.
     InvalidSignature,
+    /// 400: the `Idempotency-Key` header is empty, longer than 255 characters or not
+    /// printable ASCII.
+    InvalidIdempotencyKey,
+    /// 422: the `Idempotency-Key` was already used by this caller for a different request.
+    IdempotencyKeyReused,
+    /// 409: another request with the same `Idempotency-Key` is being processed.
+    IdempotencyKeyInUse,
+    /// 400: an outgoing endpoint (callback, webhook) is not https, or names a non-public
+    /// address, and the operator has not allowed that.
+    EndpointNotAllowed,
     /// 500: an internal error; the message carries only the request id.
     Internal,
     /// 503: the server is shutting down or its store is unavailable.
@@ -122,6 +132,10 @@ impl ErrorCode {
             ErrorCode::LinkUnusable => "link_unusable",
             ErrorCode::CsrfFailed => "csrf_failed",
             ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyInUse => "idempotency_key_in_use",
+            ErrorCode::EndpointNotAllowed => "endpoint_not_allowed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InvalidScope => "invalid_scope",
@@ -158,7 +172,9 @@ impl ErrorCode {
             | ErrorCode::ExpiredToken
             | ErrorCode::InvalidGrant
             | ErrorCode::UnsupportedGrantType
-            | ErrorCode::LinkUnusable => 400,
+            | ErrorCode::LinkUnusable
+            | ErrorCode::InvalidIdempotencyKey
+            | ErrorCode::EndpointNotAllowed => 400,
             ErrorCode::Unauthorized | ErrorCode::InvalidClient | ErrorCode::InvalidSignature => 401,
             ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccessDenied => 403,
             ErrorCode::NotFound => 404,
@@ -167,12 +183,14 @@ impl ErrorCode {
             | ErrorCode::AlreadyExists
             | ErrorCode::AlreadyVoted
             | ErrorCode::NotApproved
-            | ErrorCode::InUse => 409,
+            | ErrorCode::InUse
+            | ErrorCode::IdempotencyKeyInUse => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::InvalidBody | ErrorCode::InvalidCondition | ErrorCode::UnknownReference => {
-                422
-            }
+            ErrorCode::InvalidBody
+            | ErrorCode::InvalidCondition
+            | ErrorCode::UnknownReference
+            | ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }

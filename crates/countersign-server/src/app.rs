@@ -541,6 +541,9 @@ fn router(state: AppState) -> Router {
 /// lists see them.
 async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(state.settings.requests.sweep_interval_ms.max(10));
+    // Expired idempotency answers are already ignored; deleting them can wait a little.
+    let answers_every = (Duration::from_secs(60).as_millis() / interval.as_millis().max(1)).max(1);
+    let mut round: u128 = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -552,6 +555,12 @@ async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
         if let Err(e) = crate::guard::run_escalations(&state).await {
             tracing::warn!(error = %e, "escalation sweep failed; will retry");
         }
+        if round.is_multiple_of(answers_every)
+            && let Err(e) = state.store.forget_expired_answers(state.clock.now()).await
+        {
+            tracing::warn!(error = %e, "idempotency sweep failed; will retry");
+        }
+        round = round.wrapping_add(1);
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod error;
 pub mod events;
 pub mod guard;
+mod idempotency;
 pub mod notify;
 mod oidc;
 mod openapi;

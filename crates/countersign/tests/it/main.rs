@@ -15,6 +15,7 @@ mod dashboard;
 mod durability;
 mod errors;
 mod guard;
+mod idempotency;
 mod meta;
 mod notify_dashboard;
 mod notify_dashboard_webhooks;
