@@ -29,6 +29,20 @@ pub struct Settings {
     pub oidc: OidcSettings,
     pub outbound: OutboundSettings,
     pub notifications: NotificationSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Who may read `/metrics` (it shows every tenant's counts). With neither setting the
+/// metrics are not served at all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A bearer token scrapers must send (`Authorization: Bearer …`, at least 16 characters).
+    /// Without `listen`, it makes the main listener serve `/metrics`.
+    pub token: Option<String>,
+    /// A separate address (e.g. `127.0.0.1:9090`) that serves `/metrics`, and then only it
+    /// does; the token, if set, is required there too.
+    pub listen: Option<String>,
 }
 
 /// How reviewers are told: the SMTP server, where Slack's Web API lives, Web Push.
@@ -290,6 +304,7 @@ impl Default for Settings {
             oidc: OidcSettings::default(),
             outbound: OutboundSettings::default(),
             notifications: NotificationSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -429,6 +444,8 @@ mod tests {
             )?;
             jail.set_env("COUNTERSIGN_TOKENS__LIFETIME_SECS", "90");
             jail.set_env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY_FILE", "admin-key");
+            jail.create_file("metrics-token", "scrape-0123456789-0123456789\n")?;
+            jail.set_env("COUNTERSIGN_METRICS__TOKEN_FILE", "metrics-token");
             // Variables of the command-line client are not server settings.
             jail.set_env("COUNTERSIGN_URL", "http://127.0.0.1:8080");
             jail.set_env("COUNTERSIGN_KEY", "csk_x");
@@ -453,6 +470,12 @@ mod tests {
                 s.bootstrap_admin_key.as_deref(),
                 Some("from-a-file-0123456789-0123456789-0123456789")
             );
+            assert_eq!(
+                s.metrics.token.as_deref(),
+                Some("scrape-0123456789-0123456789"),
+                "nested secrets come from files too"
+            );
+            assert_eq!(s.metrics.listen, None);
             Ok(())
         });
     }
