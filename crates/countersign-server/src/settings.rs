@@ -133,6 +133,8 @@ pub struct OidcSettings {
 pub struct OutboundSettings {
     /// Allow callbacks to loopback, private, link-local and other non-public addresses.
     pub allow_private_networks: bool,
+    /// Allow plain `http://` callback, webhook and push endpoints (otherwise https only).
+    pub allow_http: bool,
     /// Connect timeout of outgoing calls, in milliseconds.
     pub connect_timeout_ms: u64,
     /// Total timeout of one outgoing call, in milliseconds.
@@ -195,6 +197,7 @@ impl Default for OutboundSettings {
     fn default() -> Self {
         OutboundSettings {
             allow_private_networks: false,
+            allow_http: false,
             connect_timeout_ms: 2_000,
             timeout_ms: 5_000,
             max_attempts: 8,

@@ -777,3 +777,9 @@ pub async fn fanned_out(app: &TestApp) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Lets callbacks reach the loopback stand-ins tests run (plain http on 127.0.0.1).
+pub fn loopback_callbacks(s: &mut Settings) {
+    s.outbound.allow_private_networks = true;
+    s.outbound.allow_http = true;
+}
