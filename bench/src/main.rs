@@ -198,6 +198,8 @@ impl Server {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", &key)
+            // The same random secret lets the driver scrape `/metrics`.
+            .env("COUNTERSIGN_METRICS__TOKEN", &key)
             .env("COUNTERSIGN_LOG__LEVEL", "warn")
             // One agent key drives the whole load and fills the memory phase with pending
             // requests: the per-key rate and the pending cap would measure themselves.
@@ -863,9 +865,11 @@ struct MemoryResult {
     disk_after: u64,
 }
 
-async fn pending_metric(addr: SocketAddr) -> Result<Option<f64>> {
+async fn pending_metric(addr: SocketAddr, token: &HeaderValue) -> Result<Option<f64>> {
     let mut conn = Conn::open(addr).await?;
-    let (status, body) = conn.send(Method::GET, "/metrics", None, None).await?;
+    let (status, body) = conn
+        .send(Method::GET, "/metrics", Some(token), None)
+        .await?;
     if !status.is_success() {
         return Ok(None);
     }
@@ -891,7 +895,9 @@ async fn memory_phase(opts: &Opts) -> Result<MemoryResult> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = server.memory()?;
     let disk_after = server.data_bytes()?;
-    let pending_metric = pending_metric(server.addr).await.unwrap_or(None);
+    let pending_metric = pending_metric(server.addr, &server.admin)
+        .await
+        .unwrap_or(None);
     Ok(MemoryResult {
         warmup,
         created: opts.pending_count,

@@ -158,6 +158,7 @@ before(async () => {
       COUNTERSIGN_OUTBOUND__POLL_INTERVAL_MS: "100",
       // The webhook test sends to a receiver on 127.0.0.1.
       COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS: "true",
+      COUNTERSIGN_OUTBOUND__ALLOW_HTTP: "true",
       RUST_LOG: "warn",
     },
     stdio: ["ignore", "pipe", "pipe"],

@@ -294,6 +294,7 @@ async fn start_countersign(
         .arg(dir.path())
         .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
         .env("COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true")
+        .env("COUNTERSIGN_OUTBOUND__ALLOW_HTTP", "true")
         .env("COUNTERSIGN_LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .spawn()

@@ -256,6 +256,7 @@ async fn main() -> Result<()> {
             format!("{receivers_base}/slack"),
         )
         .env("COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true")
+        .env("COUNTERSIGN_OUTBOUND__ALLOW_HTTP", "true")
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", opts.server_bin.display()))?;

@@ -239,6 +239,8 @@ pub struct NewRequest {
     pub request: ApprovalRequest,
     pub auth_req_id: Option<String>,
     pub auth_req_hash: Option<String>,
+    /// The answer to remember under the caller's `Idempotency-Key`, stored with the request.
+    pub idempotency: Option<crate::idempotency::StoredAnswer>,
 }
 
 /// Validates a seed-API authorize call and builds the pending request.
@@ -301,6 +303,7 @@ pub fn new_ciba_request(
         },
         auth_req_id: Some(auth_req_id),
         auth_req_hash: Some(auth_req_hash),
+        idempotency: None,
     })
 }
 
@@ -354,6 +357,7 @@ pub fn new_tool_request(
         },
         auth_req_id: None,
         auth_req_hash: None,
+        idempotency: None,
     }
 }
 

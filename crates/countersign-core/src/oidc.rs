@@ -465,6 +465,7 @@ pub fn new_oidc_request(
             },
             auth_req_id: Some(auth_req_id),
             auth_req_hash: Some(auth_req_hash),
+            idempotency: None,
         },
         state: OidcRequestState {
             approval_id: id,

@@ -70,6 +70,16 @@ pub enum ErrorCode {
     /// scope) holds a control character, a bidirectional override or another invisible
     /// formatting character; the message names the field.
     InvalidText,
+    /// 400: the `Idempotency-Key` header is empty, longer than 255 characters or not
+    /// printable ASCII.
+    InvalidIdempotencyKey,
+    /// 422: the `Idempotency-Key` was already used by this caller for a different request.
+    IdempotencyKeyReused,
+    /// 409: another request with the same `Idempotency-Key` is being processed.
+    IdempotencyKeyInUse,
+    /// 400: an outgoing endpoint (callback, webhook) is not https, or names a non-public
+    /// address, and the operator has not allowed that.
+    EndpointNotAllowed,
     /// 500: an internal error; the message carries only the request id.
     Internal,
     /// 503: the server is shutting down or its store is unavailable.
@@ -140,6 +150,10 @@ impl ErrorCode {
             ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::InvalidNumber => "invalid_number",
             ErrorCode::InvalidText => "invalid_text",
+            ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyInUse => "idempotency_key_in_use",
+            ErrorCode::EndpointNotAllowed => "endpoint_not_allowed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::RateLimited => "rate_limited",
@@ -182,7 +196,9 @@ impl ErrorCode {
             | ErrorCode::LinkUnusable
             | ErrorCode::InvalidNumber
             | ErrorCode::InvalidText
-            | ErrorCode::InvalidTarget => 400,
+            | ErrorCode::InvalidTarget
+            | ErrorCode::InvalidIdempotencyKey
+            | ErrorCode::EndpointNotAllowed => 400,
             ErrorCode::Unauthorized | ErrorCode::InvalidClient | ErrorCode::InvalidSignature => 401,
             ErrorCode::Forbidden | ErrorCode::CsrfFailed | ErrorCode::AccessDenied => 403,
             ErrorCode::NotFound => 404,
@@ -191,12 +207,14 @@ impl ErrorCode {
             | ErrorCode::AlreadyExists
             | ErrorCode::AlreadyVoted
             | ErrorCode::NotApproved
-            | ErrorCode::InUse => 409,
+            | ErrorCode::InUse
+            | ErrorCode::IdempotencyKeyInUse => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::InvalidBody | ErrorCode::InvalidCondition | ErrorCode::UnknownReference => {
-                422
-            }
+            ErrorCode::InvalidBody
+            | ErrorCode::InvalidCondition
+            | ErrorCode::UnknownReference
+            | ErrorCode::IdempotencyKeyReused => 422,
             ErrorCode::RateLimited | ErrorCode::TooManyPending => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,

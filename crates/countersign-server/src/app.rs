@@ -63,6 +63,8 @@ pub struct DemoSetup {
 /// A built server, bound to its port, not yet serving.
 pub struct App {
     listener: TcpListener,
+    /// The separate `/metrics` listener (`metrics.listen`).
+    metrics_listener: Option<TcpListener>,
     router: Router,
     pub state: AppState,
     pub bootstrap: Option<Bootstrap>,
@@ -73,6 +75,8 @@ pub struct App {
 /// A server serving in the background (tests and embedding).
 pub struct RunningApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `metrics.listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub base_url: String,
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
@@ -145,9 +149,23 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
     let store = Store::open(store_config(&settings)?)
         .await
         .context("opening the store")?;
+    if let Some(token) = &settings.metrics.token {
+        anyhow::ensure!(
+            token.chars().count() >= 16,
+            "metrics.token must be at least 16 characters"
+        );
+    }
     let listener = TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let metrics_listener = match &settings.metrics.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (metrics.listen)"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     let issuer = settings
         .public_url
@@ -193,6 +211,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
     let router = router(state.clone());
     Ok(App {
         listener,
+        metrics_listener,
         router,
         state,
         bootstrap,
@@ -552,6 +571,9 @@ fn router(state: AppState) -> Router {
 /// lists see them.
 async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(state.settings.requests.sweep_interval_ms.max(10));
+    // Expired idempotency answers are already ignored; deleting them can wait a little.
+    let answers_every = (Duration::from_secs(60).as_millis() / interval.as_millis().max(1)).max(1);
+    let mut round: u128 = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -564,6 +586,12 @@ async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
             tracing::warn!(error = %e, "escalation sweep failed; will retry");
         }
         state.throttle.forget_idle();
+        if round.is_multiple_of(answers_every)
+            && let Err(e) = state.store.forget_expired_answers(state.clock.now()).await
+        {
+            tracing::warn!(error = %e, "idempotency sweep failed; will retry");
+        }
+        round = round.wrapping_add(1);
     }
 }
 
@@ -609,6 +637,13 @@ impl App {
         &self.state.issuer
     }
 
+    /// Where `/metrics` is served when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn run(
         self,
@@ -616,11 +651,29 @@ impl App {
     ) -> anyhow::Result<()> {
         let App {
             listener,
+            metrics_listener,
             router,
             state,
             stop,
             ..
         } = self;
+        let metrics_server = metrics_listener.map(|l| {
+            let app = Router::new()
+                .route("/metrics", get(meta::metrics_listener))
+                .fallback(not_found_fallback)
+                .with_state(state.clone());
+            let mut stopping = stop.subscribe();
+            tokio::spawn(async move {
+                let served = axum::serve(l, app.into_make_service())
+                    .with_graceful_shutdown(async move {
+                        let _ = stopping.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
         let sweeper = tokio::spawn(run_sweeper(state.clone(), stop.subscribe()));
         let follower = tokio::spawn(follow_changes(state.clone(), stop.subscribe()));
         let delivery = tokio::spawn(crate::notify::worker::run(state.clone(), stop.subscribe()));
@@ -653,12 +706,16 @@ impl App {
         let _ = sweeper.await;
         let _ = follower.await;
         let _ = delivery.await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         Ok(())
     }
 
     /// Serves in the background; stop it with [`RunningApp::stop`].
     pub fn spawn(self) -> RunningApp {
         let addr = self.local_addr();
+        let metrics_addr = self.metrics_addr();
         let state = self.state.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(self.run(async move {
@@ -666,6 +723,7 @@ impl App {
         }));
         RunningApp {
             addr,
+            metrics_addr,
             base_url: format!("http://{addr}"),
             state,
             shutdown: Some(tx),

@@ -7,6 +7,7 @@ use countersign_core::approval::{
     self, ApprovalRequest, DecisionRules, RequestKind, RequestRef, ToolInfo,
 };
 use countersign_core::directory::Agent;
+use countersign_core::idempotency::IdempotencyKey;
 use countersign_core::policy::{self, Cached, GuardConfig, Policy, PolicySet};
 use countersign_core::principal::executor_only;
 use countersign_core::routing::{self, Group, Member};
@@ -21,6 +22,7 @@ use countersign_store::RequestFilter;
 
 use crate::after_commit::{Committed, announce};
 use crate::conditions::OwnedInput;
+use crate::idempotency::{self, Answer, Retry};
 use crate::service;
 use crate::state::AppState;
 
@@ -169,13 +171,31 @@ fn decision(e: &Evaluation, action: PolicyAction, message: String) -> ToolDecisi
     }
 }
 
-/// `POST /tool`: allow or block at once, or open (or find) the approval.
+/// `POST /tool`: allow or block at once, or open (or find) the approval. Under an
+/// idempotency key, a retry gets the approval the first call opened or found; `allow` and
+/// `block` are not remembered, so a retried call is evaluated under the current policies.
 pub async fn check_tool(
     state: &AppState,
     caller: &Principal,
     input: ToolRequest,
-) -> Result<ToolDecision> {
+    key: Option<IdempotencyKey>,
+) -> Result<Answer<ToolDecision>> {
     let agent_id = caller.require_agent()?;
+    let retry = match key {
+        Some(key) => Some(Retry::new(
+            key,
+            &caller.tenant_id,
+            format!("agent:{agent_id}"),
+            "POST /v1/guard/{proxyId}/tool",
+            &idempotency::canonical_body(&input)?,
+        )),
+        None => None,
+    };
+    if let Some(retry) = &retry
+        && let Some(replay) = retry.earlier(state).await?
+    {
+        return Ok(Answer::Replayed(replay));
+    }
     validate::text("session_id", &input.session_id, 200)?;
     if let Some(scope) = &input.scope {
         validate::text("scope", scope, 200)?;
@@ -201,11 +221,11 @@ pub async fn check_tool(
     metrics::counter!("countersign_tool_decisions_total", "action" => e.action.as_str())
         .increment(1);
     match e.action {
-        PolicyAction::Allow => Ok(decision(
+        PolicyAction::Allow => Ok(Answer::Fresh(decision(
             &e,
             PolicyAction::Allow,
             format!("allowed: {}", e.message),
-        )),
+        ))),
         PolicyAction::Block => {
             let now = state.clock.now();
             state
@@ -223,14 +243,14 @@ pub async fn check_tool(
                     }),
                 ))
                 .await?;
-            Ok(decision(
+            Ok(Answer::Fresh(decision(
                 &e,
                 PolicyAction::Block,
                 format!("blocked: {}", e.message),
-            ))
+            )))
         }
         PolicyAction::RequireApproval => {
-            open_approval(state, caller, &agent, &config, e, input).await
+            open_approval(state, caller, &agent, &config, e, input, retry.as_ref()).await
         }
     }
 }
@@ -242,7 +262,8 @@ async fn open_approval(
     config: &GuardConfig,
     e: Evaluation,
     input: ToolRequest,
-) -> Result<ToolDecision> {
+    retry: Option<&Retry>,
+) -> Result<Answer<ToolDecision>> {
     let now = state.clock.now();
     let tenant = &caller.tenant_id;
     if let Some(existing) = state
@@ -257,7 +278,7 @@ async fn open_approval(
         )
         .await?
     {
-        return Ok(pending_decision(&e, &existing));
+        return found_pending(state, retry, pending_decision(&e, &existing)).await;
     }
     crate::throttle::check_pending(state, tenant, &agent.id).await?;
     // A policy that asks for approval brings its own configuration; approvals the tenant
@@ -274,20 +295,20 @@ async fn open_approval(
     );
     // Fail closed: an approval nobody could give is a block.
     let Some(group_id) = group_id else {
-        return Ok(decision(
+        return Ok(Answer::Fresh(decision(
             &e,
             PolicyAction::Block,
             "blocked: approval is required but no approval group is configured".into(),
-        ));
+        )));
     };
     let Some(routed) = state.store.get_group(tenant, &group_id).await? else {
-        return Ok(decision(
+        return Ok(Answer::Fresh(decision(
             &e,
             PolicyAction::Block,
             format!(
                 "blocked: approval is required but approval group {group_id:?} no longer exists"
             ),
-        ));
+        )));
     };
     let mut groups = BTreeMap::new();
     for rule in &approval.escalation_rules {
@@ -331,7 +352,7 @@ async fn open_approval(
         escalation_level: 0,
         escalation_plan: plan.steps.clone(),
     };
-    let new = approval::new_tool_request(
+    let mut new = approval::new_tool_request(
         tenant,
         &agent.id,
         approval::ToolCallApproval {
@@ -343,12 +364,20 @@ async fn open_approval(
         },
         now,
     );
+    let answer = pending_decision(&e, &new.request);
+    if let Some(retry) = retry {
+        new.idempotency = Some(retry.remember(200, &answer, now)?);
+    }
     let created = match state
         .store
         .create_request(new.clone(), plan.clone(), caller.actor())
         .await
     {
         Ok(r) => r,
+        Err(err) if idempotency::is_key_in_use(&err) => match retry {
+            Some(retry) => return Ok(Answer::Replayed(retry.after_conflict(state).await?)),
+            None => return Err(err),
+        },
         // The same call raced us, or an overdue copy awaits its sweep.
         Err(Error::AlreadyExists(_)) => {
             if let Some(existing) = state
@@ -363,7 +392,7 @@ async fn open_approval(
                 )
                 .await?
             {
-                return Ok(pending_decision(&e, &existing));
+                return found_pending(state, retry, pending_decision(&e, &existing)).await;
             }
             service::sweep_expired(state).await?;
             state
@@ -374,7 +403,22 @@ async fn open_approval(
         Err(other) => return Err(other),
     };
     announce(state, Committed::Created(&created));
-    Ok(pending_decision(&e, &created))
+    Ok(Answer::Fresh(answer))
+}
+
+/// The call is already pending: that approval is the answer, remembered under the key so a
+/// retry names it even after it is decided.
+async fn found_pending(
+    state: &AppState,
+    retry: Option<&Retry>,
+    answer: ToolDecision,
+) -> Result<Answer<ToolDecision>> {
+    if let Some(retry) = retry
+        && let Some(replay) = retry.remember_alone(state, 200, &answer).await?
+    {
+        return Ok(Answer::Replayed(replay));
+    }
+    Ok(Answer::Fresh(answer))
 }
 
 fn pending_decision(e: &Evaluation, request: &ApprovalRequest) -> ToolDecision {

@@ -10,6 +10,7 @@ mod error;
 pub mod events;
 mod grants;
 pub mod guard;
+mod idempotency;
 pub mod notify;
 mod oidc;
 mod openapi;

@@ -16,6 +16,15 @@ impl Modify for ApiKeyAuth {
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("the operator's `metrics.token`"))
+                    .build(),
+            ),
+        );
     }
 }
 

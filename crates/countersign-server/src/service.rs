@@ -7,23 +7,43 @@ use countersign_core::approval::{
     self, ApprovalRequest, Decision, Face, RequestKind, RequestRef, Verdict,
 };
 use countersign_core::grant::{self, GrantClaims};
+use countersign_core::idempotency::IdempotencyKey;
 use countersign_core::routing::ReviewerPlan;
 use countersign_core::{Error, Principal, Result, Role};
 use countersign_proto::ciba::{AuthorizeRequest, AuthorizeResponse, TokenResponse};
 use countersign_proto::{ApprovalStatus, ErrorCode};
 
 use crate::after_commit::{Committed, announce};
+use crate::idempotency::{self, Answer, Retry};
 use crate::state::AppState;
 
-/// `POST /ciba/authorize`: an agent asks a reviewer.
+/// `POST /ciba/authorize`: an agent asks a reviewer. Under an idempotency key, a retry gets
+/// the first answer (see [`crate::idempotency`]).
 pub async fn authorize(
     state: &AppState,
     caller: &Principal,
     input: AuthorizeRequest,
-) -> Result<AuthorizeResponse> {
+    key: Option<IdempotencyKey>,
+) -> Result<Answer<AuthorizeResponse>> {
     let agent_id = caller.require_agent()?;
+    let retry = match key {
+        Some(key) => Some(Retry::new(
+            key,
+            &caller.tenant_id,
+            format!("agent:{agent_id}"),
+            "POST /ciba/authorize",
+            &idempotency::canonical_body(&input)?,
+        )),
+        None => None,
+    };
+    if let Some(retry) = &retry
+        && let Some(replay) = retry.earlier(state).await?
+    {
+        return Ok(Answer::Replayed(replay));
+    }
     let now = state.clock.now();
-    let new = approval::new_ciba_request(&caller.tenant_id, agent_id, &input, &state.limits, now)?;
+    let mut new =
+        approval::new_ciba_request(&caller.tenant_id, agent_id, &input, &state.limits, now)?;
     match state
         .store
         .get_user(&caller.tenant_id, &input.user_id)
@@ -41,18 +61,25 @@ pub async fn authorize(
         }
     }
     crate::throttle::check_pending(state, &caller.tenant_id, agent_id).await?;
-    let auth_req_id = new.auth_req_id.clone().unwrap_or_default();
-    let plan = ReviewerPlan::single(&input.user_id, now);
-    let request = state
-        .store
-        .create_request(new, plan, caller.actor())
-        .await?;
-    announce(state, Committed::Created(&request));
-    Ok(AuthorizeResponse {
-        auth_req_id,
-        expires_in: request.expires_in(now),
+    let answer = AuthorizeResponse {
+        auth_req_id: new.auth_req_id.clone().unwrap_or_default(),
+        expires_in: new.request.expires_in(now),
         interval: state.settings.requests.poll_interval_secs,
-    })
+    };
+    if let Some(retry) = &retry {
+        new.idempotency = Some(retry.remember(200, &answer, now)?);
+    }
+    let plan = ReviewerPlan::single(&input.user_id, now);
+    let request = match state.store.create_request(new, plan, caller.actor()).await {
+        Ok(request) => request,
+        Err(e) if idempotency::is_key_in_use(&e) => match &retry {
+            Some(retry) => return Ok(Answer::Replayed(retry.after_conflict(state).await?)),
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    announce(state, Committed::Created(&request));
+    Ok(Answer::Fresh(answer))
 }
 
 /// `GET /ciba/token`: the asking agent learns the outcome, waiting up to `wait` for it.

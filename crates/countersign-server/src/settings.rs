@@ -30,6 +30,20 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     pub notifications: NotificationSettings,
     pub limits: LimitSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Who may read `/metrics` (it shows every tenant's counts). With neither setting the
+/// metrics are not served at all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A bearer token scrapers must send (`Authorization: Bearer …`, at least 16 characters).
+    /// Without `listen`, it makes the main listener serve `/metrics`.
+    pub token: Option<String>,
+    /// A separate address (e.g. `127.0.0.1:9090`) that serves `/metrics`, and then only it
+    /// does; the token, if set, is required there too.
+    pub listen: Option<String>,
 }
 
 /// What one caller may ask of the server, and what one policy condition may cost. A rate or
@@ -173,6 +187,8 @@ pub struct OidcSettings {
 pub struct OutboundSettings {
     /// Allow callbacks to loopback, private, link-local and other non-public addresses.
     pub allow_private_networks: bool,
+    /// Allow plain `http://` callback, webhook and push endpoints (otherwise https only).
+    pub allow_http: bool,
     /// Connect timeout of outgoing calls, in milliseconds.
     pub connect_timeout_ms: u64,
     /// Total timeout of one outgoing call, in milliseconds.
@@ -235,6 +251,7 @@ impl Default for OutboundSettings {
     fn default() -> Self {
         OutboundSettings {
             allow_private_networks: false,
+            allow_http: false,
             connect_timeout_ms: 2_000,
             timeout_ms: 5_000,
             max_attempts: 8,
@@ -345,6 +362,7 @@ impl Default for Settings {
             outbound: OutboundSettings::default(),
             notifications: NotificationSettings::default(),
             limits: LimitSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -484,6 +502,8 @@ mod tests {
             )?;
             jail.set_env("COUNTERSIGN_TOKENS__LIFETIME_SECS", "90");
             jail.set_env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY_FILE", "admin-key");
+            jail.create_file("metrics-token", "scrape-0123456789-0123456789\n")?;
+            jail.set_env("COUNTERSIGN_METRICS__TOKEN_FILE", "metrics-token");
             // Variables of the command-line client are not server settings.
             jail.set_env("COUNTERSIGN_URL", "http://127.0.0.1:8080");
             jail.set_env("COUNTERSIGN_KEY", "csk_x");
@@ -508,6 +528,12 @@ mod tests {
                 s.bootstrap_admin_key.as_deref(),
                 Some("from-a-file-0123456789-0123456789-0123456789")
             );
+            assert_eq!(
+                s.metrics.token.as_deref(),
+                Some("scrape-0123456789-0123456789"),
+                "nested secrets come from files too"
+            );
+            assert_eq!(s.metrics.listen, None);
             Ok(())
         });
     }

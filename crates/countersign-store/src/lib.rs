@@ -27,6 +27,7 @@ use countersign_core::dashboard::{
 };
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::grant::EndedGrant;
+use countersign_core::idempotency::StoredAnswer;
 use countersign_core::notify::{
     Delivery, FanOut, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
 };
@@ -387,6 +388,20 @@ pub trait Backend: DashboardStore + NotificationStore + Send + Sync + std::fmt::
         tenant_id: &str,
         by: &RequestRef,
     ) -> Result<Option<ApprovalRequest>>;
+    /// The unexpired answer remembered under a caller's idempotency key.
+    async fn idempotent_answer(
+        &self,
+        tenant_id: &str,
+        owner: &str,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StoredAnswer>>;
+    /// Remembers an answer that created nothing (answers that create a request travel with
+    /// it, in [`NewRequest::idempotency`]). Fails with `idempotency_key_in_use` when the key
+    /// already holds a live answer.
+    async fn remember_answer(&self, answer: StoredAnswer) -> Result<()>;
+    /// Deletes answers whose retention has passed; how many.
+    async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64>;
     /// The pending, unexpired approval of an identical tool call, if any.
     async fn find_pending_tool_call(
         &self,

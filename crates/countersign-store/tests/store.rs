@@ -1012,3 +1012,131 @@ mod notifications {
         );
     }
 }
+
+mod idempotency {
+    use super::*;
+    use countersign_core::idempotency::{StoredAnswer, retention};
+    use countersign_proto::ErrorCode;
+
+    fn answer(f: &Fixture, key_hash: &str, now: chrono::DateTime<Utc>) -> StoredAnswer {
+        StoredAnswer {
+            tenant_id: "t".into(),
+            owner: format!("agent:{}", f.agent),
+            key_hash: key_hash.into(),
+            fingerprint: "f".into(),
+            status: 200,
+            answer: "sealed".into(),
+            created_at: now,
+            expires_at: now + retention(),
+        }
+    }
+
+    fn new_request(f: &Fixture, now: chrono::DateTime<Utc>) -> approval::NewRequest {
+        approval::new_ciba_request(
+            "t",
+            &f.agent,
+            &input(&f.user, 60),
+            &RequestLimits::default(),
+            now,
+        )
+        .unwrap()
+    }
+
+    async fn store(f: &Fixture, new: approval::NewRequest) -> Result<approval::ApprovalRequest> {
+        let now = new.request.created_at;
+        f.store
+            .create_request(
+                new,
+                countersign_core::routing::ReviewerPlan::single(&f.user, now),
+                Actor::new(ActorKind::Agent, &f.agent),
+            )
+            .await
+    }
+
+    async fn exists(f: &Fixture, id: &str) -> bool {
+        f.store
+            .find_request("t", &RequestRef::PublicId(id.into()))
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    #[tokio::test]
+    async fn a_request_and_its_key_are_stored_together_or_not_at_all() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let owner = format!("agent:{}", f.agent);
+
+        // The answer travels with the request it names.
+        let mut first = new_request(&f, now);
+        first.idempotency = Some(answer(&f, "k1", now));
+        store(&f, first.clone()).await.unwrap();
+        assert!(exists(&f, &first.request.id).await);
+        let found = f
+            .store
+            .idempotent_answer("t", &owner, "k1", now)
+            .await
+            .unwrap();
+        assert_eq!(found, first.idempotency.clone());
+
+        // A second request under the same live key is not written at all.
+        let mut second = new_request(&f, now);
+        second.idempotency = Some(answer(&f, "k1", now));
+        let err = store(&f, second.clone()).await.err().map(|e| e.code());
+        assert_eq!(err, Some(ErrorCode::IdempotencyKeyInUse));
+        assert!(!exists(&f, &second.request.id).await);
+        let refused = f.store.remember_answer(answer(&f, "k1", now)).await;
+        assert_eq!(
+            refused.err().map(|e| e.code()),
+            Some(ErrorCode::IdempotencyKeyInUse)
+        );
+
+        // A request that fails for another reason leaves no key behind.
+        let mut orphan = new_request(&f, now);
+        orphan.request.id = first.request.id.clone();
+        orphan.idempotency = Some(answer(&f, "k2", now));
+        assert!(store(&f, orphan).await.is_err());
+        assert!(
+            f.store
+                .idempotent_answer("t", &owner, "k2", now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // Keys are per caller and per tenant.
+        assert!(
+            f.store
+                .idempotent_answer("t", "agent:other", "k1", now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // An expired answer is invisible, can be taken over, and is swept.
+        let later = now + retention() + Duration::seconds(1);
+        assert!(
+            f.store
+                .idempotent_answer("t", &owner, "k1", later)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let mut third = new_request(&f, later);
+        third.idempotency = Some(answer(&f, "k1", later));
+        store(&f, third.clone()).await.unwrap();
+        assert!(exists(&f, &third.request.id).await);
+        f.store
+            .remember_answer(answer(&f, "k3", now))
+            .await
+            .unwrap();
+        assert_eq!(f.store.forget_expired_answers(later).await.unwrap(), 1);
+        assert!(
+            f.store
+                .idempotent_answer("t", &owner, "k1", later)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}

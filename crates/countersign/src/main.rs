@@ -312,6 +312,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 fn announce(app: &App) {
     let addr = app.local_addr();
     tracing::info!(%addr, issuer = app.issuer(), "countersign is listening");
+    if let Some(metrics) = app.metrics_addr() {
+        tracing::info!(addr = %metrics, "metrics are served on their own listener");
+    }
     if let Some(bootstrap) = &app.bootstrap {
         match &bootstrap.admin_key {
             Some(key) => {

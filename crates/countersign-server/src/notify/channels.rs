@@ -224,11 +224,15 @@ pub async fn put_teams(state: &AppState, caller: &Principal, input: PutTeamsChan
         Some(urls) => urls,
         None => previous.map(|p| p.group_webhook_urls).unwrap_or_default(),
     };
+    let rules = &state.settings.outbound;
     if let Some(url) = &webhook_url {
         notify::validate_endpoint_url("webhook_url", url)?;
+        super::outbound::check_registration("webhook_url", url, rules)?;
     }
     for (group, url) in &group_webhook_urls {
-        notify::validate_endpoint_url(&format!("group_webhook_urls.{group}"), url)?;
+        let field = format!("group_webhook_urls.{group}");
+        notify::validate_endpoint_url(&field, url)?;
+        super::outbound::check_registration(&field, url, rules)?;
     }
     check_groups(state, &caller.tenant_id, group_webhook_urls.keys()).await?;
     if webhook_url.is_none() && group_webhook_urls.is_empty() {

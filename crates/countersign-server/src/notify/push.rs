@@ -260,16 +260,11 @@ fn device_keys(p256dh: &str, auth: &str) -> Result<(web_push_native::p256::Publi
     Ok((public, auth))
 }
 
-/// Checks a push endpoint: https (http only where private networks are allowed, as in
-/// tests), a host, no credentials, and no private address unless allowed.
+/// Checks a push endpoint: https (unless the operator allows http), a host, no credentials,
+/// and no private address unless allowed.
 fn check_endpoint(state: &AppState, endpoint: &str) -> Result<()> {
     notify::validate_endpoint_url("endpoint", endpoint)?;
-    let allow_private = state.settings.outbound.allow_private_networks;
-    if !endpoint.starts_with("https://") && !allow_private {
-        return Err(Error::invalid("`endpoint` must be an https URL"));
-    }
-    outbound::check_target(endpoint, allow_private)
-        .map_err(|why| Error::invalid(format!("`endpoint`: {why}")))
+    outbound::check_registration("endpoint", endpoint, &state.settings.outbound)
 }
 
 /// A browser's subscription (`PushSubscription.toJSON()`), as the dashboard posts it.
@@ -391,8 +386,8 @@ pub async fn deliver(state: &AppState, item: &OutboxItem) -> Attempt {
     let plaintext = serde_json::to_vec(&message)
         .map_err(|e| AttemptError::give_up(format!("encoding the message: {e}")))?;
 
-    let allow_private = state.settings.outbound.allow_private_networks;
-    outbound::check_target(&sub.endpoint, allow_private).map_err(AttemptError::give_up)?;
+    outbound::check_target(&sub.endpoint, &state.settings.outbound)
+        .map_err(AttemptError::give_up)?;
     let endpoint = url::Url::parse(&sub.endpoint)
         .map_err(|_| AttemptError::give_up("the device's endpoint is not a URL"))?;
     let (public, auth) = device_keys(&sub.p256dh, &sub.auth)

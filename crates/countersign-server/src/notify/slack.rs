@@ -103,7 +103,7 @@ impl<'a> Api<'a> {
             .api_base_url
             .trim_end_matches('/');
         let url = format!("{base}/{method}");
-        check_target(&url, self.state.settings.outbound.allow_private_networks)
+        check_target(&url, &self.state.settings.outbound)
             .map_err(|e| AttemptError::give_up(format!("Slack {method}: {e}")))?;
         Ok(url)
     }
@@ -877,7 +877,7 @@ async fn ephemeral(state: &AppState, response_url: &str, text: &str) {
 }
 
 async fn respond(state: &AppState, response_url: &str, body: &Value) {
-    if let Err(e) = check_target(response_url, state.settings.outbound.allow_private_networks) {
+    if let Err(e) = check_target(response_url, &state.settings.outbound) {
         tracing::warn!(error = %e, "Slack's response_url is not reachable");
         return;
     }

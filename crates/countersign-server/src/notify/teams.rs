@@ -201,9 +201,9 @@ pub fn render(state: &AppState, event: Event, facts: &Facts) -> Value {
 
 /// Posts a message to a Workflows webhook. Its URL is a secret: errors never name it.
 async fn post(state: &AppState, url: &str, body: &Value) -> Attempt {
-    check_target(url, state.settings.outbound.allow_private_networks).map_err(|_| {
+    check_target(url, &state.settings.outbound).map_err(|_| {
         AttemptError::give_up(
-            "the Teams webhook URL is not a public address (outbound.allow_private_networks is off)",
+            "the Teams webhook URL is not allowed: it must be https on a public address (see outbound.allow_http and outbound.allow_private_networks)",
         )
     })?;
     let response = state

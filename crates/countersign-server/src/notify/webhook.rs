@@ -70,11 +70,7 @@ pub async fn send(
     msg_id: &str,
     body: Vec<u8>,
 ) -> std::result::Result<reqwest::Response, AttemptError> {
-    check_target(
-        &endpoint.url,
-        state.settings.outbound.allow_private_networks,
-    )
-    .map_err(AttemptError::give_up)?;
+    check_target(&endpoint.url, &state.settings.outbound).map_err(AttemptError::give_up)?;
     let timestamp = state.clock.now().timestamp();
     let signature = signature(&endpoint.secret, msg_id, timestamp, &body)
         .ok_or_else(|| AttemptError::give_up("the endpoint's signing secret is unreadable"))?;

@@ -12,7 +12,7 @@ use countersign_proto::notify::{
 };
 use serde_json::json;
 
-use super::outbound::check_target;
+use super::outbound::check_registration;
 use super::webhook;
 use super::worker::Attempt;
 use crate::state::AppState;
@@ -50,11 +50,10 @@ fn no_such_delivery() -> Error {
     Error::NotFound("no such delivery of this endpoint".into())
 }
 
-/// Unless the operator allows private networks, a URL may not name a literal private
+/// Unless the operator allows them, a URL must be https and may not name a literal private
 /// address (host names are checked when they resolve, at every attempt).
 fn check_reachable(state: &AppState, url: &str) -> Result<()> {
-    check_target(url, state.settings.outbound.allow_private_networks)
-        .map_err(|why| Error::invalid(format!("`url`: {why}")))
+    check_registration("url", url, &state.settings.outbound)
 }
 
 /// The caller's endpoint with this id (another tenant's is not found).

@@ -78,8 +78,7 @@ async fn payload(state: &AppState, item: &OutboxItem) -> std::result::Result<Val
 
 /// One attempt at a CIBA ping or push callback.
 pub async fn attempt(state: &AppState, item: &OutboxItem) -> Attempt {
-    check_target(&item.target, state.settings.outbound.allow_private_networks)
-        .map_err(AttemptError::give_up)?;
+    check_target(&item.target, &state.settings.outbound).map_err(AttemptError::give_up)?;
     let body = payload(state, item).await?;
     let mut request = state.notifier.http.post(&item.target).json(&body);
     if let Some(token) = &item.secret {

@@ -56,6 +56,18 @@ impl FormParams {
         Ok(self.get(name)?.map(str::to_string))
     }
 
+    /// The parameters other than those listed, sorted, as one JSON text: equal for two
+    /// bodies that differ only in order, in encoding or in the excluded parameters.
+    pub fn canonical_except(&self, excluded: &[&str]) -> String {
+        let mut pairs: Vec<&(String, String)> = self
+            .pairs
+            .iter()
+            .filter(|(k, v)| !v.is_empty() && !excluded.contains(&k.as_str()))
+            .collect();
+        pairs.sort();
+        serde_json::to_string(&pairs).unwrap_or_default()
+    }
+
     /// Names present other than those listed.
     pub fn names_except<'a>(&'a self, allowed: &'a [&str]) -> impl Iterator<Item = &'a str> + 'a {
         self.pairs

@@ -5,6 +5,7 @@ use chrono::Duration;
 use countersign_core::approval::{ApprovalRequest, RequestKind, RequestRef};
 use countersign_core::audit::{Actor, ActorKind};
 use countersign_core::grant::{self, GrantClaims, IdTokenClaims};
+use countersign_core::idempotency::IdempotencyKey;
 use countersign_core::oidc::{
     self, AuthMethod, BcParams, CIBA_GRANT, DeliveryMode, OidcClient, OidcRequestInput,
     OidcRequestState,
@@ -18,6 +19,7 @@ use super::client_auth::{AUTH_PARAMS, audiences, authenticate};
 use super::form::FormParams;
 use super::jwt::{ClientJwtRules, verify_client_jwt, verify_own_id_token};
 use super::{ACR_HUMAN_APPROVAL, BC_AUTHORIZE_PATH, JWKS_PATH, TOKEN_PATH};
+use crate::idempotency::{self, Answer, Retry};
 use crate::state::AppState;
 
 /// The discovery document.
@@ -48,10 +50,12 @@ pub fn discovery(state: &AppState) -> Value {
 }
 
 /// The answer of the backchannel authentication endpoint.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BcResponse {
     pub auth_req_id: String,
     pub expires_in: i64,
     /// Absent for push clients, which never poll.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<i64>,
 }
 
@@ -181,18 +185,35 @@ async fn resolve_user(state: &AppState, client: &OidcClient, params: &BcParams) 
     Ok(user.id)
 }
 
-/// `POST /oidc/bc-authorize`.
+/// `POST /oidc/bc-authorize`. Under an idempotency key, a retry gets the first answer; the
+/// body is compared without its client authentication (an assertion is single-use, so a
+/// retry carries a fresh one).
 pub async fn bc_authorize(
     state: &AppState,
     form: &FormParams,
     authorization: Option<&str>,
-) -> Result<BcResponse> {
+    key: Option<IdempotencyKey>,
+) -> Result<Answer<BcResponse>> {
     let client = authenticate(state, form, authorization).await?;
     if !client.grant_types.iter().any(|g| g == CIBA_GRANT) {
         return Err(Error::invalid_with(
             ErrorCode::UnauthorizedClient,
             format!("this client is not registered for the {CIBA_GRANT} grant"),
         ));
+    }
+    let retry = key.map(|key| {
+        Retry::new(
+            key,
+            &client.tenant_id,
+            format!("client:{}", client.client_id),
+            "POST /oidc/bc-authorize",
+            &form.canonical_except(AUTH_PARAMS),
+        )
+    });
+    if let Some(retry) = &retry
+        && let Some(replay) = retry.earlier(state).await?
+    {
+        return Ok(Answer::Replayed(replay));
     }
     let params = bc_params(state, &client, form).await?;
     let (scope, expiry) = oidc::check_bc_params(&params, &client, &state.limits)?;
@@ -228,7 +249,7 @@ pub async fn bc_authorize(
     });
     let interval = state.settings.requests.poll_interval_secs;
     let now = state.clock.now();
-    let new = oidc::new_oidc_request(
+    let mut new = oidc::new_oidc_request(
         OidcRequestInput {
             client: &client,
             user_id: &user_id,
@@ -244,15 +265,25 @@ pub async fn bc_authorize(
         now,
     )?;
     crate::throttle::check_pending(state, &client.tenant_id, &client.client_id).await?;
-    let auth_req_id = new.new.auth_req_id.clone().unwrap_or_default();
-    let actor = Actor::new(ActorKind::Agent, &client.client_id);
-    let request = state.store.create_oidc_request(new, actor).await?;
-    crate::after_commit::announce(state, crate::after_commit::Committed::Created(&request));
-    Ok(BcResponse {
-        auth_req_id,
-        expires_in: request.expires_in(now),
+    let answer = BcResponse {
+        auth_req_id: new.new.auth_req_id.clone().unwrap_or_default(),
+        expires_in: new.new.request.expires_in(now),
         interval: (client.delivery_mode != DeliveryMode::Push).then_some(interval),
-    })
+    };
+    if let Some(retry) = &retry {
+        new.new.idempotency = Some(retry.remember(200, &answer, now)?);
+    }
+    let actor = Actor::new(ActorKind::Agent, &client.client_id);
+    let request = match state.store.create_oidc_request(new, actor).await {
+        Ok(request) => request,
+        Err(e) if idempotency::is_key_in_use(&e) => match &retry {
+            Some(retry) => return Ok(Answer::Replayed(retry.after_conflict(state).await?)),
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    crate::after_commit::announce(state, crate::after_commit::Committed::Created(&request));
+    Ok(Answer::Fresh(answer))
 }
 
 fn token_error(code: ErrorCode, message: impl Into<String>) -> Error {

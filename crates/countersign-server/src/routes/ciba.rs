@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use countersign_core::approval::{Face, RequestRef, Verdict};
 use countersign_proto::ciba::{
     ApproveRequest, AuthorizeRequest, AuthorizeResponse, DecisionResponse, DenyRequest, TokenQuery,
@@ -11,20 +12,26 @@ use countersign_proto::ciba::{
 
 use crate::auth::{Auth, Channel};
 use crate::error::{ApiJson, ApiQuery, ApiResult};
+use crate::idempotency::KeyHeader;
 use crate::service;
 use crate::state::AppState;
 
 /// Ask a reviewer to approve an action.
 #[utoipa::path(post, path = "/ciba/authorize", tag = "ciba", request_body = AuthorizeRequest,
-    responses((status = 200, body = AuthorizeResponse), (status = 400, description = "`invalid_number`: a number in `context` that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in `scope`, `bindingMessage` or a `context` key; `invalid_request`: another bad value", body = countersign_proto::ErrorBody),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]+$",
+        description = "Makes a retry safe: the same key with the same body answers as the first call did (with `Idempotent-Replayed: true`); with another body, 422 `idempotency_key_reused`. Keys are per caller and kept for 24 hours.")),
+    responses((status = 200, body = AuthorizeResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))), (status = 400, description = "`invalid_number`: a number in `context` that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in `scope`, `bindingMessage` or a `context` key; `invalid_request`: another bad value", body = countersign_proto::ErrorBody), (status = 409, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)", body = countersign_proto::ErrorBody), (status = 422, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`), or the body is malformed", body = countersign_proto::ErrorBody),
         (status = "4XX", body = countersign_proto::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn authorize(
     State(state): State<AppState>,
     Auth(caller): Auth,
+    KeyHeader(key): KeyHeader,
     ApiJson(input): ApiJson<AuthorizeRequest>,
-) -> ApiResult<Json<AuthorizeResponse>> {
-    Ok(Json(service::authorize(&state, &caller, input).await?))
+) -> ApiResult<Response> {
+    Ok(service::authorize(&state, &caller, input, key)
+        .await?
+        .into_response())
 }
 
 /// Poll for the decision; `waitSeconds` (up to 30) long-polls; `resource` names the audience

@@ -2,6 +2,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use countersign_core::Error;
 use countersign_core::approval::{Face, Verdict};
 use countersign_proto::guard::{
@@ -13,24 +14,30 @@ use countersign_proto::guard::{
 use crate::auth::{Auth, Channel};
 use crate::error::{ApiJson, ApiQuery, ApiResult, OptionalJson};
 use crate::guard::{self, check_proxy};
+use crate::idempotency::KeyHeader;
 use crate::service;
 use crate::state::AppState;
 
 type ErrorBody = countersign_proto::ErrorBody;
 
 /// Check a tool call: allow, block, or require approval.
-#[utoipa::path(post, path = "/v1/guard/{proxy_id}/tool", tag = "guard", params(("proxy_id" = String, Path)),
+#[utoipa::path(post, path = "/v1/guard/{proxy_id}/tool", tag = "guard", params(("proxy_id" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]+$",
+        description = "Makes a retry safe: the same key with the same body answers as the first call did (with `Idempotent-Replayed: true`); with another body, 422 `idempotency_key_reused`. Keys are per caller and kept for 24 hours.")),
     request_body = ToolRequest,
-    responses((status = 200, body = ToolDecision), (status = 400, description = "`invalid_number`: an argument that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in the tool name, an argument key, `reason` or `scope`; `invalid_request`: another bad value", body = ErrorBody),
+    responses((status = 200, body = ToolDecision, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))), (status = 400, description = "`invalid_number`: an argument that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in the tool name, an argument key, `reason` or `scope`; `invalid_request`: another bad value", body = ErrorBody), (status = 409, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)", body = countersign_proto::ErrorBody), (status = 422, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`), or the body is malformed", body = countersign_proto::ErrorBody),
         (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
 pub async fn tool(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(proxy_id): Path<String>,
+    KeyHeader(key): KeyHeader,
     ApiJson(input): ApiJson<ToolRequest>,
-) -> ApiResult<Json<ToolDecision>> {
+) -> ApiResult<Response> {
     check_proxy(&caller, &proxy_id)?;
-    Ok(Json(guard::check_tool(&state, &caller, input).await?))
+    Ok(guard::check_tool(&state, &caller, input, key)
+        .await?
+        .into_response())
 }
 
 /// An approval and its decisions; `wait` long-polls until it is decided.

@@ -10,6 +10,7 @@ use countersign_core::Error;
 use countersign_proto::ErrorCode;
 use serde_json::{Value, json};
 
+use crate::idempotency;
 use crate::oidc::form::FormParams;
 use crate::oidc::service;
 use crate::state::AppState;
@@ -39,7 +40,10 @@ fn oauth_error(error: &Error, endpoint: Endpoint) -> (StatusCode, &'static str, 
         | ErrorCode::InvalidGrant
         | ErrorCode::UnsupportedGrantType
         | ErrorCode::InvalidTarget
-        | ErrorCode::UnknownUserId => (StatusCode::BAD_REQUEST, code.as_str()),
+        | ErrorCode::UnknownUserId
+        | ErrorCode::InvalidIdempotencyKey => (StatusCode::BAD_REQUEST, code.as_str()),
+        ErrorCode::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, code.as_str()),
+        ErrorCode::IdempotencyKeyInUse => (StatusCode::CONFLICT, code.as_str()),
         ErrorCode::InvalidClient | ErrorCode::Unauthorized => {
             (StatusCode::UNAUTHORIZED, "invalid_client")
         }
@@ -107,7 +111,11 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>
 /// CIBA §7: the backchannel authentication endpoint.
 #[utoipa::path(post, path = "/oidc/bc-authorize", tag = "oidc",
     request_body(content_type = "application/x-www-form-urlencoded", content = Object),
-    responses((status = 200, body = Object), (status = 400, body = Object), (status = 401, body = Object)))]
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]+$",
+        description = "Makes a retry safe: the same key with the same body answers as the first call did (with `Idempotent-Replayed: true`); with another body, 422 `idempotency_key_reused`. Keys are per caller and kept for 24 hours.")),
+    responses((status = 200, body = Object, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))), (status = 400, body = Object), (status = 401, body = Object),
+        (status = 409, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)", body = Object),
+        (status = 422, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`)", body = Object)))]
 pub async fn bc_authorize(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -115,20 +123,12 @@ pub async fn bc_authorize(
 ) -> Response {
     let result = async {
         let (form, authorization) = form(&headers, &body)?;
-        service::bc_authorize(&state, &form, authorization.as_deref()).await
+        let key = idempotency::key_from(&headers)?;
+        service::bc_authorize(&state, &form, authorization.as_deref(), key).await
     }
     .await;
     match result {
-        Ok(answer) => {
-            let mut body = json!({
-                "auth_req_id": answer.auth_req_id,
-                "expires_in": answer.expires_in,
-            });
-            if let Some(interval) = answer.interval {
-                body["interval"] = json!(interval);
-            }
-            no_store((StatusCode::OK, Json(body)).into_response())
-        }
+        Ok(answer) => no_store(answer.into_response()),
         Err(e) => error_response(e, Endpoint::Backchannel),
     }
 }

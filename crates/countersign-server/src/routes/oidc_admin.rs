@@ -10,6 +10,7 @@ use countersign_proto::oidc::{
 
 use crate::auth::Auth;
 use crate::error::{ApiJson, ApiResult};
+use crate::notify::outbound::check_registration;
 use crate::state::AppState;
 
 pub fn view(c: OidcClient) -> OidcClientView {
@@ -60,6 +61,13 @@ pub async fn create(
         },
         state.clock.now(),
     )?;
+    if let Some(endpoint) = &new.client.notification_endpoint {
+        check_registration(
+            "backchannel_client_notification_endpoint",
+            endpoint,
+            &state.settings.outbound,
+        )?;
+    }
     let client = state
         .store
         .create_oidc_client(new.client, caller.actor())

@@ -234,6 +234,7 @@ pub struct WebhooksSection {
     pub events: Vec<EventChoice>,
     /// The operator lets endpoints on private networks be used.
     pub private_allowed: bool,
+    pub http_allowed: bool,
 }
 
 #[derive(Template)]
@@ -496,6 +497,7 @@ async fn webhooks_section(
         description: form.map(|f| f.description).unwrap_or_default(),
         events,
         private_allowed: state.settings.outbound.allow_private_networks,
+        http_allowed: state.settings.outbound.allow_http,
     })
 }
 

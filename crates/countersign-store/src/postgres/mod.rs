@@ -1,5 +1,6 @@
 //! The PostgreSQL backend, for several replicas on one database.
 mod accounts;
+mod idempotency;
 mod notify;
 mod oidc;
 mod rows;
@@ -53,6 +54,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0005_notifications.sql"),
     ),
     (6, include_str!("../../migrations/postgres/0006_grants.sql")),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_idempotency.sql"),
+    ),
 ];
 
 /// The channel replicas tell each other about changes on.
@@ -328,6 +333,10 @@ async fn insert_request(
     reviewers: &ReviewerPlan,
     actor: &Actor,
 ) -> Result<()> {
+    // The answer first: a key that is taken stops the request before it is written.
+    if let Some(answer) = &new.idempotency {
+        idempotency::insert_answer(&mut *conn, answer).await?;
+    }
     let r = &new.request;
     let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
     let tool = r.tool.as_ref();
@@ -896,6 +905,27 @@ impl Backend for PgStore {
         notify(&mut tx, &format!("r:{}", new.request.id)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(new.request)
+    }
+
+    async fn idempotent_answer(
+        &self,
+        tenant_id: &str,
+        owner: &str,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<countersign_core::idempotency::StoredAnswer>> {
+        PgStore::idempotent_answer(self, tenant_id, owner, key_hash, now).await
+    }
+
+    async fn remember_answer(
+        &self,
+        answer: countersign_core::idempotency::StoredAnswer,
+    ) -> Result<()> {
+        PgStore::remember_answer(self, answer).await
+    }
+
+    async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
+        PgStore::forget_expired_answers(self, now).await
     }
 
     async fn find_request(

@@ -1,5 +1,6 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
 mod accounts;
+mod idempotency;
 mod notify;
 mod oidc;
 mod rows;
@@ -54,6 +55,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/0005_notifications.sql"),
     ),
     (6, include_str!("../../migrations/sqlite/0006_grants.sql")),
+    (
+        7,
+        include_str!("../../migrations/sqlite/0007_idempotency.sql"),
+    ),
 ];
 
 /// How hard SQLite works to make a commit survive a power cut.
@@ -366,6 +371,10 @@ fn insert_request_with_plan(
     reviewers: &ReviewerPlan,
     actor: &Actor,
 ) -> Result<()> {
+    // The answer first: a key that is taken stops the request before it is written.
+    if let Some(answer) = &new.idempotency {
+        idempotency::insert_answer(c, answer)?;
+    }
     insert_request(c, new)?;
     let r = &new.request;
     for (user_id, since) in &reviewers.reviewers {
@@ -954,6 +963,27 @@ impl Backend for SqliteStore {
             Ok(new.request)
         })
         .await
+    }
+
+    async fn idempotent_answer(
+        &self,
+        tenant_id: &str,
+        owner: &str,
+        key_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<countersign_core::idempotency::StoredAnswer>> {
+        SqliteStore::idempotent_answer(self, tenant_id, owner, key_hash, now).await
+    }
+
+    async fn remember_answer(
+        &self,
+        answer: countersign_core::idempotency::StoredAnswer,
+    ) -> Result<()> {
+        SqliteStore::remember_answer(self, answer).await
+    }
+
+    async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
+        SqliteStore::forget_expired_answers(self, now).await
     }
 
     async fn find_request(

@@ -17,6 +17,7 @@ mod durability;
 mod errors;
 mod grants;
 mod guard;
+mod idempotency;
 mod limits;
 mod meta;
 mod notify_dashboard;

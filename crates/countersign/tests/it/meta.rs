@@ -24,15 +24,7 @@ async fn metrics_count_requests_pending_and_decisions() {
         })
         .await
         .unwrap();
-    let text = app
-        .http()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(text.contains("countersign_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/ciba/authorize\""));
     assert!(text.contains("countersign_http_request_duration_seconds"));
@@ -115,4 +107,60 @@ async fn graceful_shutdown_answers_in_flight_long_polls() {
     let answer = poller.await.unwrap().unwrap();
     assert_eq!(answer, countersign_proto::ciba::TokenResponse::Pending);
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn metrics_need_the_token_or_their_own_listener() {
+    let app = spawn_app().await;
+    let scrape = |url: String, token: Option<&'static str>| {
+        let mut request = app.http().get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    // With a token: nothing without it, nothing with another one.
+    let (status, body) = scrape(app.url("/metrics"), None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"unauthorized\""));
+    assert!(!body.contains("countersign_"));
+    let (status, _) = scrape(app.url("/metrics"), Some("test-metrics-token-0123456780")).await;
+    assert_eq!(status, 401);
+    let (status, body) = scrape(app.url("/metrics"), Some(METRICS_TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("countersign_http_requests_total"));
+
+    // Without a token or a listener, the metrics are not served at all.
+    let closed = spawn_with(|s| s.metrics.token = None).await;
+    let (status, body) = scrape(closed.url("/metrics"), None).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("countersign_"));
+
+    // With their own listener, they are served only there (with the token if one is set).
+    let separate = spawn_with(|s| {
+        s.metrics.token = None;
+        s.metrics.listen = Some("127.0.0.1:0".into());
+    })
+    .await;
+    let metrics_url = format!("http://{}/metrics", separate.server.metrics_addr.unwrap());
+    let (status, body) = scrape(metrics_url.clone(), None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("countersign_"));
+    let (status, _) = scrape(separate.url("/metrics"), Some(METRICS_TOKEN)).await;
+    assert_eq!(status, 404);
+    let guarded = spawn_with(|s| s.metrics.listen = Some("127.0.0.1:0".into())).await;
+    let metrics_url = format!("http://{}/metrics", guarded.server.metrics_addr.unwrap());
+    assert_eq!(scrape(metrics_url.clone(), None).await.0, 401);
+    assert_eq!(scrape(metrics_url, Some(METRICS_TOKEN)).await.0, 200);
+
+    // A guessable token is refused at start.
+    let dir = tempfile::tempdir().unwrap();
+    let mut short = settings(&dir);
+    short.metrics.token = Some("short".into());
+    let err = countersign_server::build(short).await.err().unwrap();
+    assert!(err.to_string().contains("metrics.token"), "{err}");
 }

@@ -126,6 +126,7 @@ impl Receiver {
 
 fn private_allowed(s: &mut countersign_server::Settings) {
     s.outbound.allow_private_networks = true;
+    s.outbound.allow_http = true;
     s.outbound.poll_interval_ms = 50;
 }
 

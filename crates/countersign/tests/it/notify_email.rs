@@ -97,15 +97,7 @@ async fn a_ciba_request_is_emailed_and_decided_on_the_confirmation_page() {
         .unwrap();
     assert_eq!(decision.details["channel"], "email");
 
-    let metrics = app
-        .http()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"countersign_notifications_total{channel="email",outcome="delivered"}"#),
         "{metrics}"

@@ -294,6 +294,7 @@ impl Device {
 
 fn with_push(s: &mut countersign_server::Settings) {
     s.outbound.allow_private_networks = true;
+    s.outbound.allow_http = true;
     s.outbound.poll_interval_ms = 50;
     s.notifications.push.subject = Some("mailto:ops@example.com".into());
     s.notifications.push.ttl_secs = 600;

@@ -230,6 +230,7 @@ async fn slack_app(slack: &Slack, manual_clock: bool) -> TestApp {
     let configure = move |s: &mut countersign_server::Settings| {
         s.notifications.slack.api_base_url = api;
         s.outbound.allow_private_networks = true;
+        s.outbound.allow_http = true;
         s.outbound.poll_interval_ms = 50;
     };
     if manual_clock {

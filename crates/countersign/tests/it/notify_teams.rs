@@ -154,6 +154,7 @@ impl Teams {
 
 fn settings(s: &mut countersign_server::Settings) {
     s.outbound.allow_private_networks = true;
+    s.outbound.allow_http = true;
     s.outbound.poll_interval_ms = 50;
 }
 

@@ -177,6 +177,7 @@ impl Receiver {
 
 fn settings(s: &mut countersign_server::Settings) {
     s.outbound.allow_private_networks = true;
+    s.outbound.allow_http = true;
     s.outbound.poll_interval_ms = 50;
 }
 
@@ -710,4 +711,68 @@ async fn private_addresses_are_refused_unless_allowed() {
     assert_eq!(status, 400, "{v}");
     let (_, all) = call(&app, ADMIN_KEY, "GET", "/v1/admin/webhooks", None).await;
     assert_eq!(all, json!({"webhooks": []}));
+}
+
+#[tokio::test]
+async fn plain_http_endpoints_are_refused_unless_allowed() {
+    // Public host names, so only the scheme is in question.
+    let app = spawn_app().await;
+    let (status, v) = call(
+        &app,
+        ADMIN_KEY,
+        "POST",
+        "/v1/admin/webhooks",
+        Some(json!({"url": "http://hooks.example.com/countersign"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "endpoint_not_allowed");
+    let (agent_id, _) = app.agent("rp").await;
+    let (status, v) = call(
+        &app,
+        ADMIN_KEY,
+        "POST",
+        "/v1/admin/oidc-clients",
+        Some(json!({
+            "agent_id": agent_id, "token_endpoint_auth_method": "client_secret_basic",
+            "backchannel_token_delivery_mode": "ping",
+            "backchannel_client_notification_endpoint": "http://rp.example.com/cb",
+        })),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "endpoint_not_allowed");
+    let (status, v) = call(
+        &app,
+        ADMIN_KEY,
+        "PUT",
+        "/v1/admin/notification-channels/teams",
+        Some(json!({"webhook_url": "http://teams.example.com/hook"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "endpoint_not_allowed");
+    let (_, all) = call(&app, ADMIN_KEY, "GET", "/v1/admin/webhooks", None).await;
+    assert_eq!(all, json!({"webhooks": []}));
+    let (status, v) = call(
+        &app,
+        ADMIN_KEY,
+        "POST",
+        "/v1/admin/webhooks",
+        Some(json!({"url": "https://hooks.example.com/countersign"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+
+    // An operator who allows http may register it.
+    let relaxed = spawn_with(|s| s.outbound.allow_http = true).await;
+    let (status, v) = call(
+        &relaxed,
+        ADMIN_KEY,
+        "POST",
+        "/v1/admin/webhooks",
+        Some(json!({"url": "http://hooks.example.com/countersign"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
 }

@@ -1058,7 +1058,7 @@ const NOTIFICATION_TOKEN: &str = "8d67dc78-7faa-4d41-aabd-67707b374255";
 
 #[tokio::test]
 async fn ping_is_sent_once_with_the_bearer_token_and_then_the_client_redeems() {
-    let app = spawn_with(|s| s.outbound.allow_private_networks = true).await;
+    let app = spawn_with(loopback_callbacks).await;
     let (user, reviewer) = app.reviewer("alice@example.com").await;
     let (endpoint, received) = notification_endpoint(vec![204]).await;
     let client = ping_client(&app, &endpoint, "ping").await;
@@ -1113,6 +1113,7 @@ async fn ping_is_sent_once_with_the_bearer_token_and_then_the_client_redeems() {
 async fn callbacks_follow_no_redirects_and_retry_only_server_errors() {
     let app = spawn_with(|s| {
         s.outbound.allow_private_networks = true;
+        s.outbound.allow_http = true;
         s.outbound.poll_interval_ms = 50;
     })
     .await;
@@ -1217,10 +1218,29 @@ async fn callbacks_follow_no_redirects_and_retry_only_server_errors() {
 
 #[tokio::test]
 async fn loopback_endpoints_are_refused_unless_allowed() {
-    let app = spawn_with(|s| s.outbound.poll_interval_ms = 50).await;
+    // Registered while the operator allowed loopback callbacks...
+    let app = spawn_with(loopback_callbacks).await;
     let (user, reviewer) = app.reviewer("alice@example.com").await;
     let (endpoint, received) = notification_endpoint(vec![204]).await;
     let client = ping_client(&app, &endpoint, "ping").await;
+    // ...and refused at delivery once they are not.
+    let app = app.restart().await;
+    let (agent_id, _) = app.agent("loopback-bot").await;
+    let err = app
+        .admin
+        .create_oidc_client(&CreateOidcClient {
+            agent_id,
+            token_endpoint_auth_method: "client_secret_basic".into(),
+            jwks: None,
+            backchannel_token_delivery_mode: "ping".into(),
+            backchannel_client_notification_endpoint: Some(endpoint.clone()),
+            backchannel_authentication_request_signing_alg: None,
+            backchannel_user_code_parameter: false,
+            grant_types: None,
+        })
+        .await;
+    assert_eq!(code(err), "endpoint_not_allowed");
+    let reviewer = app.client(reviewer.key().unwrap());
     client
         .bc(
             &app,
@@ -1310,7 +1330,7 @@ async fn a_disabled_client_is_neither_pushed_nor_pinged_nor_answered() {
 
 #[tokio::test]
 async fn push_delivers_a_valid_token_response_and_errors() {
-    let app = spawn_with(|s| s.outbound.allow_private_networks = true).await;
+    let app = spawn_with(loopback_callbacks).await;
     let (user, reviewer) = app.reviewer("alice@example.com").await;
     let (endpoint, received) = notification_endpoint(vec![200]).await;
     let client = ping_client(&app, &endpoint, "push").await;
@@ -1380,7 +1400,7 @@ async fn push_delivers_a_valid_token_response_and_errors() {
 
 #[tokio::test]
 async fn a_restart_loses_no_callback() {
-    let app = spawn_with(|s| s.outbound.allow_private_networks = true).await;
+    let app = spawn_with(loopback_callbacks).await;
     let (user, reviewer) = app.reviewer("alice@example.com").await;
     // The endpoint is down at decision time (nothing listens on the port yet).
     let port = free_port();
@@ -1413,6 +1433,7 @@ async fn a_restart_loses_no_callback() {
         let mut s = settings(&dir);
         s.database.url = database.keep();
         s.outbound.allow_private_networks = true;
+        s.outbound.allow_http = true;
         start(dir, s, clock).await
     };
     // Now the endpoint comes up; the restarted server delivers the ping.
@@ -1442,7 +1463,7 @@ async fn a_restart_loses_no_callback() {
 
 #[tokio::test]
 async fn expiry_pings_the_client() {
-    let app = spawn_with_clock_and(|s| s.outbound.allow_private_networks = true).await;
+    let app = spawn_with_clock_and(loopback_callbacks).await;
     let clock = app.clock.clone().unwrap();
     let (user, _) = app.reviewer("alice@example.com").await;
     let (endpoint, received) = notification_endpoint(vec![204]).await;

@@ -454,6 +454,7 @@ async fn a_ping_is_delivered_once_by_one_of_the_replicas() {
     use std::sync::Mutex;
     let c = cluster_with(3, None, |s| {
         s.outbound.allow_private_networks = true;
+        s.outbound.allow_http = true;
         s.outbound.poll_interval_ms = 10;
     })
     .await;

@@ -12,6 +12,8 @@ use countersign_server::{RunningApp, Settings};
 use tempfile::TempDir;
 
 pub const ADMIN_KEY: &str = "csk_test-admin-key-0123456789-abcdefghijklmnop";
+/// The `metrics.token` of test servers.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
 
 pub struct TestApp {
     pub server: RunningApp,
@@ -109,6 +111,7 @@ pub fn settings(dir: &TempDir) -> Settings {
     s.bootstrap_admin_key = Some(ADMIN_KEY.into());
     s.database.synchronous = "normal".into();
     s.requests.sweep_interval_ms = 50;
+    s.metrics.token = Some(METRICS_TOKEN.into());
     s
 }
 
@@ -237,6 +240,19 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The Prometheus text of `/metrics`, scraped with the test token.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http()
+            .get(self.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 }
 
@@ -768,4 +784,10 @@ pub async fn fanned_out(app: &TestApp) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Lets callbacks reach the loopback stand-ins tests run (plain http on 127.0.0.1).
+pub fn loopback_callbacks(s: &mut Settings) {
+    s.outbound.allow_private_networks = true;
+    s.outbound.allow_http = true;
 }
