@@ -1270,7 +1270,7 @@ async fn loopback_endpoints_are_refused_unless_allowed() {
 #[tokio::test]
 async fn a_disabled_client_is_neither_pushed_nor_pinged_nor_answered() {
     let app = spawn_with(|s| {
-        s.outbound.allow_private_networks = true;
+        loopback_callbacks(s);
         s.outbound.poll_interval_ms = 50;
     })
     .await;
