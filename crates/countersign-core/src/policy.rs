@@ -43,7 +43,12 @@ fn invalid(message: impl Into<String>) -> Error {
 
 fn glob(field: &str, pattern: &str) -> Result<Glob> {
     validate::text(field, pattern, 200)?;
-    Glob::new(pattern.trim()).map_err(|e| invalid(format!("`{field}` is not a valid glob: {e}")))
+    Glob::new(pattern.trim()).map_err(|e| {
+        Error::invalid_with(
+            ErrorCode::InvalidPattern,
+            format!("`{field}` is not a valid glob: {e}"),
+        )
+    })
 }
 
 /// Compiles a condition, reporting syntax errors with their position, unknown variables, and

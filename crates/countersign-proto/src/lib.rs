@@ -12,7 +12,7 @@ pub mod guard;
 pub mod notify;
 pub mod oidc;
 
-pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, OAuthErrorBody};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

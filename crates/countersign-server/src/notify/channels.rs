@@ -312,8 +312,9 @@ fn subject(caller: &Principal, user_id: Option<&str>) -> Result<String> {
         (_, Role::Agent { .. }, _) => Err(Error::Forbidden(
             "agent keys have no notification preferences".into(),
         )),
-        (None, _, None) => Err(Error::invalid(
-            "this key belongs to no person; name the user (admin keys use /v1/admin/users/{id}/notification-preferences)",
+        (None, _, None) => Err(Error::Forbidden(
+            "this key belongs to no person; name the user (admin keys use /v1/admin/users/{id}/notification-preferences)"
+                .into(),
         )),
         (Some(_), _, _) => Err(Error::Forbidden(
             "only admins change other people's preferences".into(),

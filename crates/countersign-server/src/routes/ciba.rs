@@ -16,8 +16,8 @@ use crate::state::AppState;
 
 /// Ask a reviewer to approve an action.
 #[utoipa::path(post, path = "/ciba/authorize", tag = "ciba", request_body = AuthorizeRequest,
-    responses((status = 200, body = AuthorizeResponse), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = AuthorizeResponse)),
+    security(("agent_key" = [])))]
 pub async fn authorize(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -28,8 +28,8 @@ pub async fn authorize(
 
 /// Poll for the decision; `waitSeconds` (up to 30) long-polls.
 #[utoipa::path(get, path = "/ciba/token", tag = "ciba", params(TokenQuery),
-    responses((status = 200, body = TokenResponse), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = TokenResponse), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no request with this `authReqId` or `approvalId`")),
+    security(("agent_key" = [])))]
 pub async fn token(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -52,9 +52,8 @@ pub async fn token(
 
 /// Approve, as the named reviewer or a tenant admin.
 #[utoipa::path(post, path = "/ciba/approve", tag = "ciba", request_body = ApproveRequest,
-    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no request with this `authReqId` or `approvalId`")),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -81,9 +80,8 @@ pub async fn approve(
 
 /// Deny, as the named reviewer or a tenant admin.
 #[utoipa::path(post, path = "/ciba/deny", tag = "ciba", request_body = DenyRequest,
-    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no request with this `authReqId` or `approvalId`")),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn deny(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -16,12 +16,10 @@ use crate::guard::{self, check_proxy};
 use crate::service;
 use crate::state::AppState;
 
-type ErrorBody = countersign_proto::ErrorBody;
-
 /// Check a tool call: allow, block, or require approval.
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/tool", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = ToolRequest,
-    responses((status = 200, body = ToolDecision), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = ToolDecision)), security(("agent_key" = [])))]
 pub async fn tool(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -35,7 +33,7 @@ pub async fn tool(
 /// An approval and its decisions; `wait` long-polls until it is decided.
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approvals/{approval_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path), WaitQuery),
-    responses((status = 200, body = GuardApprovalView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView)), security(("agent_key" = []), ("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn get_approval(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -53,7 +51,7 @@ pub async fn get_approval(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/approve", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)), request_body = CommentBody,
-    responses((status = 200, body = GuardApprovalView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided` (with `current_status`) or `already_voted`")), security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -77,7 +75,7 @@ pub async fn approve(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/reject", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)), request_body = ReasonBody,
-    responses((status = 200, body = GuardApprovalView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided` (with `current_status`) or `already_voted`")), security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn reject(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -95,7 +93,7 @@ pub async fn reject(
 /// Withdraw a pending approval (the requesting agent or an admin).
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/cancel", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)),
-    responses((status = 200, body = GuardApprovalView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided`: the approval is no longer pending")), security(("agent_key" = []), ("admin_key" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -109,7 +107,7 @@ pub async fn cancel(
 /// Redeem an approved tool call, once, for a signed grant bound to its arguments.
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/grant", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)),
-    responses((status = 200, body = GrantResponse), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GrantResponse), (status = 409, body = countersign_proto::ErrorBody, description = "`not_approved`, or the grant was already issued")), security(("agent_key" = [])))]
 pub async fn grant(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -121,7 +119,7 @@ pub async fn grant(
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approvals/history", tag = "guard",
     params(("proxy_id" = String, Path), HistoryQuery),
-    responses((status = 200, body = History), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = History)), security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn history(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -136,7 +134,7 @@ pub async fn history(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/policies", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = PolicyInput,
-    responses((status = 201, body = PolicyView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 201, body = PolicyView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a policy with this name exists")), security(("admin_key" = [])))]
 pub async fn create_policy(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -149,7 +147,7 @@ pub async fn create_policy(
 }
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/policies", tag = "guard", params(("proxy_id" = String, Path)),
-    responses((status = 200, body = PolicyList), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = PolicyList)), security(("admin_key" = [])))]
 pub async fn list_policies(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -166,7 +164,7 @@ pub async fn list_policies(
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/policies/{policy_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("policy_id" = String, Path)),
-    responses((status = 200, body = PolicyView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = PolicyView)), security(("admin_key" = [])))]
 pub async fn get_policy(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -184,7 +182,7 @@ pub async fn get_policy(
 
 #[utoipa::path(put, path = "/v1/guard/{proxy_id}/policies/{policy_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("policy_id" = String, Path)), request_body = PolicyInput,
-    responses((status = 200, body = PolicyView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = PolicyView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a policy with this name exists")), security(("admin_key" = [])))]
 pub async fn update_policy(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -198,7 +196,7 @@ pub async fn update_policy(
 
 #[utoipa::path(delete, path = "/v1/guard/{proxy_id}/policies/{policy_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("policy_id" = String, Path)),
-    responses((status = 204), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 204)), security(("admin_key" = [])))]
 pub async fn delete_policy(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -212,7 +210,7 @@ pub async fn delete_policy(
 /// What `POST /tool` would answer for a sample call, creating nothing.
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/policies/evaluate", tag = "guard",
     params(("proxy_id" = String, Path)), request_body = EvaluateRequest,
-    responses((status = 200, body = ToolDecision), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = ToolDecision)), security(("admin_key" = [])))]
 pub async fn evaluate(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -227,7 +225,7 @@ pub async fn evaluate(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approval-groups", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = GroupInput,
-    responses((status = 201, body = GroupView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 201, body = GroupView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a group with this id exists")), security(("admin_key" = [])))]
 pub async fn create_group(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -240,7 +238,7 @@ pub async fn create_group(
 }
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approval-groups", tag = "guard", params(("proxy_id" = String, Path)),
-    responses((status = 200, body = GroupList), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GroupList)), security(("admin_key" = [])))]
 pub async fn list_groups(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -256,7 +254,7 @@ pub async fn list_groups(
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approval-groups/{group_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("group_id" = String, Path)),
-    responses((status = 200, body = GroupView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GroupView)), security(("admin_key" = [])))]
 pub async fn get_group(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -274,7 +272,7 @@ pub async fn get_group(
 
 #[utoipa::path(put, path = "/v1/guard/{proxy_id}/approval-groups/{group_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("group_id" = String, Path)), request_body = GroupInput,
-    responses((status = 200, body = GroupView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GroupView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a group with this id exists")), security(("admin_key" = [])))]
 pub async fn update_group(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -288,7 +286,7 @@ pub async fn update_group(
 
 #[utoipa::path(delete, path = "/v1/guard/{proxy_id}/approval-groups/{group_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("group_id" = String, Path)),
-    responses((status = 204), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 204), (status = 409, body = countersign_proto::ErrorBody, description = "`in_use`: a policy, routing rule or setting still names the group")), security(("admin_key" = [])))]
 pub async fn delete_group(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -302,7 +300,7 @@ pub async fn delete_group(
 // ----- routing and settings -----
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/routing-rules", tag = "guard", params(("proxy_id" = String, Path)),
-    responses((status = 200, body = RoutingRules), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = RoutingRules)), security(("admin_key" = [])))]
 pub async fn get_routing(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -315,7 +313,7 @@ pub async fn get_routing(
 
 #[utoipa::path(put, path = "/v1/guard/{proxy_id}/routing-rules", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = RoutingRules,
-    responses((status = 200, body = RoutingRules), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = RoutingRules)), security(("admin_key" = [])))]
 pub async fn put_routing(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -327,7 +325,7 @@ pub async fn put_routing(
 }
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/settings", tag = "guard", params(("proxy_id" = String, Path)),
-    responses((status = 200, body = GuardSettings), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardSettings)), security(("admin_key" = [])))]
 pub async fn get_settings(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -340,7 +338,7 @@ pub async fn get_settings(
 
 #[utoipa::path(put, path = "/v1/guard/{proxy_id}/settings", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = GuardSettings,
-    responses((status = 200, body = GuardSettings), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardSettings)), security(("admin_key" = [])))]
 pub async fn put_settings(
     State(state): State<AppState>,
     Auth(caller): Auth,

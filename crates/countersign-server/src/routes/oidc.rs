@@ -114,7 +114,13 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>
 /// CIBA §7: the backchannel authentication endpoint.
 #[utoipa::path(post, path = "/oidc/bc-authorize", tag = "oidc",
     request_body(content_type = "application/x-www-form-urlencoded", content = Object),
-    responses((status = 200, body = Object), (status = 400, body = Object), (status = 401, body = Object)))]
+    responses((status = 200, body = Object),
+        (status = 400, body = countersign_proto::OAuthErrorBody, description = "Not a form body, or a parameter the server does not accept"),
+        (status = 401, body = countersign_proto::OAuthErrorBody, description = "`invalid_client`: client authentication failed"),
+        (status = 403, body = countersign_proto::OAuthErrorBody, description = "`access_denied`"),
+        (status = 429, body = countersign_proto::OAuthErrorBody, description = "Too many requests; retry after `Retry-After` seconds"),
+        (status = 500, body = countersign_proto::OAuthErrorBody, description = "`server_error`"),
+        (status = 503, body = countersign_proto::OAuthErrorBody, description = "`temporarily_unavailable`")))]
 pub async fn bc_authorize(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -143,7 +149,12 @@ pub async fn bc_authorize(
 /// CIBA §10: the token endpoint, grant `urn:openid:params:grant-type:ciba`.
 #[utoipa::path(post, path = "/oidc/token", tag = "oidc",
     request_body(content_type = "application/x-www-form-urlencoded", content = Object),
-    responses((status = 200, body = Object), (status = 400, body = Object), (status = 401, body = Object)))]
+    responses((status = 200, body = Object),
+        (status = 400, body = countersign_proto::OAuthErrorBody, description = "Not a form body, a pending or denied request, or a parameter the server does not accept"),
+        (status = 401, body = countersign_proto::OAuthErrorBody, description = "`invalid_client`: client authentication failed"),
+        (status = 429, body = countersign_proto::OAuthErrorBody, description = "Too many requests; retry after `Retry-After` seconds"),
+        (status = 500, body = countersign_proto::OAuthErrorBody, description = "`server_error`"),
+        (status = 503, body = countersign_proto::OAuthErrorBody, description = "`temporarily_unavailable`")))]
 pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
         let (form, authorization) = form(&headers, &body)?;
