@@ -207,6 +207,7 @@ pub struct MemberInput {
 #[serde(deny_unknown_fields)]
 pub struct GroupInput {
     /// Optional id (letters, digits, `_`, `-`), e.g. `group_finance`; generated when absent.
+    /// On `PUT` it must be the id in the path.
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: Option<String>,

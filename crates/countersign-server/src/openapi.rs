@@ -575,7 +575,7 @@ fn add_field_rules(doc: &mut Value) {
     let tool_name = json!({"type": "string", "minLength": 1, "maxLength": 200, "pattern": TEXT});
     let arguments = json!({"type": ["object", "null"],
         "description": "The arguments (a JSON object, or the same encoded as a JSON string)"});
-    let rules: [(&str, &str, Value); 17] = [
+    let rules: [(&str, &str, Value); 18] = [
         // `RequestRef::from_parts`: exactly one of the two names the request.
         ("ApproveRequest", "oneOf", either("authReqId", "approvalId")),
         ("DenyRequest", "oneOf", either("authReqId", "approvalId")),
@@ -682,6 +682,12 @@ fn add_field_rules(doc: &mut Value) {
             "properties",
             json!({"group_channels": {"additionalProperties":
                 {"type": "string", "pattern": "^#?[A-Za-z0-9._-]{1,80}$"}}}),
+        ),
+        // `oidc::new_client`: each grant type is a plain text.
+        (
+            "CreateOidcClient",
+            "properties",
+            json!({"grant_types": {"items": text(200)}}),
         ),
         // The enums the server parses from strings.
         (

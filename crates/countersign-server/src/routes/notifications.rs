@@ -165,7 +165,7 @@ pub async fn get_my_preferences(
 
 #[utoipa::path(put, path = "/v1/me/notification-preferences", tag = "notifications",
     request_body = PutNotificationPreferences,
-    responses((status = 200, body = NotificationPreferencesView)),
+    responses((status = 200, body = NotificationPreferencesView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: another user of the tenant has this Slack user id")),
     security(("reviewer_key" = [])))]
 pub async fn put_my_preferences(
     State(state): State<AppState>,
@@ -194,7 +194,7 @@ pub async fn get_user_preferences(
 
 #[utoipa::path(put, path = "/v1/admin/users/{id}/notification-preferences", tag = "notifications",
     params(("id" = String, Path)), request_body = PutNotificationPreferences,
-    responses((status = 200, body = NotificationPreferencesView)),
+    responses((status = 200, body = NotificationPreferencesView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: another user of the tenant has this Slack user id")),
     security(("admin_key" = [])))]
 pub async fn put_user_preferences(
     State(state): State<AppState>,

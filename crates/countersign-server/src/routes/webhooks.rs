@@ -97,9 +97,11 @@ pub async fn rotate_secret(
 pub struct DeliveriesQuery {
     /// The `next_cursor` of the page before.
     #[serde(default)]
+    #[param(pattern = r"^(|\+?0*[1-9][0-9]{0,17})$")]
     pub cursor: Option<String>,
     /// At most this many (1 to 200; 50 when absent).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
