@@ -84,6 +84,11 @@ def map_case(context, case):
             body[field] = CALLBACK_URL
     if isinstance(body.get("group_webhook_urls"), dict):
         body["group_webhook_urls"] = {group: CALLBACK_URL for group in body["group_webhook_urls"]}
+    # A test email needs the address to write to (Slack and Teams tests take none).
+    if params.get("channel") == "email" and case.method.upper() == "POST" and not body.get("to"):
+        case.body = {**body, "to": REVIEWER_EMAIL}
+        case.media_type = "application/json"
+        body = case.body
     # On PUT a group's `id`, when given, is the one in the path.
     if case.method.upper() == "PUT" and "group_id" in params and body.get("id") is not None:
         body["id"] = params["group_id"]

@@ -269,12 +269,12 @@ pub async fn send_test(
 ) -> Result<super::worker::Attempt> {
     caller.require_admin()?;
     check_channel(channel)?;
+    // A `to` that is given is an address on every channel, even where it is not used.
+    let to = to.map(validate::email).transpose()?;
     Ok(match channel {
         EMAIL => {
-            let to = to
-                .filter(|t| !t.trim().is_empty())
-                .ok_or_else(|| Error::invalid("`to`: the address to send the test to"))?;
-            super::email::send_test(state, &validate::email(to)?).await
+            let to = to.ok_or_else(|| Error::invalid("`to`: the address to send the test to"))?;
+            super::email::send_test(state, &to).await
         }
         SLACK => super::slack::send_test(state, &caller.tenant_id).await,
         _ => super::teams::send_test(state, &caller.tenant_id).await,

@@ -52,7 +52,7 @@ pub async fn token(
 
 /// Approve, as the named reviewer or a tenant admin.
 #[utoipa::path(post, path = "/ciba/approve", tag = "ciba", request_body = ApproveRequest,
-    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no request with this `authReqId` or `approvalId`")),
+    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided` (with `current_status`) or `already_voted`"), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no request with this `authReqId` or `approvalId`")),
     security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
@@ -80,7 +80,7 @@ pub async fn approve(
 
 /// Deny, as the named reviewer or a tenant admin.
 #[utoipa::path(post, path = "/ciba/deny", tag = "ciba", request_body = DenyRequest,
-    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no request with this `authReqId` or `approvalId`")),
+    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided` (with `current_status`) or `already_voted`"), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no request with this `authReqId` or `approvalId`")),
     security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn deny(
     State(state): State<AppState>,

@@ -137,7 +137,7 @@ pub(crate) fn test_result(attempt: Attempt) -> TestSent {
 
 /// Sends a test message on a channel at once and says how it went.
 #[utoipa::path(post, path = "/v1/admin/notification-channels/{channel}/test", tag = "notifications",
-    params(("channel" = String, Path, description = "email, slack or teams")),
+    params(("channel" = String, Path, description = "email, slack or teams", pattern = "^(email|slack|teams)$")),
     request_body(content = TestChannel, description = "For email: `to`, the address to write to"),
     responses((status = 200, body = TestSent)),
     security(("admin_key" = [])))]

@@ -233,3 +233,23 @@ async fn a_tool_pattern_that_is_not_a_glob_has_its_own_code() {
     .await;
     assert_eq!((status, code(&got)), (400, "invalid_pattern"), "{got}");
 }
+
+#[tokio::test]
+async fn a_test_message_refuses_a_to_that_is_not_an_address_on_every_channel() {
+    let app = spawn_app().await;
+    for channel in ["email", "slack", "teams"] {
+        let (status, got) = call(
+            &app,
+            ADMIN_KEY,
+            "POST",
+            &format!("/v1/admin/notification-channels/{channel}/test"),
+            r#"{"to":"not an address"}"#,
+        )
+        .await;
+        assert_eq!(
+            (status, code(&got)),
+            (400, "invalid_request"),
+            "{channel}: {got}"
+        );
+    }
+}
