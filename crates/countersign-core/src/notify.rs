@@ -292,7 +292,7 @@ pub fn new_webhook(
 /// An http(s) URL with a host, no credentials, and at most 2,000 characters.
 pub fn validate_endpoint_url(field: &str, raw: &str) -> Result<()> {
     let bad = |why: &str| Error::invalid(format!("`{field}` {why}"));
-    if raw.len() > 2000 {
+    if raw.chars().count() > 2000 {
         return Err(bad("must be at most 2000 characters"));
     }
     let scheme_ok = raw.starts_with("https://") || raw.starts_with("http://");

@@ -211,7 +211,7 @@ pub fn new_client(
 /// address.)
 fn notification_endpoint(endpoint: &str) -> Result<()> {
     let ok = (endpoint.starts_with("https://") || endpoint.starts_with("http://"))
-        && endpoint.len() <= 2000
+        && endpoint.chars().count() <= 2000
         && !endpoint.contains('#')
         && !endpoint
             .chars()

@@ -52,7 +52,12 @@ fn invalid(message: impl Into<String>) -> Error {
 
 fn glob(field: &str, pattern: &str) -> Result<Glob> {
     validate::text(field, pattern, 200)?;
-    Glob::new(pattern.trim()).map_err(|e| invalid(format!("`{field}` is not a valid glob: {e}")))
+    Glob::new(pattern.trim()).map_err(|e| {
+        Error::invalid_with(
+            ErrorCode::InvalidPattern,
+            format!("`{field}` is not a valid glob: {e}"),
+        )
+    })
 }
 
 /// A compiled condition: the program, and its expression with a budget step in every

@@ -74,7 +74,10 @@ pub fn validate_rules(rules: &[RoutingRule], group_exists: impl Fn(&str) -> bool
     for (i, rule) in rules.iter().enumerate() {
         if let Some(p) = &rule.condition.tool_pattern {
             Glob::new(p).map_err(|e| {
-                Error::invalid(format!("routing_rules[{i}].condition.tool_pattern: {e}"))
+                Error::invalid_with(
+                    countersign_proto::ErrorCode::InvalidPattern,
+                    format!("routing_rules[{i}].condition.tool_pattern: {e}"),
+                )
             })?;
         }
         if rule

@@ -53,7 +53,11 @@ pub fn normalize(raw: &Value) -> Result<ToolCall> {
     let Value::Object(call) = raw else {
         return Err(Error::invalid("`tool_call` must be a JSON object"));
     };
-    let kind = field(call, "type").and_then(Value::as_str);
+    let kind = match field(call, "type") {
+        None => None,
+        Some(Value::String(kind)) => Some(kind.as_str()),
+        Some(_) => return Err(Error::invalid("`tool_call.type` must be a string")),
+    };
     let (name, arguments) = match kind {
         Some("function") => {
             let Some(Value::Object(function)) = field(call, "function") else {

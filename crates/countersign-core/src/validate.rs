@@ -81,10 +81,11 @@ pub fn multiline_text(field: &str, value: &str, max: usize) -> Result<()> {
     visible_text(field, value, &['\n', '\r', '\t'])
 }
 
-/// A plausible email address, normalised to lowercase.
+/// A plausible email address (at most 254 characters), trimmed and normalised to lowercase.
 pub fn email(value: &str) -> Result<String> {
+    let length_ok = value.chars().count() <= 254;
     let value = value.trim();
-    let ok = value.len() <= 254
+    let ok = length_ok
         && !value.chars().any(|c| c.is_whitespace() || c.is_control())
         && match value.split_once('@') {
             Some((local, domain)) => {

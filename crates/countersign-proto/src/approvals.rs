@@ -45,6 +45,10 @@ pub struct ApprovalView {
     pub decided_by: Option<String>,
     /// The reviewer's comment (approve) or reason (reject).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub comment: Option<String>,
 }
 
@@ -59,13 +63,17 @@ pub struct ApprovalList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ApprovalListQuery {
-    /// pending, approved, rejected, expired or cancelled.
+    /// pending, approved, rejected, expired or cancelled; `all` or empty for every status.
     #[serde(default)]
+    #[param(pattern = "^(|all|pending|approved|rejected|expired|cancelled)$")]
     pub status: Option<String>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
+    #[param(pattern = r"^apr_[0-9a-hjkmnp-tv-z]{26}$")]
     pub cursor: Option<String>,
     /// 1 to 200, default 50.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -73,6 +81,10 @@ pub struct ApprovalListQuery {
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub comment: Option<String>,
 }
 
@@ -80,5 +92,9 @@ pub struct ApproveBody {
 #[serde(deny_unknown_fields)]
 pub struct DenyBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub reason: Option<String>,
 }

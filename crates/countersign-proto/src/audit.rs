@@ -32,10 +32,13 @@ pub struct AuditPage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
+    #[param(pattern = r"^(|\+?0*[0-9]{1,18})$")]
     pub cursor: Option<String>,
     /// 1 to 500, default 100.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 

@@ -18,6 +18,15 @@ pub struct ErrorDetail {
     pub current_status: Option<String>,
 }
 
+/// The error answer of the OAuth and OpenID endpoints (`/oidc/*`): `{"error","error_description"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`, `authorization_pending`, … (RFC 6749
+    /// §5.2, OpenID CIBA §13).
+    pub error: String,
+    pub error_description: String,
+}
+
 /// The stable error codes of the API, with the HTTP status each one is sent with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -44,6 +53,8 @@ pub enum ErrorCode {
     AlreadyExists,
     /// 422: a policy condition is not valid CEL (the message says where).
     InvalidCondition,
+    /// 400: a tool pattern is not a valid glob (the message says why).
+    InvalidPattern,
     /// 422: the body names something that does not exist (an approval group, a user).
     UnknownReference,
     /// 409: this reviewer already decided this request.
@@ -52,6 +63,8 @@ pub enum ErrorCode {
     NotApproved,
     /// 409: something still refers to what is being deleted.
     InUse,
+    /// 409: the user or webhook endpoint is disabled, which this needs it not to be.
+    Disabled,
     /// 413: the body exceeds the size limit.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -139,10 +152,12 @@ impl ErrorCode {
             ErrorCode::AlreadyDecided => "already_decided",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::InvalidCondition => "invalid_condition",
+            ErrorCode::InvalidPattern => "invalid_pattern",
             ErrorCode::UnknownReference => "unknown_reference",
             ErrorCode::AlreadyVoted => "already_voted",
             ErrorCode::NotApproved => "not_approved",
             ErrorCode::InUse => "in_use",
+            ErrorCode::Disabled => "disabled",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::LinkUnusable => "link_unusable",
@@ -180,6 +195,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidJson
             | ErrorCode::InvalidRequest
+            | ErrorCode::InvalidPattern
             | ErrorCode::UnknownUserId
             | ErrorCode::InvalidScope
             | ErrorCode::ExpiredLoginHintToken
@@ -208,7 +224,8 @@ impl ErrorCode {
             | ErrorCode::AlreadyVoted
             | ErrorCode::NotApproved
             | ErrorCode::InUse
-            | ErrorCode::IdempotencyKeyInUse => 409,
+            | ErrorCode::IdempotencyKeyInUse
+            | ErrorCode::Disabled => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidBody

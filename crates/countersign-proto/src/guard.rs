@@ -65,7 +65,8 @@ impl TimeoutOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EscalationRule {
-    /// Minutes after the request was made.
+    /// Minutes after the request was made: 1 to `timeout_minutes` - 1.
+    #[schema(minimum = 1, maximum = 1439)]
     pub after_minutes: u32,
     /// The approval group whose members may also decide from then on.
     pub escalate_to: String,
@@ -76,6 +77,7 @@ pub struct EscalationRule {
 #[serde(default, deny_unknown_fields)]
 pub struct ApprovalConfig {
     /// 1 to 1440, default 30.
+    #[schema(minimum = 1, maximum = 1440)]
     pub timeout_minutes: u32,
     /// email, slack, teams, webhook or dashboard.
     pub notification_channels: Vec<String>,
@@ -83,6 +85,7 @@ pub struct ApprovalConfig {
     pub default_on_timeout: TimeoutOutcome,
     pub escalation_rules: Vec<EscalationRule>,
     /// Distinct eligible reviewers who must approve (quorum), default 1; one rejection rejects.
+    #[schema(minimum = 1, maximum = 20)]
     pub required_approvals: u32,
     /// Whether the person the agent acts for may approve their own request (default false).
     pub allow_self_approval: bool,
@@ -110,20 +113,36 @@ impl Default for ApprovalConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyInput {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub name: String,
     /// A glob over tool names, e.g. `payment_*`.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub tool_pattern: String,
     pub action: PolicyAction,
     #[serde(default)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub description: Option<String>,
     /// Higher wins when several policies match; default 0.
     #[serde(default)]
+    #[schema(minimum = -1000000, maximum = 1000000)]
     pub priority: Option<i64>,
     #[serde(default)]
     pub is_active: Option<bool>,
     /// A CEL expression over `tool`, `args`, `agent` (id, name, trust_level), `session`,
     /// `risk`, `threats` and `scope`; the policy applies only when it is true.
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub condition: Option<String>,
     #[serde(default)]
     pub approval_config: Option<ApprovalConfig>,
@@ -178,7 +197,11 @@ impl MemberRole {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberInput {
-    /// A user of the tenant.
+    /// An active user of the tenant.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^@\s\x00-\x1f\x7f-\x9f]+@([^@.\s\x00-\x1f\x7f-\x9f]|[^@.\s\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*[^@.\s\x00-\x1f\x7f-\x9f])[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub email: String,
     pub role: MemberRole,
 }
@@ -188,12 +211,22 @@ pub struct MemberInput {
 #[serde(deny_unknown_fields)]
 pub struct GroupInput {
     /// Optional id (letters, digits, `_`, `-`), e.g. `group_finance`; generated when absent.
+    /// On `PUT` it must be the id in the path.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub name: String,
+    /// Distinct users.
+    #[schema(min_items = 1, max_items = 200)]
     pub members: Vec<MemberInput>,
     /// Minutes until backups join; default: backups join at once.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1440)]
     pub escalation_minutes: Option<u32>,
 }
 
@@ -223,6 +256,7 @@ pub struct GroupList {
 #[serde(deny_unknown_fields)]
 pub struct RoutingCondition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub risk_score_min: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_pattern: Option<String>,
@@ -239,6 +273,7 @@ pub struct RoutingRule {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingRules {
+    #[schema(max_items = 100)]
     pub routing_rules: Vec<RoutingRule>,
 }
 
@@ -246,7 +281,9 @@ pub struct RoutingRules {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustRule {
+    #[schema(min_items = 1)]
     pub trust_levels: Vec<TrustLevel>,
+    /// Globs over tool names; a rule needs a tool pattern or a scope.
     #[serde(default)]
     pub tool_patterns: Vec<String>,
     /// Matched against the tool call's optional `scope` (an action category).
@@ -269,6 +306,7 @@ pub struct GuardSettings {
     pub admins_can_decide: bool,
     pub trust_rules: Vec<TrustRule>,
     /// Timeout of approvals the tenant default or a trust rule requires, in minutes.
+    #[schema(minimum = 1, maximum = 1440)]
     pub default_timeout_minutes: u32,
     /// The audiences (RFC 8707 `resource` values, absolute URIs) agents may ask grants for;
     /// without a `resource` a grant's audience is `urn:countersign:tenant:<tenant id>`.
@@ -292,6 +330,11 @@ impl Default for GuardSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub session_id: String,
     /// `{name, arguments}`, OpenAI's `{type:"function", function:{name, arguments}}` or
     /// Anthropic's `{type:"tool_use", name, input}`.
@@ -299,9 +342,18 @@ pub struct ToolRequest {
     pub tool_call: serde_json::Value,
     /// An action category for trust rules, e.g. `payments`.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub scope: Option<String>,
     /// Why the agent wants to run it, shown to reviewers as the agent's words.
     #[serde(default)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub reason: Option<String>,
     /// The user (id or email) the agent acts for; they may not approve it themselves.
     #[serde(default)]
@@ -393,7 +445,9 @@ pub struct WaitQuery {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// pending, approved, rejected, expired or cancelled; `all` or empty for every status.
     #[serde(default)]
+    #[param(pattern = "^(|all|pending|approved|rejected|expired|cancelled)$")]
     pub status: Option<String>,
     /// Tool name (exact).
     #[serde(default)]
@@ -407,10 +461,13 @@ pub struct HistoryQuery {
     /// Requested before (RFC 3339).
     #[serde(default)]
     pub to: Option<DateTime<Utc>>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
+    #[param(pattern = r"^apr_[0-9a-hjkmnp-tv-z]{26}$")]
     pub cursor: Option<String>,
     /// 1 to 200, default 50.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -436,6 +493,10 @@ pub struct History {
 #[serde(deny_unknown_fields)]
 pub struct CommentBody {
     #[serde(default)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub comment: Option<String>,
 }
 
@@ -443,6 +504,10 @@ pub struct CommentBody {
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     #[serde(default)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub reason: Option<String>,
 }
 

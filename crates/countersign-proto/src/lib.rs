@@ -13,7 +13,7 @@ pub mod notify;
 pub mod oauth;
 pub mod oidc;
 
-pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, OAuthErrorBody};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

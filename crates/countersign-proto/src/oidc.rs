@@ -15,6 +15,8 @@ fn default_delivery_mode() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOidcClient {
+    /// An active agent of the tenant.
+    #[schema(pattern = "^agt_[0-9a-hjkmnp-tv-z]{26}$")]
     pub agent_id: String,
     /// `client_secret_basic` (default), `client_secret_post` or `private_key_jwt`.
     #[serde(default = "default_auth_method")]
@@ -28,6 +30,10 @@ pub struct CreateOidcClient {
     pub backchannel_token_delivery_mode: String,
     /// Required for ping and push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^https?://[^/@#\s\x00-\x1f\x7f-\x9f]+(/[^#\s\x00-\x1f\x7f-\x9f]*)?$"
+    )]
     pub backchannel_client_notification_endpoint: Option<String>,
     /// When set, every authentication request must be signed with this algorithm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,5 +81,10 @@ pub struct OidcClientList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetUserCode {
+    #[schema(
+        min_length = 4,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
     pub user_code: String,
 }

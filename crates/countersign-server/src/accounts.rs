@@ -11,6 +11,7 @@ use countersign_core::dashboard::{
 };
 use countersign_core::directory::{self, User};
 use countersign_core::{Error, Principal, Result, ids, secret, validate};
+use countersign_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
     CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
@@ -104,9 +105,10 @@ pub async fn invite(
         }
     };
     if user.disabled {
-        return Err(Error::invalid(format!(
-            "the user {email} is disabled; invitations go to active users only"
-        )));
+        return Err(Error::invalid_with(
+            ErrorCode::Disabled,
+            format!("the user {email} is disabled; invitations go to active users only"),
+        ));
     }
     if is_admin && !user.is_admin {
         user = state
@@ -138,7 +140,10 @@ pub async fn sign_in_link(
     }
     .ok_or_else(|| Error::NotFound("no such user".into()))?;
     if user.disabled {
-        return Err(Error::invalid("the user is disabled"));
+        return Err(Error::invalid_with(
+            ErrorCode::Disabled,
+            "the user is disabled",
+        ));
     }
     issue(state, caller.actor(), user, LinkKind::SignIn).await
 }

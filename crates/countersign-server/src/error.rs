@@ -1,6 +1,6 @@
 //! The one place where the error taxonomy becomes HTTP.
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -87,7 +87,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// JSON body extractor whose rejections use the API's error shape.
+/// JSON body extractor whose rejections use the API's error shape. Every body of the API is a
+/// JSON object: an array, which serde would otherwise read into a struct field by field, is
+/// refused like any other wrong type.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -98,32 +100,93 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(ApiError(json_rejection(rejection))),
+        let is_json = has_json_content_type(&req);
+        let bytes = body_bytes(req, state).await?;
+        if !is_json {
+            return Err(ApiError(unsupported_media_type()));
         }
+        parse_json_object(&bytes).map(ApiJson)
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> Error {
-    match &rejection {
-        JsonRejection::JsonDataError(e) => {
-            Error::invalid_with(ErrorCode::InvalidBody, e.body_text())
+/// `application/json` or `application/<anything>+json`, with any parameters.
+fn has_json_content_type(req: &Request) -> bool {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| {
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
+}
+
+fn unsupported_media_type() -> Error {
+    Error::invalid_with(
+        ErrorCode::UnsupportedMediaType,
+        "the body must be JSON with `Content-Type: application/json`",
+    )
+}
+
+async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError(Error::invalid_with(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is larger than the server accepts",
+                ))
+            } else {
+                ApiError(Error::invalid(e.body_text()))
+            }
+        })
+}
+
+/// Parses a body that must be one JSON object of `T`'s shape. JSON does not tell `3` from
+/// `3.0`, so a whole number written with a fraction is read as the integer it is.
+fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut value = serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| {
+        ApiError(Error::invalid_with(
+            ErrorCode::InvalidJson,
+            format!("invalid JSON body: {e}"),
+        ))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError(Error::invalid_with(
+            ErrorCode::InvalidBody,
+            "the body must be a JSON object",
+        )));
+    }
+    integral_floats_as_integers(&mut value);
+    serde_json::from_value(value).map_err(|e| {
+        ApiError(Error::invalid_with(
+            ErrorCode::InvalidBody,
+            format!("invalid JSON body: {e}"),
+        ))
+    })
+}
+
+/// Rewrites `3.0` as `3` wherever it appears (exactly representable whole numbers only), so
+/// integer fields accept every JSON spelling of an integer. Canonical JSON (RFC 8785) writes
+/// both the same way, so digests do not change.
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                *value = serde_json::Value::from(f as i64);
+            }
         }
-        JsonRejection::JsonSyntaxError(e) => {
-            Error::invalid_with(ErrorCode::InvalidJson, e.body_text())
-        }
-        JsonRejection::MissingJsonContentType(_) => Error::invalid_with(
-            ErrorCode::UnsupportedMediaType,
-            "the body must be JSON with `Content-Type: application/json`",
-        ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Error::invalid_with(
-                ErrorCode::PayloadTooLarge,
-                "the request body is larger than the server accepts",
-            )
-        }
-        _ => Error::invalid(rejection.body_text()),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
     }
 }
 
@@ -173,40 +236,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError(Error::invalid_with(
-                        ErrorCode::PayloadTooLarge,
-                        "the request body is larger than the server accepts",
-                    ))
-                } else {
-                    ApiError(Error::invalid(e.body_text()))
-                }
-            })?;
+        let is_json = has_json_content_type(&req);
+        let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
         if !is_json {
-            return Err(ApiError(Error::invalid_with(
-                ErrorCode::UnsupportedMediaType,
-                "the body must be JSON with `Content-Type: application/json`",
-            )));
+            return Err(ApiError(unsupported_media_type()));
         }
-        serde_json::from_slice(&bytes)
-            .map(OptionalJson)
-            .map_err(|e| {
-                let code = match e.classify() {
-                    serde_json::error::Category::Data => ErrorCode::InvalidBody,
-                    _ => ErrorCode::InvalidJson,
-                };
-                ApiError(Error::invalid_with(code, format!("invalid JSON body: {e}")))
-            })
+        parse_json_object(&bytes).map(OptionalJson)
     }
 }

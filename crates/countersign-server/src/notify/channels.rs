@@ -273,12 +273,12 @@ pub async fn send_test(
 ) -> Result<super::worker::Attempt> {
     caller.require_admin()?;
     check_channel(channel)?;
+    // A `to` that is given is an address on every channel, even where it is not used.
+    let to = to.map(validate::email).transpose()?;
     Ok(match channel {
         EMAIL => {
-            let to = to
-                .filter(|t| !t.trim().is_empty())
-                .ok_or_else(|| Error::invalid("`to`: the address to send the test to"))?;
-            super::email::send_test(state, &validate::email(to)?).await
+            let to = to.ok_or_else(|| Error::invalid("`to`: the address to send the test to"))?;
+            super::email::send_test(state, &to).await
         }
         SLACK => super::slack::send_test(state, &caller.tenant_id).await,
         _ => super::teams::send_test(state, &caller.tenant_id).await,
@@ -316,8 +316,9 @@ fn subject(caller: &Principal, user_id: Option<&str>) -> Result<String> {
         (_, Role::Agent { .. }, _) => Err(Error::Forbidden(
             "agent keys have no notification preferences".into(),
         )),
-        (None, _, None) => Err(Error::invalid(
-            "this key belongs to no person; name the user (admin keys use /v1/admin/users/{id}/notification-preferences)",
+        (None, _, None) => Err(Error::Forbidden(
+            "this key belongs to no person; name the user (admin keys use /v1/admin/users/{id}/notification-preferences)"
+                .into(),
         )),
         (Some(_), _, _) => Err(Error::Forbidden(
             "only admins change other people's preferences".into(),

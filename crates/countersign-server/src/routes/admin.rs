@@ -36,8 +36,8 @@ fn created(key: MintedKey) -> ApiKeyCreated {
 }
 
 #[utoipa::path(post, path = "/v1/admin/users", tag = "admin", request_body = CreateUser,
-    responses((status = 201, body = UserView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 201, body = UserView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a user with this email exists")),
+    security(("admin_key" = [])))]
 pub async fn create_user(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -56,7 +56,7 @@ pub async fn create_user(
 }
 
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin",
-    responses((status = 200, body = UserList)), security(("api_key" = [])))]
+    responses((status = 200, body = UserList)), security(("admin_key" = [])))]
 pub async fn list_users(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -70,7 +70,7 @@ pub async fn list_users(
 
 #[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = UserView), (status = 404, body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    security(("admin_key" = [])))]
 pub async fn get_user(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -87,7 +87,7 @@ pub async fn get_user(
 
 #[utoipa::path(post, path = "/v1/admin/users/{id}/disable", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = UserView), (status = 404, body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    security(("admin_key" = [])))]
 pub async fn disable_user(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -102,8 +102,8 @@ pub async fn disable_user(
 }
 
 #[utoipa::path(post, path = "/v1/admin/agents", tag = "admin", request_body = CreateAgent,
-    responses((status = 201, body = AgentView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 201, body = AgentView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: an agent with this name exists")),
+    security(("admin_key" = [])))]
 pub async fn create_agent(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -121,7 +121,7 @@ pub async fn create_agent(
 }
 
 #[utoipa::path(get, path = "/v1/admin/agents", tag = "admin",
-    responses((status = 200, body = AgentList)), security(("api_key" = [])))]
+    responses((status = 200, body = AgentList)), security(("admin_key" = [])))]
 pub async fn list_agents(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -135,7 +135,7 @@ pub async fn list_agents(
 
 #[utoipa::path(get, path = "/v1/admin/agents/{id}", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = AgentView), (status = 404, body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    security(("admin_key" = [])))]
 pub async fn get_agent(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -152,7 +152,7 @@ pub async fn get_agent(
 
 #[utoipa::path(post, path = "/v1/admin/agents/{id}/disable", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = AgentView), (status = 404, body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    security(("admin_key" = [])))]
 pub async fn disable_agent(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -167,8 +167,8 @@ pub async fn disable_agent(
 }
 
 #[utoipa::path(post, path = "/v1/admin/api-keys", tag = "admin", request_body = CreateApiKey,
-    responses((status = 201, body = ApiKeyCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 201, body = ApiKeyCreated), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no active user or agent with this id")),
+    security(("admin_key" = [])))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -192,7 +192,7 @@ pub async fn create_api_key(
 }
 
 #[utoipa::path(get, path = "/v1/admin/api-keys", tag = "admin",
-    responses((status = 200, body = ApiKeyList)), security(("api_key" = [])))]
+    responses((status = 200, body = ApiKeyList)), security(("admin_key" = [])))]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -206,7 +206,7 @@ pub async fn list_api_keys(
 
 #[utoipa::path(post, path = "/v1/admin/api-keys/{id}/revoke", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = ApiKeyView), (status = 404, body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    security(("admin_key" = [])))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -222,8 +222,8 @@ pub async fn revoke_api_key(
 
 /// Creates another tenant with its own admin key; only admins of `default` may.
 #[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", request_body = CreateTenant,
-    responses((status = 201, body = TenantCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 201, body = TenantCreated), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a tenant with this id exists")),
+    security(("admin_key" = [])))]
 pub async fn create_tenant(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -262,8 +262,8 @@ pub async fn create_tenant(
 /// Makes a new token-signing key active on every replica; earlier keys stay in the JWKS so
 /// tokens already issued still verify. Server-wide, so only admins of `default` may.
 #[utoipa::path(post, path = "/v1/admin/signing-keys/rotate", tag = "admin", request_body = RotateSigningKey,
-    responses((status = 200, body = SigningKeyView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = SigningKeyView)),
+    security(("admin_key" = [])))]
 pub async fn rotate_signing_key(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -310,8 +310,8 @@ fn link_created(
 /// Invites a person to the dashboard (creating the user when needed); the one-time link is
 /// in the answer and nowhere else.
 #[utoipa::path(post, path = "/v1/admin/invitations", tag = "admin", request_body = CreateInvitation,
-    responses((status = 201, body = LoginLinkCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 201, body = LoginLinkCreated), (status = 409, body = countersign_proto::ErrorBody, description = "`disabled`: the user with this email is disabled")),
+    security(("admin_key" = [])))]
 pub async fn create_invitation(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -332,7 +332,7 @@ pub async fn create_invitation(
 }
 
 #[utoipa::path(get, path = "/v1/admin/invitations", tag = "admin",
-    responses((status = 200, body = InvitationList)), security(("api_key" = [])))]
+    responses((status = 200, body = InvitationList)), security(("admin_key" = [])))]
 pub async fn list_invitations(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -353,7 +353,7 @@ pub async fn list_invitations(
 
 #[utoipa::path(post, path = "/v1/admin/invitations/{id}/revoke", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = LoginLinkView), (status = 404, body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    security(("admin_key" = [])))]
 pub async fn revoke_invitation(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -370,8 +370,8 @@ pub async fn revoke_invitation(
 
 /// A one-time sign-in link for an existing user, by `user_id` or `email`.
 #[utoipa::path(post, path = "/v1/admin/sign-in-links", tag = "admin", request_body = CreateSignInLink,
-    responses((status = 201, body = LoginLinkCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 201, body = LoginLinkCreated), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no such user"), (status = 409, body = countersign_proto::ErrorBody, description = "`disabled`: the user is disabled")),
+    security(("admin_key" = [])))]
 pub async fn create_sign_in_link(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -36,8 +36,8 @@ fn public_ref(id: &str) -> Result<RequestRef, Error> {
 
 /// Requests the caller may decide: a reviewer sees those addressed to them, an admin all.
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals", params(ApprovalListQuery),
-    responses((status = 200, body = ApprovalList), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = ApprovalList)),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -89,8 +89,8 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path)),
-    responses((status = 200, body = ApprovalView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = ApprovalView)),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -103,9 +103,10 @@ pub async fn get(
 
 #[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path)),
     request_body = ApproveBody,
-    responses((status = 200, body = ApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, an admin deciding an OpenID request or a tool call where admins may not, or an admin key toward a quorum of several people", body = countersign_proto::ErrorBody),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = ApprovalView),
+        (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, an admin deciding an OpenID request or a tool call where admins may not, or an admin key toward a quorum of several people", body = countersign_proto::ErrorBody),
+        (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided` (with `current_status`) or `already_voted`")),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -130,9 +131,10 @@ pub async fn approve(
 
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)),
     request_body = DenyBody,
-    responses((status = 200, body = ApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, or an admin deciding an OpenID request or a tool call where admins may not", body = countersign_proto::ErrorBody),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = ApprovalView),
+        (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, or an admin deciding an OpenID request or a tool call where admins may not", body = countersign_proto::ErrorBody),
+        (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided` (with `current_status`) or `already_voted`")),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn deny(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -11,8 +11,8 @@ use crate::state::AppState;
 use crate::views;
 
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = AuditPage)),
+    security(("admin_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -50,7 +50,7 @@ pub async fn list(
 
 /// Recomputes the tenant's hash chain and names the first broken link.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
-    responses((status = 200, body = AuditVerifyReport)), security(("api_key" = [])))]
+    responses((status = 200, body = AuditVerifyReport)), security(("admin_key" = [])))]
 pub async fn verify(
     State(state): State<AppState>,
     Auth(caller): Auth,

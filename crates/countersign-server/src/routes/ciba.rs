@@ -20,9 +20,11 @@ use crate::state::AppState;
 #[utoipa::path(post, path = "/ciba/authorize", tag = "ciba", request_body = AuthorizeRequest,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]+$",
         description = "Makes a retry safe: the same key with the same body answers as the first call did (with `Idempotent-Replayed: true`); with another body, 422 `idempotency_key_reused`. Keys are per caller and kept for 24 hours.")),
-    responses((status = 200, body = AuthorizeResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))), (status = 400, description = "`invalid_number`: a number in `context` that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in `scope`, `bindingMessage` or a `context` key; `invalid_request`: another bad value", body = countersign_proto::ErrorBody), (status = 409, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)", body = countersign_proto::ErrorBody), (status = 422, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`), or the body is malformed", body = countersign_proto::ErrorBody),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = AuthorizeResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))),
+        (status = 400, description = "`invalid_number`: a number in `context` that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in `scope`, `bindingMessage` or a `context` key; `invalid_request`: another bad value", body = countersign_proto::ErrorBody),
+        (status = 409, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)", body = countersign_proto::ErrorBody),
+        (status = 422, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`), or the body is malformed", body = countersign_proto::ErrorBody)),
+    security(("agent_key" = [])))]
 pub async fn authorize(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -37,9 +39,9 @@ pub async fn authorize(
 /// Poll for the decision; `waitSeconds` (up to 30) long-polls; `resource` names the audience
 /// of the access token (RFC 8707; `invalid_target` when the tenant does not allow it).
 #[utoipa::path(get, path = "/ciba/token", tag = "ciba", params(TokenQuery),
-    responses((status = 200, body = TokenResponse), (status = 404, description = "no seed CIBA request with this `authReqId` (OpenID requests are redeemed only at `/oidc/token`, tool calls only through the guard)", body = countersign_proto::ErrorBody),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = TokenResponse),
+        (status = 404, description = "no seed CIBA request with this `authReqId` (OpenID requests are redeemed only at `/oidc/token`, tool calls only through the guard)", body = countersign_proto::ErrorBody)),
+    security(("agent_key" = [])))]
 pub async fn token(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -63,11 +65,11 @@ pub async fn token(
 
 /// Approve, as the named reviewer or a tenant admin.
 #[utoipa::path(post, path = "/ciba/approve", tag = "ciba", request_body = ApproveRequest,
-    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody),
+    responses((status = 200, body = DecisionResponse),
         (status = 403, description = "the caller may not decide this request (not the user it names, an agent key)", body = countersign_proto::ErrorBody),
         (status = 404, description = "no seed CIBA request with this id (tool calls and OpenID requests are decided elsewhere)", body = countersign_proto::ErrorBody),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+        (status = 409, body = countersign_proto::ErrorBody)),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -95,11 +97,11 @@ pub async fn approve(
 
 /// Deny, as the named reviewer or a tenant admin.
 #[utoipa::path(post, path = "/ciba/deny", tag = "ciba", request_body = DenyRequest,
-    responses((status = 200, body = DecisionResponse), (status = 409, body = countersign_proto::ErrorBody),
+    responses((status = 200, body = DecisionResponse),
         (status = 403, description = "the caller may not decide this request (not the user it names, an agent key)", body = countersign_proto::ErrorBody),
         (status = 404, description = "no seed CIBA request with this id (tool calls and OpenID requests are decided elsewhere)", body = countersign_proto::ErrorBody),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+        (status = 409, body = countersign_proto::ErrorBody)),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn deny(
     State(state): State<AppState>,
     Auth(caller): Auth,

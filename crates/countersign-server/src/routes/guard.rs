@@ -18,15 +18,15 @@ use crate::idempotency::KeyHeader;
 use crate::service;
 use crate::state::AppState;
 
-type ErrorBody = countersign_proto::ErrorBody;
-
 /// Check a tool call: allow, block, or require approval.
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/tool", tag = "guard", params(("proxy_id" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]+$",
         description = "Makes a retry safe: the same key with the same body answers as the first call did (with `Idempotent-Replayed: true`); with another body, 422 `idempotency_key_reused`. Keys are per caller and kept for 24 hours.")),
     request_body = ToolRequest,
-    responses((status = 200, body = ToolDecision, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))), (status = 400, description = "`invalid_number`: an argument that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in the tool name, an argument key, `reason` or `scope`; `invalid_request`: another bad value", body = ErrorBody), (status = 409, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)", body = countersign_proto::ErrorBody), (status = 422, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`), or the body is malformed", body = countersign_proto::ErrorBody),
-        (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = ToolDecision, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))),
+        (status = 400, description = "`invalid_number`: an argument that canonical JSON cannot keep exactly; `invalid_text`: hidden characters in the tool name, an argument key, `reason` or `scope`; `invalid_request`: another bad value", body = countersign_proto::ErrorBody),
+        (status = 409, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)", body = countersign_proto::ErrorBody),
+        (status = 422, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`), or the body is malformed", body = countersign_proto::ErrorBody)), security(("agent_key" = [])))]
 pub async fn tool(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -43,7 +43,7 @@ pub async fn tool(
 /// An approval and its decisions; `wait` long-polls until it is decided.
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approvals/{approval_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path), WaitQuery),
-    responses((status = 200, body = GuardApprovalView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView)), security(("agent_key" = []), ("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn get_approval(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -61,9 +61,10 @@ pub async fn get_approval(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/approve", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)), request_body = CommentBody,
-    responses((status = 200, body = GuardApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, an admin where admins may not decide, or an admin key toward a quorum of several people", body = ErrorBody),
-        (status = 404, description = "no tool-call approval with this id", body = ErrorBody),
-        (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView),
+        (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, an admin where admins may not decide, or an admin key toward a quorum of several people", body = countersign_proto::ErrorBody),
+        (status = 404, description = "no tool-call approval with this id", body = countersign_proto::ErrorBody),
+        (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided` (with `current_status`) or `already_voted`")), security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -88,9 +89,10 @@ pub async fn approve(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/reject", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)), request_body = ReasonBody,
-    responses((status = 200, body = GuardApprovalView), (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, or an admin where admins may not decide", body = ErrorBody),
-        (status = 404, description = "no tool-call approval with this id", body = ErrorBody),
-        (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView),
+        (status = 403, description = "the caller may not decide it: not an eligible reviewer, the person it acts for, or an admin where admins may not decide", body = countersign_proto::ErrorBody),
+        (status = 404, description = "no tool-call approval with this id", body = countersign_proto::ErrorBody),
+        (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided` (with `current_status`) or `already_voted`")), security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn reject(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -116,7 +118,7 @@ pub async fn reject(
 /// Withdraw a pending approval (the requesting agent or an admin).
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/cancel", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path)),
-    responses((status = 200, body = GuardApprovalView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardApprovalView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_decided`: the approval is no longer pending")), security(("agent_key" = []), ("admin_key" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -131,7 +133,8 @@ pub async fn cancel(
 /// audience `resource` names (RFC 8707; `invalid_target` when it is not allowed).
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approvals/{approval_id}/grant", tag = "guard",
     params(("proxy_id" = String, Path), ("approval_id" = String, Path), GrantQuery),
-    responses((status = 200, body = GrantResponse), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GrantResponse),
+        (status = 409, body = countersign_proto::ErrorBody, description = "`not_approved`, or the grant was already issued")), security(("agent_key" = [])))]
 pub async fn grant(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -146,7 +149,7 @@ pub async fn grant(
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approvals/history", tag = "guard",
     params(("proxy_id" = String, Path), HistoryQuery),
-    responses((status = 200, body = History), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = History)), security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn history(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -161,7 +164,7 @@ pub async fn history(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/policies", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = PolicyInput,
-    responses((status = 201, body = PolicyView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 201, body = PolicyView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a policy with this name exists")), security(("admin_key" = [])))]
 pub async fn create_policy(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -174,7 +177,7 @@ pub async fn create_policy(
 }
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/policies", tag = "guard", params(("proxy_id" = String, Path)),
-    responses((status = 200, body = PolicyList), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = PolicyList)), security(("admin_key" = [])))]
 pub async fn list_policies(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -191,7 +194,7 @@ pub async fn list_policies(
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/policies/{policy_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("policy_id" = String, Path)),
-    responses((status = 200, body = PolicyView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = PolicyView)), security(("admin_key" = [])))]
 pub async fn get_policy(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -209,7 +212,7 @@ pub async fn get_policy(
 
 #[utoipa::path(put, path = "/v1/guard/{proxy_id}/policies/{policy_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("policy_id" = String, Path)), request_body = PolicyInput,
-    responses((status = 200, body = PolicyView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = PolicyView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a policy with this name exists")), security(("admin_key" = [])))]
 pub async fn update_policy(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -223,7 +226,7 @@ pub async fn update_policy(
 
 #[utoipa::path(delete, path = "/v1/guard/{proxy_id}/policies/{policy_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("policy_id" = String, Path)),
-    responses((status = 204), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 204)), security(("admin_key" = [])))]
 pub async fn delete_policy(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -237,8 +240,8 @@ pub async fn delete_policy(
 /// What `POST /tool` would answer for a sample call, creating nothing.
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/policies/evaluate", tag = "guard",
     params(("proxy_id" = String, Path)), request_body = EvaluateRequest,
-    responses((status = 200, body = ToolDecision), (status = 400, description = "`invalid_number`, `invalid_text` or `invalid_request`: the sample call is refused as `POST /tool` would refuse it", body = ErrorBody),
-        (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = ToolDecision),
+        (status = 400, description = "`invalid_number`, `invalid_text` or `invalid_request`: the sample call is refused as `POST /tool` would refuse it", body = countersign_proto::ErrorBody)), security(("admin_key" = [])))]
 pub async fn evaluate(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -253,7 +256,7 @@ pub async fn evaluate(
 
 #[utoipa::path(post, path = "/v1/guard/{proxy_id}/approval-groups", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = GroupInput,
-    responses((status = 201, body = GroupView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 201, body = GroupView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a group with this id exists")), security(("admin_key" = [])))]
 pub async fn create_group(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -266,7 +269,7 @@ pub async fn create_group(
 }
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approval-groups", tag = "guard", params(("proxy_id" = String, Path)),
-    responses((status = 200, body = GroupList), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GroupList)), security(("admin_key" = [])))]
 pub async fn list_groups(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -282,7 +285,7 @@ pub async fn list_groups(
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/approval-groups/{group_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("group_id" = String, Path)),
-    responses((status = 200, body = GroupView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GroupView)), security(("admin_key" = [])))]
 pub async fn get_group(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -300,7 +303,7 @@ pub async fn get_group(
 
 #[utoipa::path(put, path = "/v1/guard/{proxy_id}/approval-groups/{group_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("group_id" = String, Path)), request_body = GroupInput,
-    responses((status = 200, body = GroupView), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GroupView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: a group with this id exists")), security(("admin_key" = [])))]
 pub async fn update_group(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -314,7 +317,7 @@ pub async fn update_group(
 
 #[utoipa::path(delete, path = "/v1/guard/{proxy_id}/approval-groups/{group_id}", tag = "guard",
     params(("proxy_id" = String, Path), ("group_id" = String, Path)),
-    responses((status = 204), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 204), (status = 409, body = countersign_proto::ErrorBody, description = "`in_use`: a policy, routing rule or setting still names the group")), security(("admin_key" = [])))]
 pub async fn delete_group(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -328,7 +331,7 @@ pub async fn delete_group(
 // ----- routing and settings -----
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/routing-rules", tag = "guard", params(("proxy_id" = String, Path)),
-    responses((status = 200, body = RoutingRules), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = RoutingRules)), security(("admin_key" = [])))]
 pub async fn get_routing(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -341,7 +344,7 @@ pub async fn get_routing(
 
 #[utoipa::path(put, path = "/v1/guard/{proxy_id}/routing-rules", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = RoutingRules,
-    responses((status = 200, body = RoutingRules), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = RoutingRules)), security(("admin_key" = [])))]
 pub async fn put_routing(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -353,7 +356,7 @@ pub async fn put_routing(
 }
 
 #[utoipa::path(get, path = "/v1/guard/{proxy_id}/settings", tag = "guard", params(("proxy_id" = String, Path)),
-    responses((status = 200, body = GuardSettings), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardSettings)), security(("admin_key" = [])))]
 pub async fn get_settings(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -366,7 +369,7 @@ pub async fn get_settings(
 
 #[utoipa::path(put, path = "/v1/guard/{proxy_id}/settings", tag = "guard", params(("proxy_id" = String, Path)),
     request_body = GuardSettings,
-    responses((status = 200, body = GuardSettings), (status = "4XX", body = ErrorBody)), security(("api_key" = [])))]
+    responses((status = 200, body = GuardSettings)), security(("admin_key" = [])))]
 pub async fn put_settings(
     State(state): State<AppState>,
     Auth(caller): Auth,

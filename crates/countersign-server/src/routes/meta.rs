@@ -104,6 +104,6 @@ pub async fn jwks(State(state): State<AppState>) -> Json<Value> {
     Json(state.signer.current().jwks().clone())
 }
 
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
+pub async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    Json(crate::openapi::document_for(&state.settings))
 }

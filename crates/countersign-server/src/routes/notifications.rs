@@ -18,8 +18,8 @@ use crate::notify::worker::{Attempt, AttemptError};
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/v1/admin/notification-channels", tag = "notifications",
-    responses((status = 200, body = NotificationChannels), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = NotificationChannels)),
+    security(("admin_key" = [])))]
 pub async fn get_channels(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -29,8 +29,8 @@ pub async fn get_channels(
 
 #[utoipa::path(put, path = "/v1/admin/notification-channels/email", tag = "notifications",
     request_body = PutEmailChannel,
-    responses((status = 200, body = NotificationChannels), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = NotificationChannels)),
+    security(("admin_key" = [])))]
 pub async fn put_email(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -42,8 +42,8 @@ pub async fn put_email(
 
 #[utoipa::path(put, path = "/v1/admin/notification-channels/slack", tag = "notifications",
     request_body = PutSlackChannel,
-    responses((status = 200, body = NotificationChannels), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = NotificationChannels)),
+    security(("admin_key" = [])))]
 pub async fn put_slack(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -55,8 +55,8 @@ pub async fn put_slack(
 
 #[utoipa::path(put, path = "/v1/admin/notification-channels/teams", tag = "notifications",
     request_body = PutTeamsChannel,
-    responses((status = 200, body = NotificationChannels), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = NotificationChannels)),
+    security(("admin_key" = [])))]
 pub async fn put_teams(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -77,8 +77,8 @@ async fn delete_channel(
 
 /// Email goes back to its defaults (on, when the server has SMTP).
 #[utoipa::path(delete, path = "/v1/admin/notification-channels/email", tag = "notifications",
-    responses((status = 204), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 204)),
+    security(("admin_key" = [])))]
 pub async fn delete_email(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -87,8 +87,8 @@ pub async fn delete_email(
 }
 
 #[utoipa::path(delete, path = "/v1/admin/notification-channels/slack", tag = "notifications",
-    responses((status = 204), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 204)),
+    security(("admin_key" = [])))]
 pub async fn delete_slack(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -97,8 +97,8 @@ pub async fn delete_slack(
 }
 
 #[utoipa::path(delete, path = "/v1/admin/notification-channels/teams", tag = "notifications",
-    responses((status = 204), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 204)),
+    security(("admin_key" = [])))]
 pub async fn delete_teams(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -111,6 +111,10 @@ pub async fn delete_teams(
 #[serde(deny_unknown_fields)]
 pub struct TestChannel {
     #[serde(default)]
+    #[schema(
+        max_length = 254,
+        pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^@\s\x00-\x1f\x7f-\x9f]+@([^@.\s\x00-\x1f\x7f-\x9f]|[^@.\s\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*[^@.\s\x00-\x1f\x7f-\x9f])[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub to: Option<String>,
 }
 
@@ -133,10 +137,10 @@ pub(crate) fn test_result(attempt: Attempt) -> TestSent {
 
 /// Sends a test message on a channel at once and says how it went.
 #[utoipa::path(post, path = "/v1/admin/notification-channels/{channel}/test", tag = "notifications",
-    params(("channel" = String, Path, description = "email, slack or teams")),
+    params(("channel" = String, Path, description = "email, slack or teams", pattern = "^(email|slack|teams)$")),
     request_body(content = TestChannel, description = "For email: `to`, the address to write to"),
-    responses((status = 200, body = TestSent), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = TestSent)),
+    security(("admin_key" = [])))]
 pub async fn test_channel(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -148,8 +152,8 @@ pub async fn test_channel(
 }
 
 #[utoipa::path(get, path = "/v1/me/notification-preferences", tag = "notifications",
-    responses((status = 200, body = NotificationPreferencesView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = NotificationPreferencesView)),
+    security(("reviewer_key" = [])))]
 pub async fn get_my_preferences(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -161,8 +165,8 @@ pub async fn get_my_preferences(
 
 #[utoipa::path(put, path = "/v1/me/notification-preferences", tag = "notifications",
     request_body = PutNotificationPreferences,
-    responses((status = 200, body = NotificationPreferencesView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = NotificationPreferencesView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: another user of the tenant has this Slack user id")),
+    security(("reviewer_key" = [])))]
 pub async fn put_my_preferences(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -175,8 +179,8 @@ pub async fn put_my_preferences(
 
 #[utoipa::path(get, path = "/v1/admin/users/{id}/notification-preferences", tag = "notifications",
     params(("id" = String, Path)),
-    responses((status = 200, body = NotificationPreferencesView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = NotificationPreferencesView)),
+    security(("admin_key" = [])))]
 pub async fn get_user_preferences(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -190,8 +194,8 @@ pub async fn get_user_preferences(
 
 #[utoipa::path(put, path = "/v1/admin/users/{id}/notification-preferences", tag = "notifications",
     params(("id" = String, Path)), request_body = PutNotificationPreferences,
-    responses((status = 200, body = NotificationPreferencesView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = NotificationPreferencesView), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: another user of the tenant has this Slack user id")),
+    security(("admin_key" = [])))]
 pub async fn put_user_preferences(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -208,8 +212,8 @@ pub async fn put_user_preferences(
 /// reviewers who may see the request).
 #[utoipa::path(get, path = "/v1/approvals/{id}/deliveries", tag = "notifications",
     params(("id" = String, Path)),
-    responses((status = 200, body = DeliveryList), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = DeliveryList)),
+    security(("reviewer_key" = []), ("admin_key" = [])))]
 pub async fn request_deliveries(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -32,7 +32,7 @@ fn token(form: &FormParams) -> Result<&str, Error> {
         (status = 401, description = "no or an unknown API key", body = ErrorBody),
         (status = 403, description = "neither an executor nor an admin key", body = ErrorBody),
         (status = 415, description = "the body is not form-encoded", body = ErrorBody)),
-    security(("api_key" = [])))]
+    security(("executor_key" = []), ("admin_key" = [])))]
 pub async fn introspect(
     State(state): State<AppState>,
     GrantAuth(caller): GrantAuth,
@@ -59,7 +59,7 @@ pub async fn introspect(
         (status = 401, description = "no or an unknown API key", body = ErrorBody),
         (status = 403, description = "the caller may not revoke this grant", body = ErrorBody),
         (status = 415, description = "the body is not form-encoded", body = ErrorBody)),
-    security(("api_key" = [])))]
+    security(("executor_key" = []), ("admin_key" = []), ("agent_key" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     GrantAuth(caller): GrantAuth,

@@ -113,9 +113,15 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>
     request_body(content_type = "application/x-www-form-urlencoded", content = Object),
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[\x20-\x7E]+$",
         description = "Makes a retry safe: the same key with the same body answers as the first call did (with `Idempotent-Replayed: true`); with another body, 422 `idempotency_key_reused`. Keys are per caller and kept for 24 hours.")),
-    responses((status = 200, body = Object, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))), (status = 400, body = Object), (status = 401, body = Object),
-        (status = 409, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)", body = Object),
-        (status = 422, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`)", body = Object)))]
+    responses((status = 200, body = Object, headers(("Idempotent-Replayed" = String, description = "`true` when this answer was replayed from an earlier call with the same `Idempotency-Key`"))),
+        (status = 400, body = countersign_proto::OAuthErrorBody, description = "Not a form body, or a parameter the server does not accept"),
+        (status = 401, body = countersign_proto::OAuthErrorBody, description = "`invalid_client`: client authentication failed"),
+        (status = 403, body = countersign_proto::OAuthErrorBody, description = "`access_denied`"),
+        (status = 409, body = countersign_proto::OAuthErrorBody, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)"),
+        (status = 422, body = countersign_proto::OAuthErrorBody, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`)"),
+        (status = 429, body = countersign_proto::OAuthErrorBody, description = "Too many requests; retry after `Retry-After` seconds"),
+        (status = 500, body = countersign_proto::OAuthErrorBody, description = "`server_error`"),
+        (status = 503, body = countersign_proto::OAuthErrorBody, description = "`temporarily_unavailable`")))]
 pub async fn bc_authorize(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -136,7 +142,12 @@ pub async fn bc_authorize(
 /// CIBA §10: the token endpoint, grant `urn:openid:params:grant-type:ciba`.
 #[utoipa::path(post, path = "/oidc/token", tag = "oidc",
     request_body(content_type = "application/x-www-form-urlencoded", content = Object),
-    responses((status = 200, body = Object), (status = 400, body = Object), (status = 401, body = Object)))]
+    responses((status = 200, body = Object),
+        (status = 400, body = countersign_proto::OAuthErrorBody, description = "Not a form body, a pending or denied request, or a parameter the server does not accept"),
+        (status = 401, body = countersign_proto::OAuthErrorBody, description = "`invalid_client`: client authentication failed"),
+        (status = 429, body = countersign_proto::OAuthErrorBody, description = "Too many requests; retry after `Retry-After` seconds"),
+        (status = 500, body = countersign_proto::OAuthErrorBody, description = "`server_error`"),
+        (status = 503, body = countersign_proto::OAuthErrorBody, description = "`temporarily_unavailable`")))]
 pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
         let (form, authorization) = form(&headers, &body)?;

@@ -28,8 +28,8 @@ pub fn view(c: OidcClient) -> OidcClientView {
 }
 
 #[utoipa::path(post, path = "/v1/admin/oidc-clients", tag = "admin", request_body = CreateOidcClient,
-    responses((status = 201, body = OidcClientCreated), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 201, body = OidcClientCreated), (status = 404, body = countersign_proto::ErrorBody, description = "`not_found`: no active agent with this id"), (status = 409, body = countersign_proto::ErrorBody, description = "`already_exists`: the agent is already an OpenID client")),
+    security(("admin_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -82,7 +82,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/admin/oidc-clients", tag = "admin",
-    responses((status = 200, body = OidcClientList)), security(("api_key" = [])))]
+    responses((status = 200, body = OidcClientList)), security(("admin_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -96,7 +96,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/v1/admin/oidc-clients/{id}", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = OidcClientView), (status = 404, body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    security(("admin_key" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -113,7 +113,7 @@ pub async fn get(
 
 #[utoipa::path(delete, path = "/v1/admin/oidc-clients/{id}", tag = "admin", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    security(("admin_key" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -130,8 +130,8 @@ pub async fn delete(
 /// Sets the user's `user_code`, which clients that require it must send (stored hashed).
 #[utoipa::path(put, path = "/v1/admin/users/{id}/user-code", tag = "admin", params(("id" = String, Path)),
     request_body = SetUserCode,
-    responses((status = 204), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 204)),
+    security(("admin_key" = [])))]
 pub async fn set_user_code(
     State(state): State<AppState>,
     Auth(caller): Auth,

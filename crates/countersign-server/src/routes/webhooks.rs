@@ -18,9 +18,8 @@ use crate::routes::notifications::test_result;
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/admin/webhooks", tag = "webhooks", request_body = CreateWebhook,
-    responses((status = 201, body = WebhookWithSecret, description = "The endpoint and its signing secret, shown only now"),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 201, body = WebhookWithSecret, description = "The endpoint and its signing secret, shown only now")),
+    security(("admin_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -31,8 +30,8 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/admin/webhooks", tag = "webhooks",
-    responses((status = 200, body = WebhookList), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = WebhookList)),
+    security(("admin_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -41,8 +40,8 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/admin/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, body = WebhookView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = WebhookView)),
+    security(("admin_key" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -53,8 +52,8 @@ pub async fn get(
 
 #[utoipa::path(patch, path = "/v1/admin/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     request_body = UpdateWebhook,
-    responses((status = 200, body = WebhookView), (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = WebhookView)),
+    security(("admin_key" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -67,9 +66,8 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, path = "/v1/admin/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted; its pending deliveries fail"),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 204, description = "Deleted; its pending deliveries fail")),
+    security(("admin_key" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -81,9 +79,8 @@ pub async fn delete(
 
 #[utoipa::path(post, path = "/v1/admin/webhooks/{id}/rotate-secret", tag = "webhooks",
     params(("id" = String, Path)),
-    responses((status = 200, body = WebhookWithSecret, description = "The new signing secret, shown only now; later attempts are signed with it"),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = WebhookWithSecret, description = "The new signing secret, shown only now; later attempts are signed with it")),
+    security(("admin_key" = [])))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -100,17 +97,18 @@ pub async fn rotate_secret(
 pub struct DeliveriesQuery {
     /// The `next_cursor` of the page before.
     #[serde(default)]
+    #[param(pattern = r"^(|\+?0*[1-9][0-9]{0,17})$")]
     pub cursor: Option<String>,
     /// At most this many (1 to 200; 50 when absent).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/v1/admin/webhooks/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path), DeliveriesQuery),
-    responses((status = 200, body = DeliveryList, description = "Newest first, with attempts, status codes, the last error and the next retry"),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = DeliveryList, description = "Newest first, with attempts, status codes, the last error and the next retry")),
+    security(("admin_key" = [])))]
 pub async fn deliveries(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -124,9 +122,8 @@ pub async fn deliveries(
 
 #[utoipa::path(post, path = "/v1/admin/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "webhooks",
     params(("id" = String, Path), ("delivery_id" = String, Path)),
-    responses((status = 202, body = DeliveryView, description = "Due again now, with the same `webhook-id`"),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 202, body = DeliveryView, description = "Due again now, with the same `webhook-id`"), (status = 409, body = countersign_proto::ErrorBody, description = "`disabled`: the endpoint is disabled")),
+    security(("admin_key" = [])))]
 pub async fn redeliver(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -137,9 +134,8 @@ pub async fn redeliver(
 }
 
 #[utoipa::path(post, path = "/v1/admin/webhooks/{id}/test", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, body = TestSent, description = "How a signed `webhook.test` event sent at once went"),
-        (status = "4XX", body = countersign_proto::ErrorBody)),
-    security(("api_key" = [])))]
+    responses((status = 200, body = TestSent, description = "How a signed `webhook.test` event sent at once went")),
+    security(("admin_key" = [])))]
 pub async fn test(
     State(state): State<AppState>,
     Auth(caller): Auth,

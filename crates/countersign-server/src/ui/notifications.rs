@@ -785,7 +785,8 @@ pub async fn test_channel(
         &state,
         &posted.viewer.principal,
         &channel,
-        Some(&posted.form.to),
+        // The form always has the field; only the email test's is filled in.
+        Some(posted.form.to.as_str()).filter(|to| !to.trim().is_empty()),
     )
     .await
     {

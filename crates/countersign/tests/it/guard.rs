@@ -601,7 +601,7 @@ async fn invalid_policies_get_4xx_with_codes_and_change_nothing() {
         (
             json!({"name": "x", "tool_pattern": "[", "action": "allow"}),
             400,
-            "invalid_request",
+            "invalid_pattern",
         ),
         (
             json!({"name": "x", "tool_pattern": "*", "action": "allow", "approval_config": {"timeout_minutes": "soon"}}),

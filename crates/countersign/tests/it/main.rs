@@ -11,6 +11,7 @@ mod admin;
 mod audit;
 mod ciba;
 mod cli;
+mod contract;
 mod dashboard;
 mod decide;
 mod durability;

@@ -422,7 +422,7 @@ async fn an_admin_disables_enables_redelivers_and_deletes_and_sees_each_delivery
         &[],
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::CONFLICT);
     assert!(
         endpoint(&body, &ops).contains(r#"data-notice="webhook""#),
         "{body}"

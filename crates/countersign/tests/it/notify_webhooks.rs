@@ -427,7 +427,11 @@ async fn rate_limits_are_honoured_gone_endpoints_are_disabled_and_redirects_not_
     let gone_delivery = log(&app, &gone, "").await["deliveries"][0]["id"].clone();
     let redeliver = format!("/v1/admin/webhooks/{gone}/deliveries/{gone_delivery}/redeliver");
     let (status, v) = call(&app, ADMIN_KEY, "POST", &redeliver, None).await;
-    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("disabled")),
+        "{v}"
+    );
     let (status, v) = call(
         &app,
         ADMIN_KEY,
