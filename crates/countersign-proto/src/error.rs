@@ -65,6 +65,9 @@ pub enum ErrorCode {
     InUse,
     /// 409: the user or webhook endpoint is disabled, which this needs it not to be.
     Disabled,
+    /// 409: the delivery is still pending (being sent or waiting for its retry), so it cannot
+    /// be sent again yet.
+    DeliveryPending,
     /// 413: the body exceeds the size limit.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -158,6 +161,7 @@ impl ErrorCode {
             ErrorCode::NotApproved => "not_approved",
             ErrorCode::InUse => "in_use",
             ErrorCode::Disabled => "disabled",
+            ErrorCode::DeliveryPending => "delivery_pending",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::LinkUnusable => "link_unusable",
@@ -225,7 +229,8 @@ impl ErrorCode {
             | ErrorCode::NotApproved
             | ErrorCode::InUse
             | ErrorCode::IdempotencyKeyInUse
-            | ErrorCode::Disabled => 409,
+            | ErrorCode::Disabled
+            | ErrorCode::DeliveryPending => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InvalidBody

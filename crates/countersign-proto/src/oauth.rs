@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct IntrospectForm {
     /// The grant (access token) to check.
+    #[schema(min_length = 1)]
     pub token: String,
     /// `access_token`, or left out; other hints are ignored (RFC 7662 §2.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -13,7 +14,7 @@ pub struct IntrospectForm {
     /// `true`: an active grant is marked used by this answer, so every later introspection
     /// answers `{"active":false}` (single use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, pattern = "^(true|false)$")]
+    #[schema(value_type = String, pattern = "^(true|false)?$")]
     pub consume: Option<bool>,
 }
 
@@ -21,6 +22,7 @@ pub struct IntrospectForm {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RevokeForm {
     /// The grant (access token) to revoke.
+    #[schema(min_length = 1)]
     pub token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type_hint: Option<String>,

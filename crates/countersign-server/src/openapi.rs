@@ -106,7 +106,7 @@ const STANDARD_RESPONSES: [(&str, &str, &str); 10] = [
     (
         "429",
         "TooManyRequests",
-        "`rate_limited`: too many requests; retry after `Retry-After` seconds",
+        "`rate_limited`: too many requests or failed attempts at a secret; `too_many_pending`: the agent has too many pending requests; retry after `Retry-After` seconds",
     ),
     (
         "500",
@@ -150,7 +150,8 @@ impl Modify for StandardErrors {
                 .responses
                 .insert(name.to_string(), RefOr::T(response.build()));
         }
-        for (_, item) in openapi.paths.paths.iter_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let limited = !never_rate_limited(path);
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -161,7 +162,7 @@ impl Modify for StandardErrors {
             .into_iter()
             .flatten()
             {
-                add_standard_errors(operation);
+                add_standard_errors(operation, limited);
                 if let (Some(tag), Some(id)) = (
                     operation.tags.as_ref().and_then(|t| t.first()),
                     operation.operation_id.as_ref(),
@@ -173,7 +174,14 @@ impl Modify for StandardErrors {
     }
 }
 
-fn add_standard_errors(operation: &mut Operation) {
+/// The probes and the public documents answer whatever the load: no rate limit applies to them
+/// (`throttle.rs` limits keys and the keyless ceremony endpoints only).
+fn never_rate_limited(path: &str) -> bool {
+    ["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(&path)
+        || path.starts_with("/.well-known/")
+}
+
+fn add_standard_errors(operation: &mut Operation, rate_limited: bool) {
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let json_body = operation
         .request_body
@@ -186,7 +194,10 @@ fn add_standard_errors(operation: &mut Operation) {
     let in_path = parameters
         .iter()
         .any(|p| p.parameter_in == ParameterIn::Path);
-    let mut statuses = vec!["429", "500", "503"];
+    let mut statuses = vec!["500", "503"];
+    if rate_limited {
+        statuses.push("429");
+    }
     if secured {
         statuses.extend(["401", "403"]);
     }
@@ -837,8 +848,51 @@ pub fn document_for(settings: &crate::settings::Settings) -> Value {
     if !settings.outbound.allow_http {
         require_https(&mut doc);
     }
+    exclude_astral_hidden(&mut doc);
     doc
 }
+
+/// The hidden characters beyond the Basic Multilingual Plane (`validate::is_hidden`: tags,
+/// Egyptian and musical format controls, …) join the text patterns' excluded characters as
+/// literal characters: `\u` escapes reach only the BMP in every regex dialect, while a literal
+/// character means the same in ECMA-262 (unicode mode), Python and Rust.
+fn exclude_astral_hidden(value: &mut Value) {
+    const ASTRAL_HIDDEN: [(char, char); 7] = [
+        ('\u{110BD}', '\u{110BD}'),
+        ('\u{110CD}', '\u{110CD}'),
+        ('\u{13430}', '\u{1343F}'),
+        ('\u{1BCA0}', '\u{1BCA3}'),
+        ('\u{1D173}', '\u{1D17A}'),
+        ('\u{E0001}', '\u{E0001}'),
+        ('\u{E0020}', '\u{E007F}'),
+    ];
+    fn walk(value: &mut Value, with_astral: &str) {
+        match value {
+            Value::Object(map) => {
+                for (key, item) in map.iter_mut() {
+                    match item {
+                        Value::String(pattern)
+                            if key == "pattern" && pattern.contains(BMP_HIDDEN_END) =>
+                        {
+                            *pattern = pattern.replace(BMP_HIDDEN_END, with_astral);
+                        }
+                        other => walk(other, with_astral),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| walk(item, with_astral)),
+            _ => {}
+        }
+    }
+    let class: String = ASTRAL_HIDDEN
+        .iter()
+        .map(|(from, to)| format!("{from}-{to}"))
+        .collect();
+    walk(value, &format!("{BMP_HIDDEN_END}{class}"));
+}
+
+/// How every text pattern's class of excluded hidden characters ends (see the proto types).
+const BMP_HIDDEN_END: &str = r"\ufff9-\ufffb";
 
 /// Outgoing endpoints (webhooks, callbacks, Teams, push) must be https unless the operator
 /// allows http (`outbound.allow_http`): the URL patterns say so.

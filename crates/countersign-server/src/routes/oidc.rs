@@ -119,7 +119,8 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>
         (status = 403, body = countersign_proto::OAuthErrorBody, description = "`access_denied`"),
         (status = 409, body = countersign_proto::OAuthErrorBody, description = "another call with this `Idempotency-Key` is still being processed (`idempotency_key_in_use`)"),
         (status = 422, body = countersign_proto::OAuthErrorBody, description = "the `Idempotency-Key` was used for a different request (`idempotency_key_reused`)"),
-        (status = 429, body = countersign_proto::OAuthErrorBody, description = "Too many requests; retry after `Retry-After` seconds"),
+        (status = 429, body = countersign_proto::OAuthErrorBody, description = "`rate_limited`: too many requests or failed user codes; `too_many_pending`: too many pending requests; retry after `Retry-After` seconds",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
         (status = 500, body = countersign_proto::OAuthErrorBody, description = "`server_error`"),
         (status = 503, body = countersign_proto::OAuthErrorBody, description = "`temporarily_unavailable`")))]
 pub async fn bc_authorize(
@@ -145,7 +146,8 @@ pub async fn bc_authorize(
     responses((status = 200, body = Object),
         (status = 400, body = countersign_proto::OAuthErrorBody, description = "Not a form body, a pending or denied request, or a parameter the server does not accept"),
         (status = 401, body = countersign_proto::OAuthErrorBody, description = "`invalid_client`: client authentication failed"),
-        (status = 429, body = countersign_proto::OAuthErrorBody, description = "Too many requests; retry after `Retry-After` seconds"),
+        (status = 429, body = countersign_proto::OAuthErrorBody, description = "`rate_limited`: too many requests or failed user codes; `too_many_pending`: too many pending requests; retry after `Retry-After` seconds",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
         (status = 500, body = countersign_proto::OAuthErrorBody, description = "`server_error`"),
         (status = 503, body = countersign_proto::OAuthErrorBody, description = "`temporarily_unavailable`")))]
 pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -122,7 +122,7 @@ pub async fn deliveries(
 
 #[utoipa::path(post, path = "/v1/admin/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "webhooks",
     params(("id" = String, Path), ("delivery_id" = String, Path)),
-    responses((status = 202, body = DeliveryView, description = "Due again now, with the same `webhook-id`"), (status = 409, body = countersign_proto::ErrorBody, description = "`disabled`: the endpoint is disabled")),
+    responses((status = 202, body = DeliveryView, description = "Due again now, with the same `webhook-id`"), (status = 409, body = countersign_proto::ErrorBody, description = "`disabled`: the endpoint is disabled; `delivery_pending`: the delivery is still pending")),
     security(("admin_key" = [])))]
 pub async fn redeliver(
     State(state): State<AppState>,

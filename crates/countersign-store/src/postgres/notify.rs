@@ -582,8 +582,9 @@ impl NotificationStore for PgStore {
         .map_err(pg_error)?
         .rows_affected();
         if changed == 0 {
-            return Err(Error::invalid(
-                "only a finished delivery can be sent again; this one is still pending or does not exist",
+            return Err(Error::invalid_with(
+                countersign_proto::ErrorCode::DeliveryPending,
+                "only a finished delivery can be sent again; this one is still pending",
             ));
         }
         Ok(())

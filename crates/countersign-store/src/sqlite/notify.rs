@@ -535,8 +535,8 @@ impl NotificationStore for SqliteStore {
                 .map_err(db_error)?;
             if changed == 0 {
                 return Err(Error::invalid_with(
-                    countersign_proto::ErrorCode::InvalidRequest,
-                    "only a finished delivery can be sent again; this one is still pending or does not exist",
+                    countersign_proto::ErrorCode::DeliveryPending,
+                    "only a finished delivery can be sent again; this one is still pending",
                 ));
             }
             Ok(())

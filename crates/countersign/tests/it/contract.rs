@@ -102,7 +102,7 @@ async fn the_document_names_keys_errors_constraints_and_links() {
     );
     assert_eq!(
         schemas["CreateApiKey"]["oneOf"].as_array().unwrap().len(),
-        3
+        4
     );
     assert_eq!(
         op("/v1/admin/signing-keys/rotate", "post")["requestBody"]["required"],

@@ -386,8 +386,13 @@ async fn the_api_document_declares_429_where_limits_apply() {
         ("/oidc/bc-authorize", "post"),
         ("/v1/admin/users", "get"),
     ] {
-        let answer = &paths[path][method]["responses"]["429"];
+        let mut answer = &paths[path][method]["responses"]["429"];
         assert!(answer.is_object(), "{method} {path} declares no 429");
+        if let Some(shared) = answer["$ref"].as_str() {
+            answer = doc
+                .pointer(shared.trim_start_matches('#'))
+                .expect("the shared 429 answer exists");
+        }
         assert!(answer["headers"]["Retry-After"].is_object(), "{answer}");
     }
     assert!(paths["/healthz"]["get"]["responses"]["429"].is_null());
