@@ -25,14 +25,7 @@ fn code(body: &Value) -> &str {
 }
 
 async fn document(app: &TestApp) -> Value {
-    app.http()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.openapi().await
 }
 
 #[tokio::test]

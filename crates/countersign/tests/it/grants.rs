@@ -509,15 +509,7 @@ async fn executor_keys_only_introspect_and_revoke() {
 #[tokio::test]
 async fn the_grant_endpoints_are_described_with_form_bodies_and_every_status() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .http()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.openapi().await;
     for path in ["/oauth/introspect", "/oauth/revoke"] {
         let op = &doc["paths"][path]["post"];
         assert!(

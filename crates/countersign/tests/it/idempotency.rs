@@ -334,15 +334,7 @@ async fn a_retried_backchannel_request_gets_the_first_auth_req_id() {
 #[tokio::test]
 async fn the_api_document_declares_the_idempotency_key() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .http()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.openapi().await;
     for path in [
         "/ciba/authorize",
         "/v1/guard/{proxy_id}/tool",

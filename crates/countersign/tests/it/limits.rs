@@ -370,15 +370,7 @@ async fn an_agent_with_too_many_pending_requests_waits() {
 #[tokio::test]
 async fn the_api_document_declares_429_where_limits_apply() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .http()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.openapi().await;
     let paths = &doc["paths"];
     for (path, method) in [
         ("/v1/guard/{proxy_id}/tool", "post"),

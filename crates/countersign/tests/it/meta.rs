@@ -36,15 +36,7 @@ async fn metrics_count_requests_pending_and_decisions() {
 #[tokio::test]
 async fn openapi_describes_every_endpoint() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = app
-        .http()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = app.openapi().await;
     let paths = doc["paths"].as_object().unwrap();
     for path in [
         "/ciba/authorize",

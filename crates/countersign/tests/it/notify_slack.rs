@@ -626,15 +626,7 @@ async fn forged_stale_and_ineligible_clicks_change_nothing() {
     assert_eq!(view.status, ApprovalStatus::Rejected);
     assert_eq!(view.decisions.len(), 1);
 
-    let doc: Value = app
-        .http()
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.openapi().await;
     assert!(doc["paths"]["/integrations/slack/{tenant}/interactivity"]["post"].is_object());
 }
 

@@ -234,6 +234,18 @@ impl TestApp {
         agent_in(&self.admin, name).await
     }
 
+    /// The API document the server serves at `/openapi.json`.
+    pub async fn openapi(&self) -> serde_json::Value {
+        self.http()
+            .get(self.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::new()
     }
