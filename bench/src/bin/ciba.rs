@@ -296,6 +296,10 @@ async fn start_countersign(
         .env("COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true")
         .env("COUNTERSIGN_OUTBOUND__ALLOW_HTTP", "true")
         .env("COUNTERSIGN_LOG__LEVEL", "warn")
+        // One driver on one address is the whole load: rate limits would measure themselves.
+        .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
+        .env("COUNTERSIGN_LIMITS__PER_IP_PER_SECOND", "0")
+        .env("COUNTERSIGN_LIMITS__MAX_PENDING_PER_AGENT", "0")
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| {

@@ -139,6 +139,10 @@ async fn main() -> Result<()> {
         .arg(dir.path())
         .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
         .env("COUNTERSIGN_LOG__LEVEL", "warn")
+        // One driver on one address is the whole load: rate limits would measure themselves.
+        .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
+        .env("COUNTERSIGN_LIMITS__PER_IP_PER_SECOND", "0")
+        .env("COUNTERSIGN_LIMITS__MAX_PENDING_PER_AGENT", "0")
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", opts.server_bin.display()))?;

@@ -243,6 +243,10 @@ async fn main() -> Result<()> {
         .arg(dir.path())
         .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
         .env("COUNTERSIGN_LOG__LEVEL", "warn")
+        // One driver on one address is the whole load: rate limits would measure themselves.
+        .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
+        .env("COUNTERSIGN_LIMITS__PER_IP_PER_SECOND", "0")
+        .env("COUNTERSIGN_LIMITS__MAX_PENDING_PER_AGENT", "0")
         .env(
             "COUNTERSIGN_NOTIFICATIONS__EMAIL__SMTP_URL",
             format!("smtp://127.0.0.1:{smtp_port}"),

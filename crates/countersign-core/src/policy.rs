@@ -65,6 +65,8 @@ fn glob(field: &str, pattern: &str) -> Result<Glob> {
 #[derive(Debug)]
 pub struct Condition {
     metered: cel::IdedExpr,
+    /// Whether it has a comprehension, whose cost grows with the call's arguments.
+    iterates: bool,
 }
 
 /// A condition ran out of its step budget or its deadline: the call is blocked.
@@ -136,6 +138,7 @@ pub fn compile_condition(source: &str) -> Result<Condition> {
     };
     let condition = Condition {
         metered: cost::metered(program.expression()),
+        iterates: cost::iterates(program.expression()),
     };
     match run(&condition, &sample, &Budget::new(SAVE_STEPS, SAVE_TIME)) {
         Ok(Value::Bool(_)) => Ok(condition),
@@ -355,6 +358,18 @@ impl PolicySet {
         self.ordered.iter().any(|c| c.condition.is_some())
     }
 
+    /// Whether evaluating these conditions on `args` may cost more than a request thread
+    /// should spend: only comprehensions grow with the arguments (everything else is linear
+    /// in a body the size limit bounds), and over a few dozen values even two nested ones
+    /// stay within a few thousand steps.
+    pub fn may_be_costly(&self, args: &Value) -> bool {
+        let iterates = self
+            .ordered
+            .iter()
+            .any(|c| matches!(&c.condition, Some(Ok(condition)) if condition.iterates));
+        iterates && !is_small(args)
+    }
+
     /// The highest-priority policy whose pattern and condition match. A condition that fails
     /// to evaluate fails closed: it counts as matching for block and require_approval, and
     /// as not matching for allow. A condition that runs out of the budget (shared by all the
@@ -387,6 +402,26 @@ impl PolicySet {
         }
         Ok(None)
     }
+}
+
+/// How many JSON values (objects, arrays and scalars alike) a call's arguments may hold for its
+/// conditions (and its canonicalisation) to run on a request thread.
+pub const INLINE_VALUES: usize = 128;
+
+/// Whether `value` holds at most [`INLINE_VALUES`] values; stops counting past the limit.
+pub fn is_small(value: &Value) -> bool {
+    fn count(value: &Value, left: &mut usize) -> bool {
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        match value {
+            Value::Array(items) => items.iter().all(|item| count(item, left)),
+            Value::Object(map) => map.values().all(|item| count(item, left)),
+            _ => true,
+        }
+    }
+    count(value, &mut { INLINE_VALUES })
 }
 
 /// A tenant's guard configuration, compiled for evaluation.
@@ -697,6 +732,33 @@ mod tests {
         let text = "x".repeat(MAX_LITERAL_CHARS + 1);
         assert!(condition_error(&format!("tool == '{text}'")).contains("string literal"));
         assert!(condition_error("__countersign_step()").contains("may not call"));
+    }
+
+    #[test]
+    fn only_comprehensions_over_large_arguments_are_costly() {
+        let plain = PolicySet::compile(vec![policy(
+            "big amounts",
+            "*",
+            PolicyAction::Block,
+            1,
+            Some("args.amount > 100 && tool.startsWith('pay')"),
+        )])
+        .unwrap();
+        let iterating = PolicySet::compile(vec![policy(
+            "pairs",
+            "*",
+            PolicyAction::Allow,
+            1,
+            Some("args.items.all(x, x > 0)"),
+        )])
+        .unwrap();
+        let small = json!({"items": (0..10).collect::<Vec<_>>()});
+        let large = json!({"items": (0..INLINE_VALUES).collect::<Vec<_>>()});
+        assert!(is_small(&small));
+        assert!(!is_small(&large));
+        assert!(!plain.may_be_costly(&large));
+        assert!(!iterating.may_be_costly(&small));
+        assert!(iterating.may_be_costly(&large));
     }
 
     #[test]

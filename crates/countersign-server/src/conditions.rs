@@ -111,11 +111,15 @@ impl ConditionRunner {
         config: Arc<GuardConfig>,
         input: OwnedInput,
     ) -> Result<std::result::Result<Option<Policy>, Stopped>> {
-        // Calls no condition looks at need no thread.
-        if !config.policies.has_conditions() {
+        // Most calls cost a request thread a few microseconds; only comprehensions over large
+        // arguments go to the evaluation threads.
+        if !config.policies.may_be_costly(&input.args) {
             return Ok(config
                 .policies
-                .evaluate(&input.borrowed(), &Budget::new(0, self.deadline))
+                .evaluate(
+                    &input.borrowed(),
+                    &Budget::new(self.max_steps, self.deadline),
+                )
                 .map(|p| p.cloned())
                 .map_err(Stopped::OverBudget));
         }

@@ -10,6 +10,7 @@ use countersign_core::directory::Agent;
 use countersign_core::idempotency::IdempotencyKey;
 use countersign_core::policy::{self, Cached, GuardConfig, Policy, PolicySet};
 use countersign_core::principal::executor_only;
+use countersign_core::risk::RiskAssessor;
 use countersign_core::routing::{self, Group, Member};
 use countersign_core::{Error, Principal, Result, Role, ids, toolcall, validate};
 use countersign_proto::guard::{
@@ -84,18 +85,23 @@ async fn evaluate_call(
     session: &str,
     scope: Option<&str>,
 ) -> Result<Evaluation> {
-    // Canonicalising and scanning the arguments is linear in their size, which is large
-    // enough to keep off the request threads.
-    let (raw_call, assessor) = (raw_call.clone(), state.risk.clone());
-    let (call, risk) = state
-        .conditions
-        .run(move || {
-            toolcall::normalize(&raw_call).map(|call| {
-                let risk = assessor.assess(&call);
-                (call, risk)
-            })
+    // Canonicalising and scanning the arguments is linear in their size: small calls (nearly
+    // all) stay on the request thread, large ones go to the evaluation threads.
+    let understand = |raw_call: &serde_json::Value, assessor: &dyn RiskAssessor| {
+        toolcall::normalize(raw_call).map(|call| {
+            let risk = assessor.assess(&call);
+            (call, risk)
         })
-        .await??;
+    };
+    let (call, risk) = if policy::is_small(raw_call) {
+        understand(raw_call, state.risk.as_ref())?
+    } else {
+        let (raw_call, assessor) = (raw_call.clone(), state.risk.clone());
+        state
+            .conditions
+            .run(move || understand(&raw_call, assessor.as_ref()))
+            .await??
+    };
     let input = OwnedInput {
         tool: call.name.clone(),
         args: call.arguments.clone(),

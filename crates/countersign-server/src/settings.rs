@@ -86,8 +86,8 @@ impl Default for LimitSettings {
         LimitSettings {
             per_key_per_second: 1_000,
             per_key_burst: 2_000,
-            per_ip_per_second: 50,
-            per_ip_burst: 200,
+            per_ip_per_second: 200,
+            per_ip_burst: 400,
             client_ip_header: None,
             failures_per_window: 10,
             failure_window_secs: 300,

@@ -21,6 +21,25 @@ pub const MAX_LITERAL_CHARS: usize = 1_000;
 /// The function every comprehension iteration calls; no condition may name it.
 pub(crate) const STEP_FUNCTION: &str = "__countersign_step";
 
+/// Whether the expression has a comprehension anywhere.
+pub(crate) fn iterates(e: &IdedExpr) -> bool {
+    let entry = |entry: &cel::common::ast::IdedEntryExpr| match &entry.expr {
+        EntryExpr::MapEntry(m) => iterates(&m.key) || iterates(&m.value),
+        EntryExpr::StructField(f) => iterates(&f.value),
+    };
+    match &e.expr {
+        Expr::Literal(_) | Expr::Ident(_) | Expr::Unspecified => false,
+        Expr::Comprehension(_) => true,
+        Expr::List(list) => list.elements.iter().any(iterates),
+        Expr::Map(map) => map.entries.iter().any(entry),
+        Expr::Struct(s) => s.entries.iter().any(entry),
+        Expr::Select(s) => iterates(&s.operand),
+        Expr::Call(call) => {
+            call.target.as_deref().is_some_and(iterates) || call.args.iter().any(iterates)
+        }
+    }
+}
+
 /// Checks a condition's shape; the message says which bound it exceeds.
 pub(crate) fn check_shape(expr: &IdedExpr) -> Result<(), String> {
     shape(expr, 1, 0)
