@@ -146,7 +146,7 @@ export interface EvaluateParams {
 export interface GroupInput {
   id?: string;
   name: string;
-  members: { email: string; role?: "primary" | "backup" }[];
+  members: { email: string; role: "primary" | "backup" }[];
   escalation_minutes?: number | null;
 }
 
