@@ -225,3 +225,33 @@ test("429 with Retry-After is retried after the pause the server asked for", asy
     new Response(JSON.stringify({ error: { code: "too_many_pending", message: "wait" } }), { status: 429, headers: { "retry-after": "7" } }) });
   await assert.rejects(noRetry.ciba.poll("x"), (e: unknown) => e instanceof CountersignError && e.code === "too_many_pending" && e.retryAfter === 7);
 });
+
+test("reads are retried on 503; a decision lost on the network is not resent", async () => {
+  let reads = 0;
+  const unavailableOnce: FetchLike = async (input, init) => {
+    if ((init?.method ?? "GET") === "GET" && ++reads === 1) {
+      return new Response(JSON.stringify({ error: { code: "unavailable", message: "try again" } }), { status: 503 });
+    }
+    return fetch(input, init);
+  };
+  const { authReqId } = await agent.ciba.authorize({ userId: server.reviewerId, scope: "approve:payment", bindingMessage: "Pay $3?" });
+  const client = new Countersign({ baseUrl: server.base, apiKey: server.agentKey, fetch: unavailableOnce, retries: { baseDelayMs: 5 } });
+  assert.deepEqual(await client.ciba.poll(authReqId), { status: "pending" });
+  assert.equal(reads, 2);
+
+  let posts = 0;
+  const dropsAnswers: FetchLike = async (input, init) => {
+    const response = await fetch(input, init);
+    if (init?.method === "POST") {
+      posts++;
+      await response.arrayBuffer();
+      throw new TypeError("fetch failed");
+    }
+    return response;
+  };
+  const flakyReviewer = new Countersign({ baseUrl: server.base, apiKey: server.reviewerKey, fetch: dropsAnswers, retries: { baseDelayMs: 5 } });
+  await assert.rejects(flakyReviewer.ciba.approve(authReqId), (e: unknown) => e instanceof CountersignError && e.status === 0 && e.code === "network_error");
+  assert.equal(posts, 1, "a decision is sent once");
+  // It did arrive: the agent sees the approval.
+  assert.equal((await agent.ciba.waitFor(authReqId, { timeoutMs: 5_000 })).status, "approved");
+});
