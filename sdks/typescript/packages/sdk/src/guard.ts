@@ -257,7 +257,8 @@ export class Guard {
    * The seed's `validateAndWaitForApproval` as one call: submits the tool call; `allow` returns at
    * once, `block` returns `{action: "block"}` (or throws with `throwOnBlock`), and
    * `require_approval` long-polls until a reviewer decides. Calling it again with the same
-   * session and arguments (after a restart) joins the same pending approval.
+   * session and arguments joins the pending approval; with `idempotencyKey` (e.g. the tool call's
+   * id) a replay after the decision rejoins it too.
    */
   async validateAndWait(options: ValidateAndWaitOptions): Promise<ValidateResult> {
     const decision = await this.tool(options);

@@ -238,6 +238,20 @@ test("a retried tool call whose first answer was lost returns the same approval,
   assert.equal(pending.approvals.filter((a: any) => a.session_id === sessionId || a.id === decision.approval_id).length, 1);
 });
 
+test("keyed by the tool call's id, a replay after the decision rejoins the approval instead of asking again", async () => {
+  const sessionId = session();
+  const call = { sessionId, toolCall: { name: "payment_refund", arguments: { amount: 8 } }, idempotencyKey: "tool-call:call_abc" };
+  const first = await agent.tool(call);
+  await reviewer.approve(first.approval_id!);
+  // A restarted agent replays the same tool call: the first answer comes back, already approved.
+  const replay = await agent.validateAndWait({ ...call, timeoutMs: 5_000 });
+  assert.ok(replay.action === "allow" && replay.approval_id === first.approval_id);
+  // Without the key, the same call after the decision is a new request.
+  const fresh = await agent.tool({ sessionId, toolCall: call.toolCall });
+  assert.notEqual(fresh.approval_id, first.approval_id);
+  await agent.cancel(fresh.approval_id!);
+});
+
 test("the seed's TypeScript validateAndWaitForApproval runs against the server", async () => {
   const API_KEY = server.agentKey;
   const BASE = server.base; // the seed's https://api.bastio.com
