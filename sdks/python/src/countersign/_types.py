@@ -91,6 +91,10 @@ class ValidateResult(TypedDict):
     message: NotRequired[str]
     status: NotRequired[str]
     approval: NotRequired[Approval]
+    risk_score: NotRequired[float]
+    threats_detected: NotRequired[list[str]]
+    policy_matched: NotRequired[str | None]
+    expires_at: NotRequired[str | None]
 
 
 class Grant(TypedDict):
