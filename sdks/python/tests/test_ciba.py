@@ -121,3 +121,14 @@ def test_the_seeds_poll_loop_in_python(env, agent, reviewer):
             raise RuntimeError("Approval expired")
         time.sleep(0.1)
     assert approval["access_token"]
+
+
+def test_reviewers_decide_by_public_id_too(env, agent, reviewer):
+    req = agent.ciba.authorize(user_id=env.user_id, scope="approve:x", binding_message="By id?")
+    pending = reviewer.request("GET", "/v1/approvals", params={"status": "pending"})
+    mine = [a for a in pending["approvals"] if a["binding_message"] == "By id?"]
+    decision = reviewer.ciba.deny(approval_id=mine[0]["id"], reason="no")
+    assert decision == {"approval_id": mine[0]["id"], "status": "denied"}
+    assert agent.ciba.poll(req["auth_req_id"]) == {"status": "denied", "reason": "no"}
+    with pytest.raises(TypeError):
+        reviewer.ciba.approve()

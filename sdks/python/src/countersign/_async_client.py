@@ -151,26 +151,37 @@ class AsyncCiba:
         Raises ``WaitTimeout`` if ``timeout`` seconds pass first."""
         deadline = None if timeout is None else _core.monotonic() + timeout
         while True:
-            wait = _core.MAX_WAIT_SECONDS
-            if deadline is not None:
-                wait = min(wait, max(0, int(deadline - _core.monotonic())))
+            wait = _core.wait_seconds(deadline)
             answer = await self.poll(auth_req_id, wait_seconds=wait, resource=resource)
             if answer["status"] != "pending":
                 return answer
             if deadline is not None and _core.monotonic() >= deadline:
                 raise WaitTimeout(f"{auth_req_id} still pending after {timeout}s", answer)
 
-    async def approve(self, auth_req_id: str, *, comment: str | None = None) -> Decision:
-        """Approve (reviewer key), by ``authReqId`` or public ``apr_…`` id."""
+    async def approve(
+        self,
+        auth_req_id: str | None = None,
+        *,
+        approval_id: str | None = None,
+        comment: str | None = None,
+    ) -> Decision:
+        """Approve (reviewer key), by ``auth_req_id`` as in the seed or by the public
+        ``approval_id`` (``apr_…``) reviewers see in their lists."""
         result: Decision = await self._client._send(
-            _core.ciba_decide("approve", auth_req_id, "comment", comment)
+            _core.ciba_decide("approve", auth_req_id, approval_id, "comment", comment)
         )
         return result
 
-    async def deny(self, auth_req_id: str, reason: str | None = None) -> Decision:
-        """Deny (reviewer key), by ``authReqId`` or public ``apr_…`` id."""
+    async def deny(
+        self,
+        auth_req_id: str | None = None,
+        reason: str | None = None,
+        *,
+        approval_id: str | None = None,
+    ) -> Decision:
+        """Deny (reviewer key), by ``auth_req_id`` or public ``approval_id``."""
         result: Decision = await self._client._send(
-            _core.ciba_decide("deny", auth_req_id, "reason", reason)
+            _core.ciba_decide("deny", auth_req_id, approval_id, "reason", reason)
         )
         return result
 
@@ -217,9 +228,7 @@ class AsyncGuard:
         ``WaitTimeout`` if ``timeout`` seconds pass first."""
         deadline = None if timeout is None else _core.monotonic() + timeout
         while True:
-            wait = _core.MAX_WAIT_SECONDS
-            if deadline is not None:
-                wait = min(wait, max(0, int(deadline - _core.monotonic())))
+            wait = _core.wait_seconds(deadline)
             answer = await self.approval(approval_id, wait=wait)
             if answer.get("status") != "pending":
                 return answer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import uuid
@@ -175,11 +176,21 @@ def ciba_poll(auth_req_id: str, wait: int | None = None, resource: str | None = 
     )
 
 
-def ciba_decide(verb: str, ident: str, text_key: str, text: str | None) -> Call:
-    key = "approvalId" if ident.startswith("apr_") else "authReqId"
-    return Call(
-        "POST", f"/ciba/{verb}", json=drop_none({key: ident, text_key: text}), parse=snake
-    )
+def ciba_decide(
+    verb: str, auth_req_id: str | None, approval_id: str | None, text_key: str, text: str | None
+) -> Call:
+    if (auth_req_id is None) == (approval_id is None):
+        raise TypeError(f"ciba.{verb} takes either auth_req_id or approval_id")
+    body = drop_none({"authReqId": auth_req_id, "approvalId": approval_id, text_key: text})
+    return Call("POST", f"/ciba/{verb}", json=body, parse=snake)
+
+
+def wait_seconds(deadline: float | None) -> int:
+    """The long-poll for the next wait: the server's longest, or what is left (rounded up, so
+    a wait never turns into a busy loop of zero-second polls)."""
+    if deadline is None:
+        return MAX_WAIT_SECONDS
+    return max(0, min(MAX_WAIT_SECONDS, math.ceil(deadline - monotonic())))
 
 
 def guard_tool(

@@ -38,7 +38,7 @@ class Decision(TypedDict):
     """The answer of ``ciba.approve`` and ``ciba.deny``."""
 
     approval_id: str
-    status: ApprovalStatus
+    status: Literal["approved", "denied"]
 
 
 class ToolDecision(TypedDict):
