@@ -164,3 +164,16 @@ async def test_the_async_client_retries_a_lost_answer_with_the_same_key(env, adm
     assert transport.answers[1].headers.get("Idempotent-Replayed") == "true"
     assert transport.answers[0].json()["authReqId"] == req["auth_req_id"]
     assert len(pending_with_message(admin, message)) == 1
+
+
+def test_a_lost_token_answer_is_not_replayed(env, agent, reviewer):
+    # The first approved answer of /ciba/token carries the access token, once: asking again
+    # would only learn that it was issued. The error says the answer was lost instead.
+    req = agent.ciba.authorize(user_id=env.user_id, scope="approve:x", binding_message="Token once")
+    reviewer.ciba.approve(req["auth_req_id"])
+    transport = LosesFirstAnswer("/ciba/token")
+    with Countersign(env.base_url, env.agent_key, transport=transport) as lossy:
+        with pytest.raises(ConnectionFailed):
+            lossy.ciba.poll(req["auth_req_id"])
+    assert len(transport.sent) == 1
+    assert agent.ciba.poll(req["auth_req_id"]) == {"status": "approved", "token_already_issued": True}

@@ -43,10 +43,15 @@ class Call:
     idempotency_key: str | None = None
     read_timeout: float | None = None
     parse: Callable[[Any], Any] = field(default=lambda body: body)
+    #: A read that hands something out once (the CIBA access token): its lost answer cannot be
+    #: asked for again, so it is not replayed.
+    hands_out_once: bool = False
 
     @property
     def replay_safe(self) -> bool:
         """Whether sending it again after an unknown outcome cannot do anything twice."""
+        if self.hands_out_once:
+            return False
         return self.method == "GET" or self.idempotency_key is not None
 
     def request_kwargs(self) -> dict[str, Any]:
@@ -173,6 +178,7 @@ def ciba_poll(auth_req_id: str, wait: int | None = None, resource: str | None = 
         params={"authReqId": auth_req_id, "waitSeconds": wait, "resource": resource},
         read_timeout=(wait or 0) + 15.0,
         parse=snake,
+        hands_out_once=True,
     )
 
 
