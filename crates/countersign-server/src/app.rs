@@ -194,6 +194,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         limits: Arc::new(limits),
         issuer: issuer.into(),
         guard: Arc::new(countersign_core::policy::GuardCache::default()),
+        guard_loading: Arc::new(tokio::sync::Mutex::new(())),
         risk: Arc::new(countersign_core::risk::KeywordRisk),
         stopping,
         events: Arc::new(Events::default()),

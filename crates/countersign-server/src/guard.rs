@@ -40,6 +40,11 @@ pub fn check_proxy(caller: &Principal, proxy_id: &str) -> Result<()> {
 
 /// The tenant's compiled configuration, from the cache or freshly loaded.
 pub async fn config(state: &AppState, tenant_id: &str) -> Result<Arc<GuardConfig>> {
+    if let Cached::Hit(config) = state.guard.lookup(tenant_id) {
+        return Ok(config);
+    }
+    // One load at a time: whoever waited finds the configuration the first one cached.
+    let _loading = state.guard_loading.lock().await;
     let generation = match state.guard.lookup(tenant_id) {
         Cached::Hit(config) => return Ok(config),
         Cached::Miss(generation) => generation,

@@ -26,6 +26,9 @@ pub struct AppState {
     pub issuer: Arc<str>,
     /// Compiled guard configurations per tenant.
     pub guard: Arc<GuardCache>,
+    /// Held while a guard configuration is loaded and compiled, so that the calls arriving
+    /// after a change wait for one compilation instead of each making their own.
+    pub guard_loading: Arc<tokio::sync::Mutex<()>>,
     pub risk: Arc<dyn RiskAssessor>,
     /// Turns true when the server begins shutting down; long-polls then answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,

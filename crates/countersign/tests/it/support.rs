@@ -485,6 +485,34 @@ impl SmtpServer {
     }
 
     /// Waits until at least `n` messages arrived (at most 20 s), and returns them all.
+    /// Waits until the messages received so far satisfy `done` (messages may arrive in any
+    /// order, and a delivery whose answer was lost may arrive twice).
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Mail]) -> bool) -> Vec<Mail> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let messages = self.messages();
+            if done(&messages) {
+                return messages;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited in vain for {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits for the first message to `to`.
+    pub async fn wait_for_mail_to(&self, to: &str) -> Mail {
+        let is_to = |m: &Mail| m.to() == to;
+        let mails = self
+            .wait_until(&format!("an email to {to}"), |mails| {
+                mails.iter().any(is_to)
+            })
+            .await;
+        mails.into_iter().find(is_to).expect("found above")
+    }
+
     pub async fn wait_for(&self, n: usize) -> Vec<Mail> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
