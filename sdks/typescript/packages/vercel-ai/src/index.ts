@@ -148,28 +148,40 @@ export function guardTools<TOOLS extends ToolSet>(tools: TOOLS, options: GuardTo
       wrapped[name] = original;
       continue;
     }
+    // The guard's verdict, or undefined when the call may run.
+    const check = async (input: unknown, callOptions: ToolCallOptions): Promise<RefusalResult | undefined> => {
+      const reason = typeof options.reason === "function" ? options.reason(name, input) : options.reason;
+      const result = await guard.validateAndWait({
+        sessionId: options.sessionId,
+        toolCall: { name, arguments: (input ?? {}) as Record<string, unknown> },
+        ...(options.scope !== undefined ? { scope: options.scope } : {}),
+        ...(reason !== undefined ? { reason } : {}),
+        ...(options.onBehalfOf !== undefined ? { onBehalfOf: options.onBehalfOf } : {}),
+        ...(callOptions?.toolCallId ? { idempotencyKey: `ai-sdk-guard:${options.sessionId}:${callOptions.toolCallId}` } : {}),
+        timeoutMs: options.timeoutMs,
+        throwOnBlock: options.mode === "throw",
+        signal: callOptions?.abortSignal,
+      });
+      options.onDecision?.(name, result);
+      if (result.action === "allow") return undefined;
+      const what = result.code === "blocked" ? "blocked by policy" : result.code.replace("_", " ");
+      return refusal(result.code, `The call to ${name} was not run (${what}): ${result.reason}`);
+    };
+    // A streaming tool (an async generator) stays one, so its preliminary outputs still stream.
+    const streaming = execute.constructor?.name === "AsyncGeneratorFunction";
     wrapped[name] = {
       ...original,
-      async execute(input: unknown, callOptions: ToolCallOptions) {
-        const reason = typeof options.reason === "function" ? options.reason(name, input) : options.reason;
-        const result = await guard.validateAndWait({
-          sessionId: options.sessionId,
-          toolCall: { name, arguments: (input ?? {}) as Record<string, unknown> },
-          ...(options.scope !== undefined ? { scope: options.scope } : {}),
-          ...(reason !== undefined ? { reason } : {}),
-          ...(options.onBehalfOf !== undefined ? { onBehalfOf: options.onBehalfOf } : {}),
-          ...(callOptions?.toolCallId ? { idempotencyKey: `ai-sdk-guard:${options.sessionId}:${callOptions.toolCallId}` } : {}),
-          timeoutMs: options.timeoutMs,
-          throwOnBlock: options.mode === "throw",
-          signal: callOptions?.abortSignal,
-        });
-        options.onDecision?.(name, result);
-        if (result.action === "allow") {
-          return execute.call(original, input, callOptions);
-        }
-        const what = result.code === "blocked" ? "blocked by policy" : result.code.replace("_", " ");
-        return refusal(result.code, `The call to ${name} was not run (${what}): ${result.reason}`);
-      },
+      execute: streaming
+        ? async function* (input: unknown, callOptions: ToolCallOptions) {
+            const refused = await check(input, callOptions);
+            if (refused) {
+              yield refused;
+              return;
+            }
+            yield* execute.call(original, input, callOptions) as AsyncIterable<unknown>;
+          }
+        : async (input: unknown, callOptions: ToolCallOptions) =>
+            (await check(input, callOptions)) ?? execute.call(original, input, callOptions),
     };
   }
   return wrapped as TOOLS;

@@ -137,3 +137,19 @@ test("a timeout becomes a refusal result, not an exception", async () => {
   const out = (await tool.execute!({}, { toolCallId: "call_timeout_1", messages: [] })) as any;
   assert.deepEqual({ approved: out.approved, status: out.status }, { approved: false, status: "timeout" });
 });
+
+test("the call's abort signal stops the wait", async () => {
+  const tool = createCIBATool({
+    client: session,
+    userId: server.reviewerId,
+    description: "Wire money",
+    approvalScope: "approve:wire",
+    buildMessage: () => "Wire $2 to nobody?",
+    onApproved: () => "wired",
+  });
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 300);
+  const started = Date.now();
+  await assert.rejects(tool.execute!({}, { toolCallId: "call_abort_1", messages: [], abortSignal: controller.signal }) as Promise<unknown>);
+  assert.ok(Date.now() - started < 5_000);
+});

@@ -173,3 +173,50 @@ test("guardToolApproval answers AI SDK 7's toolApproval with the guard's decisio
   ]);
   assert.deepEqual(rejected, { type: "denied", reason: "Not today" });
 });
+
+test("a streaming tool (async generator) stays one: its last output is the result, a block yields the refusal", async () => {
+  const sessionId = newSession();
+  const tools = guardTools(
+    {
+      read_report: tool({
+        description: "Read a long report",
+        inputSchema: z.object({ id: z.string() }),
+        async *execute({ id }) {
+          yield { status: "loading" as const, id };
+          yield { status: "done" as const, id, pages: 3 };
+        },
+      }),
+      db_drop_report: tool({
+        description: "Drop a report",
+        inputSchema: z.object({ id: z.string() }),
+        async *execute({ id }) {
+          yield { dropped: id };
+        },
+      }),
+    },
+    { client, proxyId: "default", sessionId },
+  );
+  const { model, seen } = scriptedModel("read_report", { id: "r1" }, "call_stream_1");
+  await generateText({ model, tools, stopWhen: stepCountIs(3), prompt: "Read r1" });
+  assert.deepEqual(seen, [{ type: "json", value: { status: "done", id: "r1", pages: 3 } }]);
+
+  const outputs: unknown[] = [];
+  for await (const out of tools.db_drop_report.execute!({ id: "r1" }, { toolCallId: "call_stream_2", messages: [] }) as AsyncIterable<unknown>) {
+    outputs.push(out);
+  }
+  assert.equal(outputs.length, 1);
+  assert.equal((outputs[0] as { status: string }).status, "blocked");
+});
+
+test("the call's abort signal stops the wait", async () => {
+  const ran: string[] = [];
+  const tools = guardTools(toolSet(ran), { client, proxyId: "default", sessionId: newSession() });
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 300);
+  const started = Date.now();
+  await assert.rejects(
+    tools.payment_send.execute!({ amount: 1, recipient: "Nobody" }, { toolCallId: "call_abort_1", messages: [], abortSignal: controller.signal }) as Promise<unknown>,
+  );
+  assert.ok(Date.now() - started < 5_000);
+  assert.deepEqual(ran, []);
+});
