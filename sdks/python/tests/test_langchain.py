@@ -270,3 +270,30 @@ async def test_ciba_tool_denial_is_the_tools_error_result(env):
     assert isinstance(message, ToolMessage) and message.status == "error"
     assert "not today" in message.content and again.content == message.content
     assert len(approvals_of(env, customer)) == 1
+
+
+def test_interrupt_mode_with_two_calls_in_one_turn(env, agent):
+    ran: list = []
+    customer = unique("cust")
+    saver = InMemorySaver()
+    config = {"configurable": {"thread_id": unique("thread")}}
+    both = AIMessage(content="", tool_calls=[
+        {"name": "payment_refund", "args": {"amount": 1, "customer_id": customer}, "id": unique("call")},
+        {"name": "payment_refund", "args": {"amount": 2, "customer_id": customer}, "id": unique("call")},
+    ])
+    graph = create_agent(
+        script(both, AIMessage("Both handled.")), tools=make_tools(ran), checkpointer=saver,
+        middleware=[CountersignMiddleware(agent, session_id=unique("s"), mode="interrupt")],
+    )
+    result = graph.invoke({"messages": [("user", "Refund twice")]}, config)
+    assert len(result["__interrupt__"]) == 2 and ran == []
+    with Countersign(env.base_url, env.reviewer_key) as reviewer:
+        first, second = sorted(approvals_of(env, customer, "pending"), key=lambda a: a["context"]["amount"])
+        reviewer.guard().approve(first["id"])
+        reviewer.guard().reject(second["id"], reason="once is enough")
+    # Two pending interrupts: LangGraph wants a resume value per interrupt id.
+    result = graph.invoke(Command(resume={i.id: True for i in result["__interrupt__"]}), config)
+    assert ran == [("payment_refund", 1, customer)]
+    statuses = sorted((m.status, m.content) for m in tool_messages(result))
+    assert statuses == [("error", "Not approved (rejected): once is enough"), ("success", f"refunded 1 to {customer}")]
+    assert len(approvals_of(env, customer)) == 2
