@@ -114,10 +114,12 @@ def test_a_blocked_call_is_refused_with_the_reason(env, agent):
     assert result["messages"][-1].content == "I cannot."
 
 
-async def test_an_approved_call_runs_after_the_wait(env):
+@pytest.mark.parametrize("client_class", [AsyncCountersign, Countersign])
+async def test_an_approved_call_runs_after_the_wait(env, client_class):
     ran: list = []
     customer = unique("cust")
-    async with AsyncCountersign(env.base_url, env.agent_key) as client:
+    client = client_class(env.base_url, env.agent_key)
+    try:
         graph = create_agent(
             script(call("payment_refund", {"amount": 500, "customer_id": customer}), AIMessage("Done.")),
             tools=make_tools(ran),
@@ -126,6 +128,11 @@ async def test_an_approved_call_runs_after_the_wait(env):
         reviewer = later(0.1, lambda: decide(env, customer, comment="ok"))
         result = await graph.ainvoke({"messages": [("user", "Refund 500")]})
         reviewer.join()
+    finally:
+        if isinstance(client, AsyncCountersign):
+            await client.aclose()
+        else:
+            client.close()
     assert ran == [("payment_refund", 500, customer)]
     assert tool_messages(result)[0].status == "success"
     assert result["messages"][-1].content == "Done."
