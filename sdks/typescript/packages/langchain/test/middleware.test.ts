@@ -203,10 +203,41 @@ test("mode interrupt: rejected, re-invoking the thread refuses the call without 
   assert.equal(await decide(thread, "reject", "unknown payee"), approvalId);
 
   const restarted = interruptingAgent(new FakeToolCallingModel({ toolCalls: [[]] }), ran, checkpointer);
-  const result = await restarted.invoke(null as never, config);
+  const result = await restarted.invoke(null, config);
   assert.deepEqual(ran, []);
   const message = toolMessage(result.messages);
   assert.equal(message.status, "error");
   assert.match(String(message.content), /rejected by a reviewer: unknown payee/);
   assert.deepEqual(await approvalsOf(thread), [approvalId]);
+});
+
+test("mode interrupt: two calls in one turn pause together; each resumes by its own decision", async () => {
+  const ran: string[] = [];
+  const checkpointer = new MemorySaver();
+  const thread = newThread();
+  const config = { configurable: { thread_id: thread } };
+  const calls = [
+    { name: "payment_send", args: { amount: 10, recipient: "Good Corp" }, id: "call_pay_par_1" },
+    { name: "payment_send", args: { amount: 20, recipient: "Odd Corp" }, id: "call_pay_par_2" },
+    { name: "read_balance", args: { account: "ops" }, id: "call_read_par_3" },
+  ];
+  const first = interruptingAgent(new FakeToolCallingModel({ toolCalls: [calls, []] }), ran, checkpointer);
+  const paused = await first.invoke({ messages: [new HumanMessage("Pay both")] }, config);
+  const values = ((paused as any).__interrupt__ as { value: CountersignInterrupt }[]).map((i) => i.value);
+  assert.deepEqual(values.map((v) => v.toolCallId).sort(), ["call_pay_par_1", "call_pay_par_2"]);
+  const byCall = Object.fromEntries(values.map((v) => [v.toolCallId, v.approvalId]));
+  await reviewer.approve(byCall.call_pay_par_1!);
+  await reviewer.reject(byCall.call_pay_par_2!, "who is Odd Corp?");
+
+  const restarted = interruptingAgent(new FakeToolCallingModel({ toolCalls: [[]] }), ran, checkpointer);
+  const result = await restarted.invoke(null, config);
+  assert.equal((result as any).__interrupt__, undefined);
+  assert.deepEqual([...ran].sort(), ["payment_send 10 Good Corp", "read_balance ops"]);
+  const messages = result.messages.filter((m) => ToolMessage.isInstance(m)) as ToolMessage[];
+  const answer = (id: string) => messages.find((m) => m.tool_call_id === id)!;
+  assert.equal(answer("call_pay_par_1").content, "sent $10 to Good Corp");
+  assert.equal(answer("call_pay_par_2").status, "error");
+  assert.match(String(answer("call_pay_par_2").content), /who is Odd Corp\?/);
+  assert.equal(answer("call_read_par_3").content, "balance of ops: 1200");
+  assert.equal((await approvalsOf(thread)).length, 2);
 });
