@@ -118,3 +118,5 @@ export class CIBAApprovalTool<Args extends Record<string, any> = Record<string, 
     return new ToolMessage({ content, tool_call_id: toolCallId, name: this.name, status: "error" });
   }
 }
+
+export { countersignMiddleware, type CountersignMiddlewareOptions, type CountersignInterrupt } from "./middleware.js";
