@@ -27,6 +27,9 @@ pub struct ApprovalView {
     /// Guard tool calls: the tool; its arguments are `context`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_name: Option<String>,
+    /// Guard tool calls: the agent's session, so a waiting agent's request can be found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk_score: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -63,6 +63,7 @@ pub fn approval(
     let tool = r.tool.clone();
     ApprovalView {
         tool_name: tool.as_ref().map(|t| t.tool_name.clone()),
+        session_id: tool.as_ref().map(|t| t.session_id.clone()),
         risk_score: tool.as_ref().map(|t| t.risk_score),
         threats_detected: tool.as_ref().map(|t| t.threats.clone()).unwrap_or_default(),
         policy_matched: tool.as_ref().and_then(|t| t.policy_name.clone()),

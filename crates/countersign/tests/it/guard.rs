@@ -1186,6 +1186,7 @@ async fn separation_of_duties_eligibility_and_agents_never_decide() {
         .expect("the reviewer sees it");
     assert_eq!(view.tool_name.as_deref(), Some("payment_refund"));
     assert_eq!(view.context["amount"], 77);
+    assert_eq!(view.session_id.as_deref(), Some("session_123"));
     p.alice
         .approve(&id, Some("via the reviewer API".into()))
         .await
