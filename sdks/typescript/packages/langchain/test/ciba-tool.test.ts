@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { Countersign } from "@countersign/sdk";
 import { CIBAApprovalTool, CountersignToolkit } from "@countersign/langchain";
 import { createAgent, FakeToolCallingModel, HumanMessage, ToolMessage } from "langchain";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 let server: TestServer;
 let reviewer: Countersign;

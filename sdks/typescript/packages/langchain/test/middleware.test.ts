@@ -9,7 +9,7 @@ import { countersignMiddleware, type CountersignInterrupt } from "@countersign/l
 import { Command, MemorySaver } from "@langchain/langgraph";
 import { createAgent, FakeToolCallingModel, HumanMessage, tool, ToolMessage } from "langchain";
 import { z } from "zod";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 let server: TestServer;
 let client: Countersign;

@@ -9,7 +9,7 @@ import { CountersignApprovals, needsApproval, resolveApprovals } from "@counters
 import { Agent, RunState, run, setTracingDisabled, tool } from "@openai/agents";
 import { ScriptedModel, assistantMessage, functionCall } from "@openai/agents/testing";
 import { z } from "zod";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 let server: TestServer;
 let admin: Guard;

@@ -3,7 +3,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { CanonicalJsonError, Countersign, canonicalSha256, canonicalize } from "@countersign/sdk";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 test("RFC 8785 §3.2.2: literals, numbers and string escapes", () => {
   const input = JSON.parse(

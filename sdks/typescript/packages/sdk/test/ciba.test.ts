@@ -12,7 +12,7 @@ import {
   verifyGrant,
   type FetchLike,
 } from "@countersign/sdk";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 let server: TestServer;
 let agent: Countersign;

@@ -14,7 +14,7 @@ import {
   type FetchLike,
   type Guard,
 } from "@countersign/sdk";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 let server: TestServer;
 let admin: Guard;

@@ -7,7 +7,7 @@ import { createCIBATool, guardTools } from "@countersign/vercel-ai";
 import { generateText, stepCountIs, tool } from "ai-v5";
 import { MockLanguageModelV2 } from "ai-v5/test";
 import { z } from "zod";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 // This package compiles against the `ai` (6) installed next to it; a user of AI SDK 5 has only
 // `ai@5`, so its types are the ones both sides see. Here the two versions sit side by side, so the

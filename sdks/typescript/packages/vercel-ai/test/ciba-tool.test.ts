@@ -8,7 +8,7 @@ import { createCIBATool } from "@countersign/vercel-ai";
 import { generateText, stepCountIs } from "ai";
 import { z } from "zod";
 import { scriptedModel } from "./model.js";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 let server: TestServer;
 let reviewer: Countersign;

@@ -8,7 +8,7 @@ import { guardToolApproval, guardTools } from "@countersign/vercel-ai";
 import { generateText, stepCountIs, tool } from "ai";
 import { z } from "zod";
 import { scriptedModel } from "./model.js";
-import { startServer, type TestServer } from "./server.js";
+import { startServer, type TestServer } from "@countersign/test-server";
 
 let server: TestServer;
 let client: Countersign;

@@ -1,4 +1,4 @@
-// Starts the real `countersign` binary on a free port with a temporary SQLite store, and
+// The SDKs' test harness (one copy for every package): starts the real `countersign` binary on a free port with a temporary SQLite store, and
 // creates, through the admin API, a reviewer, an agent and their keys.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
