@@ -1,5 +1,6 @@
-// The SDKs' test harness (one copy for every package): starts the real `countersign` binary on a free port with a temporary SQLite store, and
-// creates, through the admin API, a reviewer, an agent and their keys.
+// The SDKs' test harness, shared by every package: starts the real `countersign` binary on a
+// free port with a temporary SQLite store, and creates, through the admin API, a reviewer, an
+// agent and their keys.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
