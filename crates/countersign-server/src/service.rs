@@ -200,12 +200,14 @@ pub async fn grant_audience(
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    let (settings, _) = state.store.guard_settings(tenant_id).await?;
+    // The tenant's settings from the guard's cache, which a change reaches at once: polls
+    // that name a resource do not read the store each time.
+    let config = crate::guard::config(state, tenant_id).await?;
     grant::audience(
         tenant_id,
         resource,
         &policy_audiences,
-        &settings.grant_audiences,
+        &config.settings.grant_audiences,
     )
 }
 
