@@ -58,6 +58,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_idempotency.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_pending_per_agent.sql"),
+    ),
 ];
 
 /// The channel replicas tell each other about changes on.

@@ -59,6 +59,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/sqlite/0007_idempotency.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/sqlite/0008_pending_per_agent.sql"),
+    ),
 ];
 
 /// How hard SQLite works to make a commit survive a power cut.
