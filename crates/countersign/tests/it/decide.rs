@@ -300,119 +300,93 @@ async fn hidden_characters_in_agent_text_are_refused_on_every_face() {
         assert!(message.contains(mark), "{message} should name {mark}");
     };
     let tool = format!("/v1/guard/{P}/tool");
-    let tool_body = |call: Value, extra: Value| {
+    let evaluate = format!("/v1/guard/{P}/policies/evaluate");
+    let call = |call: Value, extra: Value| {
         let mut body = json!({"session_id": "s", "tool_call": call});
         body.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        body.to_string()
+        body
     };
-    expect(
-        post_raw(
-            &app,
+    let authorize = |scope: &str, message: &str, context: Value| json!({"userId": user_id, "scope": scope, "bindingMessage": message, "context": context});
+    // (path, key, body, the field the message names, the character it names)
+    let cases: Vec<(&str, &str, Value, &str, &str)> = vec![
+        (
             &tool,
             &key,
-            &tool_body(
+            call(
                 json!({"name": "pay\u{202E}fer", "arguments": {}}),
                 json!({}),
             ),
-        )
-        .await,
-        "tool_call.name",
-        "U+202E",
-    );
-    expect(
-        post_raw(
-            &app,
+            "tool_call.name",
+            "U+202E",
+        ),
+        (
             &tool,
             &key,
-            &tool_body(
+            call(
                 json!({"name": "pay", "arguments": {"to": [{"acc\u{2066}ount": 1}]}}),
                 json!({}),
             ),
-        )
-        .await,
-        "arguments.to[0]",
-        "U+2066",
-    );
-    expect(
-        post_raw(
-            &app,
+            "arguments.to[0]",
+            "U+2066",
+        ),
+        (
             &tool,
             &key,
-            &tool_body(
+            call(
                 json!({"name": "pay", "arguments": {}}),
                 json!({"reason": "routine\u{200B} refund"}),
             ),
-        )
-        .await,
-        "`reason`",
-        "U+200B",
-    );
-    expect(
-        post_raw(
-            &app,
+            "`reason`",
+            "U+200B",
+        ),
+        (
             &tool,
             &key,
-            &tool_body(
+            call(
                 json!({"name": "pay", "arguments": {}}),
                 json!({"scope": "pay\u{FEFF}ments"}),
             ),
-        )
-        .await,
-        "`scope`",
-        "U+FEFF",
-    );
-    expect(
-        post_raw(
-            &app,
-            &format!("/v1/guard/{P}/policies/evaluate"),
+            "`scope`",
+            "U+FEFF",
+        ),
+        (
+            &evaluate,
             ADMIN_KEY,
-            &json!({"tool_call": {"type": "tool_use", "name": "pay\u{061C}", "input": {}}})
-                .to_string(),
-        )
-        .await,
-        "tool_call.name",
-        "U+061C",
-    );
-
-    let authorize = |scope: &str, message: &str, context: Value| {
-        json!({"userId": user_id, "scope": scope, "bindingMessage": message, "context": context})
-            .to_string()
-    };
-    expect(
-        post_raw(
-            &app,
+            json!({"tool_call": {"type": "tool_use", "name": "pay\u{061C}", "input": {}}}),
+            "tool_call.name",
+            "U+061C",
+        ),
+        (
             "/ciba/authorize",
             &key,
-            &authorize("approve:payment", "Pay \u{202E}0001$ to Acme", json!({})),
-        )
-        .await,
-        "bindingMessage",
-        "U+202E",
-    );
-    expect(
-        post_raw(
-            &app,
+            authorize("approve:payment", "Pay \u{202E}0001$ to Acme", json!({})),
+            "bindingMessage",
+            "U+202E",
+        ),
+        (
             "/ciba/authorize",
             &key,
-            &authorize("approve:\u{2067}payment", "Pay?", json!({})),
-        )
-        .await,
-        "`scope`",
-        "U+2067",
-    );
-    expect(
-        post_raw(
-            &app,
+            authorize("approve:\u{2067}payment", "Pay?", json!({})),
+            "`scope`",
+            "U+2067",
+        ),
+        (
             "/ciba/authorize",
             &key,
-            &authorize("approve:payment", "Pay?", json!({"amount\u{202D}": 1})),
-        )
-        .await,
-        "context",
-        "U+202D",
-    );
+            authorize("approve:payment", "Pay?", json!({"amount\u{202D}": 1})),
+            "context",
+            "U+202D",
+        ),
+    ];
+    for (path, key, body, field, mark) in cases {
+        expect(
+            post_raw(&app, path, key, &body.to_string()).await,
+            field,
+            mark,
+        );
+    }
 
     let client = openid_client(&app, &agent_id).await;
     let (status, body) = bc_authorize(
