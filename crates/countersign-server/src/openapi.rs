@@ -919,6 +919,36 @@ fn require_https(value: &mut Value) {
 mod tests {
     use super::*;
 
+    /// The text patterns are written out by hand in the proto types (and their characters
+    /// beyond the BMP added here): a validator must refuse exactly what `validate::is_hidden`
+    /// refuses, or the document and the server say different things.
+    #[test]
+    fn text_patterns_refuse_exactly_the_hidden_characters() {
+        let doc = document_for(&crate::settings::Settings::default());
+        let pattern = doc
+            .pointer("/components/schemas/AuthorizeRequest/properties/scope/pattern")
+            .and_then(Value::as_str)
+            .expect("scope has a pattern");
+        let schema = json!({"type": "string", "pattern": pattern});
+        let validator = jsonschema::validator_for(&schema).expect("the pattern compiles");
+        let near_hidden = (0..0x3100)
+            .chain(0xFE00..0x10000)
+            .chain(0x11000..0x11100)
+            .chain(0x13400..0x13500)
+            .chain(0x1BC00..0x1BD00)
+            .chain(0x1D100..0x1D200)
+            .chain(0xE0000..0xE0100);
+        for c in near_hidden.filter_map(char::from_u32) {
+            let text = format!("a{c}a");
+            assert_eq!(
+                validator.is_valid(&json!(text)),
+                !countersign_core::validate::is_hidden(c),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+    }
+
     fn operations(doc: &utoipa::openapi::OpenApi) -> Vec<(String, String, &Operation)> {
         let mut all = Vec::new();
         for (path, item) in doc.paths.paths.iter() {
