@@ -780,3 +780,78 @@ async fn plain_http_endpoints_are_refused_unless_allowed() {
     .await;
     assert_eq!(status, 201, "{v}");
 }
+
+/// Outgoing calls ignore the proxy environment variables: a webhook goes straight to its
+/// endpoint even when `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` name a proxy (the real binary,
+/// started with them set; the stand-in proxy counts the connections it gets).
+#[tokio::test]
+async fn outgoing_calls_ignore_proxy_environment_variables() {
+    let hooks = Receiver::start().await;
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let proxied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = proxied.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = proxy.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("COUNTERSIGN_TEST_DATABASE_URL")
+        .env_remove("COUNTERSIGN_TEST_BACKEND")
+        .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+        .env("COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true")
+        .env("COUNTERSIGN_OUTBOUND__ALLOW_HTTP", "true")
+        .env("HTTP_PROXY", &proxy_url)
+        .env("HTTPS_PROXY", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let created: Value = http
+        .post(format!("{base}/v1/admin/webhooks"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"url": hooks.url("direct"), "events": ["approval.requested"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hook = created["id"].as_str().expect("the webhook is created");
+    hooks.knows("direct", created["secret"].as_str().unwrap());
+    let sent: Value = http
+        .post(format!("{base}/v1/admin/webhooks/{hook}/test"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(sent, json!({"delivered": true, "status_code": 200}));
+    assert_eq!(hooks.wait_for("direct", 1).await.len(), 1);
+    assert_eq!(
+        proxied.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the proxy was used"
+    );
+}
