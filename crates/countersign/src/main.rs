@@ -13,6 +13,8 @@ use countersign_proto::oidc::CreateOidcClient;
 use countersign_server::{App, Settings};
 use serde::Serialize;
 
+mod mcp;
+
 #[derive(Parser)]
 #[command(
     name = "countersign",
@@ -53,6 +55,9 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Put the guard in front of MCP servers.
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
 }
 
 #[derive(Args)]
@@ -573,5 +578,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin { remote, command } => admin(remote, command).await,
         Command::Approvals { remote, command } => approvals(remote, command).await,
         Command::Audit { remote, command } => audit(remote, command).await,
+        Command::Mcp(command) => mcp::run(command).await,
     }
 }

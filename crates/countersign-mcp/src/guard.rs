@@ -1,0 +1,78 @@
+//! What the proxy asks of the guard, whichever way it reaches it.
+use std::future::Future;
+use std::time::Duration;
+
+use countersign_proto::guard::{GuardApprovalView, ToolDecision};
+use rmcp::model::{JsonObject, ToolAnnotations};
+
+/// One `tools/call` as the guard sees it.
+#[derive(Debug, Clone)]
+pub struct McpCall {
+    pub name: String,
+    pub arguments: JsonObject,
+    /// The annotations the upstream declared for this tool in `tools/list`.
+    pub annotations: Option<ToolAnnotations>,
+    /// The upstream server, as reviewers know it.
+    pub server: String,
+    /// The MCP client's `clientInfo`: name and version.
+    pub client: Option<String>,
+    pub session_id: String,
+}
+
+impl McpCall {
+    /// The `POST /v1/guard/{proxy}/tool` body for this call.
+    pub fn tool_request_body(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "session_id": self.session_id,
+            "tool_call": {"name": self.name, "arguments": self.arguments},
+            "mcp": {"server": self.server},
+        });
+        if let Some(client) = &self.client {
+            body["mcp"]["client"] = client.clone().into();
+        }
+        if let Some(a) = &self.annotations {
+            let mut hints = serde_json::Map::new();
+            for (key, value) in [
+                ("readOnlyHint", a.read_only_hint),
+                ("destructiveHint", a.destructive_hint),
+                ("idempotentHint", a.idempotent_hint),
+                ("openWorldHint", a.open_world_hint),
+            ] {
+                if let Some(value) = value {
+                    hints.insert(key.into(), value.into());
+                }
+            }
+            body["annotations"] = hints.into();
+        }
+        body
+    }
+}
+
+/// Why the guard could not be asked; the call fails closed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GuardFailure(pub String);
+
+/// The guard's three operations the proxy needs.
+pub trait Guard: Send + Sync + 'static {
+    /// Allow, block, or open an approval request.
+    fn check(
+        &self,
+        call: &McpCall,
+    ) -> impl Future<Output = Result<ToolDecision, GuardFailure>> + Send;
+
+    /// The approval as it stands, waiting up to `wait` for a decision.
+    fn wait(
+        &self,
+        approval_id: &str,
+        wait: Duration,
+    ) -> impl Future<Output = Result<GuardApprovalView, GuardFailure>> + Send;
+
+    /// Withdraw a pending approval (the client cancelled its call).
+    fn cancel(&self, approval_id: &str) -> impl Future<Output = Result<(), GuardFailure>> + Send;
+
+    /// Where a reviewer decides this approval, when the guard knows.
+    fn review_url(&self, _approval_id: &str) -> Option<String> {
+        None
+    }
+}
