@@ -27,6 +27,9 @@ pub fn creation_details(r: &ApprovalRequest) -> Value {
         details["policy_id"] = json!(tool.policy_id);
         details["approval_group_id"] = json!(r.rules.approval_group_id);
         details["required_approvals"] = json!(r.rules.required_approvals);
+        if let Some(origin) = &tool.mcp {
+            details["mcp_server"] = json!(origin.server);
+        }
     }
     details
 }
