@@ -144,7 +144,6 @@ pub fn check_headers(headers: BTreeMap<String, String>) -> Result<Vec<(String, S
             headers.len()
         )));
     }
-    let mut seen: Vec<String> = Vec::with_capacity(headers.len());
     let mut checked = Vec::with_capacity(headers.len());
     for (name, value) in headers {
         if name.is_empty() || name.len() > MAX_HEADER_NAME_CHARS || !name.chars().all(is_tchar) {
@@ -159,11 +158,6 @@ pub fn check_headers(headers: BTreeMap<String, String>) -> Result<Vec<(String, S
                 "`headers`: {name} is set by the gateway itself and may not be configured"
             )));
         }
-        if seen.contains(&lower) {
-            return Err(Error::invalid(format!(
-                "`headers`: {name} is given twice (header names are case-insensitive)"
-            )));
-        }
         if value.len() > MAX_HEADER_VALUE_CHARS
             || !value.chars().all(|c| c == ' ' || c.is_ascii_graphic())
         {
@@ -171,7 +165,6 @@ pub fn check_headers(headers: BTreeMap<String, String>) -> Result<Vec<(String, S
                 "`headers`: the value of {name} must be at most {MAX_HEADER_VALUE_CHARS} visible ASCII characters or spaces"
             )));
         }
-        seen.push(lower);
         checked.push((name, value));
     }
     Ok(checked)
@@ -351,7 +344,8 @@ mod tests {
         assert!(check_headers(headers(&[("Bad Name", "x")])).is_err());
         assert!(check_headers(headers(&[("", "x")])).is_err());
         assert!(check_headers(headers(&[(&"x".repeat(101), "x")])).is_err());
-        assert!(check_headers(headers(&[("X-A", "1"), ("x-a", "2")])).is_err());
+        // HTTP allows a name twice (the values are combined).
+        assert!(check_headers(headers(&[("X-A", "1"), ("x-a", "2")])).is_ok());
         let e = check_headers(headers(&[("X-Token", "s3cret\nInjected: yes")])).unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
         assert!(check_headers(headers(&[("X-Token", "é")])).is_err());
