@@ -90,6 +90,8 @@ fn call(name: &str, args: Value) -> ToolRequest {
         scope: None,
         reason: None,
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     }
 }
 
@@ -525,6 +527,8 @@ async fn patterns_priorities_conditions_and_trust_levels_decide() {
                 session_id: None,
                 scope: None,
                 agent_id: None,
+                annotations: None,
+                mcp: None,
             },
         )
         .await
