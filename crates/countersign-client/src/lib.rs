@@ -18,6 +18,7 @@ use countersign_proto::guard::{
     GuardApprovalView, GuardSettings, History, HistoryQuery, PolicyInput, PolicyList, PolicyView,
     ReasonBody, RoutingRules, ToolDecision, ToolRequest,
 };
+use countersign_proto::mcp::{CreateMcpServer, McpServerList, McpServerView, UpdateMcpServer};
 use countersign_proto::oidc::{
     CreateOidcClient, OidcClientCreated, OidcClientList, OidcClientView, SetUserCode,
 };
@@ -268,6 +269,37 @@ impl Client {
 
     pub async fn delete_oidc_client(&self, id: &str) -> Result<()> {
         self.send_empty(self.request(Method::DELETE, &format!("/v1/admin/oidc-clients/{id}"))?)
+            .await
+    }
+
+    // ----- MCP servers -----
+
+    pub async fn create_mcp_server(&self, body: &CreateMcpServer) -> Result<McpServerView> {
+        self.post("/v1/admin/mcp-servers", body).await
+    }
+
+    pub async fn list_mcp_servers(&self) -> Result<McpServerList> {
+        self.get("/v1/admin/mcp-servers").await
+    }
+
+    pub async fn get_mcp_server(&self, id: &str) -> Result<McpServerView> {
+        self.get(&format!("/v1/admin/mcp-servers/{id}")).await
+    }
+
+    pub async fn update_mcp_server(
+        &self,
+        id: &str,
+        body: &UpdateMcpServer,
+    ) -> Result<McpServerView> {
+        self.send(
+            self.request(Method::PUT, &format!("/v1/admin/mcp-servers/{id}"))?
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delete_mcp_server(&self, id: &str) -> Result<()> {
+        self.send_empty(self.request(Method::DELETE, &format!("/v1/admin/mcp-servers/{id}"))?)
             .await
     }
 

@@ -116,6 +116,10 @@ pub struct ToolInfo {
     pub notification_channels: Vec<String>,
     /// The user the agent acts for; they may not approve it unless allowed.
     pub on_behalf_of: Option<String>,
+    /// The MCP tool's annotations as the gateway sent them, when the call came through MCP.
+    pub annotations: Option<countersign_proto::guard::ToolAnnotations>,
+    /// The MCP server (and client) the call came through.
+    pub mcp: Option<countersign_proto::guard::McpOrigin>,
 }
 
 /// How a request is decided: by whom, how many, and what happens on timeout.

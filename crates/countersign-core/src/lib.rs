@@ -11,6 +11,7 @@ pub mod error;
 pub mod grant;
 pub mod idempotency;
 pub mod ids;
+pub mod mcp;
 pub mod notify;
 pub mod oidc;
 pub mod payload;

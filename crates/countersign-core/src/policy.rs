@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use countersign_proto::ErrorCode;
-use countersign_proto::guard::{ApprovalConfig, PolicyAction, PolicyInput};
+use countersign_proto::guard::{ApprovalConfig, PolicyAction, PolicyInput, ToolAnnotations};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Value, json};
 
+use crate::mcp::EffectiveAnnotations;
 use crate::{Error, Result, ids, validate};
 
 mod cost;
@@ -111,6 +112,13 @@ pub fn compile_condition(source: &str) -> Result<Condition> {
     }
     let mut bound = BTreeSet::new();
     cost::bound_names(program.expression(), &mut bound);
+    // `tool` was the name string before MCP annotations came; such a condition would now
+    // compare a map with a string and quietly never match.
+    if !bound.contains("tool") && cost::bare_use(program.expression(), "tool") {
+        return Err(invalid_condition(
+            "`condition` uses `tool` on its own: `tool` is a map now; use `tool.name` for the tool's name (also `tool.annotations.destructiveHint`, `tool.mcp_server`, …)".to_string(),
+        ));
+    }
     let unknown: BTreeSet<&str> = references
         .variables()
         .into_iter()
@@ -135,6 +143,8 @@ pub fn compile_condition(source: &str) -> Result<Condition> {
         risk: 0.5,
         threats: &[],
         scope: "",
+        annotations: None,
+        mcp_server: "",
     };
     let condition = Condition {
         metered: cost::metered(program.expression()),
@@ -244,6 +254,7 @@ pub fn from_input(
 /// What a condition sees.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalInput<'a> {
+    /// The tool's name (what `tool_pattern` matches; `tool.name` in a condition).
     pub tool: &'a str,
     pub args: &'a Value,
     pub agent_id: &'a str,
@@ -253,6 +264,22 @@ pub struct EvalInput<'a> {
     pub risk: f64,
     pub threats: &'a [String],
     pub scope: &'a str,
+    /// The MCP tool's annotations as given (a condition sees them with MCP's defaults).
+    pub annotations: Option<&'a ToolAnnotations>,
+    /// The MCP server the call came through; empty when it did not come through MCP.
+    pub mcp_server: &'a str,
+}
+
+impl EvalInput<'_> {
+    /// `tool` as a condition sees it: `{name, annotations: {readOnlyHint, destructiveHint,
+    /// idempotentHint, openWorldHint}, mcp_server}`.
+    fn tool_value(&self) -> Value {
+        json!({
+            "name": self.tool,
+            "annotations": EffectiveAnnotations::of(self.annotations).to_json(),
+            "mcp_server": self.mcp_server,
+        })
+    }
 }
 
 enum ConditionError {
@@ -272,7 +299,7 @@ fn run(
     let type_error = |e: &dyn std::fmt::Display| ConditionError::Type(e.to_string());
     budget.install(&mut context).map_err(|e| type_error(&e))?;
     context
-        .add_variable("tool", input.tool)
+        .add_variable("tool", input.tool_value())
         .map_err(|e| type_error(&e))?;
     context
         .add_variable("args", input.args)
@@ -603,6 +630,8 @@ mod tests {
             risk: 0.2,
             threats: &[],
             scope: "",
+            annotations: None,
+            mcp_server: "",
         }
     }
 
@@ -670,7 +699,7 @@ mod tests {
 
     #[test]
     fn conditions_are_checked_when_saved() {
-        assert!(compile_condition("args.amount > 100 && tool.startsWith('pay')").is_ok());
+        assert!(compile_condition("args.amount > 100 && tool.name.startsWith('pay')").is_ok());
         let syntax = compile_condition("args.amount >").unwrap_err();
         assert_eq!(syntax.code(), ErrorCode::InvalidCondition);
         assert!(
@@ -686,11 +715,97 @@ mod tests {
                 .contains("type")
         );
         assert!(
-            compile_condition("tool")
+            compile_condition("tool.annotations")
                 .unwrap_err()
                 .to_string()
                 .contains("true or false")
         );
+    }
+
+    #[test]
+    fn conditions_see_tool_as_a_map() {
+        let set = |condition: &str| {
+            PolicySet::compile(vec![policy(
+                "p",
+                "*",
+                PolicyAction::RequireApproval,
+                0,
+                Some(condition),
+            )])
+            .unwrap()
+        };
+        let args = json!({});
+        let plain = input("delete_file", &args, "standard");
+        let destructive = ToolAnnotations {
+            destructive_hint: Some(true),
+            ..ToolAnnotations::default()
+        };
+        let read_only = ToolAnnotations {
+            read_only_hint: Some(true),
+            ..ToolAnnotations::default()
+        };
+        let via_mcp = |annotations| EvalInput {
+            annotations: Some(annotations),
+            mcp_server: "files",
+            ..plain
+        };
+        let by_name = set("tool.name == 'delete_file'");
+        assert!(eval(&by_name, &plain).is_some());
+        assert!(eval(&by_name, &input("read_file", &args, "standard")).is_none());
+        let by_hint = set("tool.annotations.destructiveHint");
+        assert!(eval(&by_hint, &via_mcp(&destructive)).is_some());
+        assert!(eval(&by_hint, &via_mcp(&read_only)).is_none());
+        // Without annotations MCP's defaults apply: destructive, not read-only, open world.
+        assert!(eval(&by_hint, &plain).is_some());
+        let defaults = set(
+            "!tool.annotations.readOnlyHint && !tool.annotations.idempotentHint && tool.annotations.openWorldHint",
+        );
+        assert!(eval(&defaults, &plain).is_some());
+        let by_server = set("tool.mcp_server == 'files'");
+        assert!(eval(&by_server, &via_mcp(&read_only)).is_some());
+        assert!(eval(&by_server, &plain).is_none());
+        assert!(eval(&set("tool.mcp_server == ''"), &plain).is_some());
+    }
+
+    #[test]
+    fn conditions_using_tool_as_the_name_are_refused() {
+        for old in [
+            "tool == 'delete_file'",
+            "tool.startsWith('pay')",
+            "tool in ['a', 'b']",
+            "args.items.exists(x, x == tool)",
+        ] {
+            assert!(condition_error(old).contains("tool.name"), "{old}");
+        }
+        // A comprehension may bind its own `tool`.
+        assert!(compile_condition("args.items.exists(tool, tool == 'x')").is_ok());
+        // Stored before the change, such a condition fails closed (block applies, allow does
+        // not) instead of quietly never matching.
+        let set = PolicySet::compile(vec![
+            policy(
+                "old allow",
+                "*",
+                PolicyAction::Allow,
+                20,
+                Some("tool == 'search'"),
+            ),
+            policy(
+                "old block",
+                "pay*",
+                PolicyAction::Block,
+                10,
+                Some("tool == 'x'"),
+            ),
+        ])
+        .unwrap();
+        let args = json!({});
+        assert_eq!(
+            eval(&set, &input("payout", &args, "standard"))
+                .unwrap()
+                .name,
+            "old block"
+        );
+        assert!(eval(&set, &input("search", &args, "standard")).is_none());
     }
 
     fn eval<'a>(set: &'a PolicySet, input: &EvalInput) -> Option<&'a Policy> {
@@ -730,7 +845,7 @@ mod tests {
             .join(",");
         assert!(condition_error(&format!("risk in [{list}]")).contains("list literal"));
         let text = "x".repeat(MAX_LITERAL_CHARS + 1);
-        assert!(condition_error(&format!("tool == '{text}'")).contains("string literal"));
+        assert!(condition_error(&format!("tool.name == '{text}'")).contains("string literal"));
         assert!(condition_error("__countersign_step()").contains("may not call"));
     }
 
@@ -741,7 +856,7 @@ mod tests {
             "*",
             PolicyAction::Block,
             1,
-            Some("args.amount > 100 && tool.startsWith('pay')"),
+            Some("args.amount > 100 && tool.name.startsWith('pay')"),
         )])
         .unwrap();
         let iterating = PolicySet::compile(vec![policy(

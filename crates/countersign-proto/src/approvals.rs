@@ -53,6 +53,12 @@ pub struct ApprovalView {
         pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
     )]
     pub comment: Option<String>,
+    /// Guard tool calls through MCP: the tool's annotations as the gateway sent them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<crate::guard::ToolAnnotations>,
+    /// Guard tool calls through MCP: the server (and client) the call came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::guard::McpOrigin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

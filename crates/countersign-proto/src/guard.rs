@@ -326,6 +326,47 @@ impl Default for GuardSettings {
     }
 }
 
+/// MCP tool annotations: hints the MCP server gives about a tool (`tools/list`). They are
+/// the server's claims, not guarantees; policies may use them
+/// (`tool.annotations.destructiveHint`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolAnnotations {
+    /// The tool does not change its environment (MCP default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_hint: Option<bool>,
+    /// The tool may destroy or overwrite (MCP default true unless read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive_hint: Option<bool>,
+    /// Calling it again with the same arguments changes nothing more (MCP default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_hint: Option<bool>,
+    /// The tool reaches beyond a closed domain, e.g. the web (MCP default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world_hint: Option<bool>,
+}
+
+/// Where a tool call came from when an MCP gateway sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpOrigin {
+    /// The upstream MCP server: its registered id, or the name `countersign mcp wrap` gives it.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
+    pub server: String,
+    /// The MCP client's name and version, e.g. `claude-desktop 1.2.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
+    )]
+    pub client: Option<String>,
+}
+
 /// `POST /tool`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -358,6 +399,12 @@ pub struct ToolRequest {
     /// The user (id or email) the agent acts for; they may not approve it themselves.
     #[serde(default)]
     pub on_behalf_of: Option<String>,
+    /// The MCP tool's annotations, when the call came through an MCP gateway.
+    #[serde(default)]
+    pub annotations: Option<ToolAnnotations>,
+    /// The MCP server (and client) the call came through, when an MCP gateway sent it.
+    #[serde(default)]
+    pub mcp: Option<McpOrigin>,
 }
 
 /// The answer to `POST /tool`.
@@ -388,6 +435,12 @@ pub struct EvaluateRequest {
     /// Evaluate as this agent (default: a `standard` agent).
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// The MCP tool's annotations, as `POST /tool` takes them.
+    #[serde(default)]
+    pub annotations: Option<ToolAnnotations>,
+    /// The MCP origin, as `POST /tool` takes it.
+    #[serde(default)]
+    pub mcp: Option<McpOrigin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -432,6 +485,12 @@ pub struct GuardApprovalView {
     pub decided_at: Option<DateTime<Utc>>,
     pub decided_by: Option<String>,
     pub expires_at: DateTime<Utc>,
+    /// The MCP tool's annotations as the gateway sent them (not defaulted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<ToolAnnotations>,
+    /// The MCP server (and client) the call came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpOrigin>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
@@ -480,6 +539,10 @@ pub struct HistoryItem {
     pub decided_at: Option<DateTime<Utc>>,
     pub decided_by: Option<String>,
     pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<ToolAnnotations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpOrigin>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod ciba;
 pub mod error;
 pub mod guard;
+pub mod mcp;
 pub mod notify;
 pub mod oauth;
 pub mod oidc;

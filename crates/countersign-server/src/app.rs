@@ -30,10 +30,10 @@ use crate::after_commit::{Committed, announce};
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
 use crate::events::Events;
 use crate::oidc::Oidc;
-use crate::routes::webhooks;
 use crate::routes::{
     admin, approvals, audit, ciba, guard, meta, notifications, oauth, oidc, oidc_admin,
 };
+use crate::routes::{mcp_servers, webhooks};
 use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::state::AppState;
@@ -450,6 +450,16 @@ fn router(state: AppState) -> Router {
         .route(
             "/v1/admin/oidc-clients/{id}",
             get(oidc_admin::get).delete(oidc_admin::delete),
+        )
+        .route(
+            "/v1/admin/mcp-servers",
+            post(mcp_servers::create).get(mcp_servers::list),
+        )
+        .route(
+            "/v1/admin/mcp-servers/{id}",
+            get(mcp_servers::get)
+                .put(mcp_servers::update)
+                .delete(mcp_servers::delete),
         )
         .route(
             "/v1/admin/users/{id}/user-code",

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use countersign_core::policy::{Budget, EvalInput, GuardConfig, OverBudget, Policy};
 use countersign_core::{Error, Result};
+use countersign_proto::guard::ToolAnnotations;
 use tokio::sync::Semaphore;
 
 use crate::settings::LimitSettings;
@@ -23,6 +24,9 @@ pub struct OwnedInput {
     pub risk: f64,
     pub threats: Vec<String>,
     pub scope: String,
+    pub annotations: Option<ToolAnnotations>,
+    /// Empty when the call did not come through MCP.
+    pub mcp_server: String,
 }
 
 impl OwnedInput {
@@ -37,6 +41,8 @@ impl OwnedInput {
             risk: self.risk,
             threats: &self.threats,
             scope: &self.scope,
+            annotations: self.annotations.as_ref(),
+            mcp_server: &self.mcp_server,
         }
     }
 }

@@ -15,8 +15,9 @@ use countersign_core::routing::{self, Group, Member};
 use countersign_core::{Error, Principal, Result, Role, ids, toolcall, validate};
 use countersign_proto::guard::{
     ApprovalConfig, DecisionView, EvaluateRequest, GrantResponse, GroupInput, GroupView,
-    GuardApprovalView, GuardSettings, History, HistoryItem, HistoryQuery, MemberView, PolicyAction,
-    PolicyInput, PolicyView, RoutingRules, ToolDecision, ToolRequest,
+    GuardApprovalView, GuardSettings, History, HistoryItem, HistoryQuery, McpOrigin, MemberView,
+    PolicyAction, PolicyInput, PolicyView, RoutingRules, ToolAnnotations, ToolDecision,
+    ToolRequest,
 };
 use countersign_proto::{ApprovalStatus, ErrorCode, TrustLevel};
 use countersign_store::RequestFilter;
@@ -82,14 +83,31 @@ struct Evaluation {
     message: String,
 }
 
+/// What the call says about itself beyond the tool call: the session, the action category,
+/// and where it came from when an MCP gateway sent it.
+struct CallContext<'a> {
+    session: &'a str,
+    scope: Option<&'a str>,
+    annotations: Option<&'a ToolAnnotations>,
+    mcp: Option<&'a McpOrigin>,
+}
+
 async fn evaluate_call(
     state: &AppState,
     config: &Arc<GuardConfig>,
     agent: &Agent,
     raw_call: &serde_json::Value,
-    session: &str,
-    scope: Option<&str>,
+    context: CallContext<'_>,
 ) -> Result<Evaluation> {
+    let CallContext {
+        session,
+        scope,
+        annotations,
+        mcp,
+    } = context;
+    if let Some(origin) = mcp {
+        countersign_core::mcp::validate_origin(origin)?;
+    }
     // Canonicalising and scanning the arguments is linear in their size: small calls (nearly
     // all) stay on the request thread, large ones go to the evaluation threads.
     let understand = |raw_call: &serde_json::Value, assessor: &dyn RiskAssessor| {
@@ -117,6 +135,8 @@ async fn evaluate_call(
         risk: risk.score,
         threats: risk.threats.clone(),
         scope: scope.unwrap_or_default().to_string(),
+        annotations: annotations.copied(),
+        mcp_server: mcp.map(|m| m.server.clone()).unwrap_or_default(),
     };
     let (policy, stopped) = match state.conditions.evaluate(config.clone(), input).await? {
         Ok(policy) => (policy, None),
@@ -225,8 +245,12 @@ pub async fn check_tool(
         &config,
         &agent,
         &input.tool_call,
-        &input.session_id,
-        input.scope.as_deref(),
+        CallContext {
+            session: &input.session_id,
+            scope: input.scope.as_deref(),
+            annotations: input.annotations.as_ref(),
+            mcp: input.mcp.as_ref(),
+        },
     )
     .await?;
     metrics::counter!("countersign_tool_decisions_total", "action" => e.action.as_str())
@@ -247,11 +271,14 @@ pub async fn check_tool(
                     &caller.actor(),
                     "tool_call.blocked",
                     &e.call.name,
-                    serde_json::json!({
-                        "arguments_sha256": e.call.arguments_sha256, "session_id": input.session_id,
-                        "policy_id": e.policy.as_ref().map(|p| &p.id), "risk_score": e.risk.score,
-                        "reason": e.message,
-                    }),
+                    with_mcp(
+                        serde_json::json!({
+                            "arguments_sha256": e.call.arguments_sha256, "session_id": input.session_id,
+                            "policy_id": e.policy.as_ref().map(|p| &p.id), "risk_score": e.risk.score,
+                            "reason": e.message,
+                        }),
+                        input.mcp.as_ref(),
+                    ),
                 ))
                 .await?;
             Ok(Answer::Fresh(decision(
@@ -264,6 +291,14 @@ pub async fn check_tool(
             open_approval(state, caller, &agent, &config, e, input, retry.as_ref()).await
         }
     }
+}
+
+/// An audit event's details, naming the MCP server when the call came through one.
+fn with_mcp(mut details: serde_json::Value, mcp: Option<&McpOrigin>) -> serde_json::Value {
+    if let Some(origin) = mcp {
+        details["mcp_server"] = serde_json::json!(origin.server);
+    }
+    details
 }
 
 async fn open_approval(
@@ -285,6 +320,7 @@ async fn open_approval(
             &input.session_id,
             &e.call.name,
             &e.call.arguments_sha256,
+            input.mcp.as_ref().map(|m| m.server.as_str()),
             now,
         )
         .await?
@@ -354,6 +390,8 @@ async fn open_approval(
         policy_name: e.policy.as_ref().map(|p| p.name.clone()),
         notification_channels: approval.notification_channels.clone(),
         on_behalf_of,
+        annotations: input.annotations,
+        mcp: input.mcp.clone(),
     };
     let rules = DecisionRules {
         approval_group_id: Some(routed.id.clone()),
@@ -399,6 +437,7 @@ async fn open_approval(
                     &input.session_id,
                     &e.call.name,
                     &e.call.arguments_sha256,
+                    input.mcp.as_ref().map(|m| m.server.as_str()),
                     now,
                 )
                 .await?
@@ -473,8 +512,12 @@ pub async fn dry_run(
         &config,
         &agent,
         &input.tool_call,
-        &session,
-        input.scope.as_deref(),
+        CallContext {
+            session: &session,
+            scope: input.scope.as_deref(),
+            annotations: input.annotations.as_ref(),
+            mcp: input.mcp.as_ref(),
+        },
     )
     .await?;
     let message = e.message.clone();
@@ -594,6 +637,8 @@ pub async fn view(state: &AppState, request: ApprovalRequest) -> Result<GuardApp
         decided_at,
         decided_by,
         expires_at: request.expires_at,
+        annotations: tool.annotations,
+        mcp: tool.mcp,
     })
 }
 
@@ -732,6 +777,8 @@ pub async fn history(state: &AppState, caller: &Principal, query: HistoryQuery) 
                 requested_at: r.created_at,
                 decided_at: r.decided_at,
                 decided_by: display(&emails, &r.decided_by),
+                annotations: r.tool.as_ref().and_then(|t| t.annotations),
+                mcp: r.tool.as_ref().and_then(|t| t.mcp.clone()),
                 comment: r.comment,
             })
             .collect(),

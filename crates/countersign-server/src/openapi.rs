@@ -13,10 +13,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, HeaderBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::webhooks;
 use crate::routes::{
     admin, approvals, audit, ciba, guard, meta, notifications, oauth, oidc, oidc_admin,
 };
+use crate::routes::{mcp_servers, webhooks};
 
 /// The bearer keys, one scheme per role, so each operation says which role it needs.
 pub const ADMIN_KEY: &str = "admin_key";
@@ -321,6 +321,30 @@ const LINKS: &[(&str, &str, &str, &str, &str, &str)] = &[
         "$response.body#/client_id",
     ),
     (
+        "mcp_create",
+        "201",
+        "GetMcpServer",
+        "mcp_get",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "mcp_create",
+        "201",
+        "UpdateMcpServer",
+        "mcp_update",
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "mcp_create",
+        "201",
+        "DeleteMcpServer",
+        "mcp_delete",
+        "id",
+        "$response.body#/id",
+    ),
+    (
         "webhooks_create",
         "201",
         "GetWebhook",
@@ -578,6 +602,7 @@ fn add_links(doc: &mut Value) {
         crate::routes::slack::interactivity,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::redeliver, webhooks::test,
+        mcp_servers::create, mcp_servers::list, mcp_servers::get, mcp_servers::update, mcp_servers::delete,
     ),
     components(schemas(countersign_proto::ErrorBody, countersign_proto::ErrorCode, countersign_proto::OAuthErrorBody))
 )]
@@ -742,7 +767,36 @@ fn add_field_rules(doc: &mut Value) {
             }),
         ),
     ];
+    // `mcp::check_headers`: HTTP token names, visible ASCII values, never a header the
+    // gateway sets itself.
+    let reserved: Vec<String> = countersign_core::mcp::RESERVED_HEADERS
+        .iter()
+        .map(|name| {
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphabetic() {
+                        format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect();
+    let headers = json!({"headers": {
+        "type": ["object", "null"],
+        "maxProperties": countersign_core::mcp::MAX_HEADERS,
+        "propertyNames": {"pattern": format!(
+            "^(?!({})$)[!#$%&'*+.^_`|~0-9A-Za-z-]{{1,{}}}$",
+            reserved.join("|"),
+            countersign_core::mcp::MAX_HEADER_NAME_CHARS
+        )},
+        "additionalProperties": {"type": "string",
+            "maxLength": countersign_core::mcp::MAX_HEADER_VALUE_CHARS, "pattern": "^[ -~]*$"},
+    }});
     let rules = rules.into_iter().chain([
+        ("CreateMcpServer", "properties", headers.clone()),
+        ("UpdateMcpServer", "properties", headers),
         (
             "CreateApiKey",
             "properties",

@@ -67,6 +67,8 @@ pub fn approval(
         risk_score: tool.as_ref().map(|t| t.risk_score),
         threats_detected: tool.as_ref().map(|t| t.threats.clone()).unwrap_or_default(),
         policy_matched: tool.as_ref().and_then(|t| t.policy_name.clone()),
+        annotations: tool.as_ref().and_then(|t| t.annotations),
+        mcp: tool.as_ref().and_then(|t| t.mcp.clone()),
         approval_group: r.rules.approval_group_id.clone(),
         escalation_level: r.rules.level_at(now),
         required_approvals: r.rules.required_approvals,

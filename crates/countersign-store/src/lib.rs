@@ -28,6 +28,7 @@ use countersign_core::dashboard::{
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::grant::EndedGrant;
 use countersign_core::idempotency::StoredAnswer;
+use countersign_core::mcp::McpServerRecord;
 use countersign_core::notify::{
     Delivery, FanOut, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
 };
@@ -316,9 +317,33 @@ pub trait NotificationStore: Send + Sync {
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()>;
 }
 
+/// Upstream MCP servers registered for the in-server gateway. Writes carry their audit event
+/// (`mcp_server.created|updated|deleted`, with the header names, never their values) in the
+/// same transaction.
+#[async_trait]
+pub trait McpStore: Send + Sync {
+    /// Registers a server; an id the tenant already uses is `AlreadyExists`.
+    async fn create_mcp_server(&self, server: &McpServerRecord, actor: Actor) -> Result<()>;
+    /// A tenant's servers, by id.
+    async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>>;
+    async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>>;
+    /// Replaces a server's URL, headers and `updated_at`; false when there is no such server.
+    async fn update_mcp_server(&self, server: &McpServerRecord, actor: Actor) -> Result<bool>;
+    /// False when there was no such server.
+    async fn delete_mcp_server(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+}
+
 /// The contract both backends keep, with the same semantics.
 #[async_trait]
-pub trait Backend: DashboardStore + NotificationStore + Send + Sync + std::fmt::Debug {
+pub trait Backend:
+    DashboardStore + NotificationStore + McpStore + Send + Sync + std::fmt::Debug
+{
     /// `sqlite` or `postgres`.
     fn dialect(&self) -> &'static str;
 
@@ -375,7 +400,7 @@ pub trait Backend: DashboardStore + NotificationStore + Send + Sync + std::fmt::
 
     // approval requests
     /// Stores a new request with the reviewers who may decide it and from when. For tool
-    /// calls, an identical pending call (agent, session, tool, arguments) makes this fail
+    /// calls, an identical pending call (agent, session, tool, arguments, MCP server) makes this fail
     /// with `AlreadyExists`.
     async fn create_request(
         &self,
@@ -402,7 +427,8 @@ pub trait Backend: DashboardStore + NotificationStore + Send + Sync + std::fmt::
     async fn remember_answer(&self, answer: StoredAnswer) -> Result<()>;
     /// Deletes answers whose retention has passed; how many.
     async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64>;
-    /// The pending, unexpired approval of an identical tool call, if any.
+    /// The pending, unexpired approval of an identical tool call (through the same MCP server,
+    /// or neither through MCP), if any.
     async fn find_pending_tool_call(
         &self,
         tenant_id: &str,
@@ -410,6 +436,7 @@ pub trait Backend: DashboardStore + NotificationStore + Send + Sync + std::fmt::
         session_id: &str,
         tool_name: &str,
         arguments_sha256: &str,
+        mcp_server: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<ApprovalRequest>>;
     async fn list_requests(

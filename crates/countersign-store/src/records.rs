@@ -27,6 +27,9 @@ pub fn creation_details(r: &ApprovalRequest) -> Value {
         details["policy_id"] = json!(tool.policy_id);
         details["approval_group_id"] = json!(r.rules.approval_group_id);
         details["required_approvals"] = json!(r.rules.required_approvals);
+        if let Some(origin) = &tool.mcp {
+            details["mcp_server"] = json!(origin.server);
+        }
     }
     details
 }
@@ -177,4 +180,33 @@ pub fn webhook_audit(
 
 pub fn slack_id_taken() -> Error {
     Error::AlreadyExists("another user of this tenant already has this Slack user id".into())
+}
+
+// ----- MCP servers -----
+
+pub const MCP_SERVER_COLUMNS: &str = "tenant_id, id, url, headers, created_at, updated_at";
+
+/// The stored form of a server's headers: a JSON array of `[name, value]` pairs.
+pub fn headers_json(headers: &[(String, String)]) -> Result<String, Error> {
+    serde_json::to_string(headers).map_err(Error::internal)
+}
+
+pub fn headers_from_json(text: &str) -> Result<Vec<(String, String)>, Error> {
+    serde_json::from_str(text).map_err(|_| Error::Internal("stored MCP server headers".into()))
+}
+
+/// A registered MCP server changed: its URL and header names, never the header values.
+pub fn mcp_server_audit(
+    server: &countersign_core::mcp::McpServerRecord,
+    action: &str,
+    actor: &Actor,
+) -> AuditRecord {
+    AuditRecord::new(
+        &server.tenant_id,
+        server.updated_at,
+        actor,
+        action,
+        &server.id,
+        json!({"url": server.url, "header_names": server.header_names()}),
+    )
 }

@@ -1140,3 +1140,286 @@ mod idempotency {
         );
     }
 }
+
+mod mcp {
+    use super::*;
+    use countersign_core::approval::{DecisionRules, ToolCallApproval, ToolInfo};
+    use countersign_core::mcp::{self, McpServerRecord};
+    use countersign_core::toolcall;
+    use countersign_proto::guard::{McpOrigin, ToolAnnotations};
+    use std::collections::BTreeMap;
+
+    fn record(id: &str, token: &str, now: chrono::DateTime<Utc>) -> McpServerRecord {
+        let headers: BTreeMap<String, String> = [
+            ("Authorization".to_string(), format!("Bearer {token}")),
+            ("X-Team".to_string(), "ops".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        mcp::new_server("t", id, "https://mcp.example.com/mcp", headers, now).unwrap()
+    }
+
+    #[tokio::test]
+    async fn mcp_servers_are_registered_changed_and_deleted_with_audit() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let actor = Actor::system("test");
+        let files = record("files", "s3cret-one", now);
+        f.store
+            .create_mcp_server(&files, actor.clone())
+            .await
+            .unwrap();
+        // The same id again is a conflict, like other duplicates.
+        let again = f
+            .store
+            .create_mcp_server(&record("files", "other", now), actor.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(again, Error::AlreadyExists(_)), "{again:?}");
+        f.store
+            .create_mcp_server(&record("calendar", "s3cret-two", now), actor.clone())
+            .await
+            .unwrap();
+        let listed = f.store.list_mcp_servers("t").await.unwrap();
+        assert_eq!(
+            listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["calendar", "files"]
+        );
+        let read = f.store.get_mcp_server("t", "files").await.unwrap().unwrap();
+        assert_eq!(read, files);
+        // Confined to the tenant.
+        assert!(
+            f.store
+                .get_mcp_server("other", "files")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(f.store.list_mcp_servers("other").await.unwrap().is_empty());
+        // Update replaces the URL and headers.
+        let later = now + Duration::seconds(5);
+        let changed = mcp::replace_server(
+            read,
+            "https://mcp2.example.com/mcp",
+            [("X-Api-Key".to_string(), "s3cret-three".to_string())]
+                .into_iter()
+                .collect(),
+            later,
+        )
+        .unwrap();
+        assert!(
+            f.store
+                .update_mcp_server(&changed, actor.clone())
+                .await
+                .unwrap()
+        );
+        let read = f.store.get_mcp_server("t", "files").await.unwrap().unwrap();
+        assert_eq!(read.url, "https://mcp2.example.com/mcp");
+        assert_eq!(
+            read.headers,
+            vec![("X-Api-Key".to_string(), "s3cret-three".to_string())]
+        );
+        assert_eq!(read.created_at, files.created_at);
+        assert_eq!(read.updated_at.timestamp_millis(), later.timestamp_millis());
+        let mut missing = changed.clone();
+        missing.id = "nothing".into();
+        assert!(
+            !f.store
+                .update_mcp_server(&missing, actor.clone())
+                .await
+                .unwrap()
+        );
+        // Delete once; the second time there is nothing.
+        assert!(
+            !f.store
+                .delete_mcp_server("other", "files", actor.clone(), later)
+                .await
+                .unwrap()
+        );
+        assert!(
+            f.store
+                .delete_mcp_server("t", "files", actor.clone(), later)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !f.store
+                .delete_mcp_server("t", "files", actor, later)
+                .await
+                .unwrap()
+        );
+        assert!(
+            f.store
+                .get_mcp_server("t", "files")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Every write is audited, with header names and never their values.
+        let audit = f.store.list_audit("t", 0, 500).await.unwrap();
+        let actions: Vec<&str> = audit
+            .iter()
+            .filter(|e| e.record.action.starts_with("mcp_server."))
+            .map(|e| e.record.action.as_str())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "mcp_server.created",
+                "mcp_server.created",
+                "mcp_server.updated",
+                "mcp_server.deleted"
+            ]
+        );
+        let created = audit
+            .iter()
+            .find(|e| e.record.action == "mcp_server.created")
+            .unwrap();
+        assert_eq!(
+            created.record.details["header_names"],
+            serde_json::json!(["Authorization", "X-Team"])
+        );
+        assert!(
+            !audit
+                .iter()
+                .any(|e| e.record.details.to_string().contains("s3cret"))
+        );
+        verify_chain(&f.store).await;
+    }
+
+    fn tool_call(
+        f: &Fixture,
+        mcp: Option<McpOrigin>,
+        annotations: Option<ToolAnnotations>,
+        now: chrono::DateTime<Utc>,
+    ) -> approval::NewRequest {
+        let call = toolcall::normalize(
+            &serde_json::json!({"name": "delete_file", "arguments": {"path": "/tmp/x"}}),
+        )
+        .unwrap();
+        approval::new_tool_request(
+            "t",
+            &f.agent,
+            ToolCallApproval {
+                call: &call,
+                tool: ToolInfo {
+                    tool_name: call.name.clone(),
+                    session_id: "s1".into(),
+                    annotations,
+                    mcp,
+                    ..ToolInfo::default()
+                },
+                scope: None,
+                rules: DecisionRules::default(),
+                timeout_minutes: 30,
+            },
+            now,
+        )
+    }
+
+    #[tokio::test]
+    async fn tool_calls_keep_their_mcp_origin_and_are_pending_once_per_server() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        let actor = Actor::new(ActorKind::Agent, &f.agent);
+        let plan = || countersign_core::routing::ReviewerPlan::single(&f.user, now);
+        let origin = |server: &str| McpOrigin {
+            server: server.into(),
+            client: Some("claude-desktop 1.2.0".into()),
+        };
+        let hints = ToolAnnotations {
+            destructive_hint: Some(true),
+            open_world_hint: Some(false),
+            ..ToolAnnotations::default()
+        };
+        let files = tool_call(&f, Some(origin("files")), Some(hints), now);
+        let created = f
+            .store
+            .create_request(files.clone(), plan(), actor.clone())
+            .await
+            .unwrap();
+        let read = f
+            .store
+            .find_request("t", &RequestRef::PublicId(created.id.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        let tool = read.tool.unwrap();
+        assert_eq!(tool.annotations, Some(hints));
+        assert_eq!(tool.mcp, Some(origin("files")));
+        let found = f
+            .store
+            .find_pending_tool_call(
+                "t",
+                &f.agent,
+                "s1",
+                "delete_file",
+                &files.request.context_sha256,
+                Some("files"),
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.map(|r| r.id), Some(created.id.clone()));
+        // The same call through the same server is a duplicate...
+        let duplicate = f
+            .store
+            .create_request(
+                tool_call(&f, Some(origin("files")), Some(hints), now),
+                plan(),
+                actor.clone(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(duplicate, Error::AlreadyExists(_)),
+            "{duplicate:?}"
+        );
+        // ...through another server, or not through MCP, it is another action.
+        for other in [Some(origin("files-prod")), None] {
+            let server = other.as_ref().map(|o| o.server.clone());
+            assert!(
+                f.store
+                    .find_pending_tool_call(
+                        "t",
+                        &f.agent,
+                        "s1",
+                        "delete_file",
+                        &files.request.context_sha256,
+                        server.as_deref(),
+                        now,
+                    )
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let made = f
+                .store
+                .create_request(
+                    tool_call(&f, other.clone(), None, now),
+                    plan(),
+                    actor.clone(),
+                )
+                .await
+                .unwrap();
+            let tool = made.tool.unwrap();
+            assert_eq!(tool.mcp, other);
+            assert_eq!(tool.annotations, None);
+        }
+        let plain = f
+            .store
+            .find_pending_tool_call(
+                "t",
+                &f.agent,
+                "s1",
+                "delete_file",
+                &files.request.context_sha256,
+                None,
+                now,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.tool.unwrap().mcp, None);
+    }
+}

@@ -147,6 +147,39 @@ pub(crate) fn bound_names(e: &IdedExpr, names: &mut std::collections::BTreeSet<S
     }
 }
 
+/// Whether the variable `name` is used other than through a field (`tool` rather than
+/// `tool.name`): conditions saved when `tool` was the name string.
+pub(crate) fn bare_use(e: &IdedExpr, name: &str) -> bool {
+    let entry = |entry: &cel::common::ast::IdedEntryExpr| match &entry.expr {
+        EntryExpr::MapEntry(m) => bare_use(&m.key, name) || bare_use(&m.value, name),
+        EntryExpr::StructField(f) => bare_use(&f.value, name),
+    };
+    match &e.expr {
+        Expr::Literal(_) | Expr::Unspecified => false,
+        Expr::Ident(ident) => ident == name,
+        Expr::List(list) => list.elements.iter().any(|x| bare_use(x, name)),
+        Expr::Map(map) => map.entries.iter().any(entry),
+        Expr::Struct(s) => s.entries.iter().any(entry),
+        Expr::Select(s) => match &s.operand.expr {
+            Expr::Ident(_) => false,
+            _ => bare_use(&s.operand, name),
+        },
+        Expr::Call(call) => {
+            call.target.as_deref().is_some_and(|t| bare_use(t, name))
+                || call.args.iter().any(|x| bare_use(x, name))
+        }
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .any(|x| bare_use(x, name)),
+    }
+}
+
 fn entry_names(
     entry: &cel::common::ast::IdedEntryExpr,
     names: &mut std::collections::BTreeSet<String>,

@@ -3,6 +3,7 @@ pub mod approvals;
 pub mod audit;
 pub mod ciba;
 pub mod guard;
+pub mod mcp_servers;
 pub mod meta;
 pub mod notifications;
 pub mod oauth;

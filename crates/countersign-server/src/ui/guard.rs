@@ -430,6 +430,8 @@ pub async fn try_policies(
                     session_id: None,
                     scope: Some(f.scope.trim().to_string()).filter(|s| !s.is_empty()),
                     agent_id: Some(f.agent_id.clone()).filter(|s| !s.is_empty()),
+                    annotations: None,
+                    mcp: None,
                 },
             )
             .await

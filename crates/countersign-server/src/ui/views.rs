@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use countersign_core::approval::{ApprovalRequest, DecisionRecord, RequestKind, TIMEOUT_DECIDER};
 use countersign_core::directory::{Agent, User};
 use countersign_core::display::{self, Piece};
+use countersign_core::mcp::EffectiveAnnotations;
 use countersign_core::notify::{self, Delivery};
 use countersign_proto::ApprovalStatus;
 
@@ -65,6 +66,58 @@ pub struct Row {
     pub expires_at: String,
     pub time_left: String,
     pub decided_by: Option<String>,
+    pub mcp: Option<McpView>,
+}
+
+/// How a tool call that came through an MCP gateway is shown: "via MCP · server · client"
+/// and badges for the hints that matter to a reviewer. The names are the gateway's words,
+/// shown with hidden characters made visible and isolated in the template (`<bdi>`).
+pub struct McpView {
+    pub server: Option<String>,
+    pub client: Option<String>,
+    pub hints: Vec<Hint>,
+}
+
+pub struct Hint {
+    /// `destructive`, `read-only` or `open-world` (a CSS class and a test hook).
+    pub class: &'static str,
+    pub label: &'static str,
+}
+
+pub fn mcp_view(r: &ApprovalRequest) -> Option<McpView> {
+    let tool = r.tool.as_ref()?;
+    if tool.mcp.is_none() && tool.annotations.is_none() {
+        return None;
+    }
+    let hints = EffectiveAnnotations::of(tool.annotations.as_ref());
+    let mut shown = Vec::new();
+    if hints.destructive {
+        shown.push(Hint {
+            class: "destructive",
+            label: "destructive",
+        });
+    }
+    if hints.read_only {
+        shown.push(Hint {
+            class: "read-only",
+            label: "read-only",
+        });
+    }
+    if hints.open_world {
+        shown.push(Hint {
+            class: "open-world",
+            label: "open world",
+        });
+    }
+    Some(McpView {
+        server: tool.mcp.as_ref().map(|m| display::visible(&m.server)),
+        client: tool
+            .mcp
+            .as_ref()
+            .and_then(|m| m.client.as_deref())
+            .map(display::visible),
+        hints: shown,
+    })
 }
 
 /// What a request asks for, in a word: the tool for tool calls, the scope for CIBA.
@@ -139,6 +192,7 @@ pub fn row(r: &ApprovalRequest, names: &Names, now: DateTime<Utc>) -> Row {
         expires_at: r.expires_at.to_rfc3339(),
         time_left: time_left(r.expires_at, now),
         decided_by: decider(r, names, now),
+        mcp: mcp_view(r),
     }
 }
 
@@ -169,6 +223,7 @@ pub struct Detail {
     pub required_approvals: u32,
     /// What happens when nobody decides in time.
     pub timeout_outcome: &'static str,
+    pub mcp: Option<McpView>,
 }
 
 pub struct DecisionRow {
@@ -287,6 +342,7 @@ pub fn detail(
             ApprovalStatus::Approved => "approved",
             _ => "expired (rejected)",
         },
+        mcp: mcp_view(r),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend, for several replicas on one database.
 mod accounts;
 mod idempotency;
+mod mcp;
 mod notify;
 mod oidc;
 mod rows;
@@ -62,6 +63,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/postgres/0008_pending_per_agent.sql"),
     ),
+    (9, include_str!("../../migrations/postgres/0009_mcp.sql")),
 ];
 
 /// The channel replicas tell each other about changes on.
@@ -356,14 +358,19 @@ async fn insert_request(
         .then(|| serde_json::to_string(&r.rules.escalation_plan))
         .transpose()
         .map_err(Error::internal)?;
+    let annotations = tool
+        .and_then(|t| t.annotations.as_ref())
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(Error::internal)?;
     sqlx::query(
         "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
          binding_message, context, context_sha256, status, created_at, expires_at, tool_name, session_id, \
          reason, risk_score, threats, policy_id, policy_name, notification_channels, on_behalf_of, \
          approval_group_id, required_approvals, allow_self_approval, default_on_timeout, escalation_level, \
-         escalation_plan, next_escalation_at) \
+         escalation_plan, next_escalation_at, annotations, mcp_server, mcp_client) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-         $21, $22, $23, $24, $25, $26, $27, $28, $29)",
+         $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
     )
     .bind(&r.id)
     .bind(&r.tenant_id)
@@ -394,6 +401,9 @@ async fn insert_request(
     .bind(r.rules.escalation_level as i32)
     .bind(plan)
     .bind(r.rules.next_escalation_at().map(ms))
+    .bind(annotations)
+    .bind(tool.and_then(|t| t.mcp.as_ref()).map(|m| &m.server))
+    .bind(tool.and_then(|t| t.mcp.as_ref()).and_then(|m| m.client.as_ref()))
     .execute(&mut *conn)
     .await
     .map_err(|e| renamed_conflict(pg_error(e), "an identical tool call is already pending".into()))?;
@@ -960,11 +970,13 @@ impl Backend for PgStore {
         session_id: &str,
         tool_name: &str,
         arguments_sha256: &str,
+        mcp_server: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<ApprovalRequest>> {
         sqlx::query(&format!(
             "SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = $1 AND kind = 'tool' AND status = 'pending' \
-             AND agent_id = $2 AND session_id = $3 AND tool_name = $4 AND context_sha256 = $5 AND expires_at > $6"
+             AND agent_id = $2 AND session_id = $3 AND tool_name = $4 AND context_sha256 = $5 AND expires_at > $6 \
+             AND COALESCE(mcp_server, '') = $7"
         ))
         .bind(tenant_id)
         .bind(agent_id)
@@ -972,6 +984,7 @@ impl Backend for PgStore {
         .bind(tool_name)
         .bind(arguments_sha256)
         .bind(ms(now))
+        .bind(mcp_server.unwrap_or_default())
         .fetch_optional(&self.pool)
         .await
         .map_err(pg_error)?

@@ -9,7 +9,7 @@ use countersign_core::directory::{Agent, ApiKey, Tenant, User};
 use countersign_core::policy::Policy;
 use countersign_core::{Error, Principal, Result, Role};
 use countersign_proto::admin::KeyRole;
-use countersign_proto::guard::{PolicyAction, TimeoutOutcome};
+use countersign_proto::guard::{McpOrigin, PolicyAction, TimeoutOutcome};
 use countersign_proto::{ApprovalStatus, TrustLevel};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -23,7 +23,8 @@ pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope
      context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
      token_issued_at, tool_name, session_id, reason, risk_score, threats, policy_id, policy_name, \
      notification_channels, on_behalf_of, approval_group_id, required_approvals, \
-     allow_self_approval, default_on_timeout, escalation_level, escalation_plan";
+     allow_self_approval, default_on_timeout, escalation_level, escalation_plan, annotations, \
+     mcp_server, mcp_client";
 pub const AUDIT_COLUMNS: &str =
     "tenant_id, seq, at, actor_type, actor_id, action, subject, details, prev_hash, hash";
 
@@ -162,6 +163,15 @@ pub fn request(row: &PgRow) -> Result<ApprovalRequest> {
             policy_name: get(row, 22)?,
             notification_channels: json_or(row, 23)?,
             on_behalf_of: get(row, 24)?,
+            annotations: json_or::<Option<_>>(row, 31)?,
+            mcp: get::<Option<String>>(row, 32)?
+                .map(|server| -> Result<McpOrigin> {
+                    Ok(McpOrigin {
+                        server,
+                        client: get(row, 33)?,
+                    })
+                })
+                .transpose()?,
         }),
         None => None,
     };

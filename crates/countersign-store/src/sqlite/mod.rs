@@ -1,6 +1,7 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
 mod accounts;
 mod idempotency;
+mod mcp;
 mod notify;
 mod oidc;
 mod rows;
@@ -63,6 +64,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/sqlite/0008_pending_per_agent.sql"),
     ),
+    (9, include_str!("../../migrations/sqlite/0009_mcp.sql")),
 ];
 
 /// How hard SQLite works to make a commit survive a power cut.
@@ -415,14 +417,18 @@ fn insert_request(c: &Connection, new: &NewRequest) -> Result<()> {
     let plan = (!r.rules.escalation_plan.is_empty())
         .then(|| to_json(&r.rules.escalation_plan))
         .transpose()?;
+    let annotations = tool
+        .and_then(|t| t.annotations.as_ref())
+        .map(|a| to_json(a))
+        .transpose()?;
     c.prepare_cached(
         "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
          binding_message, context, context_sha256, status, created_at, expires_at, tool_name, session_id, \
          reason, risk_score, threats, policy_id, policy_name, notification_channels, on_behalf_of, \
          approval_group_id, required_approvals, allow_self_approval, default_on_timeout, escalation_level, \
-         escalation_plan, next_escalation_at) \
+         escalation_plan, next_escalation_at, annotations, mcp_server, mcp_client) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -455,6 +461,9 @@ fn insert_request(c: &Connection, new: &NewRequest) -> Result<()> {
             r.rules.escalation_level,
             plan,
             r.rules.next_escalation_at().map(ms),
+            annotations,
+            tool.and_then(|t| t.mcp.as_ref()).map(|m| &m.server),
+            tool.and_then(|t| t.mcp.as_ref()).and_then(|m| m.client.as_ref()),
         ])
     })
     .map_err(|e| match db_error(e) {
@@ -1016,16 +1025,18 @@ impl Backend for SqliteStore {
         session_id: &str,
         tool_name: &str,
         arguments_sha256: &str,
+        mcp_server: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<ApprovalRequest>> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {} FROM approval_requests WHERE tenant_id = ?1 AND kind = 'tool' AND status = 'pending' \
-                 AND agent_id = ?2 AND session_id = ?3 AND tool_name = ?4 AND context_sha256 = ?5 AND expires_at > ?6",
+                 AND agent_id = ?2 AND session_id = ?3 AND tool_name = ?4 AND context_sha256 = ?5 AND expires_at > ?6 \
+                 AND COALESCE(mcp_server, '') = ?7",
                 rows::REQUEST_COLUMNS
             ))?
             .query_row(
-                params![tenant_id, agent_id, session_id, tool_name, arguments_sha256, ms(now)],
+                params![tenant_id, agent_id, session_id, tool_name, arguments_sha256, ms(now), mcp_server.unwrap_or_default()],
                 rows::request,
             )
             .optional()

@@ -9,7 +9,7 @@ use countersign_core::directory::{Agent, ApiKey, Tenant, User};
 use countersign_core::policy::Policy;
 use countersign_core::{Error, Principal, Role};
 use countersign_proto::admin::KeyRole;
-use countersign_proto::guard::{PolicyAction, TimeoutOutcome};
+use countersign_proto::guard::{McpOrigin, PolicyAction, TimeoutOutcome};
 use countersign_proto::{ApprovalStatus, TrustLevel};
 use rusqlite::Row;
 
@@ -129,7 +129,8 @@ pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope
      context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
      token_issued_at, tool_name, session_id, reason, risk_score, threats, policy_id, policy_name, \
      notification_channels, on_behalf_of, approval_group_id, required_approvals, \
-     allow_self_approval, default_on_timeout, escalation_level, escalation_plan";
+     allow_self_approval, default_on_timeout, escalation_level, escalation_plan, annotations, \
+     mcp_server, mcp_client";
 
 fn json_or<T: serde::de::DeserializeOwned + Default>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     match row.get::<_, Option<String>>(idx)? {
@@ -155,6 +156,16 @@ pub fn request(row: &Row) -> rusqlite::Result<ApprovalRequest> {
             policy_name: row.get(22)?,
             notification_channels: json_or(row, 23)?,
             on_behalf_of: row.get(24)?,
+            annotations: json_or::<Option<_>>(row, 31)?,
+            mcp: row
+                .get::<_, Option<String>>(32)?
+                .map(|server| -> rusqlite::Result<McpOrigin> {
+                    Ok(McpOrigin {
+                        server,
+                        client: row.get(33)?,
+                    })
+                })
+                .transpose()?,
         }),
         None => None,
     };

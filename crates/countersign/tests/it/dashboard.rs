@@ -809,3 +809,122 @@ async fn a_live_stream_ends_when_its_session_ends() {
         "nothing about requests after the session ended"
     );
 }
+
+#[tokio::test]
+async fn the_queue_and_the_request_page_show_calls_that_came_through_mcp() {
+    let app = spawn_app().await;
+    app.reviewer("rita@example.com").await;
+    let (_, agent) = app.agent("bot").await;
+    app.admin
+        .create_group(
+            "default",
+            &GroupInput {
+                id: Some("group_ops".into()),
+                name: "ops".into(),
+                members: vec![MemberInput {
+                    email: "rita@example.com".into(),
+                    role: MemberRole::Primary,
+                }],
+                escalation_minutes: None,
+            },
+        )
+        .await
+        .unwrap();
+    app.admin
+        .create_policy(
+            "default",
+            &PolicyInput {
+                name: "everything".into(),
+                tool_pattern: "*".into(),
+                action: PolicyAction::RequireApproval,
+                description: None,
+                priority: None,
+                is_active: None,
+                condition: None,
+                approval_config: Some(ApprovalConfig {
+                    approval_group_id: Some("group_ops".into()),
+                    ..ApprovalConfig::default()
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    let ask = |body: serde_json::Value| {
+        let agent = &agent;
+        async move {
+            agent
+                .guard_tool(
+                    "default",
+                    &serde_json::from_value::<ToolRequest>(body).unwrap(),
+                )
+                .await
+                .unwrap()
+                .approval_id
+                .unwrap()
+        }
+    };
+    // Through MCP, with a right-to-left server name and hints: destructive, open world.
+    let mcp = ask(json!({
+        "session_id": "s1",
+        "tool_call": {"name": "delete_file", "arguments": {"path": "/srv/a"}},
+        "annotations": {"destructiveHint": true},
+        "mcp": {"server": "קבצים", "client": "claude-desktop <1.2.0>"},
+    }))
+    .await;
+    // Through MCP, read-only and closed-world.
+    let reading = ask(json!({
+        "session_id": "s1",
+        "tool_call": {"name": "read_file", "arguments": {"path": "/srv/a"}},
+        "annotations": {"readOnlyHint": true, "openWorldHint": false},
+        "mcp": {"server": "files"},
+    }))
+    .await;
+    // Not through MCP.
+    let direct = ask(json!({
+        "session_id": "s1",
+        "tool_call": {"name": "payment_refund", "arguments": {"amount": 5}},
+    }))
+    .await;
+
+    let mut rita = signed_in(&app, "rita@example.com").await;
+    let (_, _, queue) = rita.get("/ui/queue").await;
+    let card = |id: &str| {
+        let start = queue
+            .find(&format!("data-request-id=\"{id}\""))
+            .unwrap_or_else(|| panic!("{id} is not in the queue"));
+        let end = queue[start..].find("</li>").unwrap() + start;
+        queue[start..end].to_string()
+    };
+    let mcp_card = card(&mcp);
+    assert!(mcp_card.contains("via MCP"), "{mcp_card}");
+    assert!(
+        mcp_card.contains("<bdi dir=\"auto\" data-mcp-server>קבצים</bdi>"),
+        "{mcp_card}"
+    );
+    // The client is the gateway's words: escaped and isolated.
+    assert!(
+        mcp_card.contains("<bdi dir=\"auto\" data-mcp-client>claude-desktop &lt;1.2.0&gt;</bdi>")
+            || mcp_card
+                .contains("<bdi dir=\"auto\" data-mcp-client>claude-desktop &#60;1.2.0&#62;</bdi>"),
+        "{mcp_card}"
+    );
+    assert!(mcp_card.contains("data-hint=\"destructive\""), "{mcp_card}");
+    assert!(mcp_card.contains("data-hint=\"open-world\""), "{mcp_card}");
+    assert!(!mcp_card.contains("data-hint=\"read-only\""), "{mcp_card}");
+    let reading_card = card(&reading);
+    assert!(reading_card.contains("data-mcp-server>files</bdi>"));
+    assert!(reading_card.contains("data-hint=\"read-only\""));
+    assert!(!reading_card.contains("data-hint=\"destructive\""));
+    assert!(!reading_card.contains("data-hint=\"open-world\""));
+    assert!(!reading_card.contains("data-mcp-client"));
+    assert!(!card(&direct).contains("data-mcp"));
+
+    let (status, _, page) = rita.get(&format!("/ui/requests/{mcp}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("via MCP"), "{page}");
+    assert!(page.contains("<bdi dir=\"auto\" data-mcp-server>קבצים</bdi>"));
+    assert!(page.contains("data-hint=\"destructive\""));
+    assert!(page.contains("not verified"));
+    let (_, _, page) = rita.get(&format!("/ui/requests/{direct}")).await;
+    assert!(!page.contains("data-mcp"));
+}

@@ -133,6 +133,8 @@ fn call(name: &str, args: Value) -> ToolRequest {
         scope: None,
         reason: None,
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     }
 }
 

@@ -71,6 +71,8 @@ fn call(amount: i64) -> ToolRequest {
         scope: None,
         reason: None,
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     }
 }
 

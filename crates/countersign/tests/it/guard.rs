@@ -90,6 +90,8 @@ fn call(name: &str, args: Value) -> ToolRequest {
         scope: None,
         reason: None,
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     }
 }
 
@@ -525,6 +527,8 @@ async fn patterns_priorities_conditions_and_trust_levels_decide() {
                 session_id: None,
                 scope: None,
                 agent_id: None,
+                annotations: None,
+                mcp: None,
             },
         )
         .await
@@ -1663,4 +1667,314 @@ async fn policies_groups_and_settings_have_full_crud() {
             .status(),
         Some(403)
     );
+}
+
+fn via_mcp(name: &str, args: Value, server: &str, annotations: Value) -> ToolRequest {
+    serde_json::from_value(json!({
+        "session_id": "session_123",
+        "tool_call": {"name": name, "arguments": args},
+        "annotations": annotations,
+        "mcp": {"server": server, "client": "claude-desktop 1.2.0"},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn mcp_annotations_and_origin_reach_conditions_views_history_and_audit() {
+    let app = spawn_app().await;
+    let p = people(&app).await;
+    group(
+        &app,
+        "group_ops",
+        vec![member("alice@company.com", MemberRole::Primary)],
+        None,
+    )
+    .await;
+    // Every destructive tool needs approval: one policy over the annotations.
+    let mut destructive = policy(
+        "destructive tools",
+        "*",
+        PolicyAction::RequireApproval,
+        approval("group_ops"),
+    );
+    destructive.condition = Some("tool.annotations.destructiveHint".into());
+    app.admin.create_policy(P, &destructive).await.unwrap();
+    // Nothing at all through the production file server.
+    let mut prod = policy(
+        "no prod files",
+        "*",
+        PolicyAction::Block,
+        ApprovalConfig::default(),
+    );
+    prod.condition = Some("tool.mcp_server == 'files-prod' && tool.name != 'list_files'".into());
+    prod.priority = Some(10);
+    app.admin.create_policy(P, &prod).await.unwrap();
+
+    // A tool that declares itself destructive needs approval.
+    let asked = p
+        .agent
+        .guard_tool(
+            P,
+            &via_mcp(
+                "delete_file",
+                json!({"path": "/srv/a.txt"}),
+                "files",
+                json!({"destructiveHint": true}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(asked.action, PolicyAction::RequireApproval);
+    assert_eq!(asked.policy_matched.as_deref(), Some("destructive tools"));
+    let id = asked.approval_id.unwrap();
+    // One that declares itself read-only (so not destructive by MCP's defaults) is allowed.
+    let read = p
+        .agent
+        .guard_tool(
+            P,
+            &via_mcp(
+                "read_file",
+                json!({"path": "/srv/a.txt"}),
+                "files",
+                json!({"readOnlyHint": true}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.action, PolicyAction::Allow);
+    // Without hints MCP's defaults apply: not read-only, so destructive.
+    let unhinted = p
+        .agent
+        .guard_tool(P, &call("rename_file", json!({"from": "a", "to": "b"})))
+        .await
+        .unwrap();
+    assert_eq!(unhinted.action, PolicyAction::RequireApproval);
+    // A condition on the server blocks, and the audit event names the server.
+    let blocked = p
+        .agent
+        .guard_tool(
+            P,
+            &via_mcp(
+                "read_file",
+                json!({"path": "/etc/passwd"}),
+                "files-prod",
+                json!({"readOnlyHint": true}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(blocked.action, PolicyAction::Block);
+    assert_eq!(
+        audited(&app, "tool_call.blocked", Some("read_file")).await,
+        1
+    );
+    let events = app.admin.audit_page(None, Some(500)).await.unwrap().events;
+    let block = events
+        .iter()
+        .find(|e| e.action == "tool_call.blocked")
+        .unwrap();
+    assert_eq!(block.details["mcp_server"], "files-prod");
+    let created = events
+        .iter()
+        .find(|e| e.action == "approval.created" && e.subject == id)
+        .unwrap();
+    assert_eq!(created.details["mcp_server"], "files");
+
+    // The approval shows the annotations as sent and where the call came from.
+    let view = p.agent.guard_approval(P, &id, None).await.unwrap();
+    let annotations = view.annotations.unwrap();
+    assert_eq!(annotations.destructive_hint, Some(true));
+    assert_eq!(annotations.read_only_hint, None);
+    let origin = view.mcp.unwrap();
+    assert_eq!(origin.server, "files");
+    assert_eq!(origin.client.as_deref(), Some("claude-desktop 1.2.0"));
+    let (status, raw): (u16, Value) = {
+        let res = app
+            .http()
+            .get(app.url(&format!("/v1/guard/{P}/approvals/{id}")))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    };
+    assert_eq!(status, 200);
+    assert_eq!(raw["annotations"], json!({"destructiveHint": true}));
+    assert_eq!(
+        raw["mcp"],
+        json!({"server": "files", "client": "claude-desktop 1.2.0"})
+    );
+    // A call that did not come through MCP has neither field.
+    let plain = p
+        .agent
+        .guard_approval(P, unhinted.approval_id.as_deref().unwrap(), None)
+        .await
+        .unwrap();
+    assert!(plain.annotations.is_none() && plain.mcp.is_none());
+    // The reviewer API and the history carry them too.
+    let listed = p.alice.list_approvals(&Default::default()).await.unwrap();
+    let item = listed.approvals.iter().find(|a| a.id == id).unwrap();
+    assert_eq!(item.mcp.as_ref().unwrap().server, "files");
+    assert_eq!(item.annotations.unwrap().destructive_hint, Some(true));
+    let history = app
+        .admin
+        .guard_history(P, &HistoryQuery::default())
+        .await
+        .unwrap();
+    let item = history
+        .approvals
+        .iter()
+        .find(|a| a.approval_id == id)
+        .unwrap();
+    assert_eq!(item.mcp.as_ref().unwrap().server, "files");
+
+    // The same call through the same server finds the same approval; through another server
+    // it is another action, with its own approval.
+    let again = p
+        .agent
+        .guard_tool(
+            P,
+            &via_mcp(
+                "delete_file",
+                json!({"path": "/srv/a.txt"}),
+                "files",
+                json!({"destructiveHint": true}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.approval_id.as_deref(), Some(id.as_str()));
+    let elsewhere = p
+        .agent
+        .guard_tool(
+            P,
+            &via_mcp(
+                "delete_file",
+                json!({"path": "/srv/a.txt"}),
+                "files-staging",
+                json!({"destructiveHint": true}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.action, PolicyAction::RequireApproval);
+    assert_ne!(elsewhere.approval_id.as_deref(), Some(id.as_str()));
+
+    // A dry run sees what a real call sees.
+    let dry = |annotations: Value| {
+        serde_json::from_value::<countersign_proto::guard::EvaluateRequest>(json!({
+            "tool_call": {"name": "delete_file", "arguments": {}},
+            "annotations": annotations,
+            "mcp": {"server": "files"},
+        }))
+        .unwrap()
+    };
+    assert_eq!(
+        app.admin
+            .guard_evaluate(P, &dry(json!({"destructiveHint": true})))
+            .await
+            .unwrap()
+            .action,
+        PolicyAction::RequireApproval
+    );
+    assert_eq!(
+        app.admin
+            .guard_evaluate(P, &dry(json!({"readOnlyHint": true})))
+            .await
+            .unwrap()
+            .action,
+        PolicyAction::Allow
+    );
+}
+
+#[tokio::test]
+async fn bad_mcp_fields_and_conditions_on_tool_as_a_string_are_refused() {
+    let app = spawn_app().await;
+    let (agent_id, _) = app.agent("bot").await;
+    let agent_key = app
+        .admin
+        .create_api_key(&countersign_proto::admin::CreateApiKey {
+            role: countersign_proto::admin::KeyRole::Agent,
+            agent_id: Some(agent_id),
+            user_id: None,
+            name: None,
+            audiences: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .key;
+    let post = |body: Value| {
+        let app = &app;
+        let key = agent_key.clone();
+        async move {
+            let res = app
+                .http()
+                .post(app.url(&format!("/v1/guard/{P}/tool")))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let base = |extra: Value| {
+        let mut body = json!({"session_id": "s", "tool_call": {"name": "t", "arguments": {}}});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    for (extra, status, code) in [
+        (
+            json!({"mcp": {"server": "fi\u{202e}les"}}),
+            400,
+            "invalid_text",
+        ),
+        (
+            json!({"mcp": {"server": "files", "client": "a\u{200b}b"}}),
+            400,
+            "invalid_text",
+        ),
+        (json!({"mcp": {"server": " "}}), 400, "invalid_request"),
+        (
+            json!({"mcp": {"server": "x".repeat(201)}}),
+            400,
+            "invalid_request",
+        ),
+        (json!({"mcp": {"client": "c"}}), 422, "invalid_body"),
+        (
+            json!({"mcp": {"server": "s", "extra": 1}}),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"annotations": {"title": "Delete"}}),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"annotations": {"destructiveHint": "yes"}}),
+            422,
+            "invalid_body",
+        ),
+        (
+            json!({"annotations": {"destructive_hint": true}}),
+            422,
+            "invalid_body",
+        ),
+    ] {
+        let (got, v) = post(base(extra.clone())).await;
+        assert_eq!(got, status, "{extra} → {v}");
+        assert_eq!(v["error"]["code"], code, "{extra} → {v}");
+    }
+    let (got, v) = post(base(json!({"annotations": {}, "mcp": {"server": "files"}}))).await;
+    assert_eq!(got, 200, "{v}");
+    // `tool` is a map now: a condition using it as the name is refused with a hint.
+    let mut old = policy("old", "*", PolicyAction::Block, ApprovalConfig::default());
+    old.condition = Some("tool == 'delete_file'".into());
+    let err = app.admin.create_policy(P, &old).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_condition"));
+    assert!(err.to_string().contains("tool.name"), "{err}");
 }

@@ -17,6 +17,8 @@ fn call(tool: &str, args: Value) -> ToolRequest {
         scope: None,
         reason: None,
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     }
 }
 
@@ -81,7 +83,7 @@ async fn costly_conditions_are_refused_when_saved() {
             "list literal",
         ),
         (
-            &*format!("tool == '{}'", "x".repeat(1_001)),
+            &*format!("tool.name == '{}'", "x".repeat(1_001)),
             "string literal",
         ),
     ] {

@@ -450,6 +450,8 @@ async fn the_delivery_log_names_targets_from_the_record_and_escapes_them() {
                 scope: None,
                 reason: None,
                 on_behalf_of: None,
+                annotations: None,
+                mcp: None,
             },
         )
         .await

@@ -127,6 +127,8 @@ fn refund() -> ToolRequest {
         scope: None,
         reason: Some("<b>Customer</b> asked for a refund".into()),
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     }
 }
 

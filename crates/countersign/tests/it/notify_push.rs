@@ -430,6 +430,8 @@ async fn a_tool_call_for_a_group_pushes_to_its_primaries_devices() {
                 scope: None,
                 reason: Some("<b>Customer</b> asked for a refund".into()),
                 on_behalf_of: None,
+                annotations: None,
+                mcp: None,
             },
         )
         .await

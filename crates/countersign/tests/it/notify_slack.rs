@@ -317,6 +317,8 @@ fn refund() -> ToolRequest {
         scope: None,
         reason: Some("<b>Customer</b> asked for a refund <!channel> & more".into()),
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     }
 }
 

@@ -177,6 +177,8 @@ fn refund(reason: &str) -> ToolRequest {
         scope: None,
         reason: Some(reason.into()),
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     }
 }
 

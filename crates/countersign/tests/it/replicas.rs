@@ -568,6 +568,8 @@ async fn a_block_policy_saved_on_one_replica_stops_calls_on_another() {
         scope: None,
         reason: None,
         on_behalf_of: None,
+        annotations: None,
+        mcp: None,
     };
     // Replica b loads and caches the tenant's (empty) policies.
     let d = agent_on_b.guard_tool("default", &call).await.unwrap();

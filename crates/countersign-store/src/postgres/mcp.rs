@@ -1,0 +1,133 @@
+//! Registered MCP servers on PostgreSQL.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use countersign_core::Result;
+use countersign_core::audit::Actor;
+use countersign_core::mcp::McpServerRecord;
+use sqlx::postgres::PgRow;
+
+use super::rows::{get, ms, pg_error, time};
+use super::{PgStore, append_audit};
+use crate::McpStore;
+use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json, mcp_server_audit};
+
+fn server(row: &PgRow) -> Result<McpServerRecord> {
+    let headers: String = get(row, 3)?;
+    Ok(McpServerRecord {
+        tenant_id: get(row, 0)?,
+        id: get(row, 1)?,
+        url: get(row, 2)?,
+        headers: headers_from_json(&headers)?,
+        created_at: time(row, 4)?,
+        updated_at: time(row, 5)?,
+    })
+}
+
+#[async_trait]
+impl McpStore for PgStore {
+    async fn create_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO mcp_servers ({MCP_SERVER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        ))
+        .bind(&record.tenant_id)
+        .bind(&record.id)
+        .bind(&record.url)
+        .bind(headers_json(&record.headers)?)
+        .bind(ms(record.created_at))
+        .bind(ms(record.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        append_audit(
+            &mut tx,
+            mcp_server_audit(record, "mcp_server.created", &actor),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
+        sqlx::query(&format!(
+            "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = $1 ORDER BY id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(server)
+        .collect()
+    }
+
+    async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
+        sqlx::query(&format!(
+            "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .as_ref()
+        .map(server)
+        .transpose()
+    }
+
+    async fn update_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE mcp_servers SET url = $3, headers = $4, updated_at = $5 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(&record.tenant_id)
+        .bind(&record.id)
+        .bind(&record.url)
+        .bind(headers_json(&record.headers)?)
+        .bind(ms(record.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        append_audit(
+            &mut tx,
+            mcp_server_audit(record, "mcp_server.updated", &actor),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
+    }
+
+    async fn delete_mcp_server(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM mcp_servers WHERE tenant_id = $1 AND id = $2 RETURNING {MCP_SERVER_COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+        let Some(row) = deleted else {
+            return Ok(false);
+        };
+        let mut record = server(&row)?;
+        record.updated_at = at;
+        append_audit(
+            &mut tx,
+            mcp_server_audit(&record, "mcp_server.deleted", &actor),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
+    }
+}
