@@ -423,15 +423,6 @@ impl Client {
         self.post(&Self::guard_path(proxy_id, "tool"), body).await
     }
 
-    /// `POST /tool` with a body built elsewhere (the MCP proxy adds `annotations` and `mcp`).
-    pub async fn guard_tool_value(
-        &self,
-        proxy_id: &str,
-        body: &serde_json::Value,
-    ) -> Result<ToolDecision> {
-        self.post(&Self::guard_path(proxy_id, "tool"), body).await
-    }
-
     pub async fn guard_evaluate(
         &self,
         proxy_id: &str,

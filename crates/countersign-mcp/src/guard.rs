@@ -2,7 +2,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use countersign_proto::guard::{GuardApprovalView, ToolDecision};
+use countersign_proto::guard::{
+    self as proto, GuardApprovalView, McpOrigin, ToolDecision, ToolRequest,
+};
 use rmcp::model::{JsonObject, ToolAnnotations};
 
 /// One `tools/call` as the guard sees it.
@@ -20,31 +22,25 @@ pub struct McpCall {
 }
 
 impl McpCall {
-    /// The `POST /v1/guard/{proxy}/tool` body for this call.
-    pub fn tool_request_body(&self) -> serde_json::Value {
-        let mut body = serde_json::json!({
-            "session_id": self.session_id,
-            "tool_call": {"name": self.name, "arguments": self.arguments},
-            "mcp": {"server": self.server},
-        });
-        if let Some(client) = &self.client {
-            body["mcp"]["client"] = client.clone().into();
+    /// The guard's `ToolRequest` for this call.
+    pub fn tool_request(&self) -> ToolRequest {
+        ToolRequest {
+            session_id: self.session_id.clone(),
+            tool_call: serde_json::json!({"name": self.name, "arguments": self.arguments}),
+            scope: None,
+            reason: None,
+            on_behalf_of: None,
+            annotations: self.annotations.as_ref().map(|a| proto::ToolAnnotations {
+                read_only_hint: a.read_only_hint,
+                destructive_hint: a.destructive_hint,
+                idempotent_hint: a.idempotent_hint,
+                open_world_hint: a.open_world_hint,
+            }),
+            mcp: Some(McpOrigin {
+                server: self.server.clone(),
+                client: self.client.clone(),
+            }),
         }
-        if let Some(a) = &self.annotations {
-            let mut hints = serde_json::Map::new();
-            for (key, value) in [
-                ("readOnlyHint", a.read_only_hint),
-                ("destructiveHint", a.destructive_hint),
-                ("idempotentHint", a.idempotent_hint),
-                ("openWorldHint", a.open_world_hint),
-            ] {
-                if let Some(value) = value {
-                    hints.insert(key.into(), value.into());
-                }
-            }
-            body["annotations"] = hints.into();
-        }
-        body
     }
 }
 

@@ -16,7 +16,7 @@ const POLL: Duration = Duration::from_secs(25);
 const MAX_FAILURES: u32 = 5;
 
 pub(crate) enum Held {
-    Approved(GuardApprovalView),
+    Approved(Box<GuardApprovalView>),
     /// Not approved: the text says why, for the model and the person behind it.
     Refused(String),
     /// The client cancelled its call; the approval was withdrawn.
@@ -92,7 +92,7 @@ pub(crate) async fn hold<G: Guard>(
         };
         failures = 0;
         match view.status {
-            ApprovalStatus::Approved => return Held::Approved(view),
+            ApprovalStatus::Approved => return Held::Approved(Box::new(view)),
             ApprovalStatus::Pending => {}
             _ => return Held::Refused(refusal(tool, &view)),
         }

@@ -27,7 +27,7 @@ fn failure(e: countersign_client::ClientError) -> GuardFailure {
 impl Guard for HttpGuard {
     async fn check(&self, call: &McpCall) -> Result<ToolDecision, GuardFailure> {
         self.client
-            .guard_tool_value(&self.proxy_id, &call.tool_request_body())
+            .guard_tool(&self.proxy_id, &call.tool_request())
             .await
             .map_err(failure)
     }

@@ -253,7 +253,7 @@ impl<G: Guard> Proxy<G> {
             PolicyAction::Allow => params.arguments.clone(),
             PolicyAction::Block => {
                 return Ok(tool_error(format!(
-                    "Countersign blocked `{name}`: {}",
+                    "Countersign refused to run `{name}` ({})",
                     decision.message
                 )));
             }
@@ -281,11 +281,11 @@ impl<G: Guard> Proxy<G> {
                         }
                     }
                     Held::Refused(why) => return Ok(tool_error(why)),
+                    // The client no longer waits for this answer (rmcp sends one regardless).
                     Held::Cancelled => {
-                        return Err(McpError::invalid_request(
-                            "the call was cancelled and its approval withdrawn",
-                            None,
-                        ));
+                        return Ok(tool_error(format!(
+                            "`{name}` was cancelled by the client; approval {approval_id} was withdrawn"
+                        )));
                     }
                 }
             }

@@ -185,6 +185,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
     let (stop, stopping) = watch::channel(false);
     let webauthn = crate::accounts::relying_party(&issuer)?.map(Arc::new);
     let settings_limits = settings.limits.clone();
+    let mcp_gateway = crate::mcp_gateway::Gateway::new(&settings.outbound)?;
     let state = AppState {
         store,
         clock,
@@ -203,6 +204,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         notifier: Arc::new(notifier),
         conditions: Arc::new(crate::conditions::ConditionRunner::new(&settings_limits)),
         throttle: Arc::new(crate::throttle::Throttle::new(&settings_limits)),
+        mcp: Arc::new(mcp_gateway),
     };
     let demo = if state.settings.demo {
         Some(demo(&state).await?)
@@ -387,6 +389,12 @@ fn router(state: AppState) -> Router {
             post(admin::rotate_signing_key),
         )
         .route("/v1/guard/{proxy_id}/tool", post(guard::tool))
+        .route(
+            "/mcp/{id}",
+            get(crate::mcp_gateway::endpoint)
+                .post(crate::mcp_gateway::endpoint)
+                .delete(crate::mcp_gateway::endpoint),
+        )
         .route(
             "/v1/guard/{proxy_id}/approvals/history",
             get(guard::history),

@@ -11,6 +11,7 @@ pub mod events;
 mod grants;
 pub mod guard;
 mod idempotency;
+mod mcp_gateway;
 pub mod mcp_servers;
 pub mod notify;
 mod oidc;

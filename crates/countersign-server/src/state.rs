@@ -29,6 +29,8 @@ pub struct AppState {
     /// Held while a guard configuration is loaded and compiled, so that the calls arriving
     /// after a change wait for one compilation instead of each making their own.
     pub guard_loading: Arc<tokio::sync::Mutex<()>>,
+    /// The MCP gateway's relayed sessions.
+    pub mcp: Arc<crate::mcp_gateway::Gateway>,
     pub risk: Arc<dyn RiskAssessor>,
     /// Turns true when the server begins shutting down; long-polls then answer at once.
     pub stopping: tokio::sync::watch::Receiver<bool>,

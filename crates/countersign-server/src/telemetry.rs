@@ -27,7 +27,8 @@ pub fn render_metrics() -> String {
 /// Structured logs to stderr; `json` for machines, `text` for people.
 pub fn init_logging(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        // rmcp logs every MCP session's start and end at info; the gateway's own logs say more.
+        .or_else(|_| EnvFilter::try_new(format!("{},rmcp=warn", settings.level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -57,6 +57,8 @@ async fn wrap(args: WrapArgs) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Agent hosts write this stderr to log files: colours only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let upstream = match (args.upstream_url, args.command.split_first()) {
         (Some(url), None) => Upstream::Http(HttpUpstream {

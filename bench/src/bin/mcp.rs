@@ -1,0 +1,261 @@
+//! Bounded loopback benchmark of `countersign mcp wrap`: the latency it adds to an allowed
+//! `tools/call`. One MCP client calls a small upstream directly and through `wrap` (which asks
+//! the guard of a running `countersign serve` before forwarding), in interleaved blocks of the
+//! same run, and reports the percentiles of both and their difference.
+//!
+//! The upstream is this same program started with `--upstream` (an rmcp stdio server with one
+//! read-only `echo` tool), so both paths pay the same upstream cost.
+#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use rmcp::ServiceExt;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
+    PaginatedRequestParams, Tool, ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleClient, RoleServer, RunningService};
+use rmcp::transport::TokioChildProcess;
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = "csk_bench-admin-key-0123456789-abcdefghijklmnop";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "countersign-bench-mcp",
+    about = "Loopback benchmark of the latency `countersign mcp wrap` adds"
+)]
+struct Opts {
+    #[arg(long, default_value = "target/release/countersign")]
+    server_bin: PathBuf,
+    /// Calls measured on each path.
+    #[arg(long, default_value_t = 10_000)]
+    calls: usize,
+    /// Calls per block; the paths alternate block by block.
+    #[arg(long, default_value_t = 500)]
+    block: usize,
+    /// Run as the upstream MCP server on stdin/stdout (used by the driver itself).
+    #[arg(long, hide = true)]
+    upstream: bool,
+}
+
+/// The upstream: one read-only tool that echoes its arguments.
+struct Echo;
+
+impl rmcp::ServerHandler for Echo {
+    async fn list_tools(
+        &self,
+        _params: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, rmcp::ErrorData> {
+        let schema = json!({"type": "object"});
+        let Value::Object(schema) = schema else {
+            return Err(rmcp::ErrorData::internal_error("schema", None));
+        };
+        let mut annotations = ToolAnnotations::new();
+        annotations.read_only_hint = Some(true);
+        let tool = Tool::new("echo", "Echo the arguments", Arc::new(schema)).annotate(annotations);
+        Ok(ListToolsResult::with_all_items(vec![tool]))
+    }
+
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, rmcp::ErrorData> {
+        let text = serde_json::to_string(&params.arguments).unwrap_or_default();
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![
+            ContentBlock::text(text),
+        ])))
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
+    let res = http
+        .post(url)
+        .bearer_auth(ADMIN_KEY)
+        .json(body)
+        .send()
+        .await?;
+    let status = res.status();
+    let value: Value = res.json().await?;
+    if !status.is_success() {
+        bail!("{url}: {status} {value}");
+    }
+    Ok(value)
+}
+
+/// Start `countersign serve` with an agent key and a tenant whose policies allow `echo`.
+async fn start_server(bin: &PathBuf, dir: &std::path::Path) -> Result<(Killed, String, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+        .env("COUNTERSIGN_LOG__LEVEL", "warn")
+        .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
+        .env("COUNTERSIGN_LIMITS__PER_IP_PER_SECOND", "0")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let server = Killed(child);
+    let http = reqwest::Client::new();
+    let ready = Instant::now() + Duration::from_secs(60);
+    while http.get(format!("{base}/readyz")).send().await.is_err() {
+        if Instant::now() > ready {
+            bail!("the server did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let agent = post(
+        &http,
+        &format!("{base}/v1/admin/agents"),
+        &json!({"name": "bench", "trust_level": "standard"}),
+    )
+    .await?;
+    let key = post(
+        &http,
+        &format!("{base}/v1/admin/api-keys"),
+        &json!({"role": "agent", "agent_id": agent["id"]}),
+    )
+    .await?;
+    let key = key["key"].as_str().context("no key")?.to_string();
+    // The policy every MCP deployment starts with, evaluated on each call.
+    post(
+        &http,
+        &format!("{base}/v1/guard/default/policies"),
+        &json!({"name": "destructive tools need a person", "tool_pattern": "*",
+                "condition": "tool.annotations.destructiveHint", "action": "require_approval"}),
+    )
+    .await?;
+    Ok((server, base, key))
+}
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn connect(program: &std::ffi::OsStr, args: &[&std::ffi::OsStr]) -> Result<Client> {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).stderr(Stdio::inherit());
+    let transport = TokioChildProcess::new(command)?;
+    Ok(().serve(transport).await?)
+}
+
+/// `n` sequential calls of `echo`; the latency of each in microseconds.
+async fn calls(client: &Client, n: usize, offset: usize) -> Result<Vec<u32>> {
+    let mut micros = Vec::with_capacity(n);
+    for i in 0..n {
+        let args = json!({"n": offset + i, "text": "hello"});
+        let Value::Object(args) = args else {
+            bail!("arguments");
+        };
+        let params = CallToolRequestParams::new(Cow::Borrowed("echo")).with_arguments(args);
+        let t = Instant::now();
+        let result = client.call_tool(params).await?;
+        let elapsed = t.elapsed().as_micros() as u32;
+        if result.is_error == Some(true) {
+            bail!("the call failed: {result:?}");
+        }
+        micros.push(elapsed);
+    }
+    Ok(micros)
+}
+
+fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> Result<()> {
+    let opts = Opts::parse();
+    if opts.upstream {
+        let running = Echo.serve(rmcp::transport::stdio()).await?;
+        running.waiting().await?;
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (_server, base, key) = start_server(&opts.server_bin, dir.path()).await?;
+    let me = std::env::current_exe()?;
+    let direct = connect(me.as_os_str(), &["--upstream".as_ref()]).await?;
+    let server_bin = opts.server_bin.as_os_str();
+    let wrapped = connect(
+        server_bin,
+        &[
+            "mcp".as_ref(),
+            "wrap".as_ref(),
+            "--url".as_ref(),
+            base.as_ref(),
+            "--key".as_ref(),
+            key.as_ref(),
+            "--server-name".as_ref(),
+            "bench".as_ref(),
+            "--".as_ref(),
+            me.as_os_str(),
+            "--upstream".as_ref(),
+        ],
+    )
+    .await?;
+    // Warm both paths (connections, caches, the tool list the proxy learns annotations from).
+    calls(&direct, 200, 0).await?;
+    calls(&wrapped, 200, 0).await?;
+    let block = opts.block.max(1);
+    let (mut d, mut w) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    while d.len() < opts.calls {
+        let n = block.min(opts.calls - d.len());
+        d.extend(calls(&direct, n, d.len()).await?);
+        w.extend(calls(&wrapped, n, w.len()).await?);
+    }
+    let elapsed = started.elapsed();
+    d.sort_unstable();
+    w.sort_unstable();
+    println!(
+        "{} calls on each path, interleaved in blocks of {block}, sequential, {:.1} s\n",
+        opts.calls,
+        elapsed.as_secs_f64()
+    );
+    println!("| path | p50 ms | p90 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |");
+    for (name, v) in [("direct", &d), ("through `mcp wrap`", &w)] {
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            percentile_ms(v, 0.5),
+            percentile_ms(v, 0.9),
+            percentile_ms(v, 0.99),
+            percentile_ms(v, 1.0)
+        );
+    }
+    println!(
+        "| added by `wrap` | {:.3} | {:.3} | {:.3} | |",
+        percentile_ms(&w, 0.5) - percentile_ms(&d, 0.5),
+        percentile_ms(&w, 0.9) - percentile_ms(&d, 0.9),
+        percentile_ms(&w, 0.99) - percentile_ms(&d, 0.99)
+    );
+    let _ = direct.cancel().await;
+    let _ = wrapped.cancel().await;
+    Ok(())
+}
