@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -50,9 +51,15 @@ class Env:
     work: Path
 
 
-def expected_server(mode: str) -> str:
-    """What the approval's `mcp.server` must say for each face."""
-    return {"wrap-stdio": STDIO_SERVER_NAME, "wrap-http": "127.0.0.1", "gateway": GATEWAY_ID}[mode]
+def expected_servers(mode: str, env: Env) -> set[str]:
+    """What the approval's `mcp.server` may say for each face: the name given to `wrap`, the
+    upstream URL's host (with or without its port), the gateway's registered id."""
+    if mode == "wrap-stdio":
+        return {STDIO_SERVER_NAME}
+    if mode == "wrap-http":
+        url = urlsplit(env.upstream_url)
+        return {url.netloc, str(url.hostname)}
+    return {GATEWAY_ID}
 
 
 def session_id_for(mode: str) -> str | None:
