@@ -120,7 +120,7 @@ async def _transport(mode: str, env: Env | None, gateway_url: str | None, errlog
     elif mode == "wrap-http":
         args = ["mcp", "wrap", "--upstream-url", env.upstream_url]
         params = StdioServerParameters(command=env.binary, args=args, env={
-            "COUNTERSIGN_URL": env.base_url, "COUNTERSIGN_API_KEY": env.agent_key,
+            "COUNTERSIGN_URL": env.base_url, "COUNTERSIGN_KEY": env.agent_key,
         })
         async with stdio_client(params, errlog=errlog) as streams:
             yield streams
@@ -157,8 +157,11 @@ async def api(env: Env, key: str, method: str, path: str, body: dict[str, Any] |
         return await client.request(method, path, json=body)
 
 
-async def find_pending(env: Env, tool: str, arguments: dict[str, Any], within: float = 10) -> dict[str, Any]:
-    """The reviewer's pending request for exactly this tool call, as `GET /v1/approvals` shows it."""
+async def find_pending(
+    env: Env, tool: str, arguments: dict[str, Any], answered: dict[str, Any] | None = None, within: float = 10
+) -> dict[str, Any]:
+    """The reviewer's pending request for exactly this tool call, as `GET /v1/approvals` shows it.
+    `answered` holds the call's result once it returned: a call that returns is not held."""
     seen: list[Any] = []
     with anyio.move_on_after(within):
         while True:
@@ -168,6 +171,9 @@ async def find_pending(env: Env, tool: str, arguments: dict[str, Any], within: f
             for item in seen:
                 if item.get("tool_name") == tool and item.get("context") == arguments:
                     return item
+            if answered:
+                result = next(iter(answered.values()))
+                raise AssertionError(f"{tool} was not held; it returned {dump(result)}")
             await anyio.sleep(0.1)
     raise AssertionError(f"no pending approval for {tool} {json.dumps(arguments)}; pending: {json.dumps(seen)[:2000]}")
 

@@ -115,21 +115,22 @@ async def test_an_approved_call_is_forwarded_with_exactly_the_approved_arguments
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                pending = await find_pending(face.env, "echo", arguments)
-                # Held: the upstream has not seen it yet.
-                assert calls_of(face.env, "echo", arguments) == []
-                assert "echo" not in results
-                assert pending["mcp"]["server"] in expected_servers(face.mode, face.env), pending
-                assert CLIENT.name in pending["mcp"].get("client", ""), pending
-                assert pending["annotations"] == {"readOnlyHint": False, "destructiveHint": False}, pending
-                assert pending["policy_matched"] == APPROVAL_POLICY, pending
-                if session_id_for(face.mode):
-                    assert pending["session_id"] == session_id_for(face.mode), pending
+                pending = await find_pending(face.env, "echo", arguments, results)
+                seen_while_held = calls_of(face.env, "echo", arguments)
+                answered_while_held = "echo" in results
                 view = await guard_approval(face.env, pending["id"])
-                assert view["mcp"] == pending["mcp"], view
-                assert view["annotations"] == pending["annotations"], view
-                assert view["arguments"] == arguments, view
                 await approve(face.env, pending["id"], "fine by me")
+    # Held: neither the upstream nor the client had anything before the approval.
+    assert seen_while_held == [] and not answered_while_held
+    # What the reviewer saw: the MCP origin, the tool's annotations as the upstream declared them.
+    assert pending.get("mcp", {}).get("server") in expected_servers(face.mode, face.env), pending
+    assert CLIENT.name in pending["mcp"].get("client", ""), pending
+    assert pending.get("annotations") == {"readOnlyHint": False, "destructiveHint": False}, pending
+    assert pending["policy_matched"] == APPROVAL_POLICY, pending
+    if session_id_for(face.mode):
+        assert pending["session_id"] == session_id_for(face.mode), pending
+    assert view.get("mcp") == pending["mcp"] and view.get("annotations") == pending["annotations"], view
+    assert view["arguments"] == arguments, view
     result = results["echo"]
     assert not result.is_error, text_of(result)
     assert result.structured_content == arguments, dump(result)
@@ -148,7 +149,7 @@ async def test_a_rejected_call_is_an_error_with_the_reason_and_never_reaches_the
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                pending = await find_pending(face.env, "echo", arguments)
+                pending = await find_pending(face.env, "echo", arguments, results)
                 await reject(face.env, pending["id"], "not today")
     result = results["echo"]
     assert result.is_error, dump(result)
@@ -176,7 +177,7 @@ async def test_a_held_call_sends_progress_and_a_log_message_naming_the_approval(
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
-                pending = await find_pending(face.env, "echo", arguments)
+                pending = await find_pending(face.env, "echo", arguments, results)
                 with anyio.move_on_after(12):
                     while not (progress and any(pending["id"] in json.dumps(p.data) for p in logs)):
                         await anyio.sleep(0.1)
@@ -189,11 +190,16 @@ async def test_a_held_call_sends_progress_and_a_log_message_naming_the_approval(
 
 async def test_cancelling_a_held_call_cancels_its_approval(face: Face) -> None:
     arguments = {"text": unique("hello"), "n": 2}
+    results: dict[str, CallToolResult] = {}
     with anyio.fail_after(LIMIT):
         async with face.connect() as session:
+
+            async def call() -> None:
+                results["echo"] = await session.call_tool("echo", arguments)
+
             async with anyio.create_task_group() as tg:
-                tg.start_soon(session.call_tool, "echo", arguments)
-                pending = await find_pending(face.env, "echo", arguments)
+                tg.start_soon(call)
+                pending = await find_pending(face.env, "echo", arguments, results)
                 # The SDK sends notifications/cancelled for a request its caller abandons.
                 tg.cancel_scope.cancel()
             view = await wait_status(face.env, pending["id"], "cancelled")
