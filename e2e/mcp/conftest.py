@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import APPROVAL_POLICY, BLOCK_POLICY, GATEWAY_ID, GROUP, PROXY, REPO, UPSTREAM, Env
+from harness import APPROVAL_POLICY, BLOCK_POLICY, GATEWAY_ID, GROUP, PROXY, REPO, UPSTREAM, UPSTREAM_TOKEN, Env
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def upstream_url(work: Path, call_log: Path) -> Any:
     log = open(work / "upstream-http.log", "w")
     proc = subprocess.Popen(
         [sys.executable, str(UPSTREAM), "http", str(url_file)],
-        env={**os.environ, "UPSTREAM_CALL_LOG": str(call_log)},
+        env={**os.environ, "UPSTREAM_CALL_LOG": str(call_log), "UPSTREAM_TOKEN": UPSTREAM_TOKEN},
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -163,9 +163,11 @@ def gateway(env: Env) -> str:
     r = httpx.post(
         f"{env.base_url}/v1/admin/mcp-servers",
         headers={"Authorization": f"Bearer {env.admin_key}"},
-        json={"id": GATEWAY_ID, "url": env.upstream_url},
+        json={"id": GATEWAY_ID, "url": env.upstream_url, "headers": {"X-Upstream-Token": UPSTREAM_TOKEN}},
     )
     assert r.status_code in (200, 201), ("POST /v1/admin/mcp-servers", r.status_code, r.text)
+    # The header's value is a secret: never shown again.
+    assert UPSTREAM_TOKEN not in r.text, r.text
     return f"{env.base_url}/mcp/{GATEWAY_ID}"
 
 

@@ -28,6 +28,7 @@ UPSTREAM = HERE / "upstream.py"
 PROXY = "default"
 GATEWAY_ID = "files"
 STDIO_SERVER_NAME = "files-stdio"
+UPSTREAM_TOKEN = "upstream-secret-" + uuid.uuid4().hex
 CLIENT = Implementation(name="countersign-e2e", version="1.0.0")
 
 BLOCK_POLICY = "destructive tools are blocked"
@@ -118,7 +119,7 @@ async def _transport(mode: str, env: Env | None, gateway_url: str | None, errlog
         async with stdio_client(params, errlog=errlog) as streams:
             yield streams
     elif mode == "wrap-http":
-        args = ["mcp", "wrap", "--upstream-url", env.upstream_url]
+        args = ["mcp", "wrap", "--upstream-url", env.upstream_url, "--header", f"X-Upstream-Token: {UPSTREAM_TOKEN}"]
         params = StdioServerParameters(command=env.binary, args=args, env={
             "COUNTERSIGN_URL": env.base_url, "COUNTERSIGN_KEY": env.agent_key,
         })

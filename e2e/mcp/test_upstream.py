@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import anyio
+import httpx
 import pytest
-from harness import connect, dump, text_of
+from harness import UPSTREAM_TOKEN, connect, dump, text_of
+from test_versions import initialize
 
 pytestmark = pytest.mark.anyio
 
@@ -33,3 +35,10 @@ async def test_the_upstream_serves_its_tools_resource_and_prompt() -> None:
             assert progress[-1] == (4.0, 4.0, "done")
             assert [r.uri for r in (await session.list_resources()).resources] == ["note://greeting"]
             assert [p.name for p in (await session.list_prompts()).prompts] == ["summarize"]
+
+
+def test_the_http_upstream_wants_its_token(upstream_url: str) -> None:
+    headers = {"Accept": "application/json, text/event-stream"}
+    assert httpx.post(upstream_url, json=initialize("2025-11-25"), headers=headers, timeout=10).status_code == 401
+    headers["X-Upstream-Token"] = UPSTREAM_TOKEN
+    assert httpx.post(upstream_url, json=initialize("2025-11-25"), headers=headers, timeout=10).status_code == 200

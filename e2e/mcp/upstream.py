@@ -4,6 +4,7 @@
     python upstream.py http [URL_FILE]  # streamable HTTP on 127.0.0.1, a free port; the endpoint's
                                         # URL is the first line on stdout (and written to URL_FILE)
 
+Over HTTP with UPSTREAM_TOKEN set, every request must carry it in the `X-Upstream-Token` header.
 Every tools/call it receives is appended, before the tool runs, as one JSON line
 {"tool": name, "arguments": {...}} to the file named by UPSTREAM_CALL_LOG (when set), so a test
 can prove that a call never reached it.
@@ -82,6 +83,24 @@ def summarize(topic: str) -> str:
     return f"Summarize what is known about {topic} in three sentences."
 
 
+def require_token(app: Any, token: str | None) -> Any:
+    """With a token, every HTTP request must carry it as `X-Upstream-Token` (else 401), so a test
+    shows that the proxy sends the headers it was given."""
+    if not token:
+        return app
+    expected = token.encode()
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and dict(scope["headers"]).get(b"x-upstream-token") != expected:
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"X-Upstream-Token missing or wrong"})
+            return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 async def serve_http(url_file: str | None) -> None:
     import uvicorn
 
@@ -91,7 +110,7 @@ async def serve_http(url_file: str | None) -> None:
     sock.listen(128)  # connections wait in the backlog until the server accepts them
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/mcp"
-    app = server.streamable_http_app(host="127.0.0.1")
+    app = require_token(server.streamable_http_app(host="127.0.0.1"), os.environ.get("UPSTREAM_TOKEN"))
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     if url_file:
         with open(url_file, "w", encoding="utf-8") as f:
