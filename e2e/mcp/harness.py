@@ -5,7 +5,6 @@ while an MCP client waits."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import uuid
@@ -102,10 +101,8 @@ async def connect(
 async def _transport(mode: str, env: Env | None, gateway_url: str | None, errlog: Any) -> AsyncIterator[Any]:
     upstream_cmd = [sys.executable, str(UPSTREAM), "stdio"]
     if mode == "direct-stdio":
-        # With a call log of its own: direct calls are not the proxy's.
-        log = Path(tempfile.gettempdir()) / f"mcp-e2e-direct-{os.getpid()}.jsonl"
-        params = StdioServerParameters(command=upstream_cmd[0], args=upstream_cmd[1:],
-                                       env={"UPSTREAM_CALL_LOG": str(log)})
+        # Without the call log: direct calls are not the proxy's.
+        params = StdioServerParameters(command=upstream_cmd[0], args=upstream_cmd[1:])
         async with stdio_client(params, errlog=errlog) as streams:
             yield streams
         return

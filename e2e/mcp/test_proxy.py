@@ -224,3 +224,25 @@ async def test_progress_of_a_forwarded_call_reaches_the_client(face: Face) -> No
     upstream = [p for p in progress if p[2] and p[2].startswith("step ")]
     assert upstream, f"no progress from the upstream reached the client: {progress}"
     assert (4.0, 4.0, "done") in progress, progress
+
+
+async def test_cancelling_a_forwarded_call_reaches_the_upstream(face: Face) -> None:
+    arguments = {"seconds": 7.5 + int(unique("s")[-4:], 16) / 100000}
+    started = anyio.Event()
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        started.set()
+
+    with anyio.fail_after(LIMIT):
+        async with face.connect() as session:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: session.call_tool("slow", arguments, progress_callback=on_progress))
+                await started.wait()  # the upstream is running it
+                tg.cancel_scope.cancel()
+            with anyio.move_on_after(5):
+                while not [c for c in upstream_calls(face.env) if c["arguments"] == arguments and c.get("cancelled")]:
+                    await anyio.sleep(0.1)
+            after = await session.call_tool("lookup", {"query": "still here"})
+    entries = [c for c in upstream_calls(face.env) if c["arguments"] == arguments]
+    assert {"tool": "slow", "arguments": arguments, "cancelled": True} in entries, entries
+    assert not after.is_error, text_of(after)

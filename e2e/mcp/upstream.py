@@ -7,7 +7,8 @@
 Over HTTP with UPSTREAM_TOKEN set, every request must carry it in the `X-Upstream-Token` header.
 Every tools/call it receives is appended, before the tool runs, as one JSON line
 {"tool": name, "arguments": {...}} to the file named by UPSTREAM_CALL_LOG (when set), so a test
-can prove that a call never reached it.
+can prove that a call never reached it; a call the client cancels adds the same with
+"cancelled": true.
 """
 
 from __future__ import annotations
@@ -23,14 +24,22 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 
 
+def record(entry: dict[str, Any]) -> None:
+    path = os.environ.get("UPSTREAM_CALL_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
 class LoggingServer(MCPServer):
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
-        path = os.environ.get("UPSTREAM_CALL_LOG")
-        if path:
-            line = json.dumps({"tool": name, "arguments": arguments}, sort_keys=True)
-            with open(path, "a", encoding="utf-8") as log:
-                log.write(line + "\n")
-        return await super().call_tool(name, arguments, context)
+        record({"tool": name, "arguments": arguments})
+        try:
+            return await super().call_tool(name, arguments, context)
+        except anyio.get_cancelled_exc_class():
+            # The client's notifications/cancelled reached us and stopped the tool.
+            record({"tool": name, "arguments": arguments, "cancelled": True})
+            raise
 
 
 server = LoggingServer("countersign-e2e-upstream", version="1.0.0", log_level="WARNING")
