@@ -58,30 +58,50 @@ def calls_of(env: Env, tool: str, arguments: dict[str, Any]) -> list[dict[str, A
     return [c for c in upstream_calls(env) if c["tool"] == tool and c["arguments"] == arguments]
 
 
-async def test_lists_tools_resources_and_prompts_as_the_upstream_does(face: Face) -> None:
+@pytest.fixture(scope="session")
+def direct() -> dict[str, Any]:
+    """What the upstream itself answers, no proxy between: the proxy must answer the same."""
+
+    async def ask() -> dict[str, Any]:
+        with anyio.fail_after(LIMIT):
+            async with connect("direct-stdio") as session:
+                lookups = {}
+                for mode in MODES:
+                    query = unique(f"find-{mode}")
+                    lookups[mode] = (query, dump(await session.call_tool("lookup", {"query": query})))
+                return {
+                    "tools": dump(await session.list_tools())["tools"],
+                    "resources": dump(await session.list_resources())["resources"],
+                    "resource": dump(await session.read_resource("note://greeting"))["contents"],
+                    "prompts": dump(await session.list_prompts())["prompts"],
+                    "prompt": dump(await session.get_prompt("summarize", {"topic": "otters"}))["messages"],
+                    "lookups": lookups,
+                }
+
+    return anyio.run(ask)
+
+
+async def test_lists_tools_resources_and_prompts_as_the_upstream_does(face: Face, direct: dict[str, Any]) -> None:
+    by_name: Callable[[dict[str, Any]], str] = lambda t: t["name"]
     with anyio.fail_after(LIMIT):
-        async with connect("direct-stdio") as direct:
-            tools = dump(await direct.list_tools())["tools"]
-            resources = dump(await direct.list_resources())["resources"]
-            resource = dump(await direct.read_resource("note://greeting"))["contents"]
-            prompts = dump(await direct.list_prompts())["prompts"]
-            prompt = dump(await direct.get_prompt("summarize", {"topic": "otters"}))["messages"]
         async with face.connect() as session:
             caps = session.initialize_result.capabilities
-            assert caps.tools is not None and caps.resources is not None and caps.prompts is not None
-            by_name: Callable[[dict[str, Any]], str] = lambda t: t["name"]
-            assert sorted(dump(await session.list_tools())["tools"], key=by_name) == sorted(tools, key=by_name)
-            assert dump(await session.list_resources())["resources"] == resources
-            assert dump(await session.read_resource("note://greeting"))["contents"] == resource
-            assert dump(await session.list_prompts())["prompts"] == prompts
-            assert dump(await session.get_prompt("summarize", {"topic": "otters"}))["messages"] == prompt
+            tools = dump(await session.list_tools())["tools"]
+            resources = dump(await session.list_resources())["resources"]
+            resource = dump(await session.read_resource("note://greeting"))["contents"]
+            prompts = dump(await session.list_prompts())["prompts"]
+            prompt = dump(await session.get_prompt("summarize", {"topic": "otters"}))["messages"]
+    assert caps.tools is not None and caps.resources is not None and caps.prompts is not None, caps
+    assert sorted(tools, key=by_name) == sorted(direct["tools"], key=by_name)
+    assert resources == direct["resources"]
+    assert resource == direct["resource"]
+    assert prompts == direct["prompts"]
+    assert prompt == direct["prompt"]
 
 
-async def test_an_allowed_call_returns_the_upstreams_result_unchanged(face: Face) -> None:
-    query = unique("find")
+async def test_an_allowed_call_returns_the_upstreams_result_unchanged(face: Face, direct: dict[str, Any]) -> None:
+    query, expected = direct["lookups"][face.mode]
     with anyio.fail_after(LIMIT):
-        async with connect("direct-stdio") as direct:
-            expected = dump(await direct.call_tool("lookup", {"query": query}))
         async with face.connect() as session:
             result = await session.call_tool("lookup", {"query": query})
     assert not result.is_error, text_of(result)
