@@ -74,6 +74,7 @@ async def connect(
     *,
     gateway_url: str | None = None,
     logging_callback: Any = None,
+    elicitation_callback: Any = None,
 ) -> AsyncIterator[ClientSession]:
     """An initialized MCP client session through `mode`: `direct-stdio` (the upstream itself, no
     proxy), `wrap-stdio` (`countersign mcp wrap -- python upstream.py stdio`, URL and key as
@@ -83,7 +84,8 @@ async def connect(
     errlog = tempfile.TemporaryFile("w+", encoding="utf-8")
     try:
         async with _transport(mode, env, gateway_url, errlog) as (read, write):
-            async with ClientSession(read, write, logging_callback=logging_callback, client_info=CLIENT) as session:
+            async with ClientSession(read, write, logging_callback=logging_callback,
+                                     elicitation_callback=elicitation_callback, client_info=CLIENT) as session:
                 with anyio.fail_after(15):
                     await session.initialize()
                 yield session

@@ -31,7 +31,7 @@ from harness import (
     wait_status,
 )
 from mcp import ClientSession
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, ElicitResult
 
 pytestmark = pytest.mark.anyio
 
@@ -266,3 +266,38 @@ async def test_cancelling_a_forwarded_call_reaches_the_upstream(face: Face) -> N
     entries = [c for c in upstream_calls(face.env) if c["arguments"] == arguments]
     assert {"tool": "slow", "arguments": arguments, "cancelled": True} in entries, entries
     assert not after.is_error, text_of(after)
+
+
+async def test_a_client_that_opens_urls_is_offered_the_review_page_which_decides_nothing(face: Face) -> None:
+    arguments = {"text": unique("hello"), "n": 4}
+    offers: list[Any] = []
+    results: dict[str, CallToolResult] = {}
+
+    async def on_elicit(context: Any, params: Any) -> ElicitResult:
+        offers.append(params)
+        # The user opened the page; only a reviewer's decision on the server counts.
+        return ElicitResult(action="accept")
+
+    with anyio.fail_after(LIMIT):
+        async with face.connect(elicitation_callback=on_elicit) as session:
+
+            async def call() -> None:
+                results["echo"] = await session.call_tool("echo", arguments)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                pending = await find_pending(face.env, "echo", arguments, results)
+                with anyio.move_on_after(10):
+                    while not offers:
+                        await anyio.sleep(0.1)
+                await anyio.sleep(0.3)
+                still = await guard_approval(face.env, pending["id"])
+                answered_before_decision = "echo" in results
+                await approve(face.env, pending["id"], "seen the page")
+    assert len(offers) == 1, offers
+    offer = offers[0]
+    assert offer.mode == "url", dump(offer)
+    assert offer.url == f"{face.env.base_url}/ui/requests/{pending['id']}", dump(offer)
+    assert offer.elicitation_id == pending["id"], dump(offer)
+    assert still["status"] == "pending" and not answered_before_decision
+    assert not results["echo"].is_error, text_of(results["echo"])

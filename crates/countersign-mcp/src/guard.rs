@@ -72,3 +72,38 @@ pub trait Guard: Send + Sync + 'static {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_becomes_a_tool_request_with_its_origin_and_the_hints_it_declared() {
+        let mut annotations = ToolAnnotations::new();
+        annotations.read_only_hint = Some(true);
+        annotations.title = Some("Look up".into());
+        let call = McpCall {
+            name: "lookup".into(),
+            arguments: serde_json::json!({"q": "x"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            annotations: Some(annotations),
+            server: "files".into(),
+            client: Some("claude-desktop 1.2.0".into()),
+            session_id: "mcp-1".into(),
+        };
+        let request = serde_json::to_value(call.tool_request()).unwrap_or_default();
+        assert_eq!(
+            request,
+            serde_json::json!({
+                "session_id": "mcp-1",
+                "tool_call": {"name": "lookup", "arguments": {"q": "x"}},
+                "scope": null, "reason": null, "on_behalf_of": null,
+                // Only hints travel; the title is display text.
+                "annotations": {"readOnlyHint": true},
+                "mcp": {"server": "files", "client": "claude-desktop 1.2.0"},
+            })
+        );
+    }
+}

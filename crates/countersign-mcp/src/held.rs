@@ -5,8 +5,11 @@ use countersign_proto::ApprovalStatus;
 use countersign_proto::guard::{GuardApprovalView, ToolDecision};
 // Logging is deprecated after protocol 2025-11-25, the versions the proxy relays still have it.
 #[allow(deprecated)]
-use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, ProgressNotificationParam};
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::model::{
+    ElicitRequest, ElicitRequestParams, LoggingLevel, LoggingMessageNotificationParam,
+    ProgressNotificationParam, ServerRequest,
+};
+use rmcp::service::{PeerRequestOptions, RequestContext, RequestHandle, RoleServer};
 
 use crate::guard::Guard;
 
@@ -52,15 +55,73 @@ pub(crate) fn refusal(tool: &str, view: &GuardApprovalView) -> String {
     }
 }
 
-/// Wait for the decision on `decision`'s approval. While waiting, the client hears one log
-/// message naming who was asked and, when it gave a progress token, a progress notification
-/// after each poll. A cancelled call withdraws the approval.
+/// Whether the client can open a URL for its user (URL-mode elicitation, protocol 2025-11-25).
+fn takes_url_elicitation(context: &RequestContext<RoleServer>) -> bool {
+    context.peer.peer_info().is_some_and(|info| {
+        info.capabilities
+            .elicitation
+            .as_ref()
+            .is_some_and(|e| e.url.is_some())
+    })
+}
+
+/// Offer the review page to the client's user. The answer changes nothing: only a reviewer's
+/// decision on the server does; the request is withdrawn once the approval is decided.
+async fn offer_review_page(
+    context: &RequestContext<RoleServer>,
+    tool: &str,
+    approval_id: &str,
+    url: String,
+) -> Option<RequestHandle<RoleServer>> {
+    let params = ElicitRequestParams::UrlElicitationParams {
+        meta: None,
+        message: format!("`{tool}` needs approval in Countersign (approval {approval_id})"),
+        url,
+        elicitation_id: approval_id.to_string(),
+    };
+    let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+    match context
+        .peer
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+    {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not offer the review page");
+            None
+        }
+    }
+}
+
+/// Wait for the decision on `decision`'s approval, withdrawing the review page offered to the
+/// client's user (if any) once it is decided.
 pub(crate) async fn hold<G: Guard>(
     guard: &G,
     tool: &str,
     decision: &ToolDecision,
     approval_id: &str,
     context: &RequestContext<RoleServer>,
+) -> Held {
+    let mut offer = None;
+    let held = wait(guard, tool, decision, approval_id, context, &mut offer).await;
+    if let Some(mut offer) = offer
+        && offer.rx.try_recv().is_err()
+    {
+        let _ = offer.cancel(Some("the approval was decided".into())).await;
+    }
+    held
+}
+
+/// Wait for the decision on `decision`'s approval. While waiting, the client hears one log
+/// message naming who was asked and, when it gave a progress token, a progress notification
+/// after each poll. A cancelled call withdraws the approval.
+async fn wait<G: Guard>(
+    guard: &G,
+    tool: &str,
+    decision: &ToolDecision,
+    approval_id: &str,
+    context: &RequestContext<RoleServer>,
+    offer: &mut Option<RequestHandle<RoleServer>>,
 ) -> Held {
     let progress_token = context.meta.get_progress_token();
     let mut step = 0u32;
@@ -98,6 +159,12 @@ pub(crate) async fn hold<G: Guard>(
         }
         let asked = asked(&view);
         if step == 0 {
+            let review_url = guard.review_url(approval_id);
+            if let Some(url) = &review_url
+                && takes_url_elicitation(context)
+            {
+                *offer = offer_review_page(context, tool, approval_id, url.clone()).await;
+            }
             let mut data = serde_json::json!({
                 "message": format!(
                     "`{tool}` needs approval: {asked} were asked (approval {approval_id}, expires {})",
@@ -108,7 +175,7 @@ pub(crate) async fn hold<G: Guard>(
                 "expires_at": view.expires_at,
                 "policy": decision.policy_matched,
             });
-            if let Some(url) = guard.review_url(approval_id) {
+            if let Some(url) = review_url {
                 data["review_url"] = url.into();
             }
             #[allow(deprecated)]
@@ -129,5 +196,45 @@ pub(crate) async fn hold<G: Guard>(
         }
         step += 1;
         wait = POLL;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(status: ApprovalStatus) -> GuardApprovalView {
+        let raw = serde_json::json!({
+            "approval_id": "apr_1", "status": status, "approved_by": null, "approved_at": null,
+            "comment": null, "tool_name": "echo", "arguments": {}, "arguments_sha256": "",
+            "session_id": null, "agent_reason": null, "agent_id": "agt_1", "risk_score": 0.0,
+            "threats_detected": [], "policy_matched": null, "approval_group": "ops",
+            "escalation_level": 0, "required_approvals": 1, "decisions": [],
+            "requested_at": "2026-01-01T00:00:00Z", "decided_at": null,
+            "decided_by": "ana@example.com", "expires_at": "2026-01-01T00:30:00Z",
+        });
+        serde_json::from_value(raw).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn refusals_say_who_refused_and_why() {
+        let mut rejected = view(ApprovalStatus::Rejected);
+        rejected.reason = Some("not today".into());
+        assert_eq!(
+            refusal("echo", &rejected),
+            "Rejected by ana@example.com (approval apr_1): not today"
+        );
+        assert_eq!(
+            refusal("echo", &view(ApprovalStatus::Expired)),
+            "No one approved `echo` in time: approval apr_1 expired"
+        );
+        assert_eq!(
+            refusal("echo", &view(ApprovalStatus::Cancelled)),
+            "Approval apr_1 was cancelled"
+        );
+        assert_eq!(
+            asked(&view(ApprovalStatus::Pending)),
+            "the reviewers of group ops"
+        );
     }
 }

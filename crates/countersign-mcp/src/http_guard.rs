@@ -51,4 +51,9 @@ impl Guard for HttpGuard {
             Err(e) => Err(failure(e)),
         }
     }
+
+    fn review_url(&self, approval_id: &str) -> Option<String> {
+        let base = self.client.base_url().as_str().trim_end_matches('/');
+        Some(format!("{base}/ui/requests/{approval_id}"))
+    }
 }
