@@ -2,7 +2,6 @@
 //! upstream MCP server an admin registered under that id, checking every `tools/call` with the
 //! guard in-process (the same rules as `POST /v1/guard/{proxy}/tool`).
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::guard;
 use crate::idempotency::Answer;
-use crate::notify::outbound::is_public;
+use crate::notify::outbound::reachable_addresses;
 use crate::service;
 use crate::settings::OutboundSettings;
 use crate::state::AppState;
@@ -91,7 +90,7 @@ fn upstream_client(outbound: &OutboundSettings) -> anyhow::Result<reqwest013::Cl
         .build()?)
 }
 
-/// Keeps only the addresses outgoing calls may reach (see `notify::outbound`).
+/// Keeps only the addresses outgoing calls may reach (`notify::outbound`, for rmcp's reqwest).
 struct PublicResolver {
     allow_private: bool,
 }
@@ -100,17 +99,7 @@ impl Resolve for PublicResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allow_private || is_public(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!(
-                    "{host} resolves to no public address (outbound.allow_private_networks is off)"
-                )
-                .into());
-            }
+            let addrs = reachable_addresses(name.as_str(), allow_private).await?;
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
         })

@@ -88,21 +88,30 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allow_private || is_public(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!(
-                    "{host} resolves to no public address (outbound.allow_private_networks is off)"
-                )
-                .into());
-            }
+            let addrs = reachable_addresses(name.as_str(), allow_private).await?;
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
         })
     }
+}
+
+/// The addresses of `host` an outgoing call may connect to: the public ones, or all of them
+/// when `allow_private`; an error when none is left.
+pub async fn reachable_addresses(
+    host: &str,
+    allow_private: bool,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await?
+        .filter(|a| allow_private || is_public(a.ip()))
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!(
+            "{host} resolves to no public address (outbound.allow_private_networks is off)"
+        )
+        .into());
+    }
+    Ok(addrs)
 }
 
 /// The HTTP client of every outgoing call. Proxy variables (`HTTPS_PROXY`, …) are ignored:
