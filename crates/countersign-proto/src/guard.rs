@@ -139,8 +139,9 @@ pub struct PolicyInput {
     pub priority: Option<i64>,
     #[serde(default)]
     pub is_active: Option<bool>,
-    /// A CEL expression over `tool`, `args`, `agent` (id, name, trust_level), `session`,
-    /// `risk`, `threats` and `scope`; the policy applies only when it is true.
+    /// A CEL expression over `tool` (`name`, `annotations` with MCP's four hints as booleans,
+    /// `mcp_server`), `args`, `agent` (id, name, trust_level), `session`, `risk`, `threats` and
+    /// `scope`; the policy applies only when it is true.
     #[serde(default)]
     #[schema(max_length = 4000)]
     pub condition: Option<String>,
@@ -400,10 +401,12 @@ pub struct ToolRequest {
     #[serde(default)]
     pub on_behalf_of: Option<String>,
     /// The MCP tool's annotations, when the call came through an MCP gateway.
-    #[serde(default)]
+    // Left out when absent, so the idempotency fingerprint of a call without them is what it
+    // was before these fields existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<ToolAnnotations>,
     /// The MCP server (and client) the call came through, when an MCP gateway sent it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<McpOrigin>,
 }
 
