@@ -139,8 +139,9 @@ pub struct PolicyInput {
     pub priority: Option<i64>,
     #[serde(default)]
     pub is_active: Option<bool>,
-    /// A CEL expression over `tool`, `args`, `agent` (id, name, trust_level), `session`,
-    /// `risk`, `threats` and `scope`; the policy applies only when it is true.
+    /// A CEL expression over `tool` (`name`, `annotations` with MCP's four hints as booleans,
+    /// `mcp_server`), `args`, `agent` (id, name, trust_level), `session`, `risk`, `threats` and
+    /// `scope`; the policy applies only when it is true.
     #[serde(default)]
     #[schema(max_length = 4000)]
     pub condition: Option<String>,
@@ -329,7 +330,7 @@ impl Default for GuardSettings {
 /// MCP tool annotations: hints the MCP server gives about a tool (`tools/list`). They are
 /// the server's claims, not guarantees; policies may use them
 /// (`tool.annotations.destructiveHint`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ToolAnnotations {
     /// The tool does not change its environment (MCP default false).
@@ -347,7 +348,7 @@ pub struct ToolAnnotations {
 }
 
 /// Where a tool call came from when an MCP gateway sent it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct McpOrigin {
     /// The upstream MCP server: its registered id, or the name `countersign mcp wrap` gives it.
@@ -365,6 +366,96 @@ pub struct McpOrigin {
         pattern = r"^[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb][^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$"
     )]
     pub client: Option<String>,
+}
+
+/// What is read from JSON: the same fields, from an object only (serde's derive would also
+/// read an array into a struct, field by field).
+mod from_object {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserialize;
+    use serde::de::{Deserializer, MapAccess, Visitor, value::MapAccessDeserializer};
+
+    use super::{McpOrigin, ToolAnnotations};
+
+    fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+        struct Object<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(PhantomData))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Annotations {
+        #[serde(default)]
+        read_only_hint: Option<bool>,
+        #[serde(default)]
+        destructive_hint: Option<bool>,
+        #[serde(default)]
+        idempotent_hint: Option<bool>,
+        #[serde(default)]
+        open_world_hint: Option<bool>,
+    }
+
+    impl<'de> Deserialize<'de> for ToolAnnotations {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let a: Annotations = object(d)?;
+            Ok(ToolAnnotations {
+                read_only_hint: a.read_only_hint,
+                destructive_hint: a.destructive_hint,
+                idempotent_hint: a.idempotent_hint,
+                open_world_hint: a.open_world_hint,
+            })
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Origin {
+        server: String,
+        #[serde(default)]
+        client: Option<String>,
+    }
+
+    impl<'de> Deserialize<'de> for McpOrigin {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let o: Origin = object(d)?;
+            Ok(McpOrigin {
+                server: o.server,
+                client: o.client,
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn only_objects_are_read() {
+            let a: ToolAnnotations = serde_json::from_str(r#"{"destructiveHint": true}"#).unwrap();
+            assert_eq!(a.destructive_hint, Some(true));
+            assert!(serde_json::from_str::<ToolAnnotations>("[null, null]").is_err());
+            assert!(serde_json::from_str::<ToolAnnotations>("[]").is_err());
+            assert!(serde_json::from_str::<ToolAnnotations>(r#"{"title": "x"}"#).is_err());
+            assert!(serde_json::from_value::<ToolAnnotations>(serde_json::json!([true])).is_err());
+            let o: McpOrigin = serde_json::from_str(r#"{"server": "files"}"#).unwrap();
+            assert_eq!(o.server, "files");
+            assert!(serde_json::from_str::<McpOrigin>(r#"["files", null]"#).is_err());
+            assert!(serde_json::from_value::<McpOrigin>(serde_json::json!(["files"])).is_err());
+            assert!(serde_json::from_str::<McpOrigin>(r#"{"server": "f", "x": 1}"#).is_err());
+            assert!(serde_json::from_str::<McpOrigin>(r#"{"client": "c"}"#).is_err());
+        }
+    }
 }
 
 /// `POST /tool`.
@@ -400,10 +491,12 @@ pub struct ToolRequest {
     #[serde(default)]
     pub on_behalf_of: Option<String>,
     /// The MCP tool's annotations, when the call came through an MCP gateway.
-    #[serde(default)]
+    // Left out when absent, so the idempotency fingerprint of a call without them is what it
+    // was before these fields existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<ToolAnnotations>,
     /// The MCP server (and client) the call came through, when an MCP gateway sent it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<McpOrigin>,
 }
 

@@ -20,7 +20,7 @@ use countersign_proto::guard::{
     ToolRequest,
 };
 use countersign_proto::{ApprovalStatus, ErrorCode, TrustLevel};
-use countersign_store::RequestFilter;
+use countersign_store::{RequestFilter, SameCall};
 
 use crate::after_commit::{Committed, announce};
 use crate::conditions::OwnedInput;
@@ -312,17 +312,16 @@ async fn open_approval(
 ) -> Result<Answer<ToolDecision>> {
     let now = state.clock.now();
     let tenant = &caller.tenant_id;
+    let same_call = SameCall {
+        agent_id: &agent.id,
+        session_id: &input.session_id,
+        tool_name: &e.call.name,
+        arguments_sha256: &e.call.arguments_sha256,
+        mcp_server: input.mcp.as_ref().map(|m| m.server.as_str()),
+    };
     if let Some(existing) = state
         .store
-        .find_pending_tool_call(
-            tenant,
-            &agent.id,
-            &input.session_id,
-            &e.call.name,
-            &e.call.arguments_sha256,
-            input.mcp.as_ref().map(|m| m.server.as_str()),
-            now,
-        )
+        .find_pending_tool_call(tenant, &same_call, now)
         .await?
     {
         return found_pending(state, retry, pending_decision(&e, &existing)).await;
@@ -431,15 +430,7 @@ async fn open_approval(
         Err(Error::AlreadyExists(_)) => {
             if let Some(existing) = state
                 .store
-                .find_pending_tool_call(
-                    tenant,
-                    &agent.id,
-                    &input.session_id,
-                    &e.call.name,
-                    &e.call.arguments_sha256,
-                    input.mcp.as_ref().map(|m| m.server.as_str()),
-                    now,
-                )
+                .find_pending_tool_call(tenant, &same_call, now)
                 .await?
             {
                 return found_pending(state, retry, pending_decision(&e, &existing)).await;

@@ -88,6 +88,17 @@ impl RequestFilter {
     }
 }
 
+/// What makes two tool calls the same call: one pending approval covers them both.
+#[derive(Debug, Clone, Copy)]
+pub struct SameCall<'a> {
+    pub agent_id: &'a str,
+    pub session_id: &'a str,
+    pub tool_name: &'a str,
+    pub arguments_sha256: &'a str,
+    /// The MCP server the call came through; `None` when it did not come through MCP.
+    pub mcp_server: Option<&'a str>,
+}
+
 /// A page of results and whether more follow.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -432,11 +443,7 @@ pub trait Backend:
     async fn find_pending_tool_call(
         &self,
         tenant_id: &str,
-        agent_id: &str,
-        session_id: &str,
-        tool_name: &str,
-        arguments_sha256: &str,
-        mcp_server: Option<&str>,
+        call: &SameCall<'_>,
         now: DateTime<Utc>,
     ) -> Result<Option<ApprovalRequest>>;
     async fn list_requests(

@@ -1147,6 +1147,7 @@ mod mcp {
     use countersign_core::mcp::{self, McpServerRecord};
     use countersign_core::toolcall;
     use countersign_proto::guard::{McpOrigin, ToolAnnotations};
+    use countersign_store::SameCall;
     use std::collections::BTreeMap;
 
     fn record(id: &str, token: &str, now: chrono::DateTime<Utc>) -> McpServerRecord {
@@ -1351,11 +1352,13 @@ mod mcp {
             .store
             .find_pending_tool_call(
                 "t",
-                &f.agent,
-                "s1",
-                "delete_file",
-                &files.request.context_sha256,
-                Some("files"),
+                &SameCall {
+                    agent_id: &f.agent,
+                    session_id: "s1",
+                    tool_name: "delete_file",
+                    arguments_sha256: &files.request.context_sha256,
+                    mcp_server: Some("files"),
+                },
                 now,
             )
             .await
@@ -1382,11 +1385,13 @@ mod mcp {
                 f.store
                     .find_pending_tool_call(
                         "t",
-                        &f.agent,
-                        "s1",
-                        "delete_file",
-                        &files.request.context_sha256,
-                        server.as_deref(),
+                        &SameCall {
+                            agent_id: &f.agent,
+                            session_id: "s1",
+                            tool_name: "delete_file",
+                            arguments_sha256: &files.request.context_sha256,
+                            mcp_server: server.as_deref()
+                        },
                         now,
                     )
                     .await
@@ -1410,11 +1415,13 @@ mod mcp {
             .store
             .find_pending_tool_call(
                 "t",
-                &f.agent,
-                "s1",
-                "delete_file",
-                &files.request.context_sha256,
-                None,
+                &SameCall {
+                    agent_id: &f.agent,
+                    session_id: "s1",
+                    tool_name: "delete_file",
+                    arguments_sha256: &files.request.context_sha256,
+                    mcp_server: None,
+                },
                 now,
             )
             .await

@@ -40,7 +40,7 @@ use crate::listing::Arg;
 use crate::records::{
     already_voted, config_audit, creation_details, decision_audit, escalation_audit, timeout_audit,
 };
-use crate::{Backend, Change, Expired, Page, RequestFilter, SigningKeyRecord};
+use crate::{Backend, Change, Expired, Page, RequestFilter, SameCall, SigningKeyRecord};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -966,11 +966,7 @@ impl Backend for PgStore {
     async fn find_pending_tool_call(
         &self,
         tenant_id: &str,
-        agent_id: &str,
-        session_id: &str,
-        tool_name: &str,
-        arguments_sha256: &str,
-        mcp_server: Option<&str>,
+        call: &SameCall<'_>,
         now: DateTime<Utc>,
     ) -> Result<Option<ApprovalRequest>> {
         sqlx::query(&format!(
@@ -979,12 +975,12 @@ impl Backend for PgStore {
              AND COALESCE(mcp_server, '') = $7"
         ))
         .bind(tenant_id)
-        .bind(agent_id)
-        .bind(session_id)
-        .bind(tool_name)
-        .bind(arguments_sha256)
+        .bind(call.agent_id)
+        .bind(call.session_id)
+        .bind(call.tool_name)
+        .bind(call.arguments_sha256)
         .bind(ms(now))
-        .bind(mcp_server.unwrap_or_default())
+        .bind(call.mcp_server.unwrap_or_default())
         .fetch_optional(&self.pool)
         .await
         .map_err(pg_error)?

@@ -41,7 +41,7 @@ use crate::listing::Arg;
 use crate::records::{
     already_voted, config_audit, creation_details, decision_audit, escalation_audit, timeout_audit,
 };
-use crate::{Backend, Change, Expired, Page, RequestFilter, SigningKeyRecord};
+use crate::{Backend, Change, Expired, Page, RequestFilter, SameCall, SigningKeyRecord};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
@@ -1021,11 +1021,7 @@ impl Backend for SqliteStore {
     async fn find_pending_tool_call(
         &self,
         tenant_id: &str,
-        agent_id: &str,
-        session_id: &str,
-        tool_name: &str,
-        arguments_sha256: &str,
-        mcp_server: Option<&str>,
+        call: &SameCall<'_>,
         now: DateTime<Utc>,
     ) -> Result<Option<ApprovalRequest>> {
         self.read(|c| {
@@ -1036,7 +1032,15 @@ impl Backend for SqliteStore {
                 rows::REQUEST_COLUMNS
             ))?
             .query_row(
-                params![tenant_id, agent_id, session_id, tool_name, arguments_sha256, ms(now), mcp_server.unwrap_or_default()],
+                params![
+                    tenant_id,
+                    call.agent_id,
+                    call.session_id,
+                    call.tool_name,
+                    call.arguments_sha256,
+                    ms(now),
+                    call.mcp_server.unwrap_or_default()
+                ],
                 rows::request,
             )
             .optional()

@@ -1964,6 +1964,9 @@ async fn bad_mcp_fields_and_conditions_on_tool_as_a_string_are_refused() {
             422,
             "invalid_body",
         ),
+        (json!({"annotations": [null, null]}), 422, "invalid_body"),
+        (json!({"annotations": []}), 422, "invalid_body"),
+        (json!({"mcp": ["files", "client"]}), 422, "invalid_body"),
     ] {
         let (got, v) = post(base(extra.clone())).await;
         assert_eq!(got, status, "{extra} → {v}");

@@ -242,6 +242,19 @@ async fn a_retried_tool_call_names_the_first_approval_and_allow_is_evaluated_aga
     let reused = post_json(&app, &agent, path, Some("refund-1"), &call(501)).await;
     assert_eq!(reused.status, 422);
     assert_eq!(reused.body["error"]["code"], "idempotency_key_reused");
+    // The MCP origin and annotations are part of the call: the same key with them is another call.
+    for extra in [
+        json!({"mcp": {"server": "payments"}}),
+        json!({"annotations": {"destructiveHint": true}}),
+    ] {
+        let mut body = call(500);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let reused = post_json(&app, &agent, path, Some("refund-1"), &body).await;
+        assert_eq!(reused.status, 422, "{extra}");
+        assert_eq!(reused.body["error"]["code"], "idempotency_key_reused");
+    }
 
     // A call that found its approval already pending is remembered too.
     let found = post_json(&app, &agent, path, Some("refund-3"), &call(500)).await;
