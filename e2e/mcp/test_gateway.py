@@ -36,3 +36,30 @@ def test_the_agent_key_opens_a_session(env: Env, gateway: str) -> None:
     r = post(gateway, env.agent_key)
     assert r.status_code == 200, (r.status_code, r.text)
     assert "protocolVersion" in r.text, r.text
+
+
+def test_a_reviewer_key_is_403(env: Env, gateway: str) -> None:
+    r = post(gateway, env.reviewer_key)
+    assert r.status_code == 403, (r.status_code, r.text)
+
+
+def test_a_session_belongs_to_the_key_that_opened_it(env: Env, gateway: str) -> None:
+    opened = post(gateway, env.agent_key)
+    assert opened.status_code == 200, opened.text
+    session = opened.headers["mcp-session-id"]
+    # Another agent of the tenant, with its own key.
+    admin = {"Authorization": f"Bearer {env.admin_key}"}
+    agent = httpx.post(f"{env.base_url}/v1/admin/agents", headers=admin, timeout=10,
+                       json={"name": "another agent", "trust_level": "standard"})
+    assert agent.status_code == 201, agent.text
+    key = httpx.post(f"{env.base_url}/v1/admin/api-keys", headers=admin, timeout=10,
+                     json={"role": "agent", "agent_id": agent.json()["id"]})
+    assert key.status_code == 201, key.text
+    other = key.json()["key"]
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    for who, status in [(other, 404), (env.agent_key, 200)]:
+        headers = {**HEADERS, "Authorization": f"Bearer {who}", "Mcp-Session-Id": session,
+                   "Mcp-Protocol-Version": "2025-06-18"}
+        r = httpx.post(gateway, json=listing, headers=headers, timeout=10)
+        assert r.status_code == status, (who == other, r.status_code, r.text)
+    assert "delete_records" in r.text
