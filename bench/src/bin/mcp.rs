@@ -4,7 +4,8 @@
 //! same run, and reports the percentiles of both and their difference.
 //!
 //! The upstream is this same program started with `--upstream` (an rmcp stdio server with one
-//! read-only `echo` tool), so both paths pay the same upstream cost.
+//! read-only `echo` tool), so both paths pay the same upstream cost. A third series times the
+//! guard's `POST /tool` alone, the bound of what `wrap` adds.
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -146,8 +147,8 @@ async fn start_server(bin: &PathBuf, dir: &std::path::Path) -> Result<(Killed, S
     post(
         &http,
         &format!("{base}/v1/guard/default/policies"),
-        &json!({"name": "destructive tools need a person", "tool_pattern": "*",
-                "condition": "tool.annotations.destructiveHint", "action": "require_approval"}),
+        &json!({"name": "destructive tools are blocked", "tool_pattern": "*",
+                "condition": "tool.annotations.destructiveHint", "action": "block"}),
     )
     .await?;
     Ok((server, base, key))
@@ -176,6 +177,29 @@ async fn calls(client: &Client, n: usize, offset: usize) -> Result<Vec<u32>> {
         let elapsed = t.elapsed().as_micros() as u32;
         if result.is_error == Some(true) {
             bail!("the call failed: {result:?}");
+        }
+        micros.push(elapsed);
+    }
+    Ok(micros)
+}
+
+/// `n` sequential `POST /v1/guard/default/tool` of the same allowed call: the part of the added
+/// latency that is the guard's own answer over HTTP.
+async fn guard_checks(base: &str, key: &str, n: usize, offset: usize) -> Result<Vec<u32>> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/guard/default/tool");
+    let mut micros = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = json!({"session_id": "bench", "tool_call": {"name": "echo",
+            "arguments": {"n": offset + i, "text": "hello"}},
+            "annotations": {"readOnlyHint": true}, "mcp": {"server": "bench"}});
+        let t = Instant::now();
+        let res = http.post(&url).bearer_auth(key).json(&body).send().await?;
+        let ok = res.status().is_success();
+        let value: Value = res.json().await?;
+        let elapsed = t.elapsed().as_micros() as u32;
+        if !ok || value["action"] != "allow" {
+            bail!("the guard did not allow: {value}");
         }
         micros.push(elapsed);
     }
@@ -224,16 +248,19 @@ async fn main() -> Result<()> {
     calls(&direct, 200, 0).await?;
     calls(&wrapped, 200, 0).await?;
     let block = opts.block.max(1);
-    let (mut d, mut w) = (Vec::new(), Vec::new());
+    guard_checks(&base, &key, 200, 0).await?;
+    let (mut d, mut w, mut g) = (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
     while d.len() < opts.calls {
         let n = block.min(opts.calls - d.len());
         d.extend(calls(&direct, n, d.len()).await?);
         w.extend(calls(&wrapped, n, w.len()).await?);
+        g.extend(guard_checks(&base, &key, n, g.len()).await?);
     }
     let elapsed = started.elapsed();
     d.sort_unstable();
     w.sort_unstable();
+    g.sort_unstable();
     println!(
         "{} calls on each path, interleaved in blocks of {block}, sequential, {:.1} s\n",
         opts.calls,
@@ -254,6 +281,13 @@ async fn main() -> Result<()> {
         percentile_ms(&w, 0.5) - percentile_ms(&d, 0.5),
         percentile_ms(&w, 0.9) - percentile_ms(&d, 0.9),
         percentile_ms(&w, 0.99) - percentile_ms(&d, 0.99)
+    );
+    println!(
+        "| of which the guard's answer (`POST /tool` alone) | {:.3} | {:.3} | {:.3} | {:.3} |",
+        percentile_ms(&g, 0.5),
+        percentile_ms(&g, 0.9),
+        percentile_ms(&g, 0.99),
+        percentile_ms(&g, 1.0)
     );
     let _ = direct.cancel().await;
     let _ = wrapped.cancel().await;
