@@ -15,18 +15,20 @@ use rmcp::model::{
     ClientResult, CompleteRequest, CompleteRequestParams, CompleteResult, ContentBlock,
     CustomNotification, CustomRequest, CustomResult, GetMeta, GetPromptRequest,
     GetPromptRequestParams, GetPromptResponse, InitializeRequestParams, InitializeResult,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, PingRequest, ProgressNotification, ProgressNotificationParam,
-    ProgressToken, ProtocolVersion, ReadResourceRequest, ReadResourceRequestParams,
-    ReadResourceResponse, RequestOptionalParam, RootsListChangedNotification, ServerNotification,
-    ServerPeerInfo, ServerRequest, ServerResult, SetLevelRequest, SetLevelRequestParams,
-    SubscribeRequest, SubscribeRequestParams, ToolAnnotations, UnsubscribeRequest,
-    UnsubscribeRequestParams,
+    JsonRpcMessage, JsonRpcNotification, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, ListToolsResult, PaginatedRequestParams, PingRequest,
+    ProgressNotification, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, RequestOptionalParam,
+    RootsListChangedNotification, ServerNotification, ServerPeerInfo, ServerRequest, ServerResult,
+    SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams,
+    ToolAnnotations, UnsubscribeRequest, UnsubscribeRequestParams,
 };
 use rmcp::service::{
     NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer,
     RunningService, Service, ServiceError,
 };
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
 use tokio::sync::OnceCell;
 
 use crate::guard::{Guard, McpCall};
@@ -44,7 +46,7 @@ pub struct SessionOrigin {
 
 /// What both halves of one relayed session share.
 #[derive(Default)]
-struct Link {
+pub(crate) struct Link {
     /// The client, once it has initialised.
     downstream: parking_lot::Mutex<Option<Peer<RoleServer>>>,
     /// Annotations by tool name from the upstream's latest `tools/list`; `None` until listed or
@@ -55,6 +57,19 @@ struct Link {
 }
 
 impl Link {
+    /// Pass the upstream's progress on a forwarded request to the client, under the client's
+    /// own token; progress on anything else is dropped.
+    async fn relay_progress(&self, mut progress: ProgressNotificationParam) {
+        let client_token = self.progress.lock().get(&progress.progress_token).cloned();
+        let (Some(client_token), Some(downstream)) = (client_token, self.downstream()) else {
+            return;
+        };
+        progress.progress_token = client_token;
+        if let Err(e) = downstream.notify_progress(progress).await {
+            tracing::debug!(error = %e, "could not relay progress");
+        }
+    }
+
     fn downstream(&self) -> Option<Peer<RoleServer>> {
         self.downstream.lock().clone()
     }
@@ -124,7 +139,7 @@ impl<G: Guard> Proxy<G> {
         };
         let running = self
             .upstream
-            .connect(relay)
+            .connect(relay, self.link.clone())
             .await
             .map_err(|e| McpError::internal_error(e, None))?;
         let info = running
@@ -503,18 +518,8 @@ impl Service<RoleClient> for UpstreamRelay {
     ) -> Result<(), McpError> {
         match &mut notification {
             ServerNotification::CancelledNotification(_) => return Ok(()),
-            ServerNotification::ProgressNotification(progress) => {
-                let client_token = self
-                    .link
-                    .progress
-                    .lock()
-                    .get(&progress.params.progress_token)
-                    .cloned();
-                let Some(client_token) = client_token else {
-                    return Ok(());
-                };
-                progress.params.progress_token = client_token;
-            }
+            // Relayed in order as they arrive (see `InOrder`).
+            ServerNotification::ProgressNotification(_) => return Ok(()),
             ServerNotification::ToolListChangedNotification(_) => {
                 *self.link.annotations.lock() = None;
             }
@@ -532,5 +537,41 @@ impl Service<RoleClient> for UpstreamRelay {
 
     fn get_info(&self) -> InitializeRequestParams {
         self.client_info.clone()
+    }
+}
+
+/// The upstream's transport, relaying its progress notifications to the client as they arrive.
+/// rmcp handles each incoming notification on a task of its own, so a progress notification
+/// relayed from there could reach the client after the response it preceded, when the client no
+/// longer listens for it; relayed here, it keeps its place in the stream.
+pub(crate) struct InOrder<T> {
+    pub(crate) inner: T,
+    pub(crate) link: Arc<Link>,
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for InOrder<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        loop {
+            match self.inner.receive().await? {
+                JsonRpcMessage::Notification(JsonRpcNotification {
+                    notification: ServerNotification::ProgressNotification(progress),
+                    ..
+                }) => self.link.relay_progress(progress.params).await,
+                message => return Some(message),
+            }
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
     }
 }

@@ -1,10 +1,13 @@
 //! The MCP server behind the proxy: a command speaking stdio, or a streamable-HTTP endpoint.
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::sync::Arc;
 
 use reqwest013::header::{HeaderName, HeaderValue};
 use rmcp::service::{RoleClient, RunningService, Service, ServiceExt};
 use rmcp::transport::TokioChildProcess;
+
+use crate::proxy::{InOrder, Link};
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransport, StreamableHttpClientTransportConfig,
 };
@@ -45,13 +48,15 @@ impl Upstream {
     pub(crate) async fn connect<S: Service<RoleClient>>(
         &self,
         service: S,
+        link: Arc<Link>,
     ) -> Result<RunningService<RoleClient, S>, String> {
         match self {
             Upstream::Command { program, args } => {
                 let mut command = tokio::process::Command::new(program);
                 command.args(args);
-                let transport = TokioChildProcess::new(command)
+                let inner = TokioChildProcess::new(command)
                     .map_err(|e| format!("could not start {}: {e}", program.to_string_lossy()))?;
+                let transport = InOrder { inner, link };
                 service
                     .serve(transport)
                     .await
@@ -68,8 +73,8 @@ impl Upstream {
                 }
                 let config = StreamableHttpClientTransportConfig::with_uri(http.url.as_str())
                     .custom_headers(headers);
-                let transport =
-                    StreamableHttpClientTransport::with_client(http.client.clone(), config);
+                let inner = StreamableHttpClientTransport::with_client(http.client.clone(), config);
+                let transport = InOrder { inner, link };
                 service
                     .serve(transport)
                     .await
