@@ -21,6 +21,23 @@ impl From<Error> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// What the caller of the JSON API, the OAuth endpoints, the dashboard or the MCP gateway may
+/// read of an error. An internal error's detail goes to the log instead, once, inside the
+/// request's span (its operation, tenant and request id), and the caller reads where to look.
+pub fn public_message(error: &Error) -> String {
+    match error {
+        Error::Internal(detail) => {
+            tracing::error!(error = %detail, "internal error");
+            INTERNAL_MESSAGE.to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The message of every internal error.
+const INTERNAL_MESSAGE: &str =
+    "internal error; the server log has the details under this response's x-request-id";
+
 pub fn error_response(
     code: ErrorCode,
     message: String,
@@ -63,21 +80,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = matches!(self.0, Error::RateLimited { .. }).then(|| self.0.clone());
         let code = self.0.code();
-        let (message, current_status) = match self.0 {
-            Error::Internal(detail) => {
-                // The detail may name internals; it goes to the log (with the request id of
-                // the surrounding span), never to the caller.
-                tracing::error!(error = %detail, "internal error");
-                (
-                    "internal error; the server log has the details under this response's x-request-id".to_string(),
-                    None,
-                )
-            }
-            Error::AlreadyDecided { status } => (
-                format!("the request is already {}", status.as_str()),
-                Some(status.as_str().to_string()),
-            ),
-            other => (other.to_string(), None),
+        let message = public_message(&self.0);
+        let current_status = match &self.0 {
+            Error::AlreadyDecided { status } => Some(status.as_str().to_string()),
+            _ => None,
         };
         let response = error_response(code, message, current_status);
         match retry {

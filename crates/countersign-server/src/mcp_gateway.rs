@@ -113,13 +113,7 @@ struct ServerGuard {
 }
 
 fn failure(e: Error) -> GuardFailure {
-    match e {
-        Error::Internal(detail) => {
-            tracing::error!(error = %detail, "internal error in the MCP gateway");
-            GuardFailure("internal error; the server log has the details".into())
-        }
-        other => GuardFailure(other.to_string()),
-    }
+    GuardFailure(crate::error::public_message(&e))
 }
 
 impl Guard for ServerGuard {

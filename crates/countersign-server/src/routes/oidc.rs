@@ -58,14 +58,7 @@ fn oauth_error(error: &Error, endpoint: Endpoint) -> (StatusCode, &'static str, 
         }
         _ => (StatusCode::BAD_REQUEST, "invalid_request"),
     };
-    let description = match error {
-        Error::Internal(detail) => {
-            tracing::error!(error = %detail, "internal error");
-            "internal error; the server log has the details under this response's x-request-id"
-                .to_string()
-        }
-        other => other.to_string(),
-    };
+    let description = crate::error::public_message(error);
     (status, name, description)
 }
 

@@ -376,13 +376,7 @@ impl IntoResponse for UiError {
                 let code = e.code();
                 let status = StatusCode::from_u16(code.http_status())
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let message = match &e {
-                    Error::Internal(detail) => {
-                        tracing::error!(error = %detail, "internal error");
-                        "Something went wrong on the server; the log has the details.".to_string()
-                    }
-                    other => other.to_string(),
-                };
+                let message = crate::error::public_message(&e);
                 let heading = match status {
                     StatusCode::FORBIDDEN => "Not allowed",
                     StatusCode::NOT_FOUND => "Not found",
