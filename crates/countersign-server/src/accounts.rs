@@ -499,8 +499,10 @@ pub async fn viewer(state: &AppState, token: &str) -> Result<Option<Viewer>> {
     if session.needs_touch(now) {
         state.store.touch_session(&session.id, now).await?;
     }
+    let principal = session.principal(&user);
+    crate::auth::record_tenant(&principal.tenant_id);
     Ok(Some(Viewer {
-        principal: session.principal(&user),
+        principal,
         csrf: dashboard::csrf_token(token),
         session,
         user,

@@ -573,7 +573,9 @@ fn router(state: AppState) -> Router {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
                 // The path only: query strings can carry secrets (authReqId).
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
+                // The tenant is recorded once the caller is known (`auth::record_tenant`).
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id,
+                    tenant_id = tracing::field::Empty)
             }))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(CatchPanicLayer::custom(|_| {

@@ -64,6 +64,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Erro
         .await?
         .ok_or_else(|| Error::Unauthorized("unknown, revoked or disabled API key".into()))?;
     state.throttle.check_key(&principal.key_id)?;
+    record_tenant(&principal.tenant_id);
     Ok(principal)
 }
 
@@ -80,4 +81,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Channel {
             .is_some_and(|v| v.as_bytes() == b"cli");
         Ok(Channel(if cli { "cli" } else { "api" }))
     }
+}
+
+/// Names the caller's tenant on the request's span, so every line the request logs says it.
+pub fn record_tenant(tenant_id: &str) {
+    tracing::Span::current().record("tenant_id", tenant_id);
 }
