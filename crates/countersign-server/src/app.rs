@@ -185,7 +185,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
     let (stop, stopping) = watch::channel(false);
     let webauthn = crate::accounts::relying_party(&issuer)?.map(Arc::new);
     let settings_limits = settings.limits.clone();
-    let mcp_gateway = crate::mcp_gateway::Gateway::new(&settings.outbound)?;
+    let mcp_gateway = crate::mcp_gateway::Gateway::new(&settings.outbound, stopping.clone())?;
     let state = AppState {
         store,
         clock,

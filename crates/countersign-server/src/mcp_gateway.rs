@@ -17,6 +17,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{
     SessionManager, StreamableHttpServerConfig, StreamableHttpService,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::error::ApiResult;
@@ -41,14 +42,27 @@ struct Owner {
 /// holds its session, or starts a new one).
 pub struct Gateway {
     sessions: Arc<LocalSessionManager>,
+    /// Cancelled when the server stops, so open sessions (and their event streams) end
+    /// instead of holding the shutdown until its grace period.
+    stopped: CancellationToken,
     owners: parking_lot::Mutex<HashMap<String, Owner>>,
     client: reqwest013::Client,
 }
 
 impl Gateway {
-    pub fn new(outbound: &OutboundSettings) -> anyhow::Result<Gateway> {
+    pub fn new(
+        outbound: &OutboundSettings,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Gateway> {
+        let stopped = CancellationToken::new();
+        let on_stop = stopped.clone();
+        tokio::spawn(async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+            on_stop.cancel();
+        });
         Ok(Gateway {
             sessions: Arc::new(LocalSessionManager::default()),
+            stopped,
             owners: parking_lot::Mutex::new(HashMap::new()),
             client: upstream_client(outbound)?,
         })
@@ -208,7 +222,8 @@ pub async fn endpoint(
     let config = StreamableHttpServerConfig::default()
         // Agents authenticate with a bearer key, so a rebinding page gains nothing; the
         // server is reached under whatever name its operator chose.
-        .disable_allowed_hosts();
+        .disable_allowed_hosts()
+        .with_cancellation_token(gateway.stopped.child_token());
     let service = StreamableHttpService::new(
         move || Ok(Proxy::new(guard.clone(), upstream.clone(), origin.clone())),
         gateway.sessions.clone(),
