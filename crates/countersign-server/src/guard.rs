@@ -3,10 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use countersign_core::approval::{
-    self, ApprovalRequest, DecisionRules, RequestKind, RequestRef, ToolInfo,
-};
+use countersign_core::approval::{self, ApprovalRequest, RequestKind, RequestRef, ToolInfo};
 use countersign_core::directory::Agent;
+use countersign_core::guard::{self, ApprovalPlan, Blocked, Evaluation};
 use countersign_core::idempotency::IdempotencyKey;
 use countersign_core::policy::{self, Cached, GuardConfig, Policy, PolicySet};
 use countersign_core::principal::executor_only;
@@ -14,10 +13,9 @@ use countersign_core::risk::RiskAssessor;
 use countersign_core::routing::{self, Group, Member};
 use countersign_core::{Error, Principal, Result, Role, ids, toolcall, validate};
 use countersign_proto::guard::{
-    ApprovalConfig, DecisionView, EvaluateRequest, GrantResponse, GroupInput, GroupView,
-    GuardApprovalView, GuardSettings, History, HistoryItem, HistoryQuery, McpOrigin, MemberView,
-    PolicyAction, PolicyInput, PolicyView, RoutingRules, ToolAnnotations, ToolDecision,
-    ToolRequest,
+    DecisionView, EvaluateRequest, GrantResponse, GroupInput, GroupView, GuardApprovalView,
+    GuardSettings, History, HistoryItem, HistoryQuery, McpOrigin, MemberView, PolicyAction,
+    PolicyInput, PolicyView, RoutingRules, ToolAnnotations, ToolDecision, ToolRequest,
 };
 use countersign_proto::{ApprovalStatus, ErrorCode, TrustLevel};
 use countersign_store::{RequestFilter, SameCall};
@@ -71,17 +69,6 @@ fn changed(state: &AppState, tenant_id: &str) {
 }
 
 // ----- tool calls -----
-
-/// What the policies say about a call, before anything is stored.
-struct Evaluation {
-    call: toolcall::ToolCall,
-    risk: countersign_core::risk::RiskAssessment,
-    action: PolicyAction,
-    policy: Option<Policy>,
-    /// For approvals the tenant default or a trust rule requires.
-    fallback: ApprovalConfig,
-    message: String,
-}
 
 /// What the call says about itself beyond the tool call: the session, the action category,
 /// and where it came from when an MCP gateway sent it.
@@ -138,68 +125,14 @@ async fn evaluate_call(
         annotations: annotations.copied(),
         mcp_server: mcp.map(|m| m.server.clone()).unwrap_or_default(),
     };
-    let (policy, stopped) = match state.conditions.evaluate(config.clone(), input).await? {
-        Ok(policy) => (policy, None),
-        Err(stopped) => (None, Some(stopped)),
-    };
-    // Conditions that could not finish fail closed: the call is blocked.
-    if let Some(stopped) = stopped {
-        metrics::counter!("countersign_policy_conditions_stopped_total").increment(1);
-        return Ok(Evaluation {
-            call,
-            risk,
-            action: PolicyAction::Block,
-            policy: None,
-            fallback: ApprovalConfig::default(),
-            message: stopped.reason(),
-        });
-    }
-    let mut action = policy
-        .as_ref()
-        .map(|p| p.action)
-        .unwrap_or(config.settings.default_action);
-    let mut message = match &policy {
-        Some(p) => format!("decided by policy {:?}", p.name),
-        None => "no policy matched; the tenant default applies".to_string(),
-    };
-    let mut fallback = ApprovalConfig {
-        timeout_minutes: config.settings.default_timeout_minutes,
-        approval_group_id: config.settings.default_approval_group_id.clone(),
-        ..ApprovalConfig::default()
-    };
-    let forcing_rule = (action == PolicyAction::Allow)
-        .then(|| policy::trust_rule(&config.settings, agent.trust_level, &call.name, scope))
-        .flatten();
-    if let Some(rule) = forcing_rule {
-        action = PolicyAction::RequireApproval;
-        message = format!(
-            "agents of trust level {} always need approval for this",
-            agent.trust_level.as_str()
-        );
-        if rule.approval_group_id.is_some() {
-            fallback.approval_group_id = rule.approval_group_id.clone();
+    let matched = match state.conditions.evaluate(config.clone(), input).await? {
+        Ok(policy) => Ok(policy),
+        Err(stopped) => {
+            metrics::counter!("countersign_policy_conditions_stopped_total").increment(1);
+            Err(stopped.reason())
         }
-    }
-    Ok(Evaluation {
-        call,
-        risk,
-        action,
-        policy,
-        fallback,
-        message,
-    })
-}
-
-fn decision(e: &Evaluation, action: PolicyAction, message: String) -> ToolDecision {
-    ToolDecision {
-        action,
-        approval_id: None,
-        message,
-        expires_at: None,
-        risk_score: e.risk.score,
-        threats_detected: e.risk.threats.clone(),
-        policy_matched: e.policy.as_ref().map(|p| p.name.clone()),
-    }
+    };
+    Ok(guard::evaluate(config, agent, call, risk, scope, matched))
 }
 
 /// `POST /tool`: allow or block at once, or open (or find) the approval. Under an
@@ -256,11 +189,9 @@ pub async fn check_tool(
     metrics::counter!("countersign_tool_decisions_total", "action" => e.action.as_str())
         .increment(1);
     match e.action {
-        PolicyAction::Allow => Ok(Answer::Fresh(decision(
-            &e,
-            PolicyAction::Allow,
-            format!("allowed: {}", e.message),
-        ))),
+        PolicyAction::Allow => Ok(Answer::Fresh(
+            e.decision(PolicyAction::Allow, format!("allowed: {}", e.message)),
+        )),
         PolicyAction::Block => {
             let now = state.clock.now();
             state
@@ -281,8 +212,7 @@ pub async fn check_tool(
                     ),
                 ))
                 .await?;
-            Ok(Answer::Fresh(decision(
-                &e,
+            Ok(Answer::Fresh(e.decision(
                 PolicyAction::Block,
                 format!("blocked: {}", e.message),
             )))
@@ -324,45 +254,33 @@ async fn open_approval(
         .find_pending_tool_call(tenant, &same_call, now)
         .await?
     {
-        return found_pending(state, retry, pending_decision(&e, &existing)).await;
+        return found_pending(state, retry, e.pending_decision(&existing)).await;
     }
     crate::throttle::check_pending(state, tenant, &agent.id).await?;
-    // A policy that asks for approval brings its own configuration; approvals the tenant
-    // default or a trust rule require use the tenant's.
-    let approval = match &e.policy {
-        Some(p) if p.action == PolicyAction::RequireApproval => p.approval.clone(),
-        _ => e.fallback.clone(),
+    let routed = match guard::route(config, &e) {
+        Ok(routed) => routed,
+        Err(Blocked(message)) => {
+            return Ok(Answer::Fresh(e.decision(PolicyAction::Block, message)));
+        }
     };
-    let group_id = routing::route(
-        &config.routing.routing_rules,
-        &e.call.name,
-        e.risk.score,
-        approval.approval_group_id.as_deref(),
-    );
-    // Fail closed: an approval nobody could give is a block.
-    let Some(group_id) = group_id else {
-        return Ok(Answer::Fresh(decision(
-            &e,
-            PolicyAction::Block,
-            "blocked: approval is required but no approval group is configured".into(),
-        )));
-    };
-    let Some(routed) = state.store.get_group(tenant, &group_id).await? else {
-        return Ok(Answer::Fresh(decision(
-            &e,
-            PolicyAction::Block,
-            format!(
-                "blocked: approval is required but approval group {group_id:?} no longer exists"
-            ),
-        )));
+    let group = state.store.get_group(tenant, &routed.group_id).await?;
+    let reviewing = match routed.found(group) {
+        Ok(reviewing) => reviewing,
+        Err(Blocked(message)) => {
+            return Ok(Answer::Fresh(e.decision(PolicyAction::Block, message)));
+        }
     };
     let mut groups = BTreeMap::new();
-    for rule in &approval.escalation_rules {
-        if let Some(g) = state.store.get_group(tenant, &rule.escalate_to).await? {
+    for id in reviewing.escalation_group_ids() {
+        if let Some(g) = state.store.get_group(tenant, id).await? {
             groups.insert(g.id.clone(), g);
         }
     }
-    let plan = routing::plan(&routed, &approval.escalation_rules, &groups, now);
+    let ApprovalPlan {
+        approval,
+        rules,
+        reviewers: plan,
+    } = reviewing.plan(&groups, now);
     let on_behalf_of = match input
         .on_behalf_of
         .as_deref()
@@ -392,14 +310,6 @@ async fn open_approval(
         annotations: input.annotations,
         mcp: input.mcp.clone(),
     };
-    let rules = DecisionRules {
-        approval_group_id: Some(routed.id.clone()),
-        required_approvals: approval.required_approvals,
-        allow_self_approval: approval.allow_self_approval,
-        default_on_timeout: approval.default_on_timeout,
-        escalation_level: 0,
-        escalation_plan: plan.steps.clone(),
-    };
     let mut new = approval::new_tool_request(
         tenant,
         &agent.id,
@@ -412,7 +322,7 @@ async fn open_approval(
         },
         now,
     );
-    let answer = pending_decision(&e, &new.request);
+    let answer = e.pending_decision(&new.request);
     if let Some(retry) = retry {
         new.idempotency = Some(retry.remember(200, &answer, now)?);
     }
@@ -433,7 +343,7 @@ async fn open_approval(
                 .find_pending_tool_call(tenant, &same_call, now)
                 .await?
             {
-                return found_pending(state, retry, pending_decision(&e, &existing)).await;
+                return found_pending(state, retry, e.pending_decision(&existing)).await;
             }
             service::sweep_expired(state).await?;
             state
@@ -460,18 +370,6 @@ async fn found_pending(
         return Ok(Answer::Replayed(replay));
     }
     Ok(Answer::Fresh(answer))
-}
-
-fn pending_decision(e: &Evaluation, request: &ApprovalRequest) -> ToolDecision {
-    ToolDecision {
-        action: PolicyAction::RequireApproval,
-        approval_id: Some(request.id.clone()),
-        message: "This operation requires approval".into(),
-        expires_at: Some(request.expires_at),
-        risk_score: e.risk.score,
-        threats_detected: e.risk.threats.clone(),
-        policy_matched: e.policy.as_ref().map(|p| p.name.clone()),
-    }
 }
 
 /// `POST /policies/evaluate`: what `POST /tool` would answer, creating nothing.
@@ -512,7 +410,7 @@ pub async fn dry_run(
     )
     .await?;
     let message = e.message.clone();
-    Ok(decision(&e, e.action, message))
+    Ok(e.decision(e.action, message))
 }
 
 fn unknown(message: String) -> Error {
