@@ -9,8 +9,8 @@ use countersign_store::RequestFilter;
 
 use super::views::{display, emails};
 use crate::after_commit::{Committed, announce};
-use crate::service;
 use crate::state::AppState;
+use crate::{service, workers};
 
 fn tool_request(request: ApprovalRequest) -> Result<ApprovalRequest> {
     if request.kind == RequestKind::Tool {
@@ -100,7 +100,7 @@ pub async fn grant(
     }
     // A timeout approval is recorded by the sweeper; the grant needs it recorded first.
     if request.status == ApprovalStatus::Pending {
-        service::sweep_expired(state).await?;
+        workers::sweep_expired(state).await?;
     }
     let request = service::find(
         state,
@@ -189,13 +189,4 @@ pub async fn history(state: &AppState, caller: &Principal, query: HistoryQuery) 
             .collect(),
         next_cursor,
     })
-}
-
-/// Records escalation steps that came due; returns how many requests escalated.
-pub async fn run_escalations(state: &AppState) -> Result<usize> {
-    let escalated = state.store.escalate_due(state.clock.now(), 500).await?;
-    for r in &escalated {
-        announce(state, Committed::Escalated(r));
-    }
-    Ok(escalated.len())
 }

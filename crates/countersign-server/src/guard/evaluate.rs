@@ -20,8 +20,8 @@ use super::{config, unknown};
 use crate::after_commit::{Committed, announce};
 use crate::conditions::OwnedInput;
 use crate::idempotency::{self, Answer, Retry};
-use crate::service;
 use crate::state::AppState;
+use crate::workers;
 
 /// What the call says about itself beyond the tool call: the session, the action category,
 /// and where it came from when an MCP gateway sent it.
@@ -298,7 +298,7 @@ async fn open_approval(
             {
                 return found_pending(state, retry, e.pending_decision(&existing)).await;
             }
-            service::sweep_expired(state).await?;
+            workers::sweep_expired(state).await?;
             state
                 .store
                 .create_request(new, plan, caller.actor())
