@@ -9,6 +9,7 @@ pub mod directory;
 pub mod display;
 pub mod error;
 pub mod grant;
+pub mod guard;
 pub mod idempotency;
 pub mod ids;
 pub mod mcp;

@@ -16,7 +16,7 @@ use countersign_core::{Clock, Error, SystemClock, secret};
 use countersign_proto::ErrorCode;
 use countersign_proto::TrustLevel;
 use countersign_proto::admin::KeyRole;
-use countersign_store::{Change, PostgresOptions, SqliteOptions, Store, StoreConfig, Synchronous};
+use countersign_store::{PostgresOptions, SqliteOptions, Store, StoreConfig, Synchronous};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -26,7 +26,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::after_commit::{Committed, announce};
 use crate::error::{error_response, method_not_allowed_fallback, not_found_fallback};
 use crate::events::Events;
 use crate::oidc::Oidc;
@@ -38,7 +37,8 @@ use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::state::AppState;
 use crate::waiters::Waiters;
-use crate::{service, telemetry, ui};
+use crate::workers::Workers;
+use crate::{telemetry, ui};
 
 /// What the first start created; the generated admin key is shown only here.
 #[derive(Debug, Clone)]
@@ -588,65 +588,6 @@ fn router(state: AppState) -> Router {
     )
 }
 
-/// Times out overdue requests and records due escalations in the background, so waiters and
-/// lists see them.
-async fn run_sweeper(state: AppState, mut stop: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(state.settings.requests.sweep_interval_ms.max(10));
-    // Expired idempotency answers are already ignored; deleting them can wait a little.
-    let answers_every = (Duration::from_secs(60).as_millis() / interval.as_millis().max(1)).max(1);
-    let mut round: u128 = 0;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-        if let Err(e) = service::sweep_expired(&state).await {
-            tracing::warn!(error = %e, "expiry sweep failed; will retry");
-        }
-        if let Err(e) = crate::guard::run_escalations(&state).await {
-            tracing::warn!(error = %e, "escalation sweep failed; will retry");
-        }
-        state.throttle.forget_idle();
-        if round.is_multiple_of(answers_every)
-            && let Err(e) = state.store.forget_expired_answers(state.clock.now()).await
-        {
-            tracing::warn!(error = %e, "idempotency sweep failed; will retry");
-        }
-        round = round.wrapping_add(1);
-    }
-}
-
-/// Applies hints from other replicas: wake the waiters of a changed request, reload keys,
-/// and after a lost listener wake everyone so they re-read the store.
-async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
-    let Some(mut changes) = state.store.changes() else {
-        return;
-    };
-    loop {
-        let change = tokio::select! {
-            c = changes.recv() => c,
-            _ = stop.changed() => return,
-        };
-        match change {
-            Ok(Change::Request(id)) => announce(&state, Committed::Remote(&id)),
-            Ok(Change::SigningKeys) => reload_keys(&state).await,
-            Ok(Change::Guard(tenant)) => state.guard.invalidate(&tenant),
-            Ok(Change::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                announce(&state, Committed::Resync);
-                state.guard.clear();
-                reload_keys(&state).await;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-async fn reload_keys(state: &AppState) {
-    if let Err(e) = state.signer.reload(&state.store).await {
-        tracing::warn!(error = %e, "reloading signing keys failed");
-    }
-}
-
 impl App {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
@@ -695,9 +636,7 @@ impl App {
                 }
             })
         });
-        let sweeper = tokio::spawn(run_sweeper(state.clone(), stop.subscribe()));
-        let follower = tokio::spawn(follow_changes(state.clone(), stop.subscribe()));
-        let delivery = tokio::spawn(crate::notify::worker::run(state.clone(), stop.subscribe()));
+        let workers = Workers::start(&state, &stop);
         let grace = Duration::from_secs(state.settings.http.shutdown_grace_secs);
         let (drained_tx, drained_rx) = oneshot::channel::<()>();
         let stop_for_signal = stop.clone();
@@ -724,9 +663,7 @@ impl App {
             } => tracing::warn!("in-flight requests did not finish within the grace period"),
         }
         let _ = stop.send(true);
-        let _ = sweeper.await;
-        let _ = follower.await;
-        let _ = delivery.await;
+        workers.join().await;
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
         }

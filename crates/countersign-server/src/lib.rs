@@ -26,6 +26,7 @@ pub mod throttle;
 mod ui;
 mod views;
 mod waiters;
+pub mod workers;
 
 pub use app::{App, Bootstrap, DemoSetup, RunningApp, build, build_with_clock, migrate};
 pub use settings::Settings;

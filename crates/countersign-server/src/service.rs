@@ -332,19 +332,3 @@ pub async fn find(state: &AppState, tenant_id: &str, by: &RequestRef) -> Result<
         .await?
         .ok_or_else(|| Error::NotFound("no such approval request".into()))
 }
-
-/// Marks overdue requests expired and wakes their waiters; returns how many expired.
-pub async fn sweep_expired(state: &AppState) -> Result<usize> {
-    let mut total = 0;
-    loop {
-        let expired = state.store.expire_due(state.clock.now(), 500).await?;
-        for e in &expired {
-            announce(state, Committed::TimedOut(&e.request));
-        }
-        total += expired.len();
-        if expired.len() < 500 {
-            break;
-        }
-    }
-    Ok(total)
-}

@@ -289,7 +289,7 @@ async fn expiry_is_seen_at_read_time_recorded_by_the_sweeper_and_blocks_decision
     }
 
     // The background sweeper may have recorded it first; either way it is recorded once.
-    countersign_server::service::sweep_expired(&app.server.state)
+    countersign_server::workers::sweep_expired(&app.server.state)
         .await
         .unwrap();
     let listed = app
@@ -307,7 +307,7 @@ async fn expiry_is_seen_at_read_time_recorded_by_the_sweeper_and_blocks_decision
         "expiry is recorded once"
     );
     assert_eq!(
-        countersign_server::service::sweep_expired(&app.server.state)
+        countersign_server::workers::sweep_expired(&app.server.state)
             .await
             .unwrap(),
         0

@@ -879,7 +879,7 @@ async fn escalation_widens_reviewers_on_time_and_is_recorded() {
     );
 
     clock.advance(chrono::Duration::minutes(10));
-    countersign_server::guard::run_escalations(state)
+    countersign_server::workers::run_escalations(state)
         .await
         .unwrap();
     assert_eq!(
@@ -901,7 +901,7 @@ async fn escalation_widens_reviewers_on_time_and_is_recorded() {
     );
 
     clock.advance(chrono::Duration::minutes(5));
-    countersign_server::guard::run_escalations(state)
+    countersign_server::workers::run_escalations(state)
         .await
         .unwrap();
     assert_eq!(
@@ -913,7 +913,7 @@ async fn escalation_widens_reviewers_on_time_and_is_recorded() {
         2
     );
     clock.advance(chrono::Duration::minutes(10));
-    countersign_server::guard::run_escalations(state)
+    countersign_server::workers::run_escalations(state)
         .await
         .unwrap();
     let view = app.admin.guard_approval(P, &id, None).await.unwrap();
@@ -989,7 +989,7 @@ async fn timeouts_reject_or_approve_as_configured_and_survive_a_restart() {
     let by_timeout = agent.guard_approval(P, &approved, None).await.unwrap();
     assert_eq!(by_timeout.status, ApprovalStatus::Approved);
     assert_eq!(by_timeout.approved_by.as_deref(), Some("timeout"));
-    countersign_server::service::sweep_expired(&app.server.state)
+    countersign_server::workers::sweep_expired(&app.server.state)
         .await
         .unwrap();
     assert_eq!(audited(&app, "approval.expired", Some(&rejected)).await, 1);

@@ -196,7 +196,7 @@ async fn three_replicas_expire_a_thousand_requests_exactly_once() {
         (0..3).map(move |_| {
             let state = state.clone();
             async move {
-                countersign_server::service::sweep_expired(&state)
+                countersign_server::workers::sweep_expired(&state)
                     .await
                     .unwrap()
             }
@@ -262,7 +262,7 @@ async fn work_claimed_by_a_replica_that_dies_is_taken_over() {
     // The live replicas (their background sweepers, and these explicit sweeps) do the rest
     // without waiting on the claimed rows, and never touch them.
     for r in &c.replicas {
-        countersign_server::service::sweep_expired(&r.server.state)
+        countersign_server::workers::sweep_expired(&r.server.state)
             .await
             .unwrap();
     }
@@ -286,7 +286,7 @@ async fn work_claimed_by_a_replica_that_dies_is_taken_over() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for r in &c.replicas {
-            countersign_server::service::sweep_expired(&r.server.state)
+            countersign_server::workers::sweep_expired(&r.server.state)
                 .await
                 .unwrap();
         }
