@@ -85,5 +85,5 @@ impl<S: Send + Sync> FromRequestParts<S> for Channel {
 
 /// Names the caller's tenant on the request's span, so every line the request logs says it.
 pub fn record_tenant(tenant_id: &str) {
-    tracing::Span::current().record("tenant_id", tenant_id);
+    tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
 }
