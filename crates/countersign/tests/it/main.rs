@@ -20,6 +20,7 @@ mod grants;
 mod guard;
 mod idempotency;
 mod limits;
+mod logs;
 mod mcp_registry;
 mod meta;
 mod notify_dashboard;
