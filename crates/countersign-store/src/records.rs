@@ -34,6 +34,11 @@ pub fn creation_details(r: &ApprovalRequest) -> Value {
     details
 }
 
+/// A poll of a CIBA request the store does not hold.
+pub fn no_ciba_request() -> Error {
+    Error::NotFound("no such CIBA request".into())
+}
+
 pub fn already_voted() -> Error {
     Error::Invalid {
         code: ErrorCode::AlreadyVoted,

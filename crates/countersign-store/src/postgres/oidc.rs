@@ -5,9 +5,11 @@ use countersign_core::audit::{Actor, AuditRecord};
 use countersign_core::clock::from_millis;
 use countersign_core::oidc::{
     AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
-    OutboxOutcome, PollRecord, SLOW_DOWN_STEP_SECS,
+    OutboxOutcome, PollRecord,
 };
 use countersign_core::{Error, Result};
+
+use crate::records::no_ciba_request;
 use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -313,27 +315,28 @@ impl PgStore {
         approval_id: &str,
         at: DateTime<Utc>,
     ) -> Result<PollRecord> {
-        // One statement: the row lock orders concurrent polls, each sees the previous one.
+        // The row lock orders concurrent polls: each sees the previous one.
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
         let row = sqlx::query(
-            "UPDATE oidc_requests o SET last_poll_at = $2, interval_secs = CASE \
-               WHEN o.last_poll_at IS NOT NULL AND $2 - o.last_poll_at < o.interval_secs * 1000 \
-               THEN o.interval_secs + $3 ELSE o.interval_secs END \
-             FROM (SELECT approval_id, last_poll_at AS prev, interval_secs AS prev_interval \
-                   FROM oidc_requests WHERE approval_id = $1 FOR UPDATE) p \
-             WHERE o.approval_id = p.approval_id \
-             RETURNING o.interval_secs, o.interval_secs <> p.prev_interval",
+            "SELECT interval_secs, last_poll_at FROM oidc_requests WHERE approval_id = $1 FOR UPDATE",
+        )
+        .bind(approval_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_error)?
+        .ok_or_else(no_ciba_request)?;
+        let record = PollRecord::at(get(&row, 0)?, get(&row, 1)?, ms(at));
+        sqlx::query(
+            "UPDATE oidc_requests SET last_poll_at = $2, interval_secs = $3 WHERE approval_id = $1",
         )
         .bind(approval_id)
         .bind(ms(at))
-        .bind(SLOW_DOWN_STEP_SECS)
-        .fetch_optional(&self.pool)
+        .bind(record.interval_secs)
+        .execute(&mut *tx)
         .await
-        .map_err(pg_error)?
-        .ok_or_else(|| Error::NotFound("no such CIBA request".into()))?;
-        Ok(PollRecord {
-            interval_secs: get(&row, 0)?,
-            too_fast: get(&row, 1)?,
-        })
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(record)
     }
 
     pub(super) async fn oidc_use_jti(

@@ -5,9 +5,11 @@ use countersign_core::audit::{Actor, AuditRecord};
 use countersign_core::clock::from_millis;
 use countersign_core::oidc::{
     AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
-    OutboxOutcome, PollRecord, SLOW_DOWN_STEP_SECS,
+    OutboxOutcome, PollRecord,
 };
 use countersign_core::{Error, Result};
+
+use crate::records::no_ciba_request;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::json;
 
@@ -302,23 +304,19 @@ impl SqliteStore {
                 .prepare_cached(
                     "SELECT interval_secs, last_poll_at FROM oidc_requests WHERE approval_id = ?1",
                 )
-                .and_then(|mut s| s.query_row([&approval_id], |r| Ok((r.get(0)?, r.get(1)?))))
-                .map_err(db_error)?;
-            let too_fast = last.is_some_and(|l| ms(at) - l < interval * 1000);
-            let interval = if too_fast {
-                interval + SLOW_DOWN_STEP_SECS
-            } else {
-                interval
-            };
+                .and_then(|mut s| {
+                    s.query_row([&approval_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(db_error)?
+                .ok_or_else(no_ciba_request)?;
+            let record = PollRecord::at(interval, last, ms(at));
             c.prepare_cached(
                 "UPDATE oidc_requests SET last_poll_at = ?2, interval_secs = ?3 WHERE approval_id = ?1",
             )
-            .and_then(|mut s| s.execute(params![approval_id, ms(at), interval]))
+            .and_then(|mut s| s.execute(params![approval_id, ms(at), record.interval_secs]))
             .map_err(db_error)?;
-            Ok(PollRecord {
-                too_fast,
-                interval_secs: interval,
-            })
+            Ok(record)
         })
         .await
     }
