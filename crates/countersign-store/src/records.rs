@@ -2,9 +2,11 @@
 //! either.
 use chrono::{DateTime, Utc};
 use countersign_core::Error;
+use countersign_core::Result;
 use countersign_core::approval::{ApprovalRequest, Decision};
 use countersign_core::audit::{Actor, AuditRecord};
 use countersign_core::routing::EscalationStep;
+use countersign_proto::guard::{GuardSettings, RoutingRules};
 use countersign_proto::{ApprovalStatus, ErrorCode};
 use serde_json::{Value, json};
 
@@ -104,6 +106,17 @@ pub fn escalation_audit(
         &request.id,
         json!({"level": level, "kind": step.kind, "group_id": step.group_id, "due_at_ms": step.at_ms}),
     )
+}
+
+/// Stored guard settings, or the defaults.
+pub fn parse_settings(stored: Option<(String, String)>) -> Result<(GuardSettings, RoutingRules)> {
+    match stored {
+        None => Ok((GuardSettings::default(), RoutingRules::default())),
+        Some((guard, routing)) => Ok((
+            serde_json::from_str(&guard).map_err(Error::internal)?,
+            serde_json::from_str(&routing).map_err(Error::internal)?,
+        )),
+    }
 }
 
 pub fn config_audit(

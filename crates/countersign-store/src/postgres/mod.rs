@@ -1629,7 +1629,7 @@ impl Backend for PgStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(pg_error)?;
-        crate::sqlite::parse_settings(stored)
+        crate::records::parse_settings(stored)
     }
 
     async fn put_guard_settings(
@@ -1648,7 +1648,7 @@ impl Backend for PgStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(pg_error)?;
-        let (old_settings, old_routing) = crate::sqlite::parse_settings(stored)?;
+        let (old_settings, old_routing) = crate::records::parse_settings(stored)?;
         let action = if settings.is_some() {
             "guard.settings_updated"
         } else {

@@ -529,19 +529,6 @@ fn group_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<Group
     Ok(Some(group))
 }
 
-/// Stored guard settings, or the defaults.
-pub(crate) fn parse_settings(
-    stored: Option<(String, String)>,
-) -> Result<(GuardSettings, RoutingRules)> {
-    match stored {
-        None => Ok((GuardSettings::default(), RoutingRules::default())),
-        Some((guard, routing)) => Ok((
-            serde_json::from_str(&guard).map_err(Error::internal)?,
-            serde_json::from_str(&routing).map_err(Error::internal)?,
-        )),
-    }
-}
-
 /// Disables a user or an agent, recording it only when it was active.
 fn mark_disabled(
     c: &Connection,
@@ -1547,7 +1534,7 @@ impl Backend for SqliteStore {
                 .query_row([tenant_id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })?;
-        parse_settings(stored)
+        crate::records::parse_settings(stored)
     }
 
     async fn put_guard_settings(
@@ -1564,7 +1551,7 @@ impl Backend for SqliteStore {
                 .prepare_cached("SELECT guard, routing FROM tenant_settings WHERE tenant_id = ?1")
                 .and_then(|mut s| s.query_row([&tenant_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
                 .map_err(db_error)?;
-            let (old_settings, old_routing) = parse_settings(stored)?;
+            let (old_settings, old_routing) = crate::records::parse_settings(stored)?;
             let action = if settings.is_some() { "guard.settings_updated" } else { "guard.routing_updated" };
             let settings = settings.unwrap_or(old_settings);
             let routing = routing.unwrap_or(old_routing);
