@@ -8,6 +8,7 @@
 //!   linear by a row lock, background jobs claimed with `FOR UPDATE SKIP LOCKED`, and
 //!   LISTEN/NOTIFY to wake waiters on other replicas.
 
+mod audit_records;
 mod listing;
 mod postgres;
 mod records;

@@ -1,18 +1,18 @@
 //! The dashboard's accounts on PostgreSQL: one-time links, sessions, passkeys, ceremonies.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::dashboard::{
     self, LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
 };
 use countersign_core::directory::User;
 use countersign_core::{Error, Result};
-use serde_json::json;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use super::rows::{self, USER_COLUMNS, bad, get, ms, opt_time, pg_error, time};
 use super::{PgStore, append_audit, not_found};
+use crate::audit_records;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
 
@@ -115,18 +115,7 @@ async fn insert_passkey(c: &mut PgConnection, p: &PasskeyRecord, actor: &Actor) 
         Error::AlreadyExists(_) => Error::AlreadyExists("this passkey is already registered".into()),
         other => other,
     })?;
-    append_audit(
-        c,
-        AuditRecord::new(
-            &p.tenant_id,
-            p.created_at,
-            actor,
-            "passkey.registered",
-            &p.id,
-            json!({"user_id": p.user_id, "name": p.name}),
-        ),
-    )
-    .await?;
+    append_audit(c, audit_records::passkey_registered(p, actor)).await?;
     Ok(())
 }
 
@@ -159,18 +148,7 @@ async fn spend_proof(
             if changed != 1 {
                 return Err(dashboard::link_unusable());
             }
-            append_audit(
-                c,
-                AuditRecord::new(
-                    &s.tenant_id,
-                    s.created_at,
-                    actor,
-                    "login_link.used",
-                    &s.user_id,
-                    json!({"kind": kind.as_str()}),
-                ),
-            )
-            .await?;
+            append_audit(c, audit_records::login_link_used(s, *kind, actor)).await?;
             if let Some(p) = new_passkey {
                 if p.user_id != s.user_id || p.tenant_id != s.tenant_id {
                     return Err(Error::invalid("the passkey belongs to another user"));
@@ -248,14 +226,7 @@ impl DashboardStore for PgStore {
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(
-                    tenant_id,
-                    at,
-                    &actor,
-                    "user.admin_changed",
-                    id,
-                    json!({"is_admin": is_admin}),
-                ),
+                audit_records::user_admin_changed(tenant_id, id, is_admin, &actor, at),
             )
             .await?;
         }
@@ -292,18 +263,7 @@ impl DashboardStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &l.tenant_id,
-                l.created_at,
-                &actor,
-                "login_link.created",
-                &l.id,
-                json!({"kind": l.kind.as_str(), "user_id": l.user_id, "expires_at_ms": ms(l.expires_at)}),
-            ),
-        )
-        .await?;
+        append_audit(&mut tx, audit_records::login_link_created(l, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(new.link)
     }
@@ -359,7 +319,7 @@ impl DashboardStore for PgStore {
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(tenant_id, at, &actor, "login_link.revoked", id, json!({})),
+                audit_records::login_link_revoked(tenant_id, id, &actor, at),
             )
             .await?;
         }
@@ -406,18 +366,7 @@ impl DashboardStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(pg_error)?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &s.tenant_id,
-                s.created_at,
-                &actor,
-                "session.created",
-                &s.id,
-                json!({"user_id": s.user_id, "method": s.method}),
-            ),
-        )
-        .await?;
+        append_audit(&mut tx, audit_records::session_created(s, &actor)).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -483,14 +432,7 @@ impl DashboardStore for PgStore {
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(
-                    tenant_id,
-                    at,
-                    &actor,
-                    "session.revoked",
-                    id,
-                    json!({"user_id": user_id}),
-                ),
+                audit_records::session_revoked(tenant_id, id, user_id, &actor, at),
             )
             .await?;
         }
@@ -571,14 +513,7 @@ impl DashboardStore for PgStore {
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(
-                    tenant_id,
-                    at,
-                    &actor,
-                    "passkey.removed",
-                    id,
-                    json!({"user_id": user_id}),
-                ),
+                audit_records::passkey_removed(tenant_id, id, user_id, &actor, at),
             )
             .await?;
         }

@@ -9,7 +9,8 @@ use sqlx::postgres::PgRow;
 use super::rows::{get, ms, pg_error, time};
 use super::{PgStore, append_audit};
 use crate::McpStore;
-use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json, mcp_server_audit};
+use crate::audit_records;
+use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json};
 
 fn server(row: &PgRow) -> Result<McpServerRecord> {
     let headers: String = get(row, 3)?;
@@ -41,7 +42,7 @@ impl McpStore for PgStore {
         .map_err(pg_error)?;
         append_audit(
             &mut tx,
-            mcp_server_audit(record, "mcp_server.created", &actor),
+            audit_records::mcp_server(record, "mcp_server.created", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)
@@ -94,7 +95,7 @@ impl McpStore for PgStore {
         }
         append_audit(
             &mut tx,
-            mcp_server_audit(record, "mcp_server.updated", &actor),
+            audit_records::mcp_server(record, "mcp_server.updated", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;
@@ -124,7 +125,7 @@ impl McpStore for PgStore {
         record.updated_at = at;
         append_audit(
             &mut tx,
-            mcp_server_audit(&record, "mcp_server.deleted", &actor),
+            audit_records::mcp_server(&record, "mcp_server.deleted", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;

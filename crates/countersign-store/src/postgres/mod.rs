@@ -36,10 +36,9 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use crate::audit_records;
 use crate::listing::Arg;
-use crate::records::{
-    already_voted, config_audit, creation_details, decision_audit, escalation_audit, timeout_audit,
-};
+use crate::records::already_voted;
 use crate::{Backend, Change, Expired, Page, RequestFilter, SameCall, SigningKeyRecord};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -305,32 +304,6 @@ fn audiences_json(audiences: &[String]) -> Option<String> {
     (!audiences.is_empty()).then(|| json!(audiences).to_string())
 }
 
-fn key_created_audit(key: &ApiKey, actor: &Actor) -> AuditRecord {
-    let mut details = json!({"role": key.role.as_str(), "user_id": key.user_id, "agent_id": key.agent_id, "prefix": key.prefix});
-    if !key.audiences.is_empty() {
-        details["audiences"] = json!(key.audiences);
-    }
-    AuditRecord::new(
-        &key.tenant_id,
-        key.created_at,
-        actor,
-        "api_key.created",
-        &key.id,
-        details,
-    )
-}
-
-fn grant_ended_audit(ended: &EndedGrant, actor: &Actor) -> AuditRecord {
-    AuditRecord::new(
-        &ended.tenant_id,
-        ended.at,
-        actor,
-        &format!("grant.{}", ended.end.as_str()),
-        &ended.approval_id,
-        json!({"jti": ended.jti, "audience": ended.audience}),
-    )
-}
-
 /// Inserts an approval request, its reviewers and its audit event, inside the caller's
 /// transaction.
 async fn insert_request(
@@ -418,18 +391,7 @@ async fn insert_request(
         .await
         .map_err(pg_error)?;
     }
-    append_audit(
-        &mut *conn,
-        AuditRecord::new(
-            &r.tenant_id,
-            r.created_at,
-            actor,
-            "approval.created",
-            &r.id,
-            creation_details(r),
-        ),
-    )
-    .await?;
+    append_audit(&mut *conn, audit_records::request_created(r, actor)).await?;
     notify::enqueue_notification(&mut *conn, &r.id, "requested", None, r.created_at).await?;
     Ok(())
 }
@@ -511,14 +473,9 @@ async fn mark_disabled(
     .map_err(pg_error)?
     .rows_affected();
     if changed == 1 {
-        let action = if table == "users" {
-            "user.disabled"
-        } else {
-            "agent.disabled"
-        };
         append_audit(
             conn,
-            AuditRecord::new(tenant_id, at, actor, action, id, json!({})),
+            audit_records::disabled(table, tenant_id, id, actor, at),
         )
         .await?;
     }
@@ -612,20 +569,13 @@ impl Backend for PgStore {
                     format!("tenant {:?} already exists", tenant.id),
                 )
             })?;
+        append_audit(&mut tx, audit_records::tenant_created(&tenant, &actor)).await?;
+        insert_api_key(&mut tx, &admin_key.record).await?;
         append_audit(
             &mut tx,
-            AuditRecord::new(
-                &tenant.id,
-                tenant.created_at,
-                &actor,
-                "tenant.created",
-                &tenant.id,
-                json!({"name": tenant.name}),
-            ),
+            audit_records::api_key_created(&admin_key.record, &actor),
         )
         .await?;
-        insert_api_key(&mut tx, &admin_key.record).await?;
-        append_audit(&mut tx, key_created_audit(&admin_key.record, &actor)).await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -651,18 +601,7 @@ impl Backend for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| renamed_conflict(pg_error(e), format!("a user with email {:?} already exists", user.email)))?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &user.tenant_id,
-                user.created_at,
-                &actor,
-                "user.created",
-                &user.id,
-                json!({"email": user.email, "name": user.name, "is_admin": user.is_admin}),
-            ),
-        )
-        .await?;
+        append_audit(&mut tx, audit_records::user_created(&user, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(user)
     }
@@ -728,18 +667,7 @@ impl Backend for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| renamed_conflict(pg_error(e), format!("an agent named {:?} already exists", agent.name)))?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &agent.tenant_id,
-                agent.created_at,
-                &actor,
-                "agent.created",
-                &agent.id,
-                json!({"name": agent.name, "trust_level": agent.trust_level.as_str()}),
-            ),
-        )
-        .await?;
+        append_audit(&mut tx, audit_records::agent_created(&agent, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(agent)
     }
@@ -823,7 +751,7 @@ impl Backend for PgStore {
             }
         }
         insert_api_key(&mut tx, &key).await?;
-        append_audit(&mut tx, key_created_audit(&key, &actor)).await?;
+        append_audit(&mut tx, audit_records::api_key_created(&key, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(key)
     }
@@ -861,7 +789,7 @@ impl Backend for PgStore {
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(tenant_id, at, &actor, "api_key.revoked", id, json!({})),
+                audit_records::api_key_revoked(tenant_id, id, &actor, at),
             )
             .await?;
         }
@@ -1047,7 +975,7 @@ impl Backend for PgStore {
         let request = rows::request(&row)?;
         append_audit(
             &mut tx,
-            AuditRecord::new(tenant_id, at, &actor, "approval.cancelled", id, json!({})),
+            audit_records::request_cancelled(tenant_id, id, &actor, at),
         )
         .await?;
         oidc::enqueue_outbox(&mut tx, id, "cancelled", at).await?;
@@ -1092,7 +1020,7 @@ impl Backend for PgStore {
             {
                 append_audit(
                     &mut tx,
-                    escalation_audit(&request, level as u32 + 1, step, now),
+                    audit_records::escalation(&request, level as u32 + 1, step, now),
                 )
                 .await?;
             }
@@ -1207,7 +1135,7 @@ impl Backend for PgStore {
         }
         append_audit(
             &mut tx,
-            decision_audit(
+            audit_records::decision(
                 tenant_id,
                 id,
                 &decision,
@@ -1249,14 +1177,7 @@ impl Backend for PgStore {
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(
-                    tenant_id,
-                    at,
-                    &actor,
-                    "token.issued",
-                    id,
-                    json!({"jti": jti}),
-                ),
+                audit_records::token_issued(tenant_id, id, jti, &actor, at),
             )
             .await?;
         }
@@ -1288,7 +1209,7 @@ impl Backend for PgStore {
         .map_err(pg_error)?
         .rows_affected();
         if inserted == 1 {
-            append_audit(&mut tx, grant_ended_audit(&ended, &actor)).await?;
+            append_audit(&mut tx, audit_records::grant_ended(&ended, &actor)).await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(inserted == 1)
@@ -1334,7 +1255,7 @@ impl Backend for PgStore {
             request.status = status;
             request.decided_at = Some(request.expires_at);
             request.decided_by = decided_by.map(str::to_string);
-            append_audit(&mut tx, timeout_audit(&request, now)).await?;
+            append_audit(&mut tx, audit_records::timeout(&request, now)).await?;
             oidc::enqueue_outbox(&mut tx, &request.id, request.status.as_str(), now).await?;
             notify(&mut tx, &format!("r:{}", request.id)).await?;
             expired.push(Expired {
@@ -1438,7 +1359,7 @@ impl Backend for PgStore {
         };
         append_audit(
             &mut tx,
-            config_audit(
+            audit_records::config(
                 &policy.tenant_id,
                 policy.updated_at,
                 &actor,
@@ -1474,7 +1395,7 @@ impl Backend for PgStore {
         }
         append_audit(
             &mut tx,
-            config_audit(tenant_id, at, &actor, "policy.deleted", id, json!({})),
+            audit_records::config(tenant_id, at, &actor, "policy.deleted", id, json!({})),
         )
         .await?;
         notify(&mut tx, &format!("g:{tenant_id}")).await?;
@@ -1564,7 +1485,7 @@ impl Backend for PgStore {
             .collect();
         append_audit(
             &mut tx,
-            config_audit(
+            audit_records::config(
                 &group.tenant_id,
                 group.updated_at,
                 &actor,
@@ -1608,7 +1529,7 @@ impl Backend for PgStore {
         }
         append_audit(
             &mut tx,
-            config_audit(
+            audit_records::config(
                 tenant_id,
                 at,
                 &actor,
@@ -1677,7 +1598,7 @@ impl Backend for PgStore {
         .map_err(Error::internal)?;
         append_audit(
             &mut tx,
-            config_audit(tenant_id, at, &actor, action, tenant_id, details),
+            audit_records::config(tenant_id, at, &actor, action, tenant_id, details),
         )
         .await?;
         notify(&mut tx, &format!("g:{tenant_id}")).await?;
@@ -1869,14 +1790,7 @@ impl Backend for PgStore {
         insert_signing_key(&mut tx, &key).await?;
         append_audit(
             &mut tx,
-            AuditRecord::new(
-                tenant_id,
-                key.created_at,
-                &actor,
-                "signing_key.rotated",
-                &key.kid,
-                json!({"alg": key.alg}),
-            ),
+            audit_records::signing_key_rotated(tenant_id, &key, &actor),
         )
         .await?;
         notify(&mut tx, "k").await?;

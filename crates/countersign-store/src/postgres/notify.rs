@@ -2,7 +2,7 @@
 //! push subscriptions, review tokens, and the outbox's fan-out and delivery log.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::directory::User;
 use countersign_core::notify::{
     Delivery, FanOut, NOTIFY, NewDelivery, Preferences, PushSubscription, ReviewToken,
@@ -16,9 +16,8 @@ use sqlx::postgres::PgRow;
 
 use super::rows::{self, USER_COLUMNS, get, ms, opt_time, pg_error, time};
 use super::{PgStore, append_audit, not_found};
-use crate::records::{
-    self as audit_records, DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS,
-};
+use crate::audit_records;
+use crate::records::{DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS};
 use crate::{ChannelRecord, NotificationStore};
 
 /// Puts a `notify` row for a state change of a request, inside the change's transaction.
@@ -182,7 +181,7 @@ impl NotificationStore for PgStore {
         if changed > 0 {
             append_audit(
                 &mut tx,
-                audit_records::channel_audit(tenant_id, channel, config.is_some(), &actor, at),
+                audit_records::channel(tenant_id, channel, config.is_some(), &actor, at),
             )
             .await?;
         }
@@ -244,10 +243,10 @@ impl NotificationStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| match pg_error(e) {
-            Error::AlreadyExists(_) => audit_records::slack_id_taken(),
+            Error::AlreadyExists(_) => crate::records::slack_id_taken(),
             other => other,
         })?;
-        append_audit(&mut tx, audit_records::preferences_audit(&prefs, &actor)).await?;
+        append_audit(&mut tx, audit_records::preferences(&prefs, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(prefs)
     }
@@ -301,7 +300,7 @@ impl NotificationStore for PgStore {
         .map_err(pg_error)?;
         append_audit(
             &mut tx,
-            audit_records::webhook_audit(&endpoint, "webhook.created", &actor),
+            audit_records::webhook(&endpoint, "webhook.created", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;
@@ -354,11 +353,7 @@ impl NotificationStore for PgStore {
         if changed == 0 {
             return Err(not_found("webhook endpoint"));
         }
-        append_audit(
-            &mut tx,
-            audit_records::webhook_audit(&endpoint, action, &actor),
-        )
-        .await?;
+        append_audit(&mut tx, audit_records::webhook(&endpoint, action, &actor)).await?;
         let stored = webhook_in_tx(&mut tx, &endpoint.tenant_id, &endpoint.id)
             .await?
             .ok_or_else(|| not_found("webhook endpoint"))?;
@@ -395,7 +390,7 @@ impl NotificationStore for PgStore {
         endpoint.updated_at = at;
         append_audit(
             &mut tx,
-            audit_records::webhook_audit(&endpoint, "webhook.deleted", &actor),
+            audit_records::webhook(&endpoint, "webhook.deleted", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)
@@ -424,14 +419,7 @@ impl NotificationStore for PgStore {
         .map_err(pg_error)?;
         append_audit(
             &mut tx,
-            AuditRecord::new(
-                &sub.tenant_id,
-                sub.created_at,
-                &actor,
-                "push_subscription.created",
-                &sub.id,
-                serde_json::json!({"user_id": sub.user_id}),
-            ),
+            audit_records::push_subscription_created(&sub, &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)

@@ -1,7 +1,7 @@
 //! OpenID Connect clients, CIBA request state and the outbox on PostgreSQL.
 use chrono::{DateTime, Utc};
 use countersign_core::approval::ApprovalRequest;
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::clock::from_millis;
 use countersign_core::oidc::{
     AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
@@ -9,8 +9,8 @@ use countersign_core::oidc::{
 };
 use countersign_core::{Error, Result};
 
+use crate::audit_records;
 use crate::records::no_ciba_request;
-use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
@@ -143,22 +143,7 @@ impl PgStore {
             )),
             other => other,
         })?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &client.tenant_id,
-                client.created_at,
-                &actor,
-                "oidc_client.created",
-                &client.client_id,
-                json!({
-                    "auth_method": client.auth_method.as_str(),
-                    "delivery_mode": client.delivery_mode.as_str(),
-                    "notification_endpoint": client.notification_endpoint,
-                }),
-            ),
-        )
-        .await?;
+        append_audit(&mut tx, audit_records::oidc_client_created(&client, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(client)
     }
@@ -235,14 +220,7 @@ impl PgStore {
         }
         append_audit(
             &mut tx,
-            AuditRecord::new(
-                tenant_id,
-                at,
-                &actor,
-                "oidc_client.deleted",
-                client_id,
-                json!({}),
-            ),
+            audit_records::oidc_client_deleted(tenant_id, client_id, &actor, at),
         )
         .await?;
         tx.commit().await.map_err(pg_error)
@@ -399,14 +377,7 @@ impl PgStore {
         .map_err(pg_error)?;
         append_audit(
             &mut tx,
-            AuditRecord::new(
-                tenant_id,
-                at,
-                &actor,
-                "user.user_code_set",
-                user_id,
-                json!({}),
-            ),
+            audit_records::user_code_set(tenant_id, user_id, &actor, at),
         )
         .await?;
         tx.commit().await.map_err(pg_error)

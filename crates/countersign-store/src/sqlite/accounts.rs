@@ -1,17 +1,17 @@
 //! The dashboard's accounts on SQLite: one-time links, sessions, passkeys, ceremonies.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::dashboard::{
     self, LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
 };
 use countersign_core::directory::User;
 use countersign_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
 use super::rows::{self, bad, db_error, ms, opt_time, time};
 use super::{SqliteStore, append_audit, not_found};
+use crate::audit_records;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
 
@@ -113,17 +113,7 @@ fn insert_passkey(c: &Connection, p: &PasskeyRecord, actor: &Actor) -> Result<()
         Error::AlreadyExists(_) => Error::AlreadyExists("this passkey is already registered".into()),
         other => other,
     })?;
-    append_audit(
-        c,
-        AuditRecord::new(
-            &p.tenant_id,
-            p.created_at,
-            actor,
-            "passkey.registered",
-            &p.id,
-            json!({"user_id": p.user_id, "name": p.name}),
-        ),
-    )?;
+    append_audit(c, audit_records::passkey_registered(p, actor))?;
     Ok(())
 }
 
@@ -147,17 +137,7 @@ fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor)
             if changed != 1 {
                 return Err(dashboard::link_unusable());
             }
-            append_audit(
-                c,
-                AuditRecord::new(
-                    &s.tenant_id,
-                    s.created_at,
-                    actor,
-                    "login_link.used",
-                    &s.user_id,
-                    json!({"kind": kind.as_str()}),
-                ),
-            )?;
+            append_audit(c, audit_records::login_link_used(s, *kind, actor))?;
             if let Some(p) = new_passkey {
                 if p.user_id != s.user_id || p.tenant_id != s.tenant_id {
                     return Err(Error::invalid("the passkey belongs to another user"));
@@ -232,14 +212,7 @@ impl DashboardStore for SqliteStore {
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(
-                        &tenant_id,
-                        at,
-                        &actor,
-                        "user.admin_changed",
-                        &id,
-                        json!({"is_admin": is_admin}),
-                    ),
+                    audit_records::user_admin_changed(&tenant_id, &id, is_admin, &actor, at),
                 )?;
             }
             user_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("user"))
@@ -278,14 +251,7 @@ impl DashboardStore for SqliteStore {
             .map_err(db_error)?;
             append_audit(
                 c,
-                AuditRecord::new(
-                    &l.tenant_id,
-                    l.created_at,
-                    &actor,
-                    "login_link.created",
-                    &l.id,
-                    json!({"kind": l.kind.as_str(), "user_id": l.user_id, "expires_at_ms": ms(l.expires_at)}),
-                ),
+                audit_records::login_link_created(l, &actor),
             )?;
             Ok(new.link)
         })
@@ -338,7 +304,7 @@ impl DashboardStore for SqliteStore {
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(&tenant_id, at, &actor, "login_link.revoked", &id, json!({})),
+                    audit_records::login_link_revoked(&tenant_id, &id, &actor, at),
                 )?;
             }
             c.prepare_cached(&format!(
@@ -383,14 +349,7 @@ impl DashboardStore for SqliteStore {
             .map_err(db_error)?;
             append_audit(
                 c,
-                AuditRecord::new(
-                    &s.tenant_id,
-                    s.created_at,
-                    &actor,
-                    "session.created",
-                    &s.id,
-                    json!({"user_id": s.user_id, "method": s.method}),
-                ),
+                audit_records::session_created(s, &actor),
             )?;
             Ok(())
         })
@@ -456,7 +415,7 @@ impl DashboardStore for SqliteStore {
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(&tenant_id, at, &actor, "session.revoked", &id, json!({"user_id": user_id})),
+                    audit_records::session_revoked(&tenant_id, &id, &user_id, &actor, at),
                 )?;
             }
             Ok(changed == 1)
@@ -532,14 +491,7 @@ impl DashboardStore for SqliteStore {
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(
-                        &tenant_id,
-                        at,
-                        &actor,
-                        "passkey.removed",
-                        &id,
-                        json!({"user_id": user_id}),
-                    ),
+                    audit_records::passkey_removed(&tenant_id, &id, &user_id, &actor, at),
                 )?;
             }
             Ok(changed == 1)

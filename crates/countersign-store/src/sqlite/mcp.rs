@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::rows::{db_error, ms, time};
 use super::{SqliteStore, append_audit};
 use crate::McpStore;
-use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json, mcp_server_audit};
+use crate::audit_records;
+use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json};
 
 fn server(row: &Row) -> rusqlite::Result<McpServerRecord> {
     let headers: String = row.get(3)?;
@@ -53,7 +54,10 @@ impl McpStore for SqliteStore {
                 ])
             })
             .map_err(db_error)?;
-            append_audit(c, mcp_server_audit(&record, "mcp_server.created", &actor))?;
+            append_audit(
+                c,
+                audit_records::mcp_server(&record, "mcp_server.created", &actor),
+            )?;
             Ok(())
         })
         .await
@@ -101,7 +105,10 @@ impl McpStore for SqliteStore {
             if changed == 0 {
                 return Ok(false);
             }
-            append_audit(c, mcp_server_audit(&record, "mcp_server.updated", &actor))?;
+            append_audit(
+                c,
+                audit_records::mcp_server(&record, "mcp_server.updated", &actor),
+            )?;
             Ok(true)
         })
         .await
@@ -123,7 +130,10 @@ impl McpStore for SqliteStore {
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             record.updated_at = at;
-            append_audit(c, mcp_server_audit(&record, "mcp_server.deleted", &actor))?;
+            append_audit(
+                c,
+                audit_records::mcp_server(&record, "mcp_server.deleted", &actor),
+            )?;
             Ok(true)
         })
         .await

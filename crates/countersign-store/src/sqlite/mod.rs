@@ -37,10 +37,9 @@ use async_trait::async_trait;
 use rows::{db_error, ms};
 use tokio::sync::broadcast;
 
+use crate::audit_records;
 use crate::listing::Arg;
-use crate::records::{
-    already_voted, config_audit, creation_details, decision_audit, escalation_audit, timeout_audit,
-};
+use crate::records::already_voted;
 use crate::{Backend, Change, Expired, Page, RequestFilter, SameCall, SigningKeyRecord};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -317,32 +316,6 @@ fn audiences_json(audiences: &[String]) -> Option<String> {
     (!audiences.is_empty()).then(|| json!(audiences).to_string())
 }
 
-fn key_created_audit(key: &ApiKey, actor: &Actor) -> AuditRecord {
-    let mut details = json!({"role": key.role.as_str(), "user_id": key.user_id, "agent_id": key.agent_id, "prefix": key.prefix});
-    if !key.audiences.is_empty() {
-        details["audiences"] = json!(key.audiences);
-    }
-    AuditRecord::new(
-        &key.tenant_id,
-        key.created_at,
-        actor,
-        "api_key.created",
-        &key.id,
-        details,
-    )
-}
-
-fn grant_ended_audit(ended: &EndedGrant, actor: &Actor) -> AuditRecord {
-    AuditRecord::new(
-        &ended.tenant_id,
-        ended.at,
-        actor,
-        &format!("grant.{}", ended.end.as_str()),
-        &ended.approval_id,
-        json!({"jti": ended.jti, "audience": ended.audience}),
-    )
-}
-
 fn request_in_tx(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<ApprovalRequest>> {
     conn.prepare_cached(&format!(
         "SELECT {} FROM approval_requests WHERE tenant_id = ?1 AND id = ?2",
@@ -390,17 +363,7 @@ fn insert_request_with_plan(
         .and_then(|mut s| s.execute(params![r.id, user_id, ms(*since)]))
         .map_err(db_error)?;
     }
-    append_audit(
-        c,
-        AuditRecord::new(
-            &r.tenant_id,
-            r.created_at,
-            actor,
-            "approval.created",
-            &r.id,
-            creation_details(r),
-        ),
-    )?;
+    append_audit(c, audit_records::request_created(r, actor))?;
     notify::enqueue_notification(c, &r.id, "requested", None, r.created_at)?;
     Ok(())
 }
@@ -545,15 +508,7 @@ fn mark_disabled(
         .and_then(|mut s| s.execute([tenant_id, id]))
         .map_err(db_error)?;
     if changed == 1 {
-        let action = if table == "users" {
-            "user.disabled"
-        } else {
-            "agent.disabled"
-        };
-        append_audit(
-            c,
-            AuditRecord::new(tenant_id, at, actor, action, id, json!({})),
-        )?;
+        append_audit(c, audit_records::disabled(table, tenant_id, id, actor, at))?;
     }
     Ok(())
 }
@@ -677,19 +632,9 @@ impl Backend for SqliteStore {
                     }
                     other => other,
                 })?;
-            append_audit(
-                c,
-                AuditRecord::new(
-                    &tenant.id,
-                    tenant.created_at,
-                    &actor,
-                    "tenant.created",
-                    &tenant.id,
-                    json!({"name": tenant.name}),
-                ),
-            )?;
+            append_audit(c, audit_records::tenant_created(&tenant, &actor))?;
             insert_api_key(c, &admin_key.record)?;
-            append_audit(c, key_created_audit(&admin_key.record, &actor))?;
+            append_audit(c, audit_records::api_key_created(&admin_key.record, &actor))?;
             Ok(())
         })
         .await
@@ -722,7 +667,7 @@ impl Backend for SqliteStore {
             })?;
             append_audit(
                 c,
-                AuditRecord::new(&user.tenant_id, user.created_at, &actor, "user.created", &user.id, json!({"email": user.email, "name": user.name, "is_admin": user.is_admin})),
+                audit_records::user_created(&user, &actor),
             )?;
             Ok(user)
         })
@@ -789,8 +734,7 @@ impl Backend for SqliteStore {
             })?;
             append_audit(
                 c,
-                AuditRecord::new(&agent.tenant_id, agent.created_at, &actor, "agent.created", &agent.id,
-                    json!({"name": agent.name, "trust_level": agent.trust_level.as_str()})),
+                audit_records::agent_created(&agent, &actor),
             )?;
             Ok(agent)
         })
@@ -876,7 +820,7 @@ impl Backend for SqliteStore {
                 KeyRole::Admin | KeyRole::Executor => {}
             }
             insert_api_key(c, &key)?;
-            append_audit(c, key_created_audit(&key, &actor))?;
+            append_audit(c, audit_records::api_key_created(&key, &actor))?;
             Ok(key)
         })
         .await
@@ -911,7 +855,7 @@ impl Backend for SqliteStore {
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(&tenant_id, at, &actor, "api_key.revoked", &id, json!({})),
+                    audit_records::api_key_revoked(&tenant_id, &id, &actor, at),
                 )?;
             }
             c.prepare_cached(&format!(
@@ -1084,7 +1028,7 @@ impl Backend for SqliteStore {
             }
             append_audit(
                 c,
-                AuditRecord::new(&tenant_id, at, &actor, "approval.cancelled", &id, json!({})),
+                audit_records::request_cancelled(&tenant_id, &id, &actor, at),
             )?;
             oidc::enqueue_outbox(c, &id, "cancelled", at)?;
             Ok(request)
@@ -1124,7 +1068,7 @@ impl Backend for SqliteStore {
                     .take(to as usize)
                     .skip(from as usize)
                 {
-                    append_audit(c, escalation_audit(&request, level as u32 + 1, step, now))?;
+                    append_audit(c, audit_records::escalation(&request, level as u32 + 1, step, now))?;
                 }
                 let levels = json!({"from_level": from, "to_level": to});
                 notify::enqueue_notification(c, &request.id, "escalated", Some(&levels), now)?;
@@ -1207,7 +1151,7 @@ impl Backend for SqliteStore {
                 }
                 oidc::enqueue_outbox(c, &id, status.as_str(), decision.at)?;
             }
-            append_audit(c, decision_audit(&tenant_id, &id, &decision, outcome, approvals, current.rules.required_approvals))?;
+            append_audit(c, audit_records::decision(&tenant_id, &id, &decision, outcome, approvals, current.rules.required_approvals))?;
             request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))
         })
         .await
@@ -1233,7 +1177,7 @@ impl Backend for SqliteStore {
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(&tenant_id, at, &actor, "token.issued", &id, json!({"jti": jti})),
+                    audit_records::token_issued(&tenant_id, &id, &jti, &actor, at),
                 )?;
             }
             Ok(changed == 1)
@@ -1265,7 +1209,7 @@ impl Backend for SqliteStore {
                 })
                 .map_err(db_error)?;
             if inserted == 1 {
-                append_audit(c, grant_ended_audit(&ended, &actor))?;
+                append_audit(c, audit_records::grant_ended(&ended, &actor))?;
             }
             Ok(inserted == 1)
         })
@@ -1306,7 +1250,7 @@ impl Backend for SqliteStore {
                     request.status = status;
                     request.decided_at = Some(request.expires_at);
                     request.decided_by = decided_by.map(str::to_string);
-                    append_audit(c, timeout_audit(&request, now))?;
+                    append_audit(c, audit_records::timeout(&request, now))?;
                     oidc::enqueue_outbox(c, &request.id, request.status.as_str(), now)?;
                     expired.push(Expired { tenant_id: request.tenant_id.clone(), request });
                 }
@@ -1394,7 +1338,7 @@ impl Backend for SqliteStore {
             let action = if created { "policy.created" } else { "policy.updated" };
             append_audit(
                 c,
-                config_audit(&policy.tenant_id, policy.updated_at, &actor, action, &policy.id,
+                audit_records::config(&policy.tenant_id, policy.updated_at, &actor, action, &policy.id,
                     json!({"name": policy.name, "tool_pattern": policy.tool_pattern, "action": policy.action.as_str(),
                            "priority": policy.priority, "is_active": policy.is_active, "condition": policy.condition})),
             )?;
@@ -1421,7 +1365,7 @@ impl Backend for SqliteStore {
             }
             append_audit(
                 c,
-                config_audit(&tenant_id, at, &actor, "policy.deleted", &id, json!({})),
+                audit_records::config(&tenant_id, at, &actor, "policy.deleted", &id, json!({})),
             )?;
             Ok(())
         })
@@ -1483,7 +1427,7 @@ impl Backend for SqliteStore {
             let members: Vec<_> = group.members.iter().map(|m| json!({"user_id": m.user_id, "role": m.role.as_str()})).collect();
             append_audit(
                 c,
-                config_audit(&group.tenant_id, group.updated_at, &actor, action, &group.id,
+                audit_records::config(&group.tenant_id, group.updated_at, &actor, action, &group.id,
                     json!({"name": group.name, "escalation_minutes": group.escalation_minutes, "members": members})),
             )?;
             group_in_tx(c, &group.tenant_id, &group.id)?.ok_or_else(|| not_found("approval group"))
@@ -1514,7 +1458,7 @@ impl Backend for SqliteStore {
             }
             append_audit(
                 c,
-                config_audit(
+                audit_records::config(
                     &tenant_id,
                     at,
                     &actor,
@@ -1567,7 +1511,7 @@ impl Backend for SqliteStore {
             .map_err(db_error)?;
             let details = serde_json::from_str(if action == "guard.settings_updated" { &guard_json } else { &routing_json })
                 .map_err(Error::internal)?;
-            append_audit(c, config_audit(&tenant_id, at, &actor, action, &tenant_id, details))?;
+            append_audit(c, audit_records::config(&tenant_id, at, &actor, action, &tenant_id, details))?;
             Ok((settings, routing))
         })
         .await
@@ -1750,14 +1694,7 @@ impl Backend for SqliteStore {
             insert_signing_key(c, &key)?;
             append_audit(
                 c,
-                AuditRecord::new(
-                    &tenant_id,
-                    key.created_at,
-                    &actor,
-                    "signing_key.rotated",
-                    &key.kid,
-                    json!({"alg": key.alg}),
-                ),
+                audit_records::signing_key_rotated(&tenant_id, &key, &actor),
             )?;
             Ok(())
         })

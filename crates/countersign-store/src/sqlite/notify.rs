@@ -2,7 +2,7 @@
 //! subscriptions, review tokens, and the outbox's fan-out and delivery log.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::notify::{
     Delivery, FanOut, NOTIFY, NewDelivery, Preferences, PushSubscription, ReviewToken,
     WebhookEndpoint,
@@ -14,9 +14,8 @@ use serde_json::Value;
 
 use super::rows::{self, db_error, ms, opt_time, time};
 use super::{SqliteStore, append_audit, not_found};
-use crate::records::{
-    self as audit_records, DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS,
-};
+use crate::audit_records;
+use crate::records::{DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS};
 use crate::{ChannelRecord, NotificationStore};
 
 /// Puts a `notify` row for a state change of a request, inside the change's transaction.
@@ -182,7 +181,7 @@ impl NotificationStore for SqliteStore {
             }
             .map_err(db_error)?;
             if changed > 0 {
-                append_audit(c, audit_records::channel_audit(&tenant_id, &channel, config.is_some(), &actor, at))?;
+                append_audit(c, audit_records::channel(&tenant_id, &channel, config.is_some(), &actor, at))?;
             }
             Ok(())
         })
@@ -230,10 +229,10 @@ impl NotificationStore for SqliteStore {
                 ])
             })
             .map_err(|e| match db_error(e) {
-                Error::AlreadyExists(_) => audit_records::slack_id_taken(),
+                Error::AlreadyExists(_) => crate::records::slack_id_taken(),
                 other => other,
             })?;
-            append_audit(c, audit_records::preferences_audit(&prefs, &actor))?;
+            append_audit(c, audit_records::preferences(&prefs, &actor))?;
             Ok(prefs)
         })
         .await
@@ -277,7 +276,7 @@ impl NotificationStore for SqliteStore {
                 ])
             })
             .map_err(db_error)?;
-            append_audit(c, audit_records::webhook_audit(&endpoint, "webhook.created", &actor))?;
+            append_audit(c, audit_records::webhook(&endpoint, "webhook.created", &actor))?;
             Ok(endpoint)
         })
         .await
@@ -328,7 +327,7 @@ impl NotificationStore for SqliteStore {
             if changed == 0 {
                 return Err(not_found("webhook endpoint"));
             }
-            append_audit(c, audit_records::webhook_audit(&endpoint, &action, &actor))?;
+            append_audit(c, audit_records::webhook(&endpoint, &action, &actor))?;
             webhook_in_tx(c, &endpoint.tenant_id, &endpoint.id)?.ok_or_else(|| not_found("webhook endpoint"))
         })
         .await
@@ -359,7 +358,7 @@ impl NotificationStore for SqliteStore {
             endpoint.updated_at = at;
             append_audit(
                 c,
-                audit_records::webhook_audit(&endpoint, "webhook.deleted", &actor),
+                audit_records::webhook(&endpoint, "webhook.deleted", &actor),
             )?;
             Ok(())
         })
@@ -383,8 +382,7 @@ impl NotificationStore for SqliteStore {
             .map_err(db_error)?;
             append_audit(
                 c,
-                AuditRecord::new(&sub.tenant_id, sub.created_at, &actor, "push_subscription.created", &sub.id,
-                    serde_json::json!({"user_id": sub.user_id})),
+                audit_records::push_subscription_created(&sub, &actor),
             )?;
             Ok(())
         })

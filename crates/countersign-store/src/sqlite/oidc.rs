@@ -1,7 +1,7 @@
 //! OpenID Connect clients, CIBA request state and the outbox on SQLite.
 use chrono::{DateTime, Utc};
 use countersign_core::approval::ApprovalRequest;
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::clock::from_millis;
 use countersign_core::oidc::{
     AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
@@ -9,9 +9,9 @@ use countersign_core::oidc::{
 };
 use countersign_core::{Error, Result};
 
+use crate::audit_records;
 use crate::records::no_ciba_request;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
 use super::rows::{db_error, ms};
 use countersign_core::routing::ReviewerPlan;
@@ -140,18 +140,7 @@ impl SqliteStore {
             })?;
             append_audit(
                 c,
-                AuditRecord::new(
-                    &client.tenant_id,
-                    client.created_at,
-                    &actor,
-                    "oidc_client.created",
-                    &client.client_id,
-                    json!({
-                        "auth_method": client.auth_method.as_str(),
-                        "delivery_mode": client.delivery_mode.as_str(),
-                        "notification_endpoint": client.notification_endpoint,
-                    }),
-                ),
+                audit_records::oidc_client_created(&client, &actor),
             )?;
             Ok(client)
         })
@@ -216,14 +205,7 @@ impl SqliteStore {
             }
             append_audit(
                 c,
-                AuditRecord::new(
-                    &tenant_id,
-                    at,
-                    &actor,
-                    "oidc_client.deleted",
-                    &client_id,
-                    json!({}),
-                ),
+                audit_records::oidc_client_deleted(&tenant_id, &client_id, &actor, at),
             )?;
             Ok(())
         })
@@ -374,7 +356,7 @@ impl SqliteStore {
             .map_err(db_error)?;
             append_audit(
                 c,
-                AuditRecord::new(&tenant_id, at, &actor, "user.user_code_set", &user_id, json!({})),
+                audit_records::user_code_set(&tenant_id, &user_id, &actor, at),
             )?;
             Ok(())
         })
