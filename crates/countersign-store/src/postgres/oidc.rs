@@ -1,4 +1,7 @@
 //! OpenID Connect clients, CIBA request state and the outbox on PostgreSQL.
+use super::rows;
+use crate::{OidcStore, SigningKeyRecord};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::approval::ApprovalRequest;
 use countersign_core::audit::Actor;
@@ -493,5 +496,188 @@ impl PgStore {
         .await
         .map_err(pg_error)?;
         Ok(())
+    }
+}
+
+/// Serialises creation of the first signing key.
+const SIGNING_KEY_LOCK: i64 = 0x0063_6f75_6e74_6b65;
+
+async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> Result<()> {
+    sqlx::query("INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.private_der)
+        .bind(ms(key.created_at))
+        .bind(key.active)
+        .execute(conn)
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl OidcStore for PgStore {
+    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
+        self.oidc_create_client(client, actor).await
+    }
+
+    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
+        self.oidc_list_clients(tenant_id).await
+    }
+
+    async fn get_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        self.oidc_get_client(tenant_id, client_id).await
+    }
+
+    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
+        self.oidc_find_active_client(client_id).await
+    }
+
+    async fn delete_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_delete_client(tenant_id, client_id, actor, at)
+            .await
+    }
+
+    async fn create_oidc_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
+        self.oidc_create_request(new, actor).await
+    }
+
+    async fn get_oidc_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>> {
+        self.oidc_get_request(tenant_id, approval_id).await
+    }
+
+    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
+        self.oidc_record_poll(approval_id, at).await
+    }
+
+    async fn use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.oidc_use_jti(client_id, jti, expires_at, now).await
+    }
+
+    async fn set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_set_user_code(tenant_id, user_id, code_hash, actor, at)
+            .await
+    }
+
+    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
+        self.oidc_user_code_hash(tenant_id, user_id).await
+    }
+
+    async fn server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>> {
+        self.oidc_server_secret(name, candidate, at).await
+    }
+
+    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
+        self.oidc_token_jti(tenant_id, approval_id).await
+    }
+
+    async fn claim_outbox(
+        &self,
+        rows: crate::OutboxRows,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        self.outbox_claim(rows.changes(), now, lease_until, limit)
+            .await
+    }
+
+    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        self.outbox_finish(id, outcome).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        sqlx::query("SELECT kid, alg, private_der, created_at, active FROM signing_keys ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(rows::signing_key)
+            .collect()
+    }
+
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SIGNING_KEY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let active: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active)")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        if !active {
+            insert_signing_key(&mut tx, &candidate).await?;
+            notify(&mut tx, "k").await?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        self.signing_keys().await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        actor: Actor,
+        tenant_id: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SIGNING_KEY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        sqlx::query("UPDATE signing_keys SET active = FALSE WHERE active")
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        insert_signing_key(&mut tx, &key).await?;
+        append_audit(
+            &mut tx,
+            audit_records::signing_key_rotated(tenant_id, &key, &actor),
+        )
+        .await?;
+        notify(&mut tx, "k").await?;
+        tx.commit().await.map_err(pg_error)
     }
 }

@@ -1,4 +1,6 @@
 //! OpenID Connect clients, CIBA request state and the outbox on SQLite.
+use crate::{OidcStore, SigningKeyRecord};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::approval::ApprovalRequest;
 use countersign_core::audit::Actor;
@@ -480,5 +482,186 @@ impl SqliteStore {
             store.inner.outbox_leases.lock().remove(&id);
         }
         finished
+    }
+}
+
+fn insert_signing_key(c: &Connection, key: &SigningKeyRecord) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            key.kid,
+            key.alg,
+            key.private_der,
+            ms(key.created_at),
+            key.active
+        ])
+    })
+    .map_err(db_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl OidcStore for SqliteStore {
+    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
+        self.oidc_create_client(client, actor).await
+    }
+
+    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
+        self.oidc_list_clients(tenant_id)
+    }
+
+    async fn get_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        self.oidc_get_client(tenant_id, client_id)
+    }
+
+    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
+        self.oidc_find_active_client(client_id)
+    }
+
+    async fn delete_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_delete_client(tenant_id, client_id, actor, at)
+            .await
+    }
+
+    async fn create_oidc_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
+        self.oidc_create_request(new, actor).await
+    }
+
+    async fn get_oidc_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>> {
+        self.oidc_get_request(tenant_id, approval_id)
+    }
+
+    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
+        self.oidc_record_poll(approval_id, at).await
+    }
+
+    async fn use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.oidc_use_jti(client_id, jti, expires_at, now).await
+    }
+
+    async fn set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_set_user_code(tenant_id, user_id, code_hash, actor, at)
+            .await
+    }
+
+    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
+        self.oidc_user_code_hash(tenant_id, user_id)
+    }
+
+    async fn server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>> {
+        self.oidc_server_secret(name, candidate, at).await
+    }
+
+    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
+        self.oidc_token_jti(tenant_id, approval_id)
+    }
+
+    async fn claim_outbox(
+        &self,
+        rows: crate::OutboxRows,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        self.outbox_claim(rows.changes(), now, lease_until, limit)
+    }
+
+    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        self.outbox_finish(id, outcome).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT kid, alg, private_der, created_at, active FROM signing_keys ORDER BY created_at")?
+                .query_map([], |r| {
+                    Ok(SigningKeyRecord {
+                        kid: r.get(0)?,
+                        alg: r.get(1)?,
+                        private_der: r.get(2)?,
+                        created_at: countersign_core::clock::from_millis(r.get(3)?),
+                        active: r.get(4)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>> {
+        self.write(move |c| {
+            let active: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active = 1)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_error)?;
+            if !active {
+                insert_signing_key(c, &candidate)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.signing_keys().await
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        actor: Actor,
+        tenant_id: &str,
+    ) -> Result<()> {
+        let tenant_id = tenant_id.to_string();
+        self.write(move |c| {
+            c.execute("UPDATE signing_keys SET active = 0 WHERE active = 1", [])
+                .map_err(db_error)?;
+            insert_signing_key(c, &key)?;
+            append_audit(
+                c,
+                audit_records::signing_key_rotated(&tenant_id, &key, &actor),
+            )?;
+            Ok(())
+        })
+        .await
     }
 }
