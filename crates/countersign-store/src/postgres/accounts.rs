@@ -183,6 +183,7 @@ async fn spend_proof(
 
 #[async_trait]
 impl DashboardStore for PgStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = ?user_id))]
     async fn count_requests(
         &self,
         tenant_id: &str,
@@ -204,6 +205,7 @@ impl DashboardStore for PgStore {
         Ok(merge_counts(counts))
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn set_user_admin(
         &self,
         tenant_id: &str,
@@ -237,6 +239,7 @@ impl DashboardStore for PgStore {
         Ok(user)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.link.tenant_id))]
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
         let l = &new.link;
         let mut tx = self.begin().await?;
@@ -268,6 +271,7 @@ impl DashboardStore for PgStore {
         Ok(new.link)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM login_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = $1",
@@ -283,6 +287,7 @@ impl DashboardStore for PgStore {
             .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>> {
         sqlx::query(&format!(
             "SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 500"
@@ -297,6 +302,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_login_link(
         &self,
         tenant_id: &str,
@@ -338,6 +344,7 @@ impl DashboardStore for PgStore {
         Ok(found)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.session.tenant_id))]
     async fn start_session(
         &self,
         new: NewSession,
@@ -370,6 +377,7 @@ impl DashboardStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
@@ -385,6 +393,7 @@ impl DashboardStore for PgStore {
             .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
             .bind(id)
@@ -395,6 +404,7 @@ impl DashboardStore for PgStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>> {
         sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT 200"
@@ -409,6 +419,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn revoke_session(
         &self,
         tenant_id: &str,
@@ -440,6 +451,7 @@ impl DashboardStore for PgStore {
         Ok(changed == 1)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %passkey.tenant_id))]
     async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
         let mut tx = self.begin().await?;
         match user_in_tx(&mut tx, &passkey.tenant_id, &passkey.user_id).await? {
@@ -451,6 +463,7 @@ impl DashboardStore for PgStore {
         Ok(passkey)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE tenant_id = $1 AND user_id = $2 ORDER BY id"
@@ -465,6 +478,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {} FROM passkeys p JOIN users u ON u.id = p.user_id \
@@ -480,6 +494,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1"
@@ -492,6 +507,7 @@ impl DashboardStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn delete_passkey(
         &self,
         tenant_id: &str,
@@ -521,6 +537,7 @@ impl DashboardStore for PgStore {
         Ok(changed == 1)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn put_ceremony(
         &self,
         id_hash: &str,
@@ -546,6 +563,7 @@ impl DashboardStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
         let row: Option<(String, i64)> = sqlx::query_as(
             "DELETE FROM webauthn_ceremonies WHERE id_hash = $1 RETURNING state, expires_at",

@@ -26,6 +26,7 @@ fn server(row: &PgRow) -> Result<McpServerRecord> {
 
 #[async_trait]
 impl McpStore for PgStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn create_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&format!(
@@ -48,6 +49,7 @@ impl McpStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
         sqlx::query(&format!(
             "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = $1 ORDER BY id"
@@ -61,6 +63,7 @@ impl McpStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
         sqlx::query(&format!(
             "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = $1 AND id = $2"
@@ -75,6 +78,7 @@ impl McpStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn update_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<bool> {
         let mut tx = self.begin().await?;
         let changed = sqlx::query(
@@ -102,6 +106,7 @@ impl McpStore for PgStore {
         Ok(true)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_mcp_server(
         &self,
         tenant_id: &str,

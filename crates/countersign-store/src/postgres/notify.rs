@@ -131,6 +131,7 @@ async fn webhook_in_tx(
 
 #[async_trait]
 impl NotificationStore for PgStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>> {
         sqlx::query(
             "SELECT channel, config, updated_at FROM notification_channels WHERE tenant_id = $1 ORDER BY channel",
@@ -150,6 +151,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn put_channel_config(
         &self,
         tenant_id: &str,
@@ -188,6 +190,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_preferences(&self, tenant_id: &str) -> Result<Vec<Preferences>> {
         sqlx::query(&format!(
             "SELECT {PREFERENCE_COLUMNS} FROM notification_preferences WHERE tenant_id = $1"
@@ -201,6 +204,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn get_preferences(&self, tenant_id: &str, user_id: &str) -> Result<Option<Preferences>> {
         sqlx::query(&format!(
             "SELECT {PREFERENCE_COLUMNS} FROM notification_preferences WHERE tenant_id = $1 AND user_id = $2"
@@ -215,6 +219,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %prefs.tenant_id))]
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
         let mut tx = self.begin().await?;
         let exists: bool = sqlx::query_scalar(
@@ -251,6 +256,7 @@ impl NotificationStore for PgStore {
         Ok(prefs)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_user_by_slack_id(
         &self,
         tenant_id: &str,
@@ -275,6 +281,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
     async fn create_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -307,6 +314,7 @@ impl NotificationStore for PgStore {
         Ok(endpoint)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>> {
         sqlx::query(&format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY id"
@@ -320,11 +328,13 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>> {
         let mut conn = self.pool.acquire().await.map_err(pg_error)?;
         webhook_in_tx(&mut conn, tenant_id, id).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
     async fn update_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -361,6 +371,7 @@ impl NotificationStore for PgStore {
         Ok(stored)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_webhook(
         &self,
         tenant_id: &str,
@@ -396,6 +407,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM push_subscriptions WHERE endpoint = $1")
@@ -425,6 +437,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_push_subscriptions(&self, tenant_id: &str) -> Result<Vec<PushSubscription>> {
         sqlx::query(&format!(
             "SELECT {PUSH_COLUMNS} FROM push_subscriptions WHERE tenant_id = $1 ORDER BY id"
@@ -438,6 +451,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn get_push_subscription(&self, id: &str) -> Result<Option<PushSubscription>> {
         sqlx::query(&format!(
             "SELECT {PUSH_COLUMNS} FROM push_subscriptions WHERE id = $1"
@@ -451,6 +465,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool> {
         let n = sqlx::query("DELETE FROM push_subscriptions WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
@@ -462,6 +477,7 @@ impl NotificationStore for PgStore {
         Ok(n > 0)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>> {
         sqlx::query(
             "SELECT token_hash, tenant_id, approval_id, user_id, expires_at, created_at FROM review_tokens WHERE token_hash = $1",
@@ -484,6 +500,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
         sqlx::query(
             "SELECT user_id, since FROM approval_reviewers WHERE approval_id = $1 ORDER BY since, user_id",
@@ -497,6 +514,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin().await?;
         for f in &batch {
@@ -505,6 +523,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>> {
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE approval_id = $1 AND tenant_id = $2 \
@@ -520,6 +539,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn webhook_deliveries(
         &self,
         tenant_id: &str,
@@ -543,6 +563,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>> {
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE id = $1 AND tenant_id = $2 AND channel <> 'notify'"
@@ -557,6 +578,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()> {
         let changed = sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $3, last_error = NULL \

@@ -517,14 +517,17 @@ async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> 
 
 #[async_trait]
 impl OidcStore for PgStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %client.tenant_id))]
     async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
         self.oidc_create_client(client, actor).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
         self.oidc_list_clients(tenant_id).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
     async fn get_oidc_client(
         &self,
         tenant_id: &str,
@@ -533,10 +536,12 @@ impl OidcStore for PgStore {
         self.oidc_get_client(tenant_id, client_id).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
     async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
         self.oidc_find_active_client(client_id).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
     async fn delete_oidc_client(
         &self,
         tenant_id: &str,
@@ -548,6 +553,7 @@ impl OidcStore for PgStore {
             .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.new.request.tenant_id))]
     async fn create_oidc_request(
         &self,
         new: NewOidcRequest,
@@ -556,6 +562,7 @@ impl OidcStore for PgStore {
         self.oidc_create_request(new, actor).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn get_oidc_request(
         &self,
         tenant_id: &str,
@@ -564,10 +571,12 @@ impl OidcStore for PgStore {
         self.oidc_get_request(tenant_id, approval_id).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
         self.oidc_record_poll(approval_id, at).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
     async fn use_jti(
         &self,
         client_id: &str,
@@ -578,6 +587,7 @@ impl OidcStore for PgStore {
         self.oidc_use_jti(client_id, jti, expires_at, now).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn set_user_code(
         &self,
         tenant_id: &str,
@@ -590,10 +600,12 @@ impl OidcStore for PgStore {
             .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
         self.oidc_user_code_hash(tenant_id, user_id).await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn server_secret(
         &self,
         name: &str,
@@ -603,10 +615,12 @@ impl OidcStore for PgStore {
         self.oidc_server_secret(name, candidate, at).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
         self.oidc_token_jti(tenant_id, approval_id).await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn claim_outbox(
         &self,
         rows: crate::OutboxRows,
@@ -618,10 +632,12 @@ impl OidcStore for PgStore {
             .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
         self.outbox_finish(id, outcome).await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         sqlx::query("SELECT kid, alg, private_der, created_at, active FROM signing_keys ORDER BY created_at")
             .fetch_all(&self.pool)
@@ -632,6 +648,7 @@ impl OidcStore for PgStore {
             .collect()
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn ensure_signing_key(
         &self,
         candidate: SigningKeyRecord,
@@ -655,6 +672,7 @@ impl OidcStore for PgStore {
         self.signing_keys().await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn rotate_signing_key(
         &self,
         key: SigningKeyRecord,

@@ -12,6 +12,7 @@ impl Backend for PgStore {
         Some(self.changes.subscribe())
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.request.tenant_id))]
     async fn create_request(
         &self,
         new: NewRequest,
@@ -25,6 +26,7 @@ impl Backend for PgStore {
         Ok(new.request)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn idempotent_answer(
         &self,
         tenant_id: &str,
@@ -35,6 +37,7 @@ impl Backend for PgStore {
         PgStore::idempotent_answer(self, tenant_id, owner, key_hash, now).await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn remember_answer(
         &self,
         answer: countersign_core::idempotency::StoredAnswer,
@@ -42,10 +45,12 @@ impl Backend for PgStore {
         PgStore::remember_answer(self, answer).await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
         PgStore::forget_expired_answers(self, now).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_request(
         &self,
         tenant_id: &str,
@@ -67,6 +72,7 @@ impl Backend for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_pending_tool_call(
         &self,
         tenant_id: &str,
@@ -92,6 +98,7 @@ impl Backend for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id, user_id = %user_id))]
     async fn reviewer_since(
         &self,
         approval_id: &str,
@@ -108,6 +115,7 @@ impl Backend for PgStore {
         Ok(since.map(countersign_core::clock::from_millis))
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn list_decisions(&self, approval_id: &str) -> Result<Vec<DecisionRecord>> {
         sqlx::query(&format!(
             "SELECT {DECISION_COLUMNS} FROM approval_decisions WHERE approval_id = $1 ORDER BY decided_at, reviewer_id"
@@ -121,6 +129,7 @@ impl Backend for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn cancel_request(
         &self,
         tenant_id: &str,
@@ -160,6 +169,7 @@ impl Backend for PgStore {
         Ok(request)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>> {
         let mut tx = self.begin().await?;
         let due = sqlx::query(&format!(
@@ -210,6 +220,7 @@ impl Backend for PgStore {
         Ok(escalated)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_requests(
         &self,
         tenant_id: &str,
@@ -237,6 +248,7 @@ impl Backend for PgStore {
         Ok(Page { items, has_more })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn decide(
         &self,
         tenant_id: &str,
@@ -329,6 +341,7 @@ impl Backend for PgStore {
         Ok(request)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn mark_token_issued(
         &self,
         tenant_id: &str,
@@ -361,6 +374,7 @@ impl Backend for PgStore {
         Ok(changed == 1)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %ended.tenant_id))]
     async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
         let mut tx = self.begin().await?;
         // Records of expired grants are of no use: an expired grant is inactive anyway.
@@ -391,6 +405,7 @@ impl Backend for PgStore {
         Ok(inserted == 1)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn grant_ended(&self, jti: &str) -> Result<bool> {
         let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM ended_grants WHERE jti = $1")
             .bind(jti)
@@ -400,6 +415,7 @@ impl Backend for PgStore {
         Ok(found.is_some())
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
         let mut tx = self.begin().await?;
         // Rows another replica is timing out right now are skipped, not waited for; if that
@@ -443,6 +459,7 @@ impl Backend for PgStore {
         Ok(expired)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn agent_pending_count(
         &self,
         tenant_id: &str,
@@ -464,6 +481,7 @@ impl Backend for PgStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn pending_count(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
             .fetch_one(&self.pool)
@@ -471,6 +489,7 @@ impl Backend for PgStore {
             .map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_audit(
         &self,
         tenant_id: &str,
@@ -491,6 +510,7 @@ impl Backend for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent> {
         let mut tx = self.begin().await?;
         let event = append_audit(&mut tx, record).await?;

@@ -174,6 +174,7 @@ fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor)
 
 #[async_trait]
 impl DashboardStore for SqliteStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = ?user_id))]
     async fn count_requests(
         &self,
         tenant_id: &str,
@@ -193,6 +194,7 @@ impl DashboardStore for SqliteStore {
         Ok(merge_counts(counts))
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn set_user_admin(
         &self,
         tenant_id: &str,
@@ -220,6 +222,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.link.tenant_id))]
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
         self.write(move |c| {
             let l = &new.link;
@@ -258,6 +261,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM login_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = ?1",
@@ -275,6 +279,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -285,6 +290,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_login_link(
         &self,
         tenant_id: &str,
@@ -317,6 +323,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.session.tenant_id))]
     async fn start_session(
         &self,
         new: NewSession,
@@ -356,6 +363,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
@@ -373,6 +381,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         let id = id.to_string();
         self.write(move |c| {
@@ -386,6 +395,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -396,6 +406,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn revoke_session(
         &self,
         tenant_id: &str,
@@ -423,6 +434,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %passkey.tenant_id))]
     async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
         self.write(move |c| {
             match user_in_tx(c, &passkey.tenant_id, &passkey.user_id)? {
@@ -435,6 +447,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -445,6 +458,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>> {
         let sql = format!(
             "SELECT {} FROM passkeys p JOIN users u ON u.id = p.user_id \
@@ -462,6 +476,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -472,6 +487,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn delete_passkey(
         &self,
         tenant_id: &str,
@@ -499,6 +515,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn put_ceremony(
         &self,
         id_hash: &str,
@@ -521,6 +538,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
         let id_hash = id_hash.to_string();
         self.write(move |c| {

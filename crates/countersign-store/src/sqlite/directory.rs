@@ -4,11 +4,13 @@ use crate::DirectoryStore;
 
 #[async_trait]
 impl DirectoryStore for SqliteStore {
+    #[tracing::instrument(skip_all, err)]
     async fn has_tenants(&self) -> Result<bool> {
         self.read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |r| r.get(0)))
     }
 
     /// Creates a tenant together with its first admin key.
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant.id))]
     async fn create_tenant(
         &self,
         tenant: Tenant,
@@ -32,6 +34,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -43,6 +46,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %user.tenant_id))]
     async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
         self.write(move |c| {
             c.prepare_cached(
@@ -64,6 +68,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -75,6 +80,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -87,6 +93,7 @@ impl DirectoryStore for SqliteStore {
     }
 
     /// Disables a user; their keys stop working at once and they can no longer be asked.
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn disable_user(
         &self,
         tenant_id: &str,
@@ -108,6 +115,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %agent.tenant_id))]
     async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent> {
         self.write(move |c| {
             c.prepare_cached(
@@ -129,6 +137,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -140,6 +149,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -151,6 +161,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn disable_agent(
         &self,
         tenant_id: &str,
@@ -173,6 +184,7 @@ impl DirectoryStore for SqliteStore {
     }
 
     /// Stores a minted key after checking that its owner exists in the tenant and is active.
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %key.tenant_id))]
     async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey> {
         self.write(move |c| {
             let owner_ok = |table: &str, id: &str| -> Result<bool> {
@@ -212,6 +224,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -223,6 +236,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_api_key(
         &self,
         tenant_id: &str,
@@ -256,6 +270,7 @@ impl DirectoryStore for SqliteStore {
     }
 
     /// The principal of an active key whose owner is active, by the key's hash.
+    #[tracing::instrument(skip_all, err)]
     async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
         self.read(|c| {
             c.prepare_cached(
@@ -269,6 +284,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>> {
         self.read(|c| {
             c.prepare_cached(&format!(

@@ -36,6 +36,7 @@ fn server_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<McpS
 
 #[async_trait]
 impl McpStore for SqliteStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn create_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<()> {
         let record = record.clone();
         self.write(move |c| {
@@ -63,6 +64,7 @@ impl McpStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -73,6 +75,7 @@ impl McpStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -83,6 +86,7 @@ impl McpStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn update_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<bool> {
         let record = record.clone();
         self.write(move |c| {
@@ -114,6 +118,7 @@ impl McpStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_mcp_server(
         &self,
         tenant_id: &str,

@@ -142,6 +142,7 @@ fn insert_delivery(c: &Connection, notify: &OutboxItem, d: &NewDelivery, at: i64
 
 #[async_trait]
 impl NotificationStore for SqliteStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>> {
         self.read(|c| {
             c.prepare_cached(
@@ -158,6 +159,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn put_channel_config(
         &self,
         tenant_id: &str,
@@ -188,6 +190,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_preferences(&self, tenant_id: &str) -> Result<Vec<Preferences>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -198,6 +201,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn get_preferences(&self, tenant_id: &str, user_id: &str) -> Result<Option<Preferences>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -208,6 +212,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %prefs.tenant_id))]
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
         self.write(move |c| {
             let exists: bool = c
@@ -238,6 +243,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_user_by_slack_id(
         &self,
         tenant_id: &str,
@@ -258,6 +264,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
     async fn create_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -282,6 +289,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -292,6 +300,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -302,6 +311,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
     async fn update_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -333,6 +343,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_webhook(
         &self,
         tenant_id: &str,
@@ -365,6 +376,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
         self.write(move |c| {
             c.prepare_cached("DELETE FROM push_subscriptions WHERE endpoint = ?1")
@@ -389,6 +401,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_push_subscriptions(&self, tenant_id: &str) -> Result<Vec<PushSubscription>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -399,6 +412,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn get_push_subscription(&self, id: &str) -> Result<Option<PushSubscription>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -409,6 +423,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
@@ -421,6 +436,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>> {
         self.read(|c| {
             c.prepare_cached(
@@ -440,6 +456,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
         self.read(|c| {
             c.prepare_cached("SELECT user_id, since FROM approval_reviewers WHERE approval_id = ?1 ORDER BY since, user_id")?
@@ -448,6 +465,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()> {
         let ids: Vec<i64> = batch.iter().map(|f| f.notify.id).collect();
         let done = self
@@ -483,6 +501,7 @@ impl NotificationStore for SqliteStore {
         done
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -494,6 +513,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn webhook_deliveries(
         &self,
         tenant_id: &str,
@@ -511,6 +531,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -521,6 +542,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()> {
         let tenant_id = tenant_id.to_string();
         self.write(move |c| {

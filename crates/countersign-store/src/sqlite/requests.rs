@@ -15,6 +15,7 @@ impl Backend for SqliteStore {
 
     // ----- approval requests -----
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.request.tenant_id))]
     async fn create_request(
         &self,
         new: NewRequest,
@@ -28,6 +29,7 @@ impl Backend for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn idempotent_answer(
         &self,
         tenant_id: &str,
@@ -38,6 +40,7 @@ impl Backend for SqliteStore {
         SqliteStore::idempotent_answer(self, tenant_id, owner, key_hash, now).await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn remember_answer(
         &self,
         answer: countersign_core::idempotency::StoredAnswer,
@@ -45,10 +48,12 @@ impl Backend for SqliteStore {
         SqliteStore::remember_answer(self, answer).await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
         SqliteStore::forget_expired_answers(self, now).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_request(
         &self,
         tenant_id: &str,
@@ -68,6 +73,7 @@ impl Backend for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_pending_tool_call(
         &self,
         tenant_id: &str,
@@ -97,6 +103,7 @@ impl Backend for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id, user_id = %user_id))]
     async fn reviewer_since(
         &self,
         approval_id: &str,
@@ -112,6 +119,7 @@ impl Backend for SqliteStore {
         .map(|t| t.map(countersign_core::clock::from_millis))
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn list_decisions(&self, approval_id: &str) -> Result<Vec<DecisionRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -123,6 +131,7 @@ impl Backend for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn cancel_request(
         &self,
         tenant_id: &str,
@@ -155,6 +164,7 @@ impl Backend for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>> {
         self.write(move |c| {
             let due = c
@@ -198,6 +208,7 @@ impl Backend for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_requests(
         &self,
         tenant_id: &str,
@@ -224,6 +235,7 @@ impl Backend for SqliteStore {
         Ok(Page { items, has_more })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn decide(
         &self,
         tenant_id: &str,
@@ -276,6 +288,7 @@ impl Backend for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn mark_token_issued(
         &self,
         tenant_id: &str,
@@ -304,6 +317,7 @@ impl Backend for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %ended.tenant_id))]
     async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
         self.write(move |c| {
             // Records of expired grants are of no use: an expired grant is inactive anyway.
@@ -335,6 +349,7 @@ impl Backend for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn grant_ended(&self, jti: &str) -> Result<bool> {
         self.read(|c| {
             c.prepare_cached("SELECT 1 FROM ended_grants WHERE jti = ?1")?
@@ -346,6 +361,7 @@ impl Backend for SqliteStore {
 
     /// Marks up to `limit` pending requests past their expiry as expired, each with its audit
     /// event.
+    #[tracing::instrument(skip_all, err)]
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
         self.write(move |c| {
             let due = c
@@ -379,6 +395,7 @@ impl Backend for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn agent_pending_count(
         &self,
         tenant_id: &str,
@@ -397,6 +414,7 @@ impl Backend for SqliteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn pending_count(&self) -> Result<i64> {
         self.read(|c| {
             c.query_row(
@@ -410,6 +428,7 @@ impl Backend for SqliteStore {
     // ----- audit -----
 
     /// Events of a tenant in chain order, after `after_seq`.
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_audit(
         &self,
         tenant_id: &str,
@@ -427,6 +446,7 @@ impl Backend for SqliteStore {
     }
 
     /// Records an audit event that is not part of another change.
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent> {
         self.write(move |c| append_audit(c, record)).await
     }
