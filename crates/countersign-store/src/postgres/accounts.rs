@@ -13,6 +13,7 @@ use sqlx::postgres::PgRow;
 use super::rows::{self, USER_COLUMNS, bad, get, ms, opt_time, pg_error, time};
 use super::{PgStore, append_audit, not_found};
 use crate::audit_records;
+use crate::listing;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
 
@@ -191,10 +192,12 @@ impl DashboardStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<(ApprovalStatus, i64)>> {
         let counts: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT CASE WHEN status = 'pending' AND expires_at <= $2 \
-             THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END AS s, COUNT(*) \
-             FROM approval_requests WHERE tenant_id = $1 AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
-             WHERE r.approval_id = approval_requests.id AND r.user_id = $3 AND r.since <= $2)) GROUP BY s",
+            &format!(
+                "SELECT {} AS s, COUNT(*) \
+                 FROM approval_requests WHERE tenant_id = $1 AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
+                 WHERE r.approval_id = approval_requests.id AND r.user_id = $3 AND r.since <= $2)) GROUP BY s",
+                listing::status_at_sql("$2")
+            ),
         )
         .bind(tenant_id)
         .bind(ms(now))

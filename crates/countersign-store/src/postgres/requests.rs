@@ -269,7 +269,7 @@ impl Backend for PgStore {
         .map(|r| rows::request(&r))
         .transpose()?
         .ok_or_else(|| not_found("approval request"))?;
-        if current.status != ApprovalStatus::Pending || current.expires_at <= decision.at {
+        if current.status_at(decision.at) != ApprovalStatus::Pending {
             // Release the row lock now, not when the pool gets round to it: the expiry
             // sweep skips locked rows.
             tx.rollback().await.map_err(pg_error)?;

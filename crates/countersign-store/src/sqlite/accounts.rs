@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::rows::{self, bad, db_error, ms, opt_time, time};
 use super::{SqliteStore, append_audit, not_found};
 use crate::audit_records;
+use crate::listing;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
 
@@ -183,10 +184,12 @@ impl DashboardStore for SqliteStore {
     ) -> Result<Vec<(ApprovalStatus, i64)>> {
         let counts: Vec<(String, i64)> = self.read(|c| {
             c.prepare_cached(
-                "SELECT CASE WHEN status = 'pending' AND expires_at <= ?2 \
-                 THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END AS s, COUNT(*) \
-                 FROM approval_requests WHERE tenant_id = ?1 AND (?3 IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
-                 WHERE r.approval_id = approval_requests.id AND r.user_id = ?3 AND r.since <= ?2)) GROUP BY s",
+                &format!(
+                    "SELECT {} AS s, COUNT(*) \
+                     FROM approval_requests WHERE tenant_id = ?1 AND (?3 IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
+                     WHERE r.approval_id = approval_requests.id AND r.user_id = ?3 AND r.since <= ?2)) GROUP BY s",
+                    listing::status_at_sql("?2")
+                ),
             )?
             .query_map(params![tenant_id, ms(now), user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect()

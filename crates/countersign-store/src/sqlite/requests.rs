@@ -245,7 +245,7 @@ impl Backend for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let current = request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))?;
-            if current.status != ApprovalStatus::Pending || current.expires_at <= decision.at {
+            if current.status_at(decision.at) != ApprovalStatus::Pending {
                 return Err(Error::AlreadyDecided { status: current.status_at(decision.at) });
             }
             c.prepare_cached(
