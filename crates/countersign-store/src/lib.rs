@@ -12,6 +12,7 @@ mod audit_records;
 mod listing;
 mod postgres;
 mod records;
+mod sql;
 mod sqlite;
 
 use std::ops::Deref;

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::rows::{db_error, ms, time};
 use super::{SqliteStore, append_audit};
 use crate::McpStore;
-use crate::audit_records;
-use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json};
+use crate::records::{headers_from_json, headers_json};
+use crate::{audit_records, sql};
 
 fn server(row: &Row) -> rusqlite::Result<McpServerRecord> {
     let headers: String = row.get(3)?;
@@ -27,11 +27,9 @@ fn server(row: &Row) -> rusqlite::Result<McpServerRecord> {
 }
 
 fn server_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
-    c.prepare_cached(&format!(
-        "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = ?1 AND id = ?2"
-    ))
-    .and_then(|mut s| s.query_row([tenant_id, id], server).optional())
-    .map_err(db_error)
+    c.prepare_cached(&sql::get_mcp_server())
+        .and_then(|mut s| s.query_row([tenant_id, id], server).optional())
+        .map_err(db_error)
 }
 
 #[async_trait]
@@ -41,20 +39,18 @@ impl McpStore for SqliteStore {
         let record = record.clone();
         self.write(move |c| {
             let headers = headers_json(&record.headers)?;
-            c.prepare_cached(&format!(
-                "INSERT INTO mcp_servers ({MCP_SERVER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            ))
-            .and_then(|mut s| {
-                s.execute(params![
-                    record.tenant_id,
-                    record.id,
-                    record.url,
-                    headers,
-                    ms(record.created_at),
-                    ms(record.updated_at),
-                ])
-            })
-            .map_err(db_error)?;
+            c.prepare_cached(&sql::insert_mcp_server())
+                .and_then(|mut s| {
+                    s.execute(params![
+                        record.tenant_id,
+                        record.id,
+                        record.url,
+                        headers,
+                        ms(record.created_at),
+                        ms(record.updated_at),
+                    ])
+                })
+                .map_err(db_error)?;
             append_audit(
                 c,
                 audit_records::mcp_server(&record, "mcp_server.created", &actor),
@@ -67,22 +63,18 @@ impl McpStore for SqliteStore {
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = ?1 ORDER BY id"
-            ))?
-            .query_map([tenant_id], server)?
-            .collect()
+            c.prepare_cached(&sql::list_mcp_servers())?
+                .query_map([tenant_id], server)?
+                .collect()
         })
     }
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = ?1 AND id = ?2"
-            ))?
-            .query_row([tenant_id, id], server)
-            .optional()
+            c.prepare_cached(&sql::get_mcp_server())?
+                .query_row([tenant_id, id], server)
+                .optional()
         })
     }
 
@@ -92,10 +84,7 @@ impl McpStore for SqliteStore {
         self.write(move |c| {
             let headers = headers_json(&record.headers)?;
             let changed = c
-                .prepare_cached(
-                    "UPDATE mcp_servers SET url = ?3, headers = ?4, updated_at = ?5 \
-                     WHERE tenant_id = ?1 AND id = ?2",
-                )
+                .prepare_cached(sql::UPDATE_MCP_SERVER)
                 .and_then(|mut s| {
                     s.execute(params![
                         record.tenant_id,
