@@ -14,6 +14,7 @@ use super::rows::{self, USER_COLUMNS, bad, get, ms, opt_time, pg_error, time};
 use super::{PgStore, append_audit, not_found};
 use crate::audit_records;
 use crate::listing;
+use crate::sql;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
 
@@ -99,23 +100,22 @@ async fn user_in_tx(c: &mut PgConnection, tenant_id: &str, id: &str) -> Result<O
 }
 
 async fn insert_passkey(c: &mut PgConnection, p: &PasskeyRecord, actor: &Actor) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO passkeys (id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
-    )
-    .bind(&p.id)
-    .bind(&p.tenant_id)
-    .bind(&p.user_id)
-    .bind(&p.credential_id)
-    .bind(&p.name)
-    .bind(&p.credential)
-    .bind(ms(p.created_at))
-    .execute(&mut *c)
-    .await
-    .map_err(|e| match pg_error(e) {
-        Error::AlreadyExists(_) => Error::AlreadyExists("this passkey is already registered".into()),
-        other => other,
-    })?;
+    sqlx::query(&sql::pg(sql::INSERT_PASSKEY))
+        .bind(&p.id)
+        .bind(&p.tenant_id)
+        .bind(&p.user_id)
+        .bind(&p.credential_id)
+        .bind(&p.name)
+        .bind(&p.credential)
+        .bind(ms(p.created_at))
+        .execute(&mut *c)
+        .await
+        .map_err(|e| match pg_error(e) {
+            Error::AlreadyExists(_) => {
+                Error::AlreadyExists("this passkey is already registered".into())
+            }
+            other => other,
+        })?;
     append_audit(c, audit_records::passkey_registered(p, actor)).await?;
     Ok(())
 }
@@ -133,19 +133,16 @@ async fn spend_proof(
             kind,
             new_passkey,
         } => {
-            let changed = sqlx::query(
-                "UPDATE login_links SET used_at = $1 WHERE token_hash = $2 AND kind = $3 \
-                 AND tenant_id = $4 AND user_id = $5 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
-            )
-            .bind(now)
-            .bind(token_hash)
-            .bind(kind.as_str())
-            .bind(&s.tenant_id)
-            .bind(&s.user_id)
-            .execute(&mut *c)
-            .await
-            .map_err(pg_error)?
-            .rows_affected();
+            let changed = sqlx::query(&sql::pg(sql::SPEND_LOGIN_LINK))
+                .bind(now)
+                .bind(token_hash)
+                .bind(kind.as_str())
+                .bind(&s.tenant_id)
+                .bind(&s.user_id)
+                .execute(&mut *c)
+                .await
+                .map_err(pg_error)?
+                .rows_affected();
             if changed != 1 {
                 return Err(dashboard::link_unusable());
             }
@@ -161,19 +158,16 @@ async fn spend_proof(
             credential_id,
             credential,
         } => {
-            let changed = sqlx::query(
-                "UPDATE passkeys SET credential = $1, last_used_at = $2 \
-                 WHERE credential_id = $3 AND tenant_id = $4 AND user_id = $5",
-            )
-            .bind(credential)
-            .bind(now)
-            .bind(credential_id)
-            .bind(&s.tenant_id)
-            .bind(&s.user_id)
-            .execute(&mut *c)
-            .await
-            .map_err(pg_error)?
-            .rows_affected();
+            let changed = sqlx::query(&sql::pg(sql::REPLACE_PASSKEY_CREDENTIAL))
+                .bind(credential)
+                .bind(now)
+                .bind(credential_id)
+                .bind(&s.tenant_id)
+                .bind(&s.user_id)
+                .execute(&mut *c)
+                .await
+                .map_err(pg_error)?
+                .rows_affected();
             if changed != 1 {
                 return Err(Error::Unauthorized("unknown passkey".into()));
             }
@@ -218,16 +212,14 @@ impl DashboardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<User> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE users SET is_admin = $3 WHERE tenant_id = $1 AND id = $2 AND is_admin <> $3",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(is_admin)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::SET_USER_ADMIN))
+            .bind(tenant_id)
+            .bind(id)
+            .bind(is_admin)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
@@ -255,20 +247,17 @@ impl DashboardStore for PgStore {
                 )));
             }
         }
-        sqlx::query(
-            "INSERT INTO login_links (id, tenant_id, user_id, kind, token_hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&l.id)
-        .bind(&l.tenant_id)
-        .bind(&l.user_id)
-        .bind(l.kind.as_str())
-        .bind(&new.token_hash)
-        .bind(ms(l.created_at))
-        .bind(ms(l.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::INSERT_LOGIN_LINK))
+            .bind(&l.id)
+            .bind(&l.tenant_id)
+            .bind(&l.user_id)
+            .bind(l.kind.as_str())
+            .bind(&new.token_hash)
+            .bind(ms(l.created_at))
+            .bind(ms(l.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         append_audit(&mut tx, audit_records::login_link_created(l, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(new.link)
@@ -314,17 +303,14 @@ impl DashboardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<LoginLink> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE login_links SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 \
-             AND revoked_at IS NULL AND used_at IS NULL",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::REVOKE_LOGIN_LINK))
+            .bind(tenant_id)
+            .bind(id)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
@@ -361,21 +347,18 @@ impl DashboardStore for PgStore {
             _ => return Err(Error::Unauthorized("this account is disabled".into())),
         }
         spend_proof(&mut tx, s, &proof, &actor).await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, tenant_id, user_id, token_hash, method, user_agent, created_at, last_seen_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
-        )
-        .bind(&s.id)
-        .bind(&s.tenant_id)
-        .bind(&s.user_id)
-        .bind(&new.token_hash)
-        .bind(&s.method)
-        .bind(&s.user_agent)
-        .bind(ms(s.created_at))
-        .bind(ms(s.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::INSERT_SESSION))
+            .bind(&s.id)
+            .bind(&s.tenant_id)
+            .bind(&s.user_id)
+            .bind(&new.token_hash)
+            .bind(&s.method)
+            .bind(&s.user_agent)
+            .bind(ms(s.created_at))
+            .bind(ms(s.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         append_audit(&mut tx, audit_records::session_created(s, &actor)).await?;
         tx.commit().await.map_err(pg_error)
     }
@@ -398,7 +381,7 @@ impl DashboardStore for PgStore {
 
     #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
+        sqlx::query(&sql::pg(sql::TOUCH_SESSION))
             .bind(id)
             .bind(ms(at))
             .execute(&self.pool)
@@ -432,17 +415,15 @@ impl DashboardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE sessions SET revoked_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND revoked_at IS NULL",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .bind(id)
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::REVOKE_SESSION))
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(id)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
@@ -520,15 +501,14 @@ impl DashboardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let changed =
-            sqlx::query("DELETE FROM passkeys WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
-                .bind(tenant_id)
-                .bind(user_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg_error)?
-                .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::DELETE_PASSKEY))
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
@@ -549,32 +529,28 @@ impl DashboardStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1")
+        sqlx::query(&sql::pg(sql::FORGET_EXPIRED_CEREMONIES))
             .bind(ms(now))
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        sqlx::query(
-            "INSERT INTO webauthn_ceremonies (id_hash, state, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(id_hash)
-        .bind(state)
-        .bind(ms(expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::INSERT_CEREMONY))
+            .bind(id_hash)
+            .bind(state)
+            .bind(ms(expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
 
     #[tracing::instrument(skip_all, err)]
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
-        let row: Option<(String, i64)> = sqlx::query_as(
-            "DELETE FROM webauthn_ceremonies WHERE id_hash = $1 RETURNING state, expires_at",
-        )
-        .bind(id_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?;
+        let row: Option<(String, i64)> = sqlx::query_as(&sql::pg(sql::TAKE_CEREMONY))
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
         Ok(row.filter(|(_, exp)| *exp > ms(now)).map(|(s, _)| s))
     }
 }

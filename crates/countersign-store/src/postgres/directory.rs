@@ -1,12 +1,13 @@
 //! Tenants, users, agents and API keys on PostgreSQL.
 use super::*;
 use crate::DirectoryStore;
+use crate::sql;
 
 #[async_trait]
 impl DirectoryStore for PgStore {
     #[tracing::instrument(skip_all, err)]
     async fn has_tenants(&self) -> Result<bool> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants)")
+        sqlx::query_scalar(&sql::pg(sql::HAS_TENANTS))
             .fetch_one(&self.pool)
             .await
             .map_err(pg_error)
@@ -20,7 +21,7 @@ impl DirectoryStore for PgStore {
         actor: Actor,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+        sqlx::query(&sql::pg(sql::INSERT_TENANT))
             .bind(&tenant.id)
             .bind(&tenant.name)
             .bind(ms(tenant.created_at))
@@ -252,15 +253,14 @@ impl DirectoryStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
-        let changed =
-            sqlx::query("UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
-                .bind(tenant_id)
-                .bind(id)
-                .bind(ms(at))
-                .execute(&mut *tx)
-                .await
-                .map_err(pg_error)?
-                .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::REVOKE_API_KEY))
+            .bind(tenant_id)
+            .bind(id)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,

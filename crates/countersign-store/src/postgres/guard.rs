@@ -1,6 +1,7 @@
 //! Guard configuration on PostgreSQL: policies, reviewer groups, settings and routing rules.
 use super::*;
 use crate::GuardStore;
+use crate::sql;
 
 #[async_trait]
 impl GuardStore for PgStore {
@@ -36,8 +37,7 @@ impl GuardStore for PgStore {
     async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy> {
         let config = serde_json::to_string(&policy.approval).map_err(Error::internal)?;
         let sql = if created {
-            "INSERT INTO policies (id, tenant_id, name, description, tool_pattern, action, priority, is_active, \
-             condition, approval_config, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            &sql::pg(sql::UPSERT_POLICY)
         } else {
             "UPDATE policies SET name = $3, description = $4, tool_pattern = $5, action = $6, priority = $7, \
              is_active = $8, condition = $9, approval_config = $10, updated_at = $12 \
@@ -96,7 +96,7 @@ impl GuardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query("DELETE FROM policies WHERE tenant_id = $1 AND id = $2")
+        let changed = sqlx::query(&sql::pg(sql::DELETE_POLICY))
             .bind(tenant_id)
             .bind(id)
             .execute(&mut *tx)
@@ -117,12 +117,11 @@ impl GuardStore for PgStore {
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM approval_groups WHERE tenant_id = $1 ORDER BY id")
-                .bind(tenant_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(pg_error)?;
+        let ids: Vec<String> = sqlx::query_scalar(&sql::pg(sql::GROUP_IDS))
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?;
         let mut conn = self.pool.acquire().await.map_err(pg_error)?;
         let mut groups = Vec::with_capacity(ids.len());
         for id in ids {
@@ -143,21 +142,24 @@ impl GuardStore for PgStore {
     async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group> {
         let mut tx = self.begin().await?;
         let changed = if created {
-            sqlx::query(
-                "INSERT INTO approval_groups (tenant_id, id, name, escalation_minutes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&group.tenant_id)
-            .bind(&group.id)
-            .bind(&group.name)
-            .bind(group.escalation_minutes.map(|m| m as i32))
-            .bind(ms(group.created_at))
-            .bind(ms(group.updated_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| renamed_conflict(pg_error(e), format!("an approval group {:?} already exists", group.id)))?
-            .rows_affected()
+            sqlx::query(&sql::pg(sql::INSERT_GROUP))
+                .bind(&group.tenant_id)
+                .bind(&group.id)
+                .bind(&group.name)
+                .bind(group.escalation_minutes.map(|m| m as i32))
+                .bind(ms(group.created_at))
+                .bind(ms(group.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    renamed_conflict(
+                        pg_error(e),
+                        format!("an approval group {:?} already exists", group.id),
+                    )
+                })?
+                .rows_affected()
         } else {
-            sqlx::query("UPDATE approval_groups SET name = $3, escalation_minutes = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
+            sqlx::query(&sql::pg(sql::UPDATE_GROUP))
                 .bind(&group.tenant_id)
                 .bind(&group.id)
                 .bind(&group.name)
@@ -171,23 +173,21 @@ impl GuardStore for PgStore {
         if changed == 0 {
             return Err(not_found("approval group"));
         }
-        sqlx::query("DELETE FROM approval_group_members WHERE tenant_id = $1 AND group_id = $2")
+        sqlx::query(&sql::pg(sql::DELETE_GROUP_MEMBERS))
             .bind(&group.tenant_id)
             .bind(&group.id)
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
         for m in &group.members {
-            sqlx::query(
-                "INSERT INTO approval_group_members (tenant_id, group_id, user_id, role) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&group.tenant_id)
-            .bind(&group.id)
-            .bind(&m.user_id)
-            .bind(m.role.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+            sqlx::query(&sql::pg(sql::INSERT_GROUP_MEMBER))
+                .bind(&group.tenant_id)
+                .bind(&group.id)
+                .bind(&m.user_id)
+                .bind(m.role.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
         }
         let action = if created {
             "approval_group.created"
@@ -228,13 +228,13 @@ impl GuardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM approval_group_members WHERE tenant_id = $1 AND group_id = $2")
+        sqlx::query(&sql::pg(sql::DELETE_GROUP_MEMBERS))
             .bind(tenant_id)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        let changed = sqlx::query("DELETE FROM approval_groups WHERE tenant_id = $1 AND id = $2")
+        let changed = sqlx::query(&sql::pg(sql::DELETE_GROUP))
             .bind(tenant_id)
             .bind(id)
             .execute(&mut *tx)
@@ -262,12 +262,11 @@ impl GuardStore for PgStore {
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)> {
-        let stored: Option<(String, String)> =
-            sqlx::query_as("SELECT guard, routing FROM tenant_settings WHERE tenant_id = $1")
-                .bind(tenant_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(pg_error)?;
+        let stored: Option<(String, String)> = sqlx::query_as(&sql::pg(sql::TENANT_SETTINGS))
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
         crate::records::parse_settings(stored)
     }
 
@@ -298,17 +297,14 @@ impl GuardStore for PgStore {
         let routing = routing.unwrap_or(old_routing);
         let guard_json = serde_json::to_string(&settings).map_err(Error::internal)?;
         let routing_json = serde_json::to_string(&routing).map_err(Error::internal)?;
-        sqlx::query(
-            "INSERT INTO tenant_settings (tenant_id, guard, routing, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant_id) DO UPDATE SET guard = excluded.guard, routing = excluded.routing, updated_at = excluded.updated_at",
-        )
-        .bind(tenant_id)
-        .bind(&guard_json)
-        .bind(&routing_json)
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::UPSERT_TENANT_SETTINGS))
+            .bind(tenant_id)
+            .bind(&guard_json)
+            .bind(&routing_json)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         let details = serde_json::from_str(if settings_changed(action) {
             &guard_json
         } else {

@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 use crate::audit_records;
 use crate::listing::Arg;
 use crate::records::already_voted;
+use crate::sql;
 use crate::{Backend, Change, Expired, Page, RequestFilter, SameCall};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -126,12 +127,11 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<()> {
     .await
     .map_err(pg_error)?;
     for (version, sql) in MIGRATIONS {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(pg_error)?;
+        let applied: Option<i64> = sqlx::query_scalar(&sql::pg(sql::MIGRATION_APPLIED))
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(pg_error)?;
         if applied.is_some() {
             continue;
         }
@@ -249,23 +249,20 @@ async fn append_audit(conn: &mut PgConnection, record: AuditRecord) -> Result<Ch
     let previous = (seq > 0).then_some((seq, hash));
     let event = audit::chain(record, previous)?;
     let details = serde_json::to_string(&event.record.details).map_err(Error::internal)?;
-    sqlx::query(
-        "INSERT INTO audit_events (tenant_id, seq, at, actor_type, actor_id, action, subject, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&event.record.tenant_id)
-    .bind(event.seq)
-    .bind(ms(event.record.at))
-    .bind(&event.record.actor_type)
-    .bind(&event.record.actor_id)
-    .bind(&event.record.action)
-    .bind(&event.record.subject)
-    .bind(details)
-    .bind(&event.prev_hash)
-    .bind(&event.hash)
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_error)?;
+    sqlx::query(&sql::pg(sql::INSERT_AUDIT_EVENT))
+        .bind(&event.record.tenant_id)
+        .bind(event.seq)
+        .bind(ms(event.record.at))
+        .bind(&event.record.actor_type)
+        .bind(&event.record.actor_id)
+        .bind(&event.record.action)
+        .bind(&event.record.subject)
+        .bind(details)
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
     sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1")
         .bind(&event.record.tenant_id)
         .bind(event.seq)
@@ -277,23 +274,20 @@ async fn append_audit(conn: &mut PgConnection, record: AuditRecord) -> Result<Ch
 }
 
 async fn insert_api_key(conn: &mut PgConnection, key: &ApiKey) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at, audiences) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
-    )
-    .bind(&key.id)
-    .bind(&key.tenant_id)
-    .bind(&key.key_hash)
-    .bind(&key.prefix)
-    .bind(key.role.as_str())
-    .bind(&key.user_id)
-    .bind(&key.agent_id)
-    .bind(&key.name)
-    .bind(ms(key.created_at))
-    .bind(audiences_json(&key.audiences))
-    .execute(conn)
-    .await
-    .map_err(pg_error)?;
+    sqlx::query(&sql::pg(sql::INSERT_API_KEY))
+        .bind(&key.id)
+        .bind(&key.tenant_id)
+        .bind(&key.key_hash)
+        .bind(&key.prefix)
+        .bind(key.role.as_str())
+        .bind(&key.user_id)
+        .bind(&key.agent_id)
+        .bind(&key.name)
+        .bind(ms(key.created_at))
+        .bind(audiences_json(&key.audiences))
+        .execute(conn)
+        .await
+        .map_err(pg_error)?;
     Ok(())
 }
 
@@ -334,60 +328,58 @@ async fn insert_request(
         .map(serde_json::to_string)
         .transpose()
         .map_err(Error::internal)?;
-    sqlx::query(
-        "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
-         binding_message, context, context_sha256, status, created_at, expires_at, tool_name, session_id, \
-         reason, risk_score, threats, policy_id, policy_name, notification_channels, on_behalf_of, \
-         approval_group_id, required_approvals, allow_self_approval, default_on_timeout, escalation_level, \
-         escalation_plan, next_escalation_at, annotations, mcp_server, mcp_client) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-         $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
-    )
-    .bind(&r.id)
-    .bind(&r.tenant_id)
-    .bind(r.kind.as_str())
-    .bind(&new.auth_req_hash)
-    .bind(&r.agent_id)
-    .bind(&r.user_id)
-    .bind(&r.scope)
-    .bind(&r.binding_message)
-    .bind(context)
-    .bind(&r.context_sha256)
-    .bind(r.status.as_str())
-    .bind(ms(r.created_at))
-    .bind(ms(r.expires_at))
-    .bind(tool.map(|t| &t.tool_name))
-    .bind(tool.map(|t| &t.session_id))
-    .bind(tool.and_then(|t| t.reason.as_ref()))
-    .bind(tool.map(|t| t.risk_score))
-    .bind(threats)
-    .bind(tool.and_then(|t| t.policy_id.as_ref()))
-    .bind(tool.and_then(|t| t.policy_name.as_ref()))
-    .bind(channels)
-    .bind(tool.and_then(|t| t.on_behalf_of.as_ref()))
-    .bind(&r.rules.approval_group_id)
-    .bind(r.rules.required_approvals as i32)
-    .bind(r.rules.allow_self_approval)
-    .bind(r.rules.default_on_timeout.as_str())
-    .bind(r.rules.escalation_level as i32)
-    .bind(plan)
-    .bind(r.rules.next_escalation_at().map(ms))
-    .bind(annotations)
-    .bind(tool.and_then(|t| t.mcp.as_ref()).map(|m| &m.server))
-    .bind(tool.and_then(|t| t.mcp.as_ref()).and_then(|m| m.client.as_ref()))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| renamed_conflict(pg_error(e), "an identical tool call is already pending".into()))?;
-    for (user_id, since) in &reviewers.reviewers {
-        sqlx::query(
-            "INSERT INTO approval_reviewers (approval_id, user_id, since) VALUES ($1, $2, $3)",
-        )
+    sqlx::query(&sql::pg(sql::INSERT_REQUEST))
         .bind(&r.id)
-        .bind(user_id)
-        .bind(ms(*since))
+        .bind(&r.tenant_id)
+        .bind(r.kind.as_str())
+        .bind(&new.auth_req_hash)
+        .bind(&r.agent_id)
+        .bind(&r.user_id)
+        .bind(&r.scope)
+        .bind(&r.binding_message)
+        .bind(context)
+        .bind(&r.context_sha256)
+        .bind(r.status.as_str())
+        .bind(ms(r.created_at))
+        .bind(ms(r.expires_at))
+        .bind(tool.map(|t| &t.tool_name))
+        .bind(tool.map(|t| &t.session_id))
+        .bind(tool.and_then(|t| t.reason.as_ref()))
+        .bind(tool.map(|t| t.risk_score))
+        .bind(threats)
+        .bind(tool.and_then(|t| t.policy_id.as_ref()))
+        .bind(tool.and_then(|t| t.policy_name.as_ref()))
+        .bind(channels)
+        .bind(tool.and_then(|t| t.on_behalf_of.as_ref()))
+        .bind(&r.rules.approval_group_id)
+        .bind(r.rules.required_approvals as i32)
+        .bind(r.rules.allow_self_approval)
+        .bind(r.rules.default_on_timeout.as_str())
+        .bind(r.rules.escalation_level as i32)
+        .bind(plan)
+        .bind(r.rules.next_escalation_at().map(ms))
+        .bind(annotations)
+        .bind(tool.and_then(|t| t.mcp.as_ref()).map(|m| &m.server))
+        .bind(
+            tool.and_then(|t| t.mcp.as_ref())
+                .and_then(|m| m.client.as_ref()),
+        )
         .execute(&mut *conn)
         .await
-        .map_err(pg_error)?;
+        .map_err(|e| {
+            renamed_conflict(
+                pg_error(e),
+                "an identical tool call is already pending".into(),
+            )
+        })?;
+    for (user_id, since) in &reviewers.reviewers {
+        sqlx::query(&sql::pg(sql::INSERT_REVIEWER))
+            .bind(&r.id)
+            .bind(user_id)
+            .bind(ms(*since))
+            .execute(&mut *conn)
+            .await
+            .map_err(pg_error)?;
     }
     append_audit(&mut *conn, audit_records::request_created(r, actor)).await?;
     notify::enqueue_notification(&mut *conn, &r.id, "requested", None, r.created_at).await?;
@@ -399,32 +391,29 @@ fn settings_changed(action: &str) -> bool {
 }
 
 async fn group_in(conn: &mut PgConnection, tenant_id: &str, id: &str) -> Result<Option<Group>> {
-    let head = sqlx::query("SELECT id, tenant_id, name, escalation_minutes, created_at, updated_at FROM approval_groups WHERE tenant_id = $1 AND id = $2")
+    let head = sqlx::query(&sql::pg(sql::GROUP))
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(&mut *conn)
         .await
         .map_err(pg_error)?;
     let Some(row) = head else { return Ok(None) };
-    let members = sqlx::query(
-        "SELECT m.user_id, u.email, m.role FROM approval_group_members m JOIN users u ON u.id = m.user_id \
-         WHERE m.tenant_id = $1 AND m.group_id = $2 ORDER BY m.role DESC, u.email",
-    )
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(pg_error)?
-    .iter()
-    .map(|r| {
-        let role: String = r.try_get(2).map_err(pg_error)?;
-        Ok(Member {
-            user_id: r.try_get(0).map_err(pg_error)?,
-            email: r.try_get(1).map_err(pg_error)?,
-            role: MemberRole::parse(&role).unwrap_or(MemberRole::Backup),
+    let members = sqlx::query(&sql::pg(sql::GROUP_MEMBERS))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|r| {
+            let role: String = r.try_get(2).map_err(pg_error)?;
+            Ok(Member {
+                user_id: r.try_get(0).map_err(pg_error)?,
+                email: r.try_get(1).map_err(pg_error)?,
+                role: MemberRole::parse(&role).unwrap_or(MemberRole::Backup),
+            })
         })
-    })
-    .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(Group {
         id: row.try_get(0).map_err(pg_error)?,
         tenant_id: row.try_get(1).map_err(pg_error)?,

@@ -18,6 +18,7 @@ use super::rows::{self, USER_COLUMNS, get, ms, opt_time, pg_error, time};
 use super::{PgStore, append_audit, not_found};
 use crate::audit_records;
 use crate::records::{DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS};
+use crate::sql;
 use crate::{ChannelRecord, NotificationStore};
 
 /// Puts a `notify` row for a state change of a request, inside the change's transaction.
@@ -28,18 +29,15 @@ pub(super) async fn enqueue_notification(
     payload: Option<&Value>,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, event, payload, next_attempt_at, created_at) \
-         SELECT tenant_id, id, $2, '', $3, $4, $5, $5 FROM approval_requests WHERE id = $1",
-    )
-    .bind(approval_id)
-    .bind(NOTIFY)
-    .bind(event)
-    .bind(payload.map(Value::to_string))
-    .bind(ms(at))
-    .execute(conn)
-    .await
-    .map_err(pg_error)?;
+    sqlx::query(&sql::pg(sql::ENQUEUE_NOTIFICATION))
+        .bind(approval_id)
+        .bind(NOTIFY)
+        .bind(event)
+        .bind(payload.map(Value::to_string))
+        .bind(ms(at))
+        .execute(conn)
+        .await
+        .map_err(pg_error)?;
     Ok(())
 }
 
@@ -133,22 +131,20 @@ async fn webhook_in_tx(
 impl NotificationStore for PgStore {
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>> {
-        sqlx::query(
-            "SELECT channel, config, updated_at FROM notification_channels WHERE tenant_id = $1 ORDER BY channel",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(|r| {
-            Ok(ChannelRecord {
-                channel: get(r, 0)?,
-                config: json_text(r, 1)?.unwrap_or(Value::Null),
-                updated_at: time(r, 2)?,
+        sqlx::query(&sql::pg(sql::CHANNELS))
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| {
+                Ok(ChannelRecord {
+                    channel: get(r, 0)?,
+                    config: json_text(r, 1)?.unwrap_or(Value::Null),
+                    updated_at: time(r, 2)?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
@@ -161,20 +157,14 @@ impl NotificationStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        let (upsert, delete) = (sql::pg(sql::UPSERT_CHANNEL), sql::pg(sql::DELETE_CHANNEL));
         let changed = match &config {
-            Some(config) => sqlx::query(
-                "INSERT INTO notification_channels (tenant_id, channel, config, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (tenant_id, channel) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-            )
-            .bind(tenant_id)
-            .bind(channel)
-            .bind(config.to_string())
-            .bind(ms(at)),
-            None => sqlx::query(
-                "DELETE FROM notification_channels WHERE tenant_id = $1 AND channel = $2",
-            )
-            .bind(tenant_id)
-            .bind(channel),
+            Some(config) => sqlx::query(&upsert)
+                .bind(tenant_id)
+                .bind(channel)
+                .bind(config.to_string())
+                .bind(ms(at)),
+            None => sqlx::query(&delete).bind(tenant_id).bind(channel),
         }
         .execute(&mut *tx)
         .await
@@ -222,14 +212,12 @@ impl NotificationStore for PgStore {
     #[tracing::instrument(skip_all, err, fields(tenant_id = %prefs.tenant_id))]
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
         let mut tx = self.begin().await?;
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2)",
-        )
-        .bind(&prefs.tenant_id)
-        .bind(&prefs.user_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        let exists: bool = sqlx::query_scalar(&sql::pg(sql::USER_EXISTS))
+            .bind(&prefs.tenant_id)
+            .bind(&prefs.user_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         if !exists {
             return Err(not_found("user"));
         }
@@ -343,23 +331,20 @@ impl NotificationStore for PgStore {
     ) -> Result<WebhookEndpoint> {
         let mut tx = self.begin().await?;
         let events = serde_json::to_string(&endpoint.events).map_err(Error::internal)?;
-        let changed = sqlx::query(
-            "UPDATE webhook_endpoints SET url = $3, events = $4, secret = $5, description = $6, \
-             disabled_at = $7, disabled_reason = $8, updated_at = $9 WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(&endpoint.tenant_id)
-        .bind(&endpoint.id)
-        .bind(&endpoint.url)
-        .bind(events)
-        .bind(&endpoint.secret)
-        .bind(&endpoint.description)
-        .bind(endpoint.disabled_at.map(ms))
-        .bind(&endpoint.disabled_reason)
-        .bind(ms(endpoint.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::UPDATE_WEBHOOK))
+            .bind(&endpoint.tenant_id)
+            .bind(&endpoint.id)
+            .bind(&endpoint.url)
+            .bind(events)
+            .bind(&endpoint.secret)
+            .bind(&endpoint.description)
+            .bind(endpoint.disabled_at.map(ms))
+            .bind(&endpoint.disabled_reason)
+            .bind(ms(endpoint.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 0 {
             return Err(not_found("webhook endpoint"));
         }
@@ -383,21 +368,18 @@ impl NotificationStore for PgStore {
         let Some(mut endpoint) = webhook_in_tx(&mut tx, tenant_id, id).await? else {
             return Err(not_found("webhook endpoint"));
         };
-        sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+        sqlx::query(&sql::pg(sql::DELETE_WEBHOOK))
             .bind(tenant_id)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
         // Deliveries still waiting for it have nowhere to go.
-        sqlx::query(
-            "UPDATE outbox SET state = 'failed', last_error = 'the endpoint was deleted' \
-             WHERE channel = 'webhook' AND recipient = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::FAIL_DELETED_WEBHOOK_DELIVERIES))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         endpoint.updated_at = at;
         append_audit(
             &mut tx,
@@ -410,7 +392,7 @@ impl NotificationStore for PgStore {
     #[tracing::instrument(skip_all, err, fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM push_subscriptions WHERE endpoint = $1")
+        sqlx::query(&sql::pg(sql::DELETE_PUSH_SUBSCRIPTION_BY_ENDPOINT))
             .bind(&sub.endpoint)
             .execute(&mut *tx)
             .await
@@ -467,7 +449,7 @@ impl NotificationStore for PgStore {
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        let n = sqlx::query("DELETE FROM push_subscriptions WHERE tenant_id = $1 AND id = $2")
+        let n = sqlx::query(&sql::pg(sql::DELETE_PUSH_SUBSCRIPTION))
             .bind(tenant_id)
             .bind(id)
             .execute(&self.pool)
@@ -479,39 +461,35 @@ impl NotificationStore for PgStore {
 
     #[tracing::instrument(skip_all, err)]
     async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>> {
-        sqlx::query(
-            "SELECT token_hash, tenant_id, approval_id, user_id, expires_at, created_at FROM review_tokens WHERE token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .as_ref()
-        .map(|r| {
-            Ok(ReviewToken {
-                token_hash: get(r, 0)?,
-                tenant_id: get(r, 1)?,
-                approval_id: get(r, 2)?,
-                user_id: get(r, 3)?,
-                expires_at: time(r, 4)?,
-                created_at: time(r, 5)?,
+        sqlx::query(&sql::pg(sql::REVIEW_TOKEN))
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(|r| {
+                Ok(ReviewToken {
+                    token_hash: get(r, 0)?,
+                    tenant_id: get(r, 1)?,
+                    approval_id: get(r, 2)?,
+                    user_id: get(r, 3)?,
+                    expires_at: time(r, 4)?,
+                    created_at: time(r, 5)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()
     }
 
     #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
-        sqlx::query(
-            "SELECT user_id, since FROM approval_reviewers WHERE approval_id = $1 ORDER BY since, user_id",
-        )
-        .bind(approval_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(|r| Ok((get(r, 0)?, time(r, 1)?)))
-        .collect()
+        sqlx::query(&sql::pg(sql::REVIEWERS))
+            .bind(approval_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| Ok((get(r, 0)?, time(r, 1)?)))
+            .collect()
     }
 
     #[tracing::instrument(skip_all, err)]
@@ -580,17 +558,14 @@ impl NotificationStore for PgStore {
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()> {
-        let changed = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $3, last_error = NULL \
-             WHERE id = $1 AND tenant_id = $2 AND channel <> 'notify' AND state <> 'pending'",
-        )
-        .bind(id)
-        .bind(tenant_id)
-        .bind(ms(at))
-        .execute(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::RETRY_DELIVERY))
+            .bind(id)
+            .bind(tenant_id)
+            .bind(ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 0 {
             return Err(Error::invalid_with(
                 countersign_proto::ErrorCode::DeliveryPending,
@@ -611,11 +586,7 @@ async fn fan_out_one(
     at: DateTime<Utc>,
 ) -> Result<()> {
     for d in deliveries {
-        sqlx::query(
-                "INSERT INTO outbox (tenant_id, approval_id, channel, target, recipient, event, payload, dedupe_key, \
-                 next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-                 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
-            )
+        sqlx::query(&sql::pg(sql::ENQUEUE_DELIVERY))
             .bind(&notify.tenant_id)
             .bind(&notify.approval_id)
             .bind(d.channel)
@@ -630,10 +601,7 @@ async fn fan_out_one(
             .map_err(pg_error)?;
     }
     for t in tokens {
-        sqlx::query(
-                "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING",
-            )
+        sqlx::query(&sql::pg(sql::INSERT_REVIEW_TOKEN))
             .bind(&t.token_hash)
             .bind(&t.tenant_id)
             .bind(&t.approval_id)
@@ -645,7 +613,7 @@ async fn fan_out_one(
             .map_err(pg_error)?;
     }
     // Done: the row has become its deliveries, so it goes.
-    sqlx::query("DELETE FROM outbox WHERE id = $1 AND channel = 'notify'")
+    sqlx::query(&sql::pg(sql::DELETE_NOTIFY_JOB))
         .bind(notify.id)
         .execute(&mut *tx)
         .await

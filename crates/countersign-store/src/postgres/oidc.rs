@@ -1,5 +1,6 @@
 //! OpenID Connect clients, CIBA request state and the outbox on PostgreSQL.
 use super::rows;
+use crate::sql;
 use crate::{OidcStore, SigningKeyRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -83,16 +84,13 @@ pub(super) async fn enqueue_outbox(
     event: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, secret, event, next_attempt_at, created_at) \
-         SELECT tenant_id, approval_id, channel, target, secret, $2, $3, $3 FROM request_subscriptions WHERE approval_id = $1",
-    )
-    .bind(approval_id)
-    .bind(event)
-    .bind(ms(at))
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_error)?;
+    sqlx::query(&sql::pg(sql::ENQUEUE_CALLBACK))
+        .bind(approval_id)
+        .bind(event)
+        .bind(ms(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
     super::notify::enqueue_notification(conn, approval_id, event, None, at).await
 }
 
@@ -103,13 +101,12 @@ impl PgStore {
         actor: Actor,
     ) -> Result<OidcClient> {
         let mut tx = self.begin().await?;
-        let agent: Option<bool> =
-            sqlx::query_scalar("SELECT disabled FROM agents WHERE tenant_id = $1 AND id = $2")
-                .bind(&client.tenant_id)
-                .bind(&client.client_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(pg_error)?;
+        let agent: Option<bool> = sqlx::query_scalar(&sql::pg(sql::AGENT_DISABLED))
+            .bind(&client.tenant_id)
+            .bind(&client.client_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         if agent != Some(false) {
             return Err(Error::NotFound(format!(
                 "no active agent {:?} in this tenant",
@@ -210,14 +207,13 @@ impl PgStore {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let deleted =
-            sqlx::query("DELETE FROM oidc_clients WHERE tenant_id = $1 AND client_id = $2")
-                .bind(tenant_id)
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg_error)?
-                .rows_affected();
+        let deleted = sqlx::query(&sql::pg(sql::DELETE_OIDC_CLIENT))
+            .bind(tenant_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if deleted == 0 {
             return Err(Error::NotFound("no such OpenID client".into()));
         }
@@ -255,19 +251,16 @@ impl PgStore {
         .await
         .map_err(pg_error)?;
         for sub in &new.subscriptions {
-            sqlx::query(
-                "INSERT INTO request_subscriptions (approval_id, tenant_id, channel, target, secret, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&s.approval_id)
-            .bind(&s.tenant_id)
-            .bind(&sub.channel)
-            .bind(&sub.target)
-            .bind(&sub.secret)
-            .bind(ms(new.new.request.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+            sqlx::query(&sql::pg(sql::INSERT_SUBSCRIPTION))
+                .bind(&s.approval_id)
+                .bind(&s.tenant_id)
+                .bind(&sub.channel)
+                .bind(&sub.target)
+                .bind(&sub.secret)
+                .bind(ms(new.new.request.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
         }
         notify(&mut tx, &format!("r:{}", s.approval_id)).await?;
         tx.commit().await.map_err(pg_error)?;
@@ -307,15 +300,13 @@ impl PgStore {
         .map_err(pg_error)?
         .ok_or_else(no_ciba_request)?;
         let record = PollRecord::at(get(&row, 0)?, get(&row, 1)?, ms(at));
-        sqlx::query(
-            "UPDATE oidc_requests SET last_poll_at = $2, interval_secs = $3 WHERE approval_id = $1",
-        )
-        .bind(approval_id)
-        .bind(ms(at))
-        .bind(record.interval_secs)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::RECORD_POLL))
+            .bind(approval_id)
+            .bind(ms(at))
+            .bind(record.interval_secs)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         Ok(record)
     }
@@ -328,21 +319,19 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM oidc_jtis WHERE expires_at < $1")
+        sqlx::query(&sql::pg(sql::FORGET_EXPIRED_JTIS))
             .bind(ms(now))
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        let inserted = sqlx::query(
-            "INSERT INTO oidc_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(client_id)
-        .bind(jti)
-        .bind(ms(expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let inserted = sqlx::query(&sql::pg(sql::INSERT_JTI))
+            .bind(client_id)
+            .bind(jti)
+            .bind(ms(expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         tx.commit().await.map_err(pg_error)?;
         Ok(inserted == 1)
     }
@@ -356,28 +345,23 @@ impl PgStore {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2)",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        let exists: bool = sqlx::query_scalar(&sql::pg(sql::USER_EXISTS))
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         if !exists {
             return Err(Error::NotFound("no such user".into()));
         }
-        sqlx::query(
-            "INSERT INTO oidc_user_codes (user_id, tenant_id, code_hash, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, updated_at = excluded.updated_at",
-        )
-        .bind(user_id)
-        .bind(tenant_id)
-        .bind(code_hash)
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::UPSERT_USER_CODE))
+            .bind(user_id)
+            .bind(tenant_id)
+            .bind(code_hash)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         append_audit(
             &mut tx,
             audit_records::user_code_set(tenant_id, user_id, &actor, at),
@@ -391,14 +375,12 @@ impl PgStore {
         tenant_id: &str,
         user_id: &str,
     ) -> Result<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT code_hash FROM oidc_user_codes WHERE tenant_id = $1 AND user_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)
+        sqlx::query_scalar(&sql::pg(sql::USER_CODE_HASH))
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)
     }
 
     pub(super) async fn oidc_server_secret(
@@ -407,16 +389,14 @@ impl PgStore {
         candidate: Vec<u8>,
         at: DateTime<Utc>,
     ) -> Result<Vec<u8>> {
-        sqlx::query(
-            "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .bind(candidate)
-        .bind(ms(at))
-        .execute(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+        sqlx::query(&sql::pg(sql::INSERT_SERVER_SECRET))
+            .bind(name)
+            .bind(candidate)
+            .bind(ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        sqlx::query_scalar(&sql::pg(sql::SERVER_SECRET))
             .bind(name)
             .fetch_one(&self.pool)
             .await
@@ -428,14 +408,12 @@ impl PgStore {
         tenant_id: &str,
         approval_id: &str,
     ) -> Result<Option<String>> {
-        let jti: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT token_jti FROM approval_requests WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant_id)
-        .bind(approval_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?;
+        let jti: Option<Option<String>> = sqlx::query_scalar(&sql::pg(sql::TOKEN_JTI))
+            .bind(tenant_id)
+            .bind(approval_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
         Ok(jti.flatten())
     }
 
@@ -503,7 +481,7 @@ impl PgStore {
 const SIGNING_KEY_LOCK: i64 = 0x0063_6f75_6e74_6b65;
 
 async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> Result<()> {
-    sqlx::query("INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query(&sql::pg(sql::INSERT_SIGNING_KEY))
         .bind(&key.kid)
         .bind(&key.alg)
         .bind(&key.private_der)
@@ -639,7 +617,7 @@ impl OidcStore for PgStore {
 
     #[tracing::instrument(skip_all, err)]
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
-        sqlx::query("SELECT kid, alg, private_der, created_at, active FROM signing_keys ORDER BY created_at")
+        sqlx::query(&sql::pg(sql::SIGNING_KEYS))
             .fetch_all(&self.pool)
             .await
             .map_err(pg_error)?

@@ -1,6 +1,7 @@
 //! Approval requests on PostgreSQL: creation, decisions, escalation, expiry, grants and the
 //! audit trail, the part of the contract that is not one of the smaller stores.
 use super::*;
+use crate::sql;
 
 #[async_trait]
 impl Backend for PgStore {
@@ -104,14 +105,12 @@ impl Backend for PgStore {
         approval_id: &str,
         user_id: &str,
     ) -> Result<Option<DateTime<Utc>>> {
-        let since: Option<i64> = sqlx::query_scalar(
-            "SELECT since FROM approval_reviewers WHERE approval_id = $1 AND user_id = $2",
-        )
-        .bind(approval_id)
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?;
+        let since: Option<i64> = sqlx::query_scalar(&sql::pg(sql::REVIEWER_SINCE))
+            .bind(approval_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
         Ok(since.map(countersign_core::clock::from_millis))
     }
 
@@ -189,7 +188,7 @@ impl Backend for PgStore {
             let from = request.rules.escalation_level;
             let to = request.rules.level_at(now);
             request.rules.escalation_level = to;
-            sqlx::query("UPDATE approval_requests SET escalation_level = $2, next_escalation_at = $3 WHERE id = $1")
+            sqlx::query(&sql::pg(sql::SET_ESCALATION))
                 .bind(&request.id)
                 .bind(to as i32)
                 .bind(request.rules.next_escalation_at().map(ms))
@@ -277,47 +276,39 @@ impl Backend for PgStore {
                 status: current.status_at(decision.at),
             });
         }
-        sqlx::query(
-            "INSERT INTO approval_decisions (approval_id, tenant_id, reviewer_id, reviewer, verdict, comment, channel, decided_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id)
-        .bind(tenant_id)
-        .bind(&decision.actor.id)
-        .bind(&decision.reviewer)
-        .bind(decision.verdict.as_str())
-        .bind(&decision.comment)
-        .bind(&decision.channel)
-        .bind(ms(decision.at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match pg_error(e) {
-            Error::AlreadyExists(_) => already_voted(),
-            other => other,
-        })?;
-        let approvals: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM approval_decisions WHERE approval_id = $1 AND verdict = 'approve'",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::INSERT_DECISION))
+            .bind(id)
+            .bind(tenant_id)
+            .bind(&decision.actor.id)
+            .bind(&decision.reviewer)
+            .bind(decision.verdict.as_str())
+            .bind(&decision.comment)
+            .bind(&decision.channel)
+            .bind(ms(decision.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match pg_error(e) {
+                Error::AlreadyExists(_) => already_voted(),
+                other => other,
+            })?;
+        let approvals: i64 = sqlx::query_scalar(&sql::pg(sql::COUNT_APPROVALS))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         let approvals = approvals as u32;
         let outcome = quorum_outcome(&current, decision.verdict, approvals);
         if let Some(status) = outcome {
-            sqlx::query(
-                "UPDATE approval_requests SET status = $3, decided_at = $4, decided_by = $5, comment = $6 \
-                 WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
-            )
-            .bind(tenant_id)
-            .bind(id)
-            .bind(status.as_str())
-            .bind(ms(decision.at))
-            .bind(&decision.actor.id)
-            .bind(&decision.comment)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+            sqlx::query(&sql::pg(sql::SETTLE_REQUEST))
+                .bind(tenant_id)
+                .bind(id)
+                .bind(status.as_str())
+                .bind(ms(decision.at))
+                .bind(&decision.actor.id)
+                .bind(&decision.comment)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
             // One callback per subscription of the request (CIBA ping/push).
             oidc::enqueue_outbox(&mut tx, id, status.as_str(), decision.at).await?;
         }
@@ -351,18 +342,15 @@ impl Backend for PgStore {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE approval_requests SET token_issued_at = $3, token_jti = $4 \
-             WHERE tenant_id = $1 AND id = $2 AND status = 'approved' AND token_issued_at IS NULL",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(ms(at))
-        .bind(jti)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::MARK_TOKEN_ISSUED))
+            .bind(tenant_id)
+            .bind(id)
+            .bind(ms(at))
+            .bind(jti)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
@@ -378,26 +366,23 @@ impl Backend for PgStore {
     async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
         let mut tx = self.begin().await?;
         // Records of expired grants are of no use: an expired grant is inactive anyway.
-        sqlx::query("DELETE FROM ended_grants WHERE expires_at < $1")
+        sqlx::query(&sql::pg(sql::FORGET_EXPIRED_ENDED_GRANTS))
             .bind(ms(ended.at))
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        let inserted = sqlx::query(
-            "INSERT INTO ended_grants (jti, tenant_id, approval_id, audience, outcome, ended_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (jti) DO NOTHING",
-        )
-        .bind(&ended.jti)
-        .bind(&ended.tenant_id)
-        .bind(&ended.approval_id)
-        .bind(&ended.audience)
-        .bind(ended.end.as_str())
-        .bind(ms(ended.at))
-        .bind(ms(ended.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let inserted = sqlx::query(&sql::pg(sql::INSERT_ENDED_GRANT))
+            .bind(&ended.jti)
+            .bind(&ended.tenant_id)
+            .bind(&ended.approval_id)
+            .bind(&ended.audience)
+            .bind(ended.end.as_str())
+            .bind(ms(ended.at))
+            .bind(ms(ended.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if inserted == 1 {
             append_audit(&mut tx, audit_records::grant_ended(&ended, &actor)).await?;
         }
@@ -407,7 +392,7 @@ impl Backend for PgStore {
 
     #[tracing::instrument(skip_all, err)]
     async fn grant_ended(&self, jti: &str) -> Result<bool> {
-        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM ended_grants WHERE jti = $1")
+        let found: Option<i32> = sqlx::query_scalar(&sql::pg(sql::GRANT_ENDED))
             .bind(jti)
             .fetch_optional(&self.pool)
             .await
@@ -436,7 +421,7 @@ impl Backend for PgStore {
         for mut request in due {
             let status = request.timeout_status();
             let decided_by = (status == ApprovalStatus::Approved).then_some(TIMEOUT_DECIDER);
-            sqlx::query("UPDATE approval_requests SET status = $2, decided_at = $3, decided_by = $4 WHERE id = $1 AND status = 'pending'")
+            sqlx::query(&sql::pg(sql::TIME_OUT_REQUEST))
                 .bind(&request.id)
                 .bind(status.as_str())
                 .bind(ms(request.expires_at))
@@ -483,7 +468,7 @@ impl Backend for PgStore {
 
     #[tracing::instrument(skip_all, err)]
     async fn pending_count(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'")
+        sqlx::query_scalar(&sql::pg(sql::PENDING_COUNT))
             .fetch_one(&self.pool)
             .await
             .map_err(pg_error)

@@ -13,6 +13,7 @@ use super::rows::{self, bad, db_error, ms, opt_time, time};
 use super::{SqliteStore, append_audit, not_found};
 use crate::audit_records;
 use crate::listing;
+use crate::sql;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
 
@@ -95,25 +96,24 @@ fn user_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<User>>
 }
 
 fn insert_passkey(c: &Connection, p: &PasskeyRecord, actor: &Actor) -> Result<()> {
-    c.prepare_cached(
-        "INSERT INTO passkeys (id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            p.id,
-            p.tenant_id,
-            p.user_id,
-            p.credential_id,
-            p.name,
-            p.credential,
-            ms(p.created_at)
-        ])
-    })
-    .map_err(|e| match db_error(e) {
-        Error::AlreadyExists(_) => Error::AlreadyExists("this passkey is already registered".into()),
-        other => other,
-    })?;
+    c.prepare_cached(sql::INSERT_PASSKEY)
+        .and_then(|mut s| {
+            s.execute(params![
+                p.id,
+                p.tenant_id,
+                p.user_id,
+                p.credential_id,
+                p.name,
+                p.credential,
+                ms(p.created_at)
+            ])
+        })
+        .map_err(|e| match db_error(e) {
+            Error::AlreadyExists(_) => {
+                Error::AlreadyExists("this passkey is already registered".into())
+            }
+            other => other,
+        })?;
     append_audit(c, audit_records::passkey_registered(p, actor))?;
     Ok(())
 }
@@ -127,12 +127,15 @@ fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor)
             new_passkey,
         } => {
             let changed = c
-                .prepare_cached(
-                    "UPDATE login_links SET used_at = ?1 WHERE token_hash = ?2 AND kind = ?3 \
-                     AND tenant_id = ?4 AND user_id = ?5 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?1",
-                )
+                .prepare_cached(sql::SPEND_LOGIN_LINK)
                 .and_then(|mut st| {
-                    st.execute(params![now, token_hash, kind.as_str(), s.tenant_id, s.user_id])
+                    st.execute(params![
+                        now,
+                        token_hash,
+                        kind.as_str(),
+                        s.tenant_id,
+                        s.user_id
+                    ])
                 })
                 .map_err(db_error)?;
             if changed != 1 {
@@ -151,10 +154,7 @@ fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor)
             credential,
         } => {
             let changed = c
-                .prepare_cached(
-                    "UPDATE passkeys SET credential = ?1, last_used_at = ?2 \
-                     WHERE credential_id = ?3 AND tenant_id = ?4 AND user_id = ?5",
-                )
+                .prepare_cached(sql::REPLACE_PASSKEY_CREDENTIAL)
                 .and_then(|mut st| {
                     st.execute(params![
                         credential,
@@ -209,9 +209,7 @@ impl DashboardStore for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE users SET is_admin = ?3 WHERE tenant_id = ?1 AND id = ?2 AND is_admin <> ?3",
-                )
+                .prepare_cached(sql::SET_USER_ADMIN)
                 .and_then(|mut s| s.execute(params![tenant_id, id, is_admin]))
                 .map_err(db_error)?;
             if changed == 1 {
@@ -231,7 +229,10 @@ impl DashboardStore for SqliteStore {
             let l = &new.link;
             let active: Option<bool> = c
                 .prepare_cached("SELECT disabled = 0 FROM users WHERE tenant_id = ?1 AND id = ?2")
-                .and_then(|mut s| s.query_row([&l.tenant_id, &l.user_id], |r| r.get(0)).optional())
+                .and_then(|mut s| {
+                    s.query_row([&l.tenant_id, &l.user_id], |r| r.get(0))
+                        .optional()
+                })
                 .map_err(db_error)?;
             if active != Some(true) {
                 return Err(Error::NotFound(format!(
@@ -239,26 +240,20 @@ impl DashboardStore for SqliteStore {
                     l.user_id
                 )));
             }
-            c.prepare_cached(
-                "INSERT INTO login_links (id, tenant_id, user_id, kind, token_hash, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    l.id,
-                    l.tenant_id,
-                    l.user_id,
-                    l.kind.as_str(),
-                    new.token_hash,
-                    ms(l.created_at),
-                    ms(l.expires_at)
-                ])
-            })
-            .map_err(db_error)?;
-            append_audit(
-                c,
-                audit_records::login_link_created(l, &actor),
-            )?;
+            c.prepare_cached(sql::INSERT_LOGIN_LINK)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        l.id,
+                        l.tenant_id,
+                        l.user_id,
+                        l.kind.as_str(),
+                        new.token_hash,
+                        ms(l.created_at),
+                        ms(l.expires_at)
+                    ])
+                })
+                .map_err(db_error)?;
+            append_audit(c, audit_records::login_link_created(l, &actor))?;
             Ok(new.link)
         })
         .await
@@ -304,10 +299,7 @@ impl DashboardStore for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE login_links SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 \
-                     AND revoked_at IS NULL AND used_at IS NULL",
-                )
+                .prepare_cached(sql::REVOKE_LOGIN_LINK)
                 .and_then(|mut s| s.execute(params![tenant_id, id, ms(at)]))
                 .map_err(db_error)?;
             if changed == 1 {
@@ -340,27 +332,21 @@ impl DashboardStore for SqliteStore {
                 _ => return Err(Error::Unauthorized("this account is disabled".into())),
             }
             spend_proof(c, s, &proof, &actor)?;
-            c.prepare_cached(
-                "INSERT INTO sessions (id, tenant_id, user_id, token_hash, method, user_agent, created_at, last_seen_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    s.id,
-                    s.tenant_id,
-                    s.user_id,
-                    new.token_hash,
-                    s.method,
-                    s.user_agent,
-                    ms(s.created_at),
-                    ms(s.expires_at)
-                ])
-            })
-            .map_err(db_error)?;
-            append_audit(
-                c,
-                audit_records::session_created(s, &actor),
-            )?;
+            c.prepare_cached(sql::INSERT_SESSION)
+                .and_then(|mut st| {
+                    st.execute(params![
+                        s.id,
+                        s.tenant_id,
+                        s.user_id,
+                        new.token_hash,
+                        s.method,
+                        s.user_agent,
+                        ms(s.created_at),
+                        ms(s.expires_at)
+                    ])
+                })
+                .map_err(db_error)?;
+            append_audit(c, audit_records::session_created(s, &actor))?;
             Ok(())
         })
         .await
@@ -388,11 +374,9 @@ impl DashboardStore for SqliteStore {
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         let id = id.to_string();
         self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2",
-            )
-            .and_then(|mut s| s.execute(params![id, ms(at)]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::TOUCH_SESSION)
+                .and_then(|mut s| s.execute(params![id, ms(at)]))
+                .map_err(db_error)?;
             Ok(())
         })
         .await
@@ -421,9 +405,7 @@ impl DashboardStore for SqliteStore {
         let (tenant_id, user_id, id) = (tenant_id.to_string(), user_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE sessions SET revoked_at = ?4 WHERE tenant_id = ?1 AND user_id = ?2 AND id = ?3 AND revoked_at IS NULL",
-                )
+                .prepare_cached(sql::REVOKE_SESSION)
                 .and_then(|mut s| s.execute(params![tenant_id, user_id, id, ms(at)]))
                 .map_err(db_error)?;
             if changed == 1 {
@@ -502,9 +484,7 @@ impl DashboardStore for SqliteStore {
         let (tenant_id, user_id, id) = (tenant_id.to_string(), user_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "DELETE FROM passkeys WHERE tenant_id = ?1 AND user_id = ?2 AND id = ?3",
-                )
+                .prepare_cached(sql::DELETE_PASSKEY)
                 .and_then(|mut s| s.execute(params![tenant_id, user_id, id]))
                 .map_err(db_error)?;
             if changed == 1 {
@@ -528,14 +508,12 @@ impl DashboardStore for SqliteStore {
     ) -> Result<()> {
         let id_hash = id_hash.to_string();
         self.write(move |c| {
-            c.prepare_cached("DELETE FROM webauthn_ceremonies WHERE expires_at <= ?1")
+            c.prepare_cached(sql::FORGET_EXPIRED_CEREMONIES)
                 .and_then(|mut s| s.execute([ms(now)]))
                 .map_err(db_error)?;
-            c.prepare_cached(
-                "INSERT INTO webauthn_ceremonies (id_hash, state, expires_at) VALUES (?1, ?2, ?3)",
-            )
-            .and_then(|mut s| s.execute(params![id_hash, state, ms(expires_at)]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::INSERT_CEREMONY)
+                .and_then(|mut s| s.execute(params![id_hash, state, ms(expires_at)]))
+                .map_err(db_error)?;
             Ok(())
         })
         .await
@@ -546,10 +524,11 @@ impl DashboardStore for SqliteStore {
         let id_hash = id_hash.to_string();
         self.write(move |c| {
             let state: Option<(String, i64)> = c
-                .prepare_cached(
-                    "DELETE FROM webauthn_ceremonies WHERE id_hash = ?1 RETURNING state, expires_at",
-                )
-                .and_then(|mut s| s.query_row([&id_hash], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .prepare_cached(sql::TAKE_CEREMONY)
+                .and_then(|mut s| {
+                    s.query_row([&id_hash], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
                 .map_err(db_error)?;
             Ok(state.filter(|(_, exp)| *exp > ms(now)).map(|(s, _)| s))
         })

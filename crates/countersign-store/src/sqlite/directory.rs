@@ -1,12 +1,13 @@
 //! Tenants, users, agents and API keys on SQLite.
 use super::*;
 use crate::DirectoryStore;
+use crate::sql;
 
 #[async_trait]
 impl DirectoryStore for SqliteStore {
     #[tracing::instrument(skip_all, err)]
     async fn has_tenants(&self) -> Result<bool> {
-        self.read(|c| c.query_row("SELECT EXISTS (SELECT 1 FROM tenants)", [], |r| r.get(0)))
+        self.read(|c| c.query_row(sql::HAS_TENANTS, [], |r| r.get(0)))
     }
 
     /// Creates a tenant together with its first admin key.
@@ -18,7 +19,7 @@ impl DirectoryStore for SqliteStore {
         actor: Actor,
     ) -> Result<()> {
         self.write(move |c| {
-            c.prepare_cached("INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)")
+            c.prepare_cached(sql::INSERT_TENANT)
                 .and_then(|mut s| s.execute(params![tenant.id, tenant.name, ms(tenant.created_at)]))
                 .map_err(|e| match db_error(e) {
                     Error::AlreadyExists(_) => {
@@ -247,9 +248,7 @@ impl DirectoryStore for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
-                )
+                .prepare_cached(sql::REVOKE_API_KEY)
                 .and_then(|mut s| s.execute(params![tenant_id, id, ms(at)]))
                 .map_err(db_error)?;
             if changed == 1 {

@@ -1,6 +1,7 @@
 //! Guard configuration on SQLite: policies, reviewer groups, settings and routing rules.
 use super::*;
 use crate::GuardStore;
+use crate::sql;
 
 #[async_trait]
 impl GuardStore for SqliteStore {
@@ -33,8 +34,7 @@ impl GuardStore for SqliteStore {
         self.write(move |c| {
             let config = serde_json::to_string(&policy.approval).map_err(Error::internal)?;
             let sql = if created {
-                "INSERT INTO policies (id, tenant_id, name, description, tool_pattern, action, priority, is_active, \
-                 condition, approval_config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                sql::UPSERT_POLICY
             } else {
                 "UPDATE policies SET name = ?3, description = ?4, tool_pattern = ?5, action = ?6, priority = ?7, \
                  is_active = ?8, condition = ?9, approval_config = ?10, updated_at = ?12 WHERE id = ?1 AND tenant_id = ?2 AND ?11 IS NOT NULL"
@@ -75,7 +75,7 @@ impl GuardStore for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached("DELETE FROM policies WHERE tenant_id = ?1 AND id = ?2")
+                .prepare_cached(sql::DELETE_POLICY)
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             if changed == 0 {
@@ -93,7 +93,7 @@ impl GuardStore for SqliteStore {
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>> {
         let ids: Vec<String> = self.read(|c| {
-            c.prepare_cached("SELECT id FROM approval_groups WHERE tenant_id = ?1 ORDER BY id")?
+            c.prepare_cached(sql::GROUP_IDS)?
                 .query_map([tenant_id], |r| r.get(0))?
                 .collect()
         })?;
@@ -119,7 +119,7 @@ impl GuardStore for SqliteStore {
         self.write(move |c| {
             let changed = if created {
                 c.prepare_cached(
-                    "INSERT INTO approval_groups (tenant_id, id, name, escalation_minutes, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    sql::INSERT_GROUP,
                 )
                 .and_then(|mut s| {
                     s.execute(params![group.tenant_id, group.id, group.name, group.escalation_minutes, ms(group.created_at), ms(group.updated_at)])
@@ -129,18 +129,18 @@ impl GuardStore for SqliteStore {
                     other => other,
                 })?
             } else {
-                c.prepare_cached("UPDATE approval_groups SET name = ?3, escalation_minutes = ?4, updated_at = ?5 WHERE tenant_id = ?1 AND id = ?2")
+                c.prepare_cached(sql::UPDATE_GROUP)
                     .and_then(|mut s| s.execute(params![group.tenant_id, group.id, group.name, group.escalation_minutes, ms(group.updated_at)]))
                     .map_err(db_error)?
             };
             if changed == 0 {
                 return Err(not_found("approval group"));
             }
-            c.prepare_cached("DELETE FROM approval_group_members WHERE tenant_id = ?1 AND group_id = ?2")
+            c.prepare_cached(sql::DELETE_GROUP_MEMBERS)
                 .and_then(|mut s| s.execute([&group.tenant_id, &group.id]))
                 .map_err(db_error)?;
             for m in &group.members {
-                c.prepare_cached("INSERT INTO approval_group_members (tenant_id, group_id, user_id, role) VALUES (?1, ?2, ?3, ?4)")
+                c.prepare_cached(sql::INSERT_GROUP_MEMBER)
                     .and_then(|mut s| s.execute(params![group.tenant_id, group.id, m.user_id, m.role.as_str()]))
                     .map_err(db_error)?;
             }
@@ -166,13 +166,11 @@ impl GuardStore for SqliteStore {
     ) -> Result<()> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
-            c.prepare_cached(
-                "DELETE FROM approval_group_members WHERE tenant_id = ?1 AND group_id = ?2",
-            )
-            .and_then(|mut s| s.execute([&tenant_id, &id]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::DELETE_GROUP_MEMBERS)
+                .and_then(|mut s| s.execute([&tenant_id, &id]))
+                .map_err(db_error)?;
             let changed = c
-                .prepare_cached("DELETE FROM approval_groups WHERE tenant_id = ?1 AND id = ?2")
+                .prepare_cached(sql::DELETE_GROUP)
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             if changed == 0 {
@@ -197,7 +195,7 @@ impl GuardStore for SqliteStore {
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)> {
         let stored: Option<(String, String)> = self.read(|c| {
-            c.prepare_cached("SELECT guard, routing FROM tenant_settings WHERE tenant_id = ?1")?
+            c.prepare_cached(sql::TENANT_SETTINGS)?
                 .query_row([tenant_id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })?;
@@ -216,26 +214,37 @@ impl GuardStore for SqliteStore {
         let tenant_id = tenant_id.to_string();
         self.write(move |c| {
             let stored: Option<(String, String)> = c
-                .prepare_cached("SELECT guard, routing FROM tenant_settings WHERE tenant_id = ?1")
-                .and_then(|mut s| s.query_row([&tenant_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .prepare_cached(sql::TENANT_SETTINGS)
+                .and_then(|mut s| {
+                    s.query_row([&tenant_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
                 .map_err(db_error)?;
             let (old_settings, old_routing) = crate::records::parse_settings(stored)?;
-            let action = if settings.is_some() { "guard.settings_updated" } else { "guard.routing_updated" };
+            let action = if settings.is_some() {
+                "guard.settings_updated"
+            } else {
+                "guard.routing_updated"
+            };
             let settings = settings.unwrap_or(old_settings);
             let routing = routing.unwrap_or(old_routing);
             let (guard_json, routing_json) = (
                 serde_json::to_string(&settings).map_err(Error::internal)?,
                 serde_json::to_string(&routing).map_err(Error::internal)?,
             );
-            c.prepare_cached(
-                "INSERT INTO tenant_settings (tenant_id, guard, routing, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (tenant_id) DO UPDATE SET guard = excluded.guard, routing = excluded.routing, updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| s.execute(params![tenant_id, guard_json, routing_json, ms(at)]))
-            .map_err(db_error)?;
-            let details = serde_json::from_str(if action == "guard.settings_updated" { &guard_json } else { &routing_json })
-                .map_err(Error::internal)?;
-            append_audit(c, audit_records::config(&tenant_id, at, &actor, action, &tenant_id, details))?;
+            c.prepare_cached(sql::UPSERT_TENANT_SETTINGS)
+                .and_then(|mut s| s.execute(params![tenant_id, guard_json, routing_json, ms(at)]))
+                .map_err(db_error)?;
+            let details = serde_json::from_str(if action == "guard.settings_updated" {
+                &guard_json
+            } else {
+                &routing_json
+            })
+            .map_err(Error::internal)?;
+            append_audit(
+                c,
+                audit_records::config(&tenant_id, at, &actor, action, &tenant_id, details),
+            )?;
             Ok((settings, routing))
         })
         .await

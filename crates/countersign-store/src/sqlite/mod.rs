@@ -40,6 +40,7 @@ use tokio::sync::broadcast;
 use crate::audit_records;
 use crate::listing::Arg;
 use crate::records::already_voted;
+use crate::sql;
 use crate::{Backend, Change, Expired, Page, RequestFilter, SameCall};
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -196,11 +197,7 @@ fn migrate(conn: &Connection) -> Result<()> {
     .map_err(db_error)?;
     for (version, sql) in MIGRATIONS {
         let applied: Option<i64> = conn
-            .query_row(
-                "SELECT version FROM schema_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
+            .query_row(sql::MIGRATION_APPLIED, [version], |r| r.get(0))
             .optional()
             .map_err(db_error)?;
         if applied.is_some() {
@@ -266,48 +263,42 @@ fn append_audit(conn: &Connection, record: AuditRecord) -> Result<ChainedEvent> 
         .map_err(db_error)?;
     let event = audit::chain(record, previous)?;
     let details = serde_json::to_string(&event.record.details).map_err(Error::internal)?;
-    conn.prepare_cached(
-        "INSERT INTO audit_events (tenant_id, seq, at, actor_type, actor_id, action, subject, \
-         details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            event.record.tenant_id,
-            event.seq,
-            ms(event.record.at),
-            event.record.actor_type,
-            event.record.actor_id,
-            event.record.action,
-            event.record.subject,
-            details,
-            event.prev_hash,
-            event.hash,
-        ])
-    })
-    .map_err(db_error)?;
+    conn.prepare_cached(sql::INSERT_AUDIT_EVENT)
+        .and_then(|mut s| {
+            s.execute(params![
+                event.record.tenant_id,
+                event.seq,
+                ms(event.record.at),
+                event.record.actor_type,
+                event.record.actor_id,
+                event.record.action,
+                event.record.subject,
+                details,
+                event.prev_hash,
+                event.hash,
+            ])
+        })
+        .map_err(db_error)?;
     Ok(event)
 }
 
 fn insert_api_key(conn: &Connection, key: &ApiKey) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, \
-         created_at, revoked_at, audiences) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            key.id,
-            key.tenant_id,
-            key.key_hash,
-            key.prefix,
-            key.role.as_str(),
-            key.user_id,
-            key.agent_id,
-            key.name,
-            ms(key.created_at),
-            audiences_json(&key.audiences),
-        ])
-    })
-    .map_err(db_error)?;
+    conn.prepare_cached(sql::INSERT_API_KEY)
+        .and_then(|mut s| {
+            s.execute(params![
+                key.id,
+                key.tenant_id,
+                key.key_hash,
+                key.prefix,
+                key.role.as_str(),
+                key.user_id,
+                key.agent_id,
+                key.name,
+                ms(key.created_at),
+                audiences_json(&key.audiences),
+            ])
+        })
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -340,11 +331,9 @@ fn insert_request_with_plan(
     insert_request(c, new)?;
     let r = &new.request;
     for (user_id, since) in &reviewers.reviewers {
-        c.prepare_cached(
-            "INSERT INTO approval_reviewers (approval_id, user_id, since) VALUES (?1, ?2, ?3)",
-        )
-        .and_then(|mut s| s.execute(params![r.id, user_id, ms(*since)]))
-        .map_err(db_error)?;
+        c.prepare_cached(sql::INSERT_REVIEWER)
+            .and_then(|mut s| s.execute(params![r.id, user_id, ms(*since)]))
+            .map_err(db_error)?;
     }
     append_audit(c, audit_records::request_created(r, actor))?;
     notify::enqueue_notification(c, &r.id, "requested", None, r.created_at)?;
@@ -367,55 +356,50 @@ fn insert_request(c: &Connection, new: &NewRequest) -> Result<()> {
         .and_then(|t| t.annotations.as_ref())
         .map(|a| to_json(a))
         .transpose()?;
-    c.prepare_cached(
-        "INSERT INTO approval_requests (id, tenant_id, kind, auth_req_hash, agent_id, user_id, scope, \
-         binding_message, context, context_sha256, status, created_at, expires_at, tool_name, session_id, \
-         reason, risk_score, threats, policy_id, policy_name, notification_channels, on_behalf_of, \
-         approval_group_id, required_approvals, allow_self_approval, default_on_timeout, escalation_level, \
-         escalation_plan, next_escalation_at, annotations, mcp_server, mcp_client) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
-         ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            r.id,
-            r.tenant_id,
-            r.kind.as_str(),
-            new.auth_req_hash,
-            r.agent_id,
-            r.user_id,
-            r.scope,
-            r.binding_message,
-            context,
-            r.context_sha256,
-            r.status.as_str(),
-            ms(r.created_at),
-            ms(r.expires_at),
-            tool.map(|t| &t.tool_name),
-            tool.map(|t| &t.session_id),
-            tool.and_then(|t| t.reason.as_ref()),
-            tool.map(|t| t.risk_score),
-            threats,
-            tool.and_then(|t| t.policy_id.as_ref()),
-            tool.and_then(|t| t.policy_name.as_ref()),
-            channels,
-            tool.and_then(|t| t.on_behalf_of.as_ref()),
-            r.rules.approval_group_id,
-            r.rules.required_approvals,
-            r.rules.allow_self_approval,
-            r.rules.default_on_timeout.as_str(),
-            r.rules.escalation_level,
-            plan,
-            r.rules.next_escalation_at().map(ms),
-            annotations,
-            tool.and_then(|t| t.mcp.as_ref()).map(|m| &m.server),
-            tool.and_then(|t| t.mcp.as_ref()).and_then(|m| m.client.as_ref()),
-        ])
-    })
-    .map_err(|e| match db_error(e) {
-        Error::AlreadyExists(_) => Error::AlreadyExists("an identical tool call is already pending".into()),
-        other => other,
-    })?;
+    c.prepare_cached(sql::INSERT_REQUEST)
+        .and_then(|mut s| {
+            s.execute(params![
+                r.id,
+                r.tenant_id,
+                r.kind.as_str(),
+                new.auth_req_hash,
+                r.agent_id,
+                r.user_id,
+                r.scope,
+                r.binding_message,
+                context,
+                r.context_sha256,
+                r.status.as_str(),
+                ms(r.created_at),
+                ms(r.expires_at),
+                tool.map(|t| &t.tool_name),
+                tool.map(|t| &t.session_id),
+                tool.and_then(|t| t.reason.as_ref()),
+                tool.map(|t| t.risk_score),
+                threats,
+                tool.and_then(|t| t.policy_id.as_ref()),
+                tool.and_then(|t| t.policy_name.as_ref()),
+                channels,
+                tool.and_then(|t| t.on_behalf_of.as_ref()),
+                r.rules.approval_group_id,
+                r.rules.required_approvals,
+                r.rules.allow_self_approval,
+                r.rules.default_on_timeout.as_str(),
+                r.rules.escalation_level,
+                plan,
+                r.rules.next_escalation_at().map(ms),
+                annotations,
+                tool.and_then(|t| t.mcp.as_ref()).map(|m| &m.server),
+                tool.and_then(|t| t.mcp.as_ref())
+                    .and_then(|m| m.client.as_ref()),
+            ])
+        })
+        .map_err(|e| match db_error(e) {
+            Error::AlreadyExists(_) => {
+                Error::AlreadyExists("an identical tool call is already pending".into())
+            }
+            other => other,
+        })?;
     Ok(())
 }
 
@@ -436,7 +420,7 @@ mod erased {
 
 fn group_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<Group>> {
     let head = c
-        .prepare_cached("SELECT id, tenant_id, name, escalation_minutes, created_at, updated_at FROM approval_groups WHERE tenant_id = ?1 AND id = ?2")
+        .prepare_cached(sql::GROUP)
         .and_then(|mut s| {
             s.query_row([tenant_id, id], |r| {
                 Ok(Group {
@@ -456,10 +440,7 @@ fn group_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<Group
         return Ok(None);
     };
     group.members = c
-        .prepare_cached(
-            "SELECT m.user_id, u.email, m.role FROM approval_group_members m JOIN users u ON u.id = m.user_id \
-             WHERE m.tenant_id = ?1 AND m.group_id = ?2 ORDER BY m.role DESC, u.email",
-        )
+        .prepare_cached(sql::GROUP_MEMBERS)
         .and_then(|mut s| {
             s.query_map([tenant_id, id], |r| {
                 let role: String = r.get(2)?;

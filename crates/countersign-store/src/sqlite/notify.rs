@@ -16,6 +16,7 @@ use super::rows::{self, db_error, ms, opt_time, time};
 use super::{SqliteStore, append_audit, not_found};
 use crate::audit_records;
 use crate::records::{DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS};
+use crate::sql;
 use crate::{ChannelRecord, NotificationStore};
 
 /// Puts a `notify` row for a state change of a request, inside the change's transaction.
@@ -27,12 +28,9 @@ pub(super) fn enqueue_notification(
     at: DateTime<Utc>,
 ) -> Result<()> {
     let payload = payload.map(Value::to_string);
-    c.prepare_cached(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, event, payload, next_attempt_at, created_at) \
-         SELECT tenant_id, id, ?2, '', ?3, ?4, ?5, ?5 FROM approval_requests WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![approval_id, NOTIFY, event, payload, ms(at)]))
-    .map_err(db_error)?;
+    c.prepare_cached(sql::ENQUEUE_NOTIFICATION)
+        .and_then(|mut s| s.execute(params![approval_id, NOTIFY, event, payload, ms(at)]))
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -118,25 +116,21 @@ fn webhook_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<Web
 
 fn insert_delivery(c: &Connection, notify: &OutboxItem, d: &NewDelivery, at: i64) -> Result<()> {
     let payload = d.payload.as_ref().map(Value::to_string);
-    c.prepare_cached(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, recipient, event, payload, dedupe_key, \
-         next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
-         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            notify.tenant_id,
-            notify.approval_id,
-            d.channel,
-            d.target,
-            d.recipient,
-            d.event.as_str(),
-            payload,
-            d.dedupe_key,
-            at,
-        ])
-    })
-    .map_err(db_error)?;
+    c.prepare_cached(sql::ENQUEUE_DELIVERY)
+        .and_then(|mut s| {
+            s.execute(params![
+                notify.tenant_id,
+                notify.approval_id,
+                d.channel,
+                d.target,
+                d.recipient,
+                d.event.as_str(),
+                payload,
+                d.dedupe_key,
+                at,
+            ])
+        })
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -145,17 +139,15 @@ impl NotificationStore for SqliteStore {
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT channel, config, updated_at FROM notification_channels WHERE tenant_id = ?1 ORDER BY channel",
-            )?
-            .query_map([tenant_id], |r| {
-                Ok(ChannelRecord {
-                    channel: r.get(0)?,
-                    config: json_text(r, 1)?.unwrap_or(Value::Null),
-                    updated_at: time(r, 2)?,
-                })
-            })?
-            .collect()
+            c.prepare_cached(sql::CHANNELS)?
+                .query_map([tenant_id], |r| {
+                    Ok(ChannelRecord {
+                        channel: r.get(0)?,
+                        config: json_text(r, 1)?.unwrap_or(Value::Null),
+                        updated_at: time(r, 2)?,
+                    })
+                })?
+                .collect()
         })
     }
 
@@ -171,19 +163,19 @@ impl NotificationStore for SqliteStore {
         let (tenant_id, channel) = (tenant_id.to_string(), channel.to_string());
         self.write(move |c| {
             let changed = match &config {
-                Some(config) => c
-                    .prepare_cached(
-                        "INSERT INTO notification_channels (tenant_id, channel, config, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                         ON CONFLICT (tenant_id, channel) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-                    )
-                    .and_then(|mut s| s.execute(params![tenant_id, channel, config.to_string(), ms(at)])),
+                Some(config) => c.prepare_cached(sql::UPSERT_CHANNEL).and_then(|mut s| {
+                    s.execute(params![tenant_id, channel, config.to_string(), ms(at)])
+                }),
                 None => c
-                    .prepare_cached("DELETE FROM notification_channels WHERE tenant_id = ?1 AND channel = ?2")
+                    .prepare_cached(sql::DELETE_CHANNEL)
                     .and_then(|mut s| s.execute(params![tenant_id, channel])),
             }
             .map_err(db_error)?;
             if changed > 0 {
-                append_audit(c, audit_records::channel(&tenant_id, &channel, config.is_some(), &actor, at))?;
+                append_audit(
+                    c,
+                    audit_records::channel(&tenant_id, &channel, config.is_some(), &actor, at),
+                )?;
             }
             Ok(())
         })
@@ -216,7 +208,7 @@ impl NotificationStore for SqliteStore {
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
         self.write(move |c| {
             let exists: bool = c
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = ?1 AND id = ?2)")
+                .prepare_cached(sql::USER_EXISTS)
                 .and_then(|mut s| s.query_row([&prefs.tenant_id, &prefs.user_id], |r| r.get(0)))
                 .map_err(db_error)?;
             if !exists {
@@ -322,14 +314,17 @@ impl NotificationStore for SqliteStore {
         self.write(move |c| {
             let events = serde_json::to_string(&endpoint.events).map_err(Error::internal)?;
             let changed = c
-                .prepare_cached(
-                    "UPDATE webhook_endpoints SET url = ?3, events = ?4, secret = ?5, description = ?6, \
-                     disabled_at = ?7, disabled_reason = ?8, updated_at = ?9 WHERE tenant_id = ?1 AND id = ?2",
-                )
+                .prepare_cached(sql::UPDATE_WEBHOOK)
                 .and_then(|mut s| {
                     s.execute(params![
-                        endpoint.tenant_id, endpoint.id, endpoint.url, events, endpoint.secret,
-                        endpoint.description, endpoint.disabled_at.map(ms), endpoint.disabled_reason,
+                        endpoint.tenant_id,
+                        endpoint.id,
+                        endpoint.url,
+                        events,
+                        endpoint.secret,
+                        endpoint.description,
+                        endpoint.disabled_at.map(ms),
+                        endpoint.disabled_reason,
                         ms(endpoint.updated_at),
                     ])
                 })
@@ -338,7 +333,8 @@ impl NotificationStore for SqliteStore {
                 return Err(not_found("webhook endpoint"));
             }
             append_audit(c, audit_records::webhook(&endpoint, &action, &actor))?;
-            webhook_in_tx(c, &endpoint.tenant_id, &endpoint.id)?.ok_or_else(|| not_found("webhook endpoint"))
+            webhook_in_tx(c, &endpoint.tenant_id, &endpoint.id)?
+                .ok_or_else(|| not_found("webhook endpoint"))
         })
         .await
     }
@@ -356,16 +352,13 @@ impl NotificationStore for SqliteStore {
             let Some(mut endpoint) = webhook_in_tx(c, &tenant_id, &id)? else {
                 return Err(not_found("webhook endpoint"));
             };
-            c.prepare_cached("DELETE FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+            c.prepare_cached(sql::DELETE_WEBHOOK)
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             // Deliveries still waiting for it have nowhere to go.
-            c.prepare_cached(
-                "UPDATE outbox SET state = 'failed', last_error = 'the endpoint was deleted' \
-                 WHERE channel = 'webhook' AND recipient = ?1 AND state = 'pending'",
-            )
-            .and_then(|mut s| s.execute([&id]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::FAIL_DELETED_WEBHOOK_DELIVERIES)
+                .and_then(|mut s| s.execute([&id]))
+                .map_err(db_error)?;
             endpoint.updated_at = at;
             append_audit(
                 c,
@@ -379,7 +372,7 @@ impl NotificationStore for SqliteStore {
     #[tracing::instrument(skip_all, err, fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
         self.write(move |c| {
-            c.prepare_cached("DELETE FROM push_subscriptions WHERE endpoint = ?1")
+            c.prepare_cached(sql::DELETE_PUSH_SUBSCRIPTION_BY_ENDPOINT)
                 .and_then(|mut s| s.execute([&sub.endpoint]))
                 .map_err(db_error)?;
             c.prepare_cached(&format!(
@@ -428,7 +421,7 @@ impl NotificationStore for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let n = c
-                .prepare_cached("DELETE FROM push_subscriptions WHERE tenant_id = ?1 AND id = ?2")
+                .prepare_cached(sql::DELETE_PUSH_SUBSCRIPTION)
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             Ok(n > 0)
@@ -439,27 +432,25 @@ impl NotificationStore for SqliteStore {
     #[tracing::instrument(skip_all, err)]
     async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT token_hash, tenant_id, approval_id, user_id, expires_at, created_at FROM review_tokens WHERE token_hash = ?1",
-            )?
-            .query_row([token_hash], |r| {
-                Ok(ReviewToken {
-                    token_hash: r.get(0)?,
-                    tenant_id: r.get(1)?,
-                    approval_id: r.get(2)?,
-                    user_id: r.get(3)?,
-                    expires_at: time(r, 4)?,
-                    created_at: time(r, 5)?,
+            c.prepare_cached(sql::REVIEW_TOKEN)?
+                .query_row([token_hash], |r| {
+                    Ok(ReviewToken {
+                        token_hash: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        approval_id: r.get(2)?,
+                        user_id: r.get(3)?,
+                        expires_at: time(r, 4)?,
+                        created_at: time(r, 5)?,
+                    })
                 })
-            })
-            .optional()
+                .optional()
         })
     }
 
     #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
         self.read(|c| {
-            c.prepare_cached("SELECT user_id, since FROM approval_reviewers WHERE approval_id = ?1 ORDER BY since, user_id")?
+            c.prepare_cached(sql::REVIEWERS)?
                 .query_map([approval_id], |r| Ok((r.get(0)?, time(r, 1)?)))?
                 .collect()
         })
@@ -475,18 +466,22 @@ impl NotificationStore for SqliteStore {
                         insert_delivery(c, &f.notify, d, ms(at))?;
                     }
                     for t in &f.tokens {
-                        c.prepare_cached(
-                            "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_hash) DO NOTHING",
-                        )
-                        .and_then(|mut s| {
-                            s.execute(params![t.token_hash, t.tenant_id, t.approval_id, t.user_id, ms(t.expires_at), ms(t.created_at)])
-                        })
-                        .map_err(db_error)?;
+                        c.prepare_cached(sql::INSERT_REVIEW_TOKEN)
+                            .and_then(|mut s| {
+                                s.execute(params![
+                                    t.token_hash,
+                                    t.tenant_id,
+                                    t.approval_id,
+                                    t.user_id,
+                                    ms(t.expires_at),
+                                    ms(t.created_at)
+                                ])
+                            })
+                            .map_err(db_error)?;
                     }
                     // Done: the row has become its deliveries, so it goes (the outbox keeps
                     // only what is still to be sent or worth showing).
-                    c.prepare_cached("DELETE FROM outbox WHERE id = ?1 AND channel = 'notify'")
+                    c.prepare_cached(sql::DELETE_NOTIFY_JOB)
                         .and_then(|mut s| s.execute(params![f.notify.id]))
                         .map_err(db_error)?;
                 }
@@ -547,10 +542,7 @@ impl NotificationStore for SqliteStore {
         let tenant_id = tenant_id.to_string();
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3, last_error = NULL \
-                     WHERE id = ?1 AND tenant_id = ?2 AND channel <> 'notify' AND state <> 'pending'",
-                )
+                .prepare_cached(sql::RETRY_DELIVERY)
                 .and_then(|mut s| s.execute(params![id, tenant_id, ms(at)]))
                 .map_err(db_error)?;
             if changed == 0 {

@@ -16,6 +16,7 @@ use crate::records::no_ciba_request;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{db_error, ms};
+use crate::sql;
 use countersign_core::routing::ReviewerPlan;
 
 use super::{SqliteStore, append_audit, insert_request_with_plan};
@@ -79,12 +80,9 @@ pub(super) fn enqueue_outbox(
     event: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, secret, event, next_attempt_at, created_at) \
-         SELECT tenant_id, approval_id, channel, target, secret, ?2, ?3, ?3 FROM request_subscriptions WHERE approval_id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![approval_id, event, ms(at)]))
-    .map_err(db_error)?;
+    conn.prepare_cached(sql::ENQUEUE_CALLBACK)
+        .and_then(|mut s| s.execute(params![approval_id, event, ms(at)]))
+        .map_err(db_error)?;
     super::notify::enqueue_notification(conn, approval_id, event, None, at)
 }
 
@@ -96,7 +94,7 @@ impl SqliteStore {
     ) -> Result<OidcClient> {
         self.write(move |c| {
             let agent: Option<bool> = c
-                .prepare_cached("SELECT disabled FROM agents WHERE tenant_id = ?1 AND id = ?2")
+                .prepare_cached(sql::AGENT_DISABLED)
                 .and_then(|mut s| {
                     s.query_row([&client.tenant_id, &client.client_id], |r| r.get(0))
                         .optional()
@@ -199,7 +197,7 @@ impl SqliteStore {
         let (tenant_id, client_id) = (tenant_id.to_string(), client_id.to_string());
         self.write(move |c| {
             let deleted = c
-                .prepare_cached("DELETE FROM oidc_clients WHERE tenant_id = ?1 AND client_id = ?2")
+                .prepare_cached(sql::DELETE_OIDC_CLIENT)
                 .and_then(|mut s| s.execute([&tenant_id, &client_id]))
                 .map_err(db_error)?;
             if deleted == 0 {
@@ -243,8 +241,7 @@ impl SqliteStore {
             .map_err(db_error)?;
             for sub in &new.subscriptions {
                 c.prepare_cached(
-                    "INSERT INTO request_subscriptions (approval_id, tenant_id, channel, target, secret, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    sql::INSERT_SUBSCRIPTION,
                 )
                 .and_then(|mut st| {
                     st.execute(params![
@@ -295,11 +292,9 @@ impl SqliteStore {
                 .map_err(db_error)?
                 .ok_or_else(no_ciba_request)?;
             let record = PollRecord::at(interval, last, ms(at));
-            c.prepare_cached(
-                "UPDATE oidc_requests SET last_poll_at = ?2, interval_secs = ?3 WHERE approval_id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![approval_id, ms(at), record.interval_secs]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::RECORD_POLL)
+                .and_then(|mut s| s.execute(params![approval_id, ms(at), record.interval_secs]))
+                .map_err(db_error)?;
             Ok(record)
         })
         .await
@@ -315,13 +310,11 @@ impl SqliteStore {
         let (client_id, jti) = (client_id.to_string(), jti.to_string());
         self.write(move |c| {
             // Forget what has expired (a replay after expiry fails the `exp` check anyway).
-            c.prepare_cached("DELETE FROM oidc_jtis WHERE expires_at < ?1")
+            c.prepare_cached(sql::FORGET_EXPIRED_JTIS)
                 .and_then(|mut s| s.execute([ms(now)]))
                 .map_err(db_error)?;
             let inserted = c
-                .prepare_cached(
-                    "INSERT INTO oidc_jtis (client_id, jti, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                )
+                .prepare_cached(sql::INSERT_JTI)
                 .and_then(|mut s| s.execute(params![client_id, jti, ms(expires_at)]))
                 .map_err(db_error)?;
             Ok(inserted == 1)
@@ -344,18 +337,15 @@ impl SqliteStore {
         );
         self.write(move |c| {
             let exists: bool = c
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = ?1 AND id = ?2)")
+                .prepare_cached(sql::USER_EXISTS)
                 .and_then(|mut s| s.query_row([&tenant_id, &user_id], |r| r.get(0)))
                 .map_err(db_error)?;
             if !exists {
                 return Err(Error::NotFound("no such user".into()));
             }
-            c.prepare_cached(
-                "INSERT INTO oidc_user_codes (user_id, tenant_id, code_hash, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| s.execute(params![user_id, tenant_id, code_hash, ms(at)]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::UPSERT_USER_CODE)
+                .and_then(|mut s| s.execute(params![user_id, tenant_id, code_hash, ms(at)]))
+                .map_err(db_error)?;
             append_audit(
                 c,
                 audit_records::user_code_set(&tenant_id, &user_id, &actor, at),
@@ -371,11 +361,9 @@ impl SqliteStore {
         user_id: &str,
     ) -> Result<Option<String>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT code_hash FROM oidc_user_codes WHERE tenant_id = ?1 AND user_id = ?2",
-            )?
-            .query_row([tenant_id, user_id], |r| r.get(0))
-            .optional()
+            c.prepare_cached(sql::USER_CODE_HASH)?
+                .query_row([tenant_id, user_id], |r| r.get(0))
+                .optional()
         })
     }
 
@@ -387,12 +375,10 @@ impl SqliteStore {
     ) -> Result<Vec<u8>> {
         let name = name.to_string();
         self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO server_secrets (name, value, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            )
-            .and_then(|mut s| s.execute(params![name, candidate, ms(at)]))
-            .map_err(db_error)?;
-            c.prepare_cached("SELECT value FROM server_secrets WHERE name = ?1")
+            c.prepare_cached(sql::INSERT_SERVER_SECRET)
+                .and_then(|mut s| s.execute(params![name, candidate, ms(at)]))
+                .map_err(db_error)?;
+            c.prepare_cached(sql::SERVER_SECRET)
                 .and_then(|mut s| s.query_row([&name], |r| r.get(0)))
                 .map_err(db_error)
         })
@@ -405,12 +391,10 @@ impl SqliteStore {
         approval_id: &str,
     ) -> Result<Option<String>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT token_jti FROM approval_requests WHERE tenant_id = ?1 AND id = ?2",
-            )?
-            .query_row([tenant_id, approval_id], |r| r.get::<_, Option<String>>(0))
-            .optional()
-            .map(Option::flatten)
+            c.prepare_cached(sql::TOKEN_JTI)?
+                .query_row([tenant_id, approval_id], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map(Option::flatten)
         })
     }
 
@@ -486,19 +470,17 @@ impl SqliteStore {
 }
 
 fn insert_signing_key(c: &Connection, key: &SigningKeyRecord) -> Result<()> {
-    c.prepare_cached(
-        "INSERT INTO signing_keys (kid, alg, private_der, created_at, active) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            key.kid,
-            key.alg,
-            key.private_der,
-            ms(key.created_at),
-            key.active
-        ])
-    })
-    .map_err(db_error)?;
+    c.prepare_cached(sql::INSERT_SIGNING_KEY)
+        .and_then(|mut s| {
+            s.execute(params![
+                key.kid,
+                key.alg,
+                key.private_der,
+                ms(key.created_at),
+                key.active
+            ])
+        })
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -626,7 +608,7 @@ impl OidcStore for SqliteStore {
     #[tracing::instrument(skip_all, err)]
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         self.read(|c| {
-            c.prepare_cached("SELECT kid, alg, private_der, created_at, active FROM signing_keys ORDER BY created_at")?
+            c.prepare_cached(sql::SIGNING_KEYS)?
                 .query_map([], |r| {
                     Ok(SigningKeyRecord {
                         kid: r.get(0)?,

@@ -1,6 +1,7 @@
 //! Approval requests on SQLite: creation, decisions, escalation, expiry, grants and the
 //! audit trail, the part of the contract that is not one of the smaller stores.
 use super::*;
+use crate::sql;
 
 #[async_trait]
 impl Backend for SqliteStore {
@@ -110,11 +111,9 @@ impl Backend for SqliteStore {
         user_id: &str,
     ) -> Result<Option<DateTime<Utc>>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT since FROM approval_reviewers WHERE approval_id = ?1 AND user_id = ?2",
-            )?
-            .query_row([approval_id, user_id], |r| r.get::<_, i64>(0))
-            .optional()
+            c.prepare_cached(sql::REVIEWER_SINCE)?
+                .query_row([approval_id, user_id], |r| r.get::<_, i64>(0))
+                .optional()
         })
         .map(|t| t.map(countersign_core::clock::from_millis))
     }
@@ -185,7 +184,7 @@ impl Backend for SqliteStore {
                 request.rules.escalation_level = to;
                 let next = request.rules.next_escalation_at().map(ms);
                 c.prepare_cached(
-                    "UPDATE approval_requests SET escalation_level = ?2, next_escalation_at = ?3 WHERE id = ?1",
+                    sql::SET_ESCALATION,
                 )
                 .and_then(|mut s| s.execute(params![request.id, to, next]))
                 .map_err(db_error)?;
@@ -244,45 +243,67 @@ impl Backend for SqliteStore {
     ) -> Result<ApprovalRequest> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
-            let current = request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))?;
+            let current =
+                request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))?;
             if current.status_at(decision.at) != ApprovalStatus::Pending {
-                return Err(Error::AlreadyDecided { status: current.status_at(decision.at) });
+                return Err(Error::AlreadyDecided {
+                    status: current.status_at(decision.at),
+                });
             }
-            c.prepare_cached(
-                "INSERT INTO approval_decisions (approval_id, tenant_id, reviewer_id, reviewer, verdict, comment, channel, decided_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id, tenant_id, decision.actor.id, decision.reviewer, decision.verdict.as_str(),
-                    decision.comment, decision.channel, ms(decision.at),
-                ])
-            })
-            .map_err(|e| match db_error(e) {
-                Error::AlreadyExists(_) => already_voted(),
-                other => other,
-            })?;
+            c.prepare_cached(sql::INSERT_DECISION)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id,
+                        tenant_id,
+                        decision.actor.id,
+                        decision.reviewer,
+                        decision.verdict.as_str(),
+                        decision.comment,
+                        decision.channel,
+                        ms(decision.at),
+                    ])
+                })
+                .map_err(|e| match db_error(e) {
+                    Error::AlreadyExists(_) => already_voted(),
+                    other => other,
+                })?;
             let approvals: u32 = c
-                .prepare_cached("SELECT COUNT(*) FROM approval_decisions WHERE approval_id = ?1 AND verdict = 'approve'")
+                .prepare_cached(sql::COUNT_APPROVALS)
                 .and_then(|mut s| s.query_row([&id], |r| r.get(0)))
                 .map_err(db_error)?;
             let outcome = quorum_outcome(&current, decision.verdict, approvals);
             if let Some(status) = outcome {
                 let changed = c
-                    .prepare_cached(
-                        "UPDATE approval_requests SET status = ?3, decided_at = ?4, decided_by = ?5, comment = ?6 \
-                         WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending'",
-                    )
+                    .prepare_cached(sql::SETTLE_REQUEST)
                     .and_then(|mut s| {
-                        s.execute(params![tenant_id, id, status.as_str(), ms(decision.at), decision.actor.id, decision.comment])
+                        s.execute(params![
+                            tenant_id,
+                            id,
+                            status.as_str(),
+                            ms(decision.at),
+                            decision.actor.id,
+                            decision.comment
+                        ])
                     })
                     .map_err(db_error)?;
                 if changed != 1 {
-                    return Err(Error::AlreadyDecided { status: current.status_at(decision.at) });
+                    return Err(Error::AlreadyDecided {
+                        status: current.status_at(decision.at),
+                    });
                 }
                 oidc::enqueue_outbox(c, &id, status.as_str(), decision.at)?;
             }
-            append_audit(c, audit_records::decision(&tenant_id, &id, &decision, outcome, approvals, current.rules.required_approvals))?;
+            append_audit(
+                c,
+                audit_records::decision(
+                    &tenant_id,
+                    &id,
+                    &decision,
+                    outcome,
+                    approvals,
+                    current.rules.required_approvals,
+                ),
+            )?;
             request_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("approval request"))
         })
         .await
@@ -300,10 +321,7 @@ impl Backend for SqliteStore {
         let (tenant_id, id, jti) = (tenant_id.to_string(), id.to_string(), jti.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE approval_requests SET token_issued_at = ?3, token_jti = ?4 \
-                     WHERE tenant_id = ?1 AND id = ?2 AND status = 'approved' AND token_issued_at IS NULL",
-                )
+                .prepare_cached(sql::MARK_TOKEN_ISSUED)
                 .and_then(|mut s| s.execute(params![tenant_id, id, ms(at), jti]))
                 .map_err(db_error)?;
             if changed == 1 {
@@ -321,14 +339,11 @@ impl Backend for SqliteStore {
     async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
         self.write(move |c| {
             // Records of expired grants are of no use: an expired grant is inactive anyway.
-            c.prepare_cached("DELETE FROM ended_grants WHERE expires_at < ?1")
+            c.prepare_cached(sql::FORGET_EXPIRED_ENDED_GRANTS)
                 .and_then(|mut s| s.execute([ms(ended.at)]))
                 .map_err(db_error)?;
             let inserted = c
-                .prepare_cached(
-                    "INSERT INTO ended_grants (jti, tenant_id, approval_id, audience, outcome, ended_at, expires_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (jti) DO NOTHING",
-                )
+                .prepare_cached(sql::INSERT_ENDED_GRANT)
                 .and_then(|mut s| {
                     s.execute(params![
                         ended.jti,
@@ -352,7 +367,7 @@ impl Backend for SqliteStore {
     #[tracing::instrument(skip_all, err)]
     async fn grant_ended(&self, jti: &str) -> Result<bool> {
         self.read(|c| {
-            c.prepare_cached("SELECT 1 FROM ended_grants WHERE jti = ?1")?
+            c.prepare_cached(sql::GRANT_ENDED)?
                 .query_row([jti], |_| Ok(()))
                 .optional()
                 .map(|found| found.is_some())
@@ -377,7 +392,7 @@ impl Backend for SqliteStore {
                 let decided_by = (status == ApprovalStatus::Approved).then_some(TIMEOUT_DECIDER);
                 let changed = c
                     .prepare_cached(
-                        "UPDATE approval_requests SET status = ?2, decided_at = ?3, decided_by = ?4 WHERE id = ?1 AND status = 'pending'",
+                        sql::TIME_OUT_REQUEST,
                     )
                     .and_then(|mut s| s.execute(params![request.id, status.as_str(), ms(request.expires_at), decided_by]))
                     .map_err(db_error)?;
@@ -416,13 +431,7 @@ impl Backend for SqliteStore {
 
     #[tracing::instrument(skip_all, err)]
     async fn pending_count(&self) -> Result<i64> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM approval_requests WHERE status = 'pending'",
-                [],
-                |r| r.get(0),
-            )
-        })
+        self.read(|c| c.query_row(sql::PENDING_COUNT, [], |r| r.get(0)))
     }
 
     // ----- audit -----
