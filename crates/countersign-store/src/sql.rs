@@ -19,6 +19,34 @@ pub fn pg(sql: &str) -> String {
     out
 }
 
+// ----- column lists, in the order the row readers expect -----
+
+pub const TENANT_COLUMNS: &str = "id, name, created_at";
+pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at, is_admin";
+pub const AGENT_COLUMNS: &str = "id, tenant_id, name, trust_level, disabled, created_at";
+pub const API_KEY_COLUMNS: &str = "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at, audiences";
+pub const DECISION_COLUMNS: &str = "reviewer_id, reviewer, verdict, comment, channel, decided_at";
+pub const AUDIT_COLUMNS: &str =
+    "tenant_id, seq, at, actor_type, actor_id, action, subject, details, prev_hash, hash";
+pub const LINK_COLUMNS: &str =
+    "id, tenant_id, user_id, kind, created_at, expires_at, used_at, revoked_at";
+pub const PASSKEY_COLUMNS: &str =
+    "id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at";
+pub const STATE_COLUMNS: &str =
+    "approval_id, tenant_id, client_id, delivery_mode, scope, acr, interval_secs, last_poll_at";
+pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope, binding_message, \
+     context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
+     token_issued_at, tool_name, session_id, reason, risk_score, threats, policy_id, policy_name, \
+     notification_channels, on_behalf_of, approval_group_id, required_approvals, \
+     allow_self_approval, default_on_timeout, escalation_level, escalation_plan, annotations, \
+     mcp_server, mcp_client";
+pub const POLICY_COLUMNS: &str = "id, tenant_id, name, description, tool_pattern, action, priority, \
+     is_active, condition, approval_config, created_at, updated_at";
+pub const SESSION_COLUMNS: &str = "id, tenant_id, user_id, method, user_agent, created_at, \
+     last_seen_at, expires_at, revoked_at";
+pub const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
+     notification_endpoint, request_signing_alg, user_code_parameter, grant_types, created_at";
+
 // ----- idempotency keys -----
 
 pub const ANSWER_COLUMNS: &str =

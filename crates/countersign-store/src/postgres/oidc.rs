@@ -1,6 +1,8 @@
 //! OpenID Connect clients, CIBA request state and the outbox on PostgreSQL.
 use super::rows;
 use crate::sql;
+use crate::sql::CLIENT_COLUMNS;
+use crate::sql::STATE_COLUMNS;
 use crate::{OidcStore, SigningKeyRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -22,11 +24,6 @@ use super::rows::{ms, pg_error};
 use countersign_core::routing::ReviewerPlan;
 
 use super::{PgStore, append_audit, insert_request, notify};
-
-const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
-     notification_endpoint, request_signing_alg, user_code_parameter, grant_types, created_at";
-const STATE_COLUMNS: &str =
-    "approval_id, tenant_id, client_id, delivery_mode, scope, acr, interval_secs, last_poll_at";
 
 fn bad(what: &str) -> Error {
     Error::Internal(format!("unexpected {what} in the database"))

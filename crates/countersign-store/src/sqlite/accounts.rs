@@ -1,4 +1,5 @@
 //! The dashboard's accounts on SQLite: one-time links, sessions, passkeys, ceremonies.
+use crate::sql::{LINK_COLUMNS, PASSKEY_COLUMNS, SESSION_COLUMNS};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::audit::Actor;
@@ -16,13 +17,6 @@ use crate::listing;
 use crate::sql;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
-
-const LINK_COLUMNS: &str =
-    "id, tenant_id, user_id, kind, created_at, expires_at, used_at, revoked_at";
-const SESSION_COLUMNS: &str = "id, tenant_id, user_id, method, user_agent, created_at, \
-     last_seen_at, expires_at, revoked_at";
-const PASSKEY_COLUMNS: &str =
-    "id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at";
 
 fn link(row: &Row) -> rusqlite::Result<LoginLink> {
     let kind: String = row.get(3)?;

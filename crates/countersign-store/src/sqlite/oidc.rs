@@ -1,4 +1,6 @@
 //! OpenID Connect clients, CIBA request state and the outbox on SQLite.
+use crate::sql::CLIENT_COLUMNS;
+use crate::sql::STATE_COLUMNS;
 use crate::{OidcStore, SigningKeyRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,9 +22,6 @@ use crate::sql;
 use countersign_core::routing::ReviewerPlan;
 
 use super::{SqliteStore, append_audit, insert_request_with_plan};
-
-const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
-     notification_endpoint, request_signing_alg, user_code_parameter, grant_types, created_at";
 
 fn bad(idx: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -54,9 +53,6 @@ fn client(row: &Row) -> rusqlite::Result<OidcClient> {
         created_at: from_millis(row.get(10)?),
     })
 }
-
-const STATE_COLUMNS: &str =
-    "approval_id, tenant_id, client_id, delivery_mode, scope, acr, interval_secs, last_poll_at";
 
 fn state(row: &Row) -> rusqlite::Result<OidcRequestState> {
     let mode: String = row.get(3)?;
