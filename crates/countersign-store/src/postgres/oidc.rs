@@ -308,112 +308,6 @@ impl PgStore {
         Ok(record)
     }
 
-    pub(super) async fn oidc_use_jti(
-        &self,
-        client_id: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        sqlx::query(&sql::pg(sql::FORGET_EXPIRED_JTIS))
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        let inserted = sqlx::query(&sql::pg(sql::INSERT_JTI))
-            .bind(client_id)
-            .bind(jti)
-            .bind(ms(expires_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?
-            .rows_affected();
-        tx.commit().await.map_err(pg_error)?;
-        Ok(inserted == 1)
-    }
-
-    pub(super) async fn oidc_set_user_code(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        code_hash: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let exists: bool = sqlx::query_scalar(&sql::pg(sql::USER_EXISTS))
-            .bind(tenant_id)
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        if !exists {
-            return Err(Error::NotFound("no such user".into()));
-        }
-        sqlx::query(&sql::pg(sql::UPSERT_USER_CODE))
-            .bind(user_id)
-            .bind(tenant_id)
-            .bind(code_hash)
-            .bind(ms(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        append_audit(
-            &mut tx,
-            audit_records::user_code_set(tenant_id, user_id, &actor, at),
-        )
-        .await?;
-        tx.commit().await.map_err(pg_error)
-    }
-
-    pub(super) async fn oidc_user_code_hash(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-    ) -> Result<Option<String>> {
-        sqlx::query_scalar(&sql::pg(sql::USER_CODE_HASH))
-            .bind(tenant_id)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(pg_error)
-    }
-
-    pub(super) async fn oidc_server_secret(
-        &self,
-        name: &str,
-        candidate: Vec<u8>,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<u8>> {
-        sqlx::query(&sql::pg(sql::INSERT_SERVER_SECRET))
-            .bind(name)
-            .bind(candidate)
-            .bind(ms(at))
-            .execute(&self.pool)
-            .await
-            .map_err(pg_error)?;
-        sqlx::query_scalar(&sql::pg(sql::SERVER_SECRET))
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(pg_error)
-    }
-
-    pub(super) async fn oidc_token_jti(
-        &self,
-        tenant_id: &str,
-        approval_id: &str,
-    ) -> Result<Option<String>> {
-        let jti: Option<Option<String>> = sqlx::query_scalar(&sql::pg(sql::TOKEN_JTI))
-            .bind(tenant_id)
-            .bind(approval_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(pg_error)?;
-        Ok(jti.flatten())
-    }
-
     pub(super) async fn outbox_claim(
         &self,
         changes: bool,
@@ -559,7 +453,22 @@ impl OidcStore for PgStore {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.oidc_use_jti(client_id, jti, expires_at, now).await
+        let mut tx = self.begin().await?;
+        sqlx::query(&sql::pg(sql::FORGET_EXPIRED_JTIS))
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let inserted = sqlx::query(&sql::pg(sql::INSERT_JTI))
+            .bind(client_id)
+            .bind(jti)
+            .bind(ms(expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
+        tx.commit().await.map_err(pg_error)?;
+        Ok(inserted == 1)
     }
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
@@ -571,13 +480,40 @@ impl OidcStore for PgStore {
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        self.oidc_set_user_code(tenant_id, user_id, code_hash, actor, at)
+        let mut tx = self.begin().await?;
+        let exists: bool = sqlx::query_scalar(&sql::pg(sql::USER_EXISTS))
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
             .await
+            .map_err(pg_error)?;
+        if !exists {
+            return Err(Error::NotFound("no such user".into()));
+        }
+        sqlx::query(&sql::pg(sql::UPSERT_USER_CODE))
+            .bind(user_id)
+            .bind(tenant_id)
+            .bind(code_hash)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        append_audit(
+            &mut tx,
+            audit_records::user_code_set(tenant_id, user_id, &actor, at),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)
     }
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
-        self.oidc_user_code_hash(tenant_id, user_id).await
+        sqlx::query_scalar(&sql::pg(sql::USER_CODE_HASH))
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)
     }
 
     #[tracing::instrument(skip_all, err)]
@@ -587,12 +523,29 @@ impl OidcStore for PgStore {
         candidate: Vec<u8>,
         at: DateTime<Utc>,
     ) -> Result<Vec<u8>> {
-        self.oidc_server_secret(name, candidate, at).await
+        sqlx::query(&sql::pg(sql::INSERT_SERVER_SECRET))
+            .bind(name)
+            .bind(candidate)
+            .bind(ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        sqlx::query_scalar(&sql::pg(sql::SERVER_SECRET))
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pg_error)
     }
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
-        self.oidc_token_jti(tenant_id, approval_id).await
+        let jti: Option<Option<String>> = sqlx::query_scalar(&sql::pg(sql::TOKEN_JTI))
+            .bind(tenant_id)
+            .bind(approval_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(jti.flatten())
     }
 
     #[tracing::instrument(skip_all, err)]

@@ -296,104 +296,6 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn oidc_use_jti(
-        &self,
-        client_id: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let (client_id, jti) = (client_id.to_string(), jti.to_string());
-        self.write(move |c| {
-            // Forget what has expired (a replay after expiry fails the `exp` check anyway).
-            c.prepare_cached(sql::FORGET_EXPIRED_JTIS)
-                .and_then(|mut s| s.execute([ms(now)]))
-                .map_err(db_error)?;
-            let inserted = c
-                .prepare_cached(sql::INSERT_JTI)
-                .and_then(|mut s| s.execute(params![client_id, jti, ms(expires_at)]))
-                .map_err(db_error)?;
-            Ok(inserted == 1)
-        })
-        .await
-    }
-
-    pub(super) async fn oidc_set_user_code(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        code_hash: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        let (tenant_id, user_id, code_hash) = (
-            tenant_id.to_string(),
-            user_id.to_string(),
-            code_hash.to_string(),
-        );
-        self.write(move |c| {
-            let exists: bool = c
-                .prepare_cached(sql::USER_EXISTS)
-                .and_then(|mut s| s.query_row([&tenant_id, &user_id], |r| r.get(0)))
-                .map_err(db_error)?;
-            if !exists {
-                return Err(Error::NotFound("no such user".into()));
-            }
-            c.prepare_cached(sql::UPSERT_USER_CODE)
-                .and_then(|mut s| s.execute(params![user_id, tenant_id, code_hash, ms(at)]))
-                .map_err(db_error)?;
-            append_audit(
-                c,
-                audit_records::user_code_set(&tenant_id, &user_id, &actor, at),
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub(super) fn oidc_user_code_hash(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-    ) -> Result<Option<String>> {
-        self.read(|c| {
-            c.prepare_cached(sql::USER_CODE_HASH)?
-                .query_row([tenant_id, user_id], |r| r.get(0))
-                .optional()
-        })
-    }
-
-    pub(super) async fn oidc_server_secret(
-        &self,
-        name: &str,
-        candidate: Vec<u8>,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<u8>> {
-        let name = name.to_string();
-        self.write(move |c| {
-            c.prepare_cached(sql::INSERT_SERVER_SECRET)
-                .and_then(|mut s| s.execute(params![name, candidate, ms(at)]))
-                .map_err(db_error)?;
-            c.prepare_cached(sql::SERVER_SECRET)
-                .and_then(|mut s| s.query_row([&name], |r| r.get(0)))
-                .map_err(db_error)
-        })
-        .await
-    }
-
-    pub(super) fn oidc_token_jti(
-        &self,
-        tenant_id: &str,
-        approval_id: &str,
-    ) -> Result<Option<String>> {
-        self.read(|c| {
-            c.prepare_cached(sql::TOKEN_JTI)?
-                .query_row([tenant_id, approval_id], |r| r.get::<_, Option<String>>(0))
-                .optional()
-                .map(Option::flatten)
-        })
-    }
-
     /// Claims due rows without a write: the lease lives in memory (see `Inner`), so the
     /// first delivery attempt waits for no commit.
     pub(super) fn outbox_claim(
@@ -549,7 +451,19 @@ impl OidcStore for SqliteStore {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.oidc_use_jti(client_id, jti, expires_at, now).await
+        let (client_id, jti) = (client_id.to_string(), jti.to_string());
+        self.write(move |c| {
+            // Forget what has expired (a replay after expiry fails the `exp` check anyway).
+            c.prepare_cached(sql::FORGET_EXPIRED_JTIS)
+                .and_then(|mut s| s.execute([ms(now)]))
+                .map_err(db_error)?;
+            let inserted = c
+                .prepare_cached(sql::INSERT_JTI)
+                .and_then(|mut s| s.execute(params![client_id, jti, ms(expires_at)]))
+                .map_err(db_error)?;
+            Ok(inserted == 1)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
@@ -561,13 +475,38 @@ impl OidcStore for SqliteStore {
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        self.oidc_set_user_code(tenant_id, user_id, code_hash, actor, at)
-            .await
+        let (tenant_id, user_id, code_hash) = (
+            tenant_id.to_string(),
+            user_id.to_string(),
+            code_hash.to_string(),
+        );
+        self.write(move |c| {
+            let exists: bool = c
+                .prepare_cached(sql::USER_EXISTS)
+                .and_then(|mut s| s.query_row([&tenant_id, &user_id], |r| r.get(0)))
+                .map_err(db_error)?;
+            if !exists {
+                return Err(Error::NotFound("no such user".into()));
+            }
+            c.prepare_cached(sql::UPSERT_USER_CODE)
+                .and_then(|mut s| s.execute(params![user_id, tenant_id, code_hash, ms(at)]))
+                .map_err(db_error)?;
+            append_audit(
+                c,
+                audit_records::user_code_set(&tenant_id, &user_id, &actor, at),
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
-        self.oidc_user_code_hash(tenant_id, user_id)
+        self.read(|c| {
+            c.prepare_cached(sql::USER_CODE_HASH)?
+                .query_row([tenant_id, user_id], |r| r.get(0))
+                .optional()
+        })
     }
 
     #[tracing::instrument(skip_all, err)]
@@ -577,12 +516,26 @@ impl OidcStore for SqliteStore {
         candidate: Vec<u8>,
         at: DateTime<Utc>,
     ) -> Result<Vec<u8>> {
-        self.oidc_server_secret(name, candidate, at).await
+        let name = name.to_string();
+        self.write(move |c| {
+            c.prepare_cached(sql::INSERT_SERVER_SECRET)
+                .and_then(|mut s| s.execute(params![name, candidate, ms(at)]))
+                .map_err(db_error)?;
+            c.prepare_cached(sql::SERVER_SECRET)
+                .and_then(|mut s| s.query_row([&name], |r| r.get(0)))
+                .map_err(db_error)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
-        self.oidc_token_jti(tenant_id, approval_id)
+        self.read(|c| {
+            c.prepare_cached(sql::TOKEN_JTI)?
+                .query_row([tenant_id, approval_id], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map(Option::flatten)
+        })
     }
 
     #[tracing::instrument(skip_all, err)]
