@@ -489,6 +489,22 @@ pub struct PollRecord {
     pub interval_secs: i64,
 }
 
+impl PollRecord {
+    /// A poll at `at_ms` of a request with this interval, last polled at `last_poll_ms`:
+    /// polling sooner than the interval grows it by one `slow_down` step (RFC 8628 §3.5).
+    pub fn at(interval_secs: i64, last_poll_ms: Option<i64>, at_ms: i64) -> PollRecord {
+        let too_fast = last_poll_ms.is_some_and(|last| at_ms - last < interval_secs * 1000);
+        PollRecord {
+            too_fast,
+            interval_secs: if too_fast {
+                interval_secs + SLOW_DOWN_STEP_SECS
+            } else {
+                interval_secs
+            },
+        }
+    }
+}
+
 /// The RFC 9396 details of a request, as kept in its context.
 pub fn authorization_details(request: &ApprovalRequest) -> Vec<Value> {
     request
@@ -598,6 +614,34 @@ pub fn push_error_payload(auth_req_id: &str, status: ApprovalStatus) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polling_sooner_than_the_interval_slows_down() {
+        let first = PollRecord::at(5, None, 1_000);
+        assert_eq!(
+            first,
+            PollRecord {
+                too_fast: false,
+                interval_secs: 5
+            }
+        );
+        let early = PollRecord::at(5, Some(1_000), 5_999);
+        assert_eq!(
+            early,
+            PollRecord {
+                too_fast: true,
+                interval_secs: 5 + SLOW_DOWN_STEP_SECS
+            }
+        );
+        let on_time = PollRecord::at(5, Some(1_000), 6_000);
+        assert_eq!(
+            on_time,
+            PollRecord {
+                too_fast: false,
+                interval_secs: 5
+            }
+        );
+    }
 
     fn client(mode: DeliveryMode) -> OidcClient {
         new_client(

@@ -8,9 +8,11 @@
 //!   linear by a row lock, background jobs claimed with `FOR UPDATE SKIP LOCKED`, and
 //!   LISTEN/NOTIFY to wake waiters on other replicas.
 
+mod audit_records;
 mod listing;
 mod postgres;
 mod records;
+mod sql;
 mod sqlite;
 
 use std::ops::Deref;
@@ -350,24 +352,15 @@ pub trait McpStore: Send + Sync {
     ) -> Result<bool>;
 }
 
-/// The contract both backends keep, with the same semantics.
+/// Tenants, users, agents and API keys.
 #[async_trait]
-pub trait Backend:
-    DashboardStore + NotificationStore + McpStore + Send + Sync + std::fmt::Debug
-{
-    /// `sqlite` or `postgres`.
-    fn dialect(&self) -> &'static str;
-
-    /// Hints of changes made by other replicas; `None` when there is only this process.
-    fn changes(&self) -> Option<broadcast::Receiver<Change>>;
-
+pub trait DirectoryStore: Send + Sync {
     // tenants
     async fn has_tenants(&self) -> Result<bool>;
     /// Creates a tenant together with its first admin key.
     async fn create_tenant(&self, tenant: Tenant, admin_key: MintedKey, actor: Actor)
     -> Result<()>;
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
-
     // users
     async fn create_user(&self, user: User, actor: Actor) -> Result<User>;
     async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>>;
@@ -380,7 +373,6 @@ pub trait Backend:
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<User>;
-
     // agents
     async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent>;
     async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>>;
@@ -392,7 +384,6 @@ pub trait Backend:
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<Agent>;
-
     // API keys
     /// Stores a minted key after checking that its owner exists in the tenant and is active.
     async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey>;
@@ -406,8 +397,156 @@ pub trait Backend:
     ) -> Result<ApiKey>;
     /// The principal of an active key whose owner is active, by the key's hash.
     async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>>;
-
     async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>>;
+}
+
+/// Guard configuration: policies, reviewer groups, settings and routing rules.
+#[async_trait]
+pub trait GuardStore: Send + Sync {
+    // guard configuration
+    async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>>;
+    async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>>;
+    /// Inserts (`created`) or replaces a policy.
+    async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy>;
+    async fn delete_policy(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>>;
+    async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>>;
+    /// Inserts (`created`) or replaces a group and its members.
+    async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group>;
+    /// Deletes a group no policy, routing rule or setting refers to.
+    async fn delete_group(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)>;
+    async fn put_guard_settings(
+        &self,
+        tenant_id: &str,
+        settings: Option<GuardSettings>,
+        routing: Option<RoutingRules>,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<(GuardSettings, RoutingRules)>;
+}
+
+/// OpenID Connect clients, CIBA requests, the callback outbox and token signing keys.
+#[async_trait]
+pub trait OidcStore: Send + Sync {
+    // OpenID Connect clients and CIBA requests
+    /// Registers an agent of the tenant (which must be active) as an OpenID client.
+    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient>;
+    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>>;
+    async fn get_oidc_client(&self, tenant_id: &str, client_id: &str)
+    -> Result<Option<OidcClient>>;
+    /// The client with this id, in whatever tenant, while its agent is active: client
+    /// authentication starts from the `client_id` alone.
+    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>>;
+    async fn delete_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Stores a CIBA request: the approval request, its OIDC state and its subscriptions, with
+    /// the audit event, in one transaction.
+    async fn create_oidc_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest>;
+    async fn get_oidc_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>>;
+    /// Records a token-endpoint poll of a pending request: a poll sooner than `interval` after
+    /// the previous one is too fast and grows the interval by the slow-down step.
+    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord>;
+    /// Remembers a client's `jti` until `expires_at`; false when it was seen before (a replay).
+    async fn use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    async fn set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>>;
+    /// The server-wide secret `name`, storing `candidate` if there is none yet (replicas
+    /// starting at once agree on the first one stored).
+    async fn server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>>;
+    /// The `jti` of the access token issued for an approval, if one was.
+    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>>;
+    // outbox
+    /// Claims up to `limit` rows of one kind due at `now`: each gets one more attempt and is
+    /// hidden from other workers until `lease_until` (so a worker that dies mid-delivery only
+    /// delays it). Safe on every replica at once.
+    async fn claim_outbox(
+        &self,
+        rows: OutboxRows,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>>;
+    /// Records how an attempt ended.
+    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()>;
+    // signing keys
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    /// Stores `candidate` as the active key unless one is already active (another replica may
+    /// have created it first); returns every key.
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>>;
+    /// Makes `key` the active key; older keys stay published for verification.
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        actor: Actor,
+        tenant_id: &str,
+    ) -> Result<()>;
+}
+
+/// The contract both backends keep, with the same semantics.
+#[async_trait]
+pub trait Backend:
+    DirectoryStore
+    + GuardStore
+    + OidcStore
+    + DashboardStore
+    + NotificationStore
+    + McpStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
+    /// `sqlite` or `postgres`.
+    fn dialect(&self) -> &'static str;
+
+    /// Hints of changes made by other replicas; `None` when there is only this process.
+    fn changes(&self) -> Option<broadcast::Receiver<Change>>;
 
     // approval requests
     /// Stores a new request with the reviewers who may decide it and from when. For tool
@@ -508,40 +647,6 @@ pub trait Backend:
         up_to: u64,
     ) -> Result<u64>;
 
-    // guard configuration
-    async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>>;
-    async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>>;
-    /// Inserts (`created`) or replaces a policy.
-    async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy>;
-    async fn delete_policy(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>>;
-    async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>>;
-    /// Inserts (`created`) or replaces a group and its members.
-    async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group>;
-    /// Deletes a group no policy, routing rule or setting refers to.
-    async fn delete_group(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)>;
-    async fn put_guard_settings(
-        &self,
-        tenant_id: &str,
-        settings: Option<GuardSettings>,
-        routing: Option<RoutingRules>,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<(GuardSettings, RoutingRules)>;
-
     // audit
     /// Events of a tenant in chain order, after `after_seq`.
     async fn list_audit(
@@ -552,95 +657,6 @@ pub trait Backend:
     ) -> Result<Vec<ChainedEvent>>;
     /// Records an audit event that is not part of another change.
     async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent>;
-
-    // OpenID Connect clients and CIBA requests
-    /// Registers an agent of the tenant (which must be active) as an OpenID client.
-    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient>;
-    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>>;
-    async fn get_oidc_client(&self, tenant_id: &str, client_id: &str)
-    -> Result<Option<OidcClient>>;
-    /// The client with this id, in whatever tenant, while its agent is active: client
-    /// authentication starts from the `client_id` alone.
-    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>>;
-    async fn delete_oidc_client(
-        &self,
-        tenant_id: &str,
-        client_id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    /// Stores a CIBA request: the approval request, its OIDC state and its subscriptions, with
-    /// the audit event, in one transaction.
-    async fn create_oidc_request(
-        &self,
-        new: NewOidcRequest,
-        actor: Actor,
-    ) -> Result<ApprovalRequest>;
-    async fn get_oidc_request(
-        &self,
-        tenant_id: &str,
-        approval_id: &str,
-    ) -> Result<Option<OidcRequestState>>;
-    /// Records a token-endpoint poll of a pending request: a poll sooner than `interval` after
-    /// the previous one is too fast and grows the interval by the slow-down step.
-    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord>;
-    /// Remembers a client's `jti` until `expires_at`; false when it was seen before (a replay).
-    async fn use_jti(
-        &self,
-        client_id: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool>;
-    async fn set_user_code(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        code_hash: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>>;
-    /// The server-wide secret `name`, storing `candidate` if there is none yet (replicas
-    /// starting at once agree on the first one stored).
-    async fn server_secret(
-        &self,
-        name: &str,
-        candidate: Vec<u8>,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<u8>>;
-    /// The `jti` of the access token issued for an approval, if one was.
-    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>>;
-
-    // outbox
-    /// Claims up to `limit` rows of one kind due at `now`: each gets one more attempt and is
-    /// hidden from other workers until `lease_until` (so a worker that dies mid-delivery only
-    /// delays it). Safe on every replica at once.
-    async fn claim_outbox(
-        &self,
-        rows: OutboxRows,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<OutboxItem>>;
-    /// Records how an attempt ended.
-    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()>;
-
-    // signing keys
-    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
-    /// Stores `candidate` as the active key unless one is already active (another replica may
-    /// have created it first); returns every key.
-    async fn ensure_signing_key(
-        &self,
-        candidate: SigningKeyRecord,
-    ) -> Result<Vec<SigningKeyRecord>>;
-    /// Makes `key` the active key; older keys stay published for verification.
-    async fn rotate_signing_key(
-        &self,
-        key: SigningKeyRecord,
-        actor: Actor,
-        tenant_id: &str,
-    ) -> Result<()>;
 }
 
 /// The store handle; cheap to clone.

@@ -4,6 +4,16 @@ use countersign_proto::ApprovalStatus;
 
 use crate::RequestFilter;
 
+/// A request's status as callers see it, in SQL, with `now` the parameter holding the time
+/// in milliseconds: pending past its expiry counts as timed out. The same rule as
+/// `ApprovalRequest::status_at`.
+pub fn status_at_sql(now: &str) -> String {
+    format!(
+        "CASE WHEN status = 'pending' AND expires_at <= {now} \
+         THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END"
+    )
+}
+
 /// A bind parameter of the listing query.
 pub enum Arg {
     Text(String),

@@ -561,6 +561,17 @@ mod oidc_and_outbox {
     }
 
     #[tokio::test]
+    async fn a_poll_of_an_unknown_ciba_request_is_not_found_on_every_backend() {
+        let f = fixture().await;
+        let err = f
+            .store
+            .record_oidc_poll("no-such-request", SystemClock.now())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+
+    #[tokio::test]
     async fn jtis_are_single_use_until_they_expire_and_secrets_are_stable() {
         let f = fixture().await;
         let now = SystemClock.now();

@@ -1,27 +1,23 @@
 //! The dashboard's accounts on PostgreSQL: one-time links, sessions, passkeys, ceremonies.
+use crate::sql::{LINK_COLUMNS, PASSKEY_COLUMNS, SESSION_COLUMNS};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::dashboard::{
     self, LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
 };
 use countersign_core::directory::User;
 use countersign_core::{Error, Result};
-use serde_json::json;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use super::rows::{self, USER_COLUMNS, bad, get, ms, opt_time, pg_error, time};
 use super::{PgStore, append_audit, not_found};
+use crate::audit_records;
+use crate::listing;
+use crate::sql;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
-
-const LINK_COLUMNS: &str =
-    "id, tenant_id, user_id, kind, created_at, expires_at, used_at, revoked_at";
-const SESSION_COLUMNS: &str = "id, tenant_id, user_id, method, user_agent, created_at, \
-     last_seen_at, expires_at, revoked_at";
-const PASSKEY_COLUMNS: &str =
-    "id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at";
 
 fn prefixed(columns: &str, prefix: &str) -> String {
     columns
@@ -98,35 +94,23 @@ async fn user_in_tx(c: &mut PgConnection, tenant_id: &str, id: &str) -> Result<O
 }
 
 async fn insert_passkey(c: &mut PgConnection, p: &PasskeyRecord, actor: &Actor) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO passkeys (id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
-    )
-    .bind(&p.id)
-    .bind(&p.tenant_id)
-    .bind(&p.user_id)
-    .bind(&p.credential_id)
-    .bind(&p.name)
-    .bind(&p.credential)
-    .bind(ms(p.created_at))
-    .execute(&mut *c)
-    .await
-    .map_err(|e| match pg_error(e) {
-        Error::AlreadyExists(_) => Error::AlreadyExists("this passkey is already registered".into()),
-        other => other,
-    })?;
-    append_audit(
-        c,
-        AuditRecord::new(
-            &p.tenant_id,
-            p.created_at,
-            actor,
-            "passkey.registered",
-            &p.id,
-            json!({"user_id": p.user_id, "name": p.name}),
-        ),
-    )
-    .await?;
+    sqlx::query(&sql::pg(sql::INSERT_PASSKEY))
+        .bind(&p.id)
+        .bind(&p.tenant_id)
+        .bind(&p.user_id)
+        .bind(&p.credential_id)
+        .bind(&p.name)
+        .bind(&p.credential)
+        .bind(ms(p.created_at))
+        .execute(&mut *c)
+        .await
+        .map_err(|e| match pg_error(e) {
+            Error::AlreadyExists(_) => {
+                Error::AlreadyExists("this passkey is already registered".into())
+            }
+            other => other,
+        })?;
+    append_audit(c, audit_records::passkey_registered(p, actor)).await?;
     Ok(())
 }
 
@@ -143,34 +127,20 @@ async fn spend_proof(
             kind,
             new_passkey,
         } => {
-            let changed = sqlx::query(
-                "UPDATE login_links SET used_at = $1 WHERE token_hash = $2 AND kind = $3 \
-                 AND tenant_id = $4 AND user_id = $5 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
-            )
-            .bind(now)
-            .bind(token_hash)
-            .bind(kind.as_str())
-            .bind(&s.tenant_id)
-            .bind(&s.user_id)
-            .execute(&mut *c)
-            .await
-            .map_err(pg_error)?
-            .rows_affected();
+            let changed = sqlx::query(&sql::pg(sql::SPEND_LOGIN_LINK))
+                .bind(now)
+                .bind(token_hash)
+                .bind(kind.as_str())
+                .bind(&s.tenant_id)
+                .bind(&s.user_id)
+                .execute(&mut *c)
+                .await
+                .map_err(pg_error)?
+                .rows_affected();
             if changed != 1 {
                 return Err(dashboard::link_unusable());
             }
-            append_audit(
-                c,
-                AuditRecord::new(
-                    &s.tenant_id,
-                    s.created_at,
-                    actor,
-                    "login_link.used",
-                    &s.user_id,
-                    json!({"kind": kind.as_str()}),
-                ),
-            )
-            .await?;
+            append_audit(c, audit_records::login_link_used(s, *kind, actor)).await?;
             if let Some(p) = new_passkey {
                 if p.user_id != s.user_id || p.tenant_id != s.tenant_id {
                     return Err(Error::invalid("the passkey belongs to another user"));
@@ -182,19 +152,16 @@ async fn spend_proof(
             credential_id,
             credential,
         } => {
-            let changed = sqlx::query(
-                "UPDATE passkeys SET credential = $1, last_used_at = $2 \
-                 WHERE credential_id = $3 AND tenant_id = $4 AND user_id = $5",
-            )
-            .bind(credential)
-            .bind(now)
-            .bind(credential_id)
-            .bind(&s.tenant_id)
-            .bind(&s.user_id)
-            .execute(&mut *c)
-            .await
-            .map_err(pg_error)?
-            .rows_affected();
+            let changed = sqlx::query(&sql::pg(sql::REPLACE_PASSKEY_CREDENTIAL))
+                .bind(credential)
+                .bind(now)
+                .bind(credential_id)
+                .bind(&s.tenant_id)
+                .bind(&s.user_id)
+                .execute(&mut *c)
+                .await
+                .map_err(pg_error)?
+                .rows_affected();
             if changed != 1 {
                 return Err(Error::Unauthorized("unknown passkey".into()));
             }
@@ -205,6 +172,7 @@ async fn spend_proof(
 
 #[async_trait]
 impl DashboardStore for PgStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = ?user_id))]
     async fn count_requests(
         &self,
         tenant_id: &str,
@@ -212,10 +180,12 @@ impl DashboardStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<(ApprovalStatus, i64)>> {
         let counts: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT CASE WHEN status = 'pending' AND expires_at <= $2 \
-             THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END AS s, COUNT(*) \
-             FROM approval_requests WHERE tenant_id = $1 AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
-             WHERE r.approval_id = approval_requests.id AND r.user_id = $3 AND r.since <= $2)) GROUP BY s",
+            &format!(
+                "SELECT {} AS s, COUNT(*) \
+                 FROM approval_requests WHERE tenant_id = $1 AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
+                 WHERE r.approval_id = approval_requests.id AND r.user_id = $3 AND r.since <= $2)) GROUP BY s",
+                listing::status_at_sql("$2")
+            ),
         )
         .bind(tenant_id)
         .bind(ms(now))
@@ -226,6 +196,7 @@ impl DashboardStore for PgStore {
         Ok(merge_counts(counts))
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn set_user_admin(
         &self,
         tenant_id: &str,
@@ -235,27 +206,18 @@ impl DashboardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<User> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE users SET is_admin = $3 WHERE tenant_id = $1 AND id = $2 AND is_admin <> $3",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(is_admin)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::SET_USER_ADMIN))
+            .bind(tenant_id)
+            .bind(id)
+            .bind(is_admin)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(
-                    tenant_id,
-                    at,
-                    &actor,
-                    "user.admin_changed",
-                    id,
-                    json!({"is_admin": is_admin}),
-                ),
+                audit_records::user_admin_changed(tenant_id, id, is_admin, &actor, at),
             )
             .await?;
         }
@@ -266,6 +228,7 @@ impl DashboardStore for PgStore {
         Ok(user)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.link.tenant_id))]
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
         let l = &new.link;
         let mut tx = self.begin().await?;
@@ -278,36 +241,23 @@ impl DashboardStore for PgStore {
                 )));
             }
         }
-        sqlx::query(
-            "INSERT INTO login_links (id, tenant_id, user_id, kind, token_hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&l.id)
-        .bind(&l.tenant_id)
-        .bind(&l.user_id)
-        .bind(l.kind.as_str())
-        .bind(&new.token_hash)
-        .bind(ms(l.created_at))
-        .bind(ms(l.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &l.tenant_id,
-                l.created_at,
-                &actor,
-                "login_link.created",
-                &l.id,
-                json!({"kind": l.kind.as_str(), "user_id": l.user_id, "expires_at_ms": ms(l.expires_at)}),
-            ),
-        )
-        .await?;
+        sqlx::query(&sql::pg(sql::INSERT_LOGIN_LINK))
+            .bind(&l.id)
+            .bind(&l.tenant_id)
+            .bind(&l.user_id)
+            .bind(l.kind.as_str())
+            .bind(&new.token_hash)
+            .bind(ms(l.created_at))
+            .bind(ms(l.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        append_audit(&mut tx, audit_records::login_link_created(l, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(new.link)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM login_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = $1",
@@ -323,6 +273,7 @@ impl DashboardStore for PgStore {
             .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>> {
         sqlx::query(&format!(
             "SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 500"
@@ -337,6 +288,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_login_link(
         &self,
         tenant_id: &str,
@@ -345,21 +297,18 @@ impl DashboardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<LoginLink> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE login_links SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 \
-             AND revoked_at IS NULL AND used_at IS NULL",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::REVOKE_LOGIN_LINK))
+            .bind(tenant_id)
+            .bind(id)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(tenant_id, at, &actor, "login_link.revoked", id, json!({})),
+                audit_records::login_link_revoked(tenant_id, id, &actor, at),
             )
             .await?;
         }
@@ -378,6 +327,7 @@ impl DashboardStore for PgStore {
         Ok(found)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.session.tenant_id))]
     async fn start_session(
         &self,
         new: NewSession,
@@ -391,36 +341,23 @@ impl DashboardStore for PgStore {
             _ => return Err(Error::Unauthorized("this account is disabled".into())),
         }
         spend_proof(&mut tx, s, &proof, &actor).await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, tenant_id, user_id, token_hash, method, user_agent, created_at, last_seen_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
-        )
-        .bind(&s.id)
-        .bind(&s.tenant_id)
-        .bind(&s.user_id)
-        .bind(&new.token_hash)
-        .bind(&s.method)
-        .bind(&s.user_agent)
-        .bind(ms(s.created_at))
-        .bind(ms(s.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &s.tenant_id,
-                s.created_at,
-                &actor,
-                "session.created",
-                &s.id,
-                json!({"user_id": s.user_id, "method": s.method}),
-            ),
-        )
-        .await?;
+        sqlx::query(&sql::pg(sql::INSERT_SESSION))
+            .bind(&s.id)
+            .bind(&s.tenant_id)
+            .bind(&s.user_id)
+            .bind(&new.token_hash)
+            .bind(&s.method)
+            .bind(&s.user_agent)
+            .bind(ms(s.created_at))
+            .bind(ms(s.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        append_audit(&mut tx, audit_records::session_created(s, &actor)).await?;
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
@@ -436,8 +373,9 @@ impl DashboardStore for PgStore {
             .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
+        sqlx::query(&sql::pg(sql::TOUCH_SESSION))
             .bind(id)
             .bind(ms(at))
             .execute(&self.pool)
@@ -446,6 +384,7 @@ impl DashboardStore for PgStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>> {
         sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT 200"
@@ -460,6 +399,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn revoke_session(
         &self,
         tenant_id: &str,
@@ -469,28 +409,19 @@ impl DashboardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE sessions SET revoked_at = $4 WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND revoked_at IS NULL",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .bind(id)
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::REVOKE_SESSION))
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(id)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(
-                    tenant_id,
-                    at,
-                    &actor,
-                    "session.revoked",
-                    id,
-                    json!({"user_id": user_id}),
-                ),
+                audit_records::session_revoked(tenant_id, id, user_id, &actor, at),
             )
             .await?;
         }
@@ -498,6 +429,7 @@ impl DashboardStore for PgStore {
         Ok(changed == 1)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %passkey.tenant_id))]
     async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
         let mut tx = self.begin().await?;
         match user_in_tx(&mut tx, &passkey.tenant_id, &passkey.user_id).await? {
@@ -509,6 +441,7 @@ impl DashboardStore for PgStore {
         Ok(passkey)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE tenant_id = $1 AND user_id = $2 ORDER BY id"
@@ -523,6 +456,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {} FROM passkeys p JOIN users u ON u.id = p.user_id \
@@ -538,6 +472,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1"
@@ -550,6 +485,7 @@ impl DashboardStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn delete_passkey(
         &self,
         tenant_id: &str,
@@ -559,26 +495,18 @@ impl DashboardStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let changed =
-            sqlx::query("DELETE FROM passkeys WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
-                .bind(tenant_id)
-                .bind(user_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg_error)?
-                .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::DELETE_PASSKEY))
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 1 {
             append_audit(
                 &mut tx,
-                AuditRecord::new(
-                    tenant_id,
-                    at,
-                    &actor,
-                    "passkey.removed",
-                    id,
-                    json!({"user_id": user_id}),
-                ),
+                audit_records::passkey_removed(tenant_id, id, user_id, &actor, at),
             )
             .await?;
         }
@@ -586,6 +514,7 @@ impl DashboardStore for PgStore {
         Ok(changed == 1)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn put_ceremony(
         &self,
         id_hash: &str,
@@ -594,31 +523,28 @@ impl DashboardStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1")
+        sqlx::query(&sql::pg(sql::FORGET_EXPIRED_CEREMONIES))
             .bind(ms(now))
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        sqlx::query(
-            "INSERT INTO webauthn_ceremonies (id_hash, state, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(id_hash)
-        .bind(state)
-        .bind(ms(expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::INSERT_CEREMONY))
+            .bind(id_hash)
+            .bind(state)
+            .bind(ms(expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
-        let row: Option<(String, i64)> = sqlx::query_as(
-            "DELETE FROM webauthn_ceremonies WHERE id_hash = $1 RETURNING state, expires_at",
-        )
-        .bind(id_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?;
+        let row: Option<(String, i64)> = sqlx::query_as(&sql::pg(sql::TAKE_CEREMONY))
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
         Ok(row.filter(|(_, exp)| *exp > ms(now)).map(|(s, _)| s))
     }
 }

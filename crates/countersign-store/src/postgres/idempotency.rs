@@ -7,9 +7,7 @@ use sqlx::postgres::PgRow;
 
 use super::PgStore;
 use super::rows::{get, ms, pg_error, time};
-
-const COLUMNS: &str =
-    "tenant_id, owner, key_hash, fingerprint, status, answer, created_at, expires_at";
+use crate::sql;
 
 fn answer(row: &PgRow) -> Result<StoredAnswer> {
     let status: i32 = get(row, 4)?;
@@ -30,24 +28,19 @@ fn answer(row: &PgRow) -> Result<StoredAnswer> {
 /// whatever the transaction created. (A concurrent insert of the same key waits for the
 /// first transaction and then sees its row.)
 pub(super) async fn insert_answer(conn: &mut PgConnection, a: &StoredAnswer) -> Result<()> {
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO idempotency_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (tenant_id, owner, key_hash) DO UPDATE SET fingerprint = excluded.fingerprint, \
-         status = excluded.status, answer = excluded.answer, created_at = excluded.created_at, \
-         expires_at = excluded.expires_at WHERE idempotency_keys.expires_at <= excluded.created_at"
-    ))
-    .bind(&a.tenant_id)
-    .bind(&a.owner)
-    .bind(&a.key_hash)
-    .bind(&a.fingerprint)
-    .bind(i32::from(a.status))
-    .bind(&a.answer)
-    .bind(ms(a.created_at))
-    .bind(ms(a.expires_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_error)?
-    .rows_affected();
+    let inserted = sqlx::query(&sql::pg(&sql::insert_answer()))
+        .bind(&a.tenant_id)
+        .bind(&a.owner)
+        .bind(&a.key_hash)
+        .bind(&a.fingerprint)
+        .bind(i32::from(a.status))
+        .bind(&a.answer)
+        .bind(ms(a.created_at))
+        .bind(ms(a.expires_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
     if inserted == 1 {
         Ok(())
     } else {
@@ -63,19 +56,16 @@ impl PgStore {
         key_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<StoredAnswer>> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM idempotency_keys \
-             WHERE tenant_id = $1 AND owner = $2 AND key_hash = $3 AND expires_at > $4"
-        ))
-        .bind(tenant_id)
-        .bind(owner)
-        .bind(key_hash)
-        .bind(ms(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .map(|r| answer(&r))
-        .transpose()
+        sqlx::query(&sql::pg(&sql::live_answer()))
+            .bind(tenant_id)
+            .bind(owner)
+            .bind(key_hash)
+            .bind(ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .map(|r| answer(&r))
+            .transpose()
     }
 
     pub(super) async fn remember_answer(&self, answer: StoredAnswer) -> Result<()> {
@@ -85,13 +75,11 @@ impl PgStore {
     }
 
     pub(super) async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
-        Ok(
-            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
-                .bind(ms(now))
-                .execute(&self.pool)
-                .await
-                .map_err(pg_error)?
-                .rows_affected(),
-        )
+        Ok(sqlx::query(&sql::pg(sql::FORGET_EXPIRED_ANSWERS))
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .rows_affected())
     }
 }

@@ -9,7 +9,8 @@ use sqlx::postgres::PgRow;
 use super::rows::{get, ms, pg_error, time};
 use super::{PgStore, append_audit};
 use crate::McpStore;
-use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json, mcp_server_audit};
+use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json};
+use crate::{audit_records, sql};
 
 fn server(row: &PgRow) -> Result<McpServerRecord> {
     let headers: String = get(row, 3)?;
@@ -25,82 +26,78 @@ fn server(row: &PgRow) -> Result<McpServerRecord> {
 
 #[async_trait]
 impl McpStore for PgStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn create_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO mcp_servers ({MCP_SERVER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-        ))
-        .bind(&record.tenant_id)
-        .bind(&record.id)
-        .bind(&record.url)
-        .bind(headers_json(&record.headers)?)
-        .bind(ms(record.created_at))
-        .bind(ms(record.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(&sql::insert_mcp_server()))
+            .bind(&record.tenant_id)
+            .bind(&record.id)
+            .bind(&record.url)
+            .bind(headers_json(&record.headers)?)
+            .bind(ms(record.created_at))
+            .bind(ms(record.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         append_audit(
             &mut tx,
-            mcp_server_audit(record, "mcp_server.created", &actor),
+            audit_records::mcp_server(record, "mcp_server.created", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
-        sqlx::query(&format!(
-            "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = $1 ORDER BY id"
-        ))
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(server)
-        .collect()
+        sqlx::query(&sql::pg(&sql::list_mcp_servers()))
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(server)
+            .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
-        sqlx::query(&format!(
-            "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .as_ref()
-        .map(server)
-        .transpose()
+        sqlx::query(&sql::pg(&sql::get_mcp_server()))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(server)
+            .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn update_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE mcp_servers SET url = $3, headers = $4, updated_at = $5 \
-             WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(&record.tenant_id)
-        .bind(&record.id)
-        .bind(&record.url)
-        .bind(headers_json(&record.headers)?)
-        .bind(ms(record.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::UPDATE_MCP_SERVER))
+            .bind(&record.tenant_id)
+            .bind(&record.id)
+            .bind(&record.url)
+            .bind(headers_json(&record.headers)?)
+            .bind(ms(record.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 0 {
             return Ok(false);
         }
         append_audit(
             &mut tx,
-            mcp_server_audit(record, "mcp_server.updated", &actor),
+            audit_records::mcp_server(record, "mcp_server.updated", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(true)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_mcp_server(
         &self,
         tenant_id: &str,
@@ -124,7 +121,7 @@ impl McpStore for PgStore {
         record.updated_at = at;
         append_audit(
             &mut tx,
-            mcp_server_audit(&record, "mcp_server.deleted", &actor),
+            audit_records::mcp_server(&record, "mcp_server.deleted", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;

@@ -2,7 +2,7 @@
 //! push subscriptions, review tokens, and the outbox's fan-out and delivery log.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::directory::User;
 use countersign_core::notify::{
     Delivery, FanOut, NOTIFY, NewDelivery, Preferences, PushSubscription, ReviewToken,
@@ -16,9 +16,9 @@ use sqlx::postgres::PgRow;
 
 use super::rows::{self, USER_COLUMNS, get, ms, opt_time, pg_error, time};
 use super::{PgStore, append_audit, not_found};
-use crate::records::{
-    self as audit_records, DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS,
-};
+use crate::audit_records;
+use crate::records::{DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS};
+use crate::sql;
 use crate::{ChannelRecord, NotificationStore};
 
 /// Puts a `notify` row for a state change of a request, inside the change's transaction.
@@ -29,18 +29,15 @@ pub(super) async fn enqueue_notification(
     payload: Option<&Value>,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, event, payload, next_attempt_at, created_at) \
-         SELECT tenant_id, id, $2, '', $3, $4, $5, $5 FROM approval_requests WHERE id = $1",
-    )
-    .bind(approval_id)
-    .bind(NOTIFY)
-    .bind(event)
-    .bind(payload.map(Value::to_string))
-    .bind(ms(at))
-    .execute(conn)
-    .await
-    .map_err(pg_error)?;
+    sqlx::query(&sql::pg(sql::ENQUEUE_NOTIFICATION))
+        .bind(approval_id)
+        .bind(NOTIFY)
+        .bind(event)
+        .bind(payload.map(Value::to_string))
+        .bind(ms(at))
+        .execute(conn)
+        .await
+        .map_err(pg_error)?;
     Ok(())
 }
 
@@ -132,25 +129,25 @@ async fn webhook_in_tx(
 
 #[async_trait]
 impl NotificationStore for PgStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>> {
-        sqlx::query(
-            "SELECT channel, config, updated_at FROM notification_channels WHERE tenant_id = $1 ORDER BY channel",
-        )
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(|r| {
-            Ok(ChannelRecord {
-                channel: get(r, 0)?,
-                config: json_text(r, 1)?.unwrap_or(Value::Null),
-                updated_at: time(r, 2)?,
+        sqlx::query(&sql::pg(sql::CHANNELS))
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| {
+                Ok(ChannelRecord {
+                    channel: get(r, 0)?,
+                    config: json_text(r, 1)?.unwrap_or(Value::Null),
+                    updated_at: time(r, 2)?,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn put_channel_config(
         &self,
         tenant_id: &str,
@@ -160,20 +157,14 @@ impl NotificationStore for PgStore {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        let (upsert, delete) = (sql::pg(sql::UPSERT_CHANNEL), sql::pg(sql::DELETE_CHANNEL));
         let changed = match &config {
-            Some(config) => sqlx::query(
-                "INSERT INTO notification_channels (tenant_id, channel, config, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (tenant_id, channel) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-            )
-            .bind(tenant_id)
-            .bind(channel)
-            .bind(config.to_string())
-            .bind(ms(at)),
-            None => sqlx::query(
-                "DELETE FROM notification_channels WHERE tenant_id = $1 AND channel = $2",
-            )
-            .bind(tenant_id)
-            .bind(channel),
+            Some(config) => sqlx::query(&upsert)
+                .bind(tenant_id)
+                .bind(channel)
+                .bind(config.to_string())
+                .bind(ms(at)),
+            None => sqlx::query(&delete).bind(tenant_id).bind(channel),
         }
         .execute(&mut *tx)
         .await
@@ -182,13 +173,14 @@ impl NotificationStore for PgStore {
         if changed > 0 {
             append_audit(
                 &mut tx,
-                audit_records::channel_audit(tenant_id, channel, config.is_some(), &actor, at),
+                audit_records::channel(tenant_id, channel, config.is_some(), &actor, at),
             )
             .await?;
         }
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_preferences(&self, tenant_id: &str) -> Result<Vec<Preferences>> {
         sqlx::query(&format!(
             "SELECT {PREFERENCE_COLUMNS} FROM notification_preferences WHERE tenant_id = $1"
@@ -202,6 +194,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn get_preferences(&self, tenant_id: &str, user_id: &str) -> Result<Option<Preferences>> {
         sqlx::query(&format!(
             "SELECT {PREFERENCE_COLUMNS} FROM notification_preferences WHERE tenant_id = $1 AND user_id = $2"
@@ -216,16 +209,15 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %prefs.tenant_id))]
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
         let mut tx = self.begin().await?;
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2)",
-        )
-        .bind(&prefs.tenant_id)
-        .bind(&prefs.user_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        let exists: bool = sqlx::query_scalar(&sql::pg(sql::USER_EXISTS))
+            .bind(&prefs.tenant_id)
+            .bind(&prefs.user_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         if !exists {
             return Err(not_found("user"));
         }
@@ -244,14 +236,15 @@ impl NotificationStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| match pg_error(e) {
-            Error::AlreadyExists(_) => audit_records::slack_id_taken(),
+            Error::AlreadyExists(_) => crate::records::slack_id_taken(),
             other => other,
         })?;
-        append_audit(&mut tx, audit_records::preferences_audit(&prefs, &actor)).await?;
+        append_audit(&mut tx, audit_records::preferences(&prefs, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(prefs)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_user_by_slack_id(
         &self,
         tenant_id: &str,
@@ -276,6 +269,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
     async fn create_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -301,13 +295,14 @@ impl NotificationStore for PgStore {
         .map_err(pg_error)?;
         append_audit(
             &mut tx,
-            audit_records::webhook_audit(&endpoint, "webhook.created", &actor),
+            audit_records::webhook(&endpoint, "webhook.created", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(endpoint)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>> {
         sqlx::query(&format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY id"
@@ -321,11 +316,13 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>> {
         let mut conn = self.pool.acquire().await.map_err(pg_error)?;
         webhook_in_tx(&mut conn, tenant_id, id).await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
     async fn update_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -334,31 +331,24 @@ impl NotificationStore for PgStore {
     ) -> Result<WebhookEndpoint> {
         let mut tx = self.begin().await?;
         let events = serde_json::to_string(&endpoint.events).map_err(Error::internal)?;
-        let changed = sqlx::query(
-            "UPDATE webhook_endpoints SET url = $3, events = $4, secret = $5, description = $6, \
-             disabled_at = $7, disabled_reason = $8, updated_at = $9 WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(&endpoint.tenant_id)
-        .bind(&endpoint.id)
-        .bind(&endpoint.url)
-        .bind(events)
-        .bind(&endpoint.secret)
-        .bind(&endpoint.description)
-        .bind(endpoint.disabled_at.map(ms))
-        .bind(&endpoint.disabled_reason)
-        .bind(ms(endpoint.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::UPDATE_WEBHOOK))
+            .bind(&endpoint.tenant_id)
+            .bind(&endpoint.id)
+            .bind(&endpoint.url)
+            .bind(events)
+            .bind(&endpoint.secret)
+            .bind(&endpoint.description)
+            .bind(endpoint.disabled_at.map(ms))
+            .bind(&endpoint.disabled_reason)
+            .bind(ms(endpoint.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 0 {
             return Err(not_found("webhook endpoint"));
         }
-        append_audit(
-            &mut tx,
-            audit_records::webhook_audit(&endpoint, action, &actor),
-        )
-        .await?;
+        append_audit(&mut tx, audit_records::webhook(&endpoint, action, &actor)).await?;
         let stored = webhook_in_tx(&mut tx, &endpoint.tenant_id, &endpoint.id)
             .await?
             .ok_or_else(|| not_found("webhook endpoint"))?;
@@ -366,6 +356,7 @@ impl NotificationStore for PgStore {
         Ok(stored)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_webhook(
         &self,
         tenant_id: &str,
@@ -377,33 +368,31 @@ impl NotificationStore for PgStore {
         let Some(mut endpoint) = webhook_in_tx(&mut tx, tenant_id, id).await? else {
             return Err(not_found("webhook endpoint"));
         };
-        sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
+        sqlx::query(&sql::pg(sql::DELETE_WEBHOOK))
             .bind(tenant_id)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
         // Deliveries still waiting for it have nowhere to go.
-        sqlx::query(
-            "UPDATE outbox SET state = 'failed', last_error = 'the endpoint was deleted' \
-             WHERE channel = 'webhook' AND recipient = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
+        sqlx::query(&sql::pg(sql::FAIL_DELETED_WEBHOOK_DELIVERIES))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         endpoint.updated_at = at;
         append_audit(
             &mut tx,
-            audit_records::webhook_audit(&endpoint, "webhook.deleted", &actor),
+            audit_records::webhook(&endpoint, "webhook.deleted", &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM push_subscriptions WHERE endpoint = $1")
+        sqlx::query(&sql::pg(sql::DELETE_PUSH_SUBSCRIPTION_BY_ENDPOINT))
             .bind(&sub.endpoint)
             .execute(&mut *tx)
             .await
@@ -424,19 +413,13 @@ impl NotificationStore for PgStore {
         .map_err(pg_error)?;
         append_audit(
             &mut tx,
-            AuditRecord::new(
-                &sub.tenant_id,
-                sub.created_at,
-                &actor,
-                "push_subscription.created",
-                &sub.id,
-                serde_json::json!({"user_id": sub.user_id}),
-            ),
+            audit_records::push_subscription_created(&sub, &actor),
         )
         .await?;
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_push_subscriptions(&self, tenant_id: &str) -> Result<Vec<PushSubscription>> {
         sqlx::query(&format!(
             "SELECT {PUSH_COLUMNS} FROM push_subscriptions WHERE tenant_id = $1 ORDER BY id"
@@ -450,6 +433,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn get_push_subscription(&self, id: &str) -> Result<Option<PushSubscription>> {
         sqlx::query(&format!(
             "SELECT {PUSH_COLUMNS} FROM push_subscriptions WHERE id = $1"
@@ -463,8 +447,9 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool> {
-        let n = sqlx::query("DELETE FROM push_subscriptions WHERE tenant_id = $1 AND id = $2")
+        let n = sqlx::query(&sql::pg(sql::DELETE_PUSH_SUBSCRIPTION))
             .bind(tenant_id)
             .bind(id)
             .execute(&self.pool)
@@ -474,41 +459,40 @@ impl NotificationStore for PgStore {
         Ok(n > 0)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>> {
-        sqlx::query(
-            "SELECT token_hash, tenant_id, approval_id, user_id, expires_at, created_at FROM review_tokens WHERE token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .as_ref()
-        .map(|r| {
-            Ok(ReviewToken {
-                token_hash: get(r, 0)?,
-                tenant_id: get(r, 1)?,
-                approval_id: get(r, 2)?,
-                user_id: get(r, 3)?,
-                expires_at: time(r, 4)?,
-                created_at: time(r, 5)?,
+        sqlx::query(&sql::pg(sql::REVIEW_TOKEN))
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(|r| {
+                Ok(ReviewToken {
+                    token_hash: get(r, 0)?,
+                    tenant_id: get(r, 1)?,
+                    approval_id: get(r, 2)?,
+                    user_id: get(r, 3)?,
+                    expires_at: time(r, 4)?,
+                    created_at: time(r, 5)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
-        sqlx::query(
-            "SELECT user_id, since FROM approval_reviewers WHERE approval_id = $1 ORDER BY since, user_id",
-        )
-        .bind(approval_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .iter()
-        .map(|r| Ok((get(r, 0)?, time(r, 1)?)))
-        .collect()
+        sqlx::query(&sql::pg(sql::REVIEWERS))
+            .bind(approval_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| Ok((get(r, 0)?, time(r, 1)?)))
+            .collect()
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin().await?;
         for f in &batch {
@@ -517,6 +501,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>> {
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE approval_id = $1 AND tenant_id = $2 \
@@ -532,6 +517,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn webhook_deliveries(
         &self,
         tenant_id: &str,
@@ -555,6 +541,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>> {
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE id = $1 AND tenant_id = $2 AND channel <> 'notify'"
@@ -569,18 +556,16 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()> {
-        let changed = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $3, last_error = NULL \
-             WHERE id = $1 AND tenant_id = $2 AND channel <> 'notify' AND state <> 'pending'",
-        )
-        .bind(id)
-        .bind(tenant_id)
-        .bind(ms(at))
-        .execute(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
+        let changed = sqlx::query(&sql::pg(sql::RETRY_DELIVERY))
+            .bind(id)
+            .bind(tenant_id)
+            .bind(ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if changed == 0 {
             return Err(Error::invalid_with(
                 countersign_proto::ErrorCode::DeliveryPending,
@@ -601,11 +586,7 @@ async fn fan_out_one(
     at: DateTime<Utc>,
 ) -> Result<()> {
     for d in deliveries {
-        sqlx::query(
-                "INSERT INTO outbox (tenant_id, approval_id, channel, target, recipient, event, payload, dedupe_key, \
-                 next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-                 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
-            )
+        sqlx::query(&sql::pg(sql::ENQUEUE_DELIVERY))
             .bind(&notify.tenant_id)
             .bind(&notify.approval_id)
             .bind(d.channel)
@@ -620,10 +601,7 @@ async fn fan_out_one(
             .map_err(pg_error)?;
     }
     for t in tokens {
-        sqlx::query(
-                "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING",
-            )
+        sqlx::query(&sql::pg(sql::INSERT_REVIEW_TOKEN))
             .bind(&t.token_hash)
             .bind(&t.tenant_id)
             .bind(&t.approval_id)
@@ -635,7 +613,7 @@ async fn fan_out_one(
             .map_err(pg_error)?;
     }
     // Done: the row has become its deliveries, so it goes.
-    sqlx::query("DELETE FROM outbox WHERE id = $1 AND channel = 'notify'")
+    sqlx::query(&sql::pg(sql::DELETE_NOTIFY_JOB))
         .bind(notify.id)
         .execute(&mut *tx)
         .await

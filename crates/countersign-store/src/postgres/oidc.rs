@@ -1,14 +1,22 @@
 //! OpenID Connect clients, CIBA request state and the outbox on PostgreSQL.
+use super::rows;
+use crate::sql;
+use crate::sql::CLIENT_COLUMNS;
+use crate::sql::STATE_COLUMNS;
+use crate::{OidcStore, SigningKeyRecord};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::approval::ApprovalRequest;
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::clock::from_millis;
 use countersign_core::oidc::{
     AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
-    OutboxOutcome, PollRecord, SLOW_DOWN_STEP_SECS,
+    OutboxOutcome, PollRecord,
 };
 use countersign_core::{Error, Result};
-use serde_json::json;
+
+use crate::audit_records;
+use crate::records::no_ciba_request;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
@@ -16,11 +24,6 @@ use super::rows::{ms, pg_error};
 use countersign_core::routing::ReviewerPlan;
 
 use super::{PgStore, append_audit, insert_request, notify};
-
-const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
-     notification_endpoint, request_signing_alg, user_code_parameter, grant_types, created_at";
-const STATE_COLUMNS: &str =
-    "approval_id, tenant_id, client_id, delivery_mode, scope, acr, interval_secs, last_poll_at";
 
 fn bad(what: &str) -> Error {
     Error::Internal(format!("unexpected {what} in the database"))
@@ -78,16 +81,13 @@ pub(super) async fn enqueue_outbox(
     event: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, secret, event, next_attempt_at, created_at) \
-         SELECT tenant_id, approval_id, channel, target, secret, $2, $3, $3 FROM request_subscriptions WHERE approval_id = $1",
-    )
-    .bind(approval_id)
-    .bind(event)
-    .bind(ms(at))
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_error)?;
+    sqlx::query(&sql::pg(sql::ENQUEUE_CALLBACK))
+        .bind(approval_id)
+        .bind(event)
+        .bind(ms(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(pg_error)?;
     super::notify::enqueue_notification(conn, approval_id, event, None, at).await
 }
 
@@ -98,13 +98,12 @@ impl PgStore {
         actor: Actor,
     ) -> Result<OidcClient> {
         let mut tx = self.begin().await?;
-        let agent: Option<bool> =
-            sqlx::query_scalar("SELECT disabled FROM agents WHERE tenant_id = $1 AND id = $2")
-                .bind(&client.tenant_id)
-                .bind(&client.client_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(pg_error)?;
+        let agent: Option<bool> = sqlx::query_scalar(&sql::pg(sql::AGENT_DISABLED))
+            .bind(&client.tenant_id)
+            .bind(&client.client_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg_error)?;
         if agent != Some(false) {
             return Err(Error::NotFound(format!(
                 "no active agent {:?} in this tenant",
@@ -141,22 +140,7 @@ impl PgStore {
             )),
             other => other,
         })?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                &client.tenant_id,
-                client.created_at,
-                &actor,
-                "oidc_client.created",
-                &client.client_id,
-                json!({
-                    "auth_method": client.auth_method.as_str(),
-                    "delivery_mode": client.delivery_mode.as_str(),
-                    "notification_endpoint": client.notification_endpoint,
-                }),
-            ),
-        )
-        .await?;
+        append_audit(&mut tx, audit_records::oidc_client_created(&client, &actor)).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(client)
     }
@@ -220,27 +204,19 @@ impl PgStore {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let deleted =
-            sqlx::query("DELETE FROM oidc_clients WHERE tenant_id = $1 AND client_id = $2")
-                .bind(tenant_id)
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg_error)?
-                .rows_affected();
+        let deleted = sqlx::query(&sql::pg(sql::DELETE_OIDC_CLIENT))
+            .bind(tenant_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
         if deleted == 0 {
             return Err(Error::NotFound("no such OpenID client".into()));
         }
         append_audit(
             &mut tx,
-            AuditRecord::new(
-                tenant_id,
-                at,
-                &actor,
-                "oidc_client.deleted",
-                client_id,
-                json!({}),
-            ),
+            audit_records::oidc_client_deleted(tenant_id, client_id, &actor, at),
         )
         .await?;
         tx.commit().await.map_err(pg_error)
@@ -272,19 +248,16 @@ impl PgStore {
         .await
         .map_err(pg_error)?;
         for sub in &new.subscriptions {
-            sqlx::query(
-                "INSERT INTO request_subscriptions (approval_id, tenant_id, channel, target, secret, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&s.approval_id)
-            .bind(&s.tenant_id)
-            .bind(&sub.channel)
-            .bind(&sub.target)
-            .bind(&sub.secret)
-            .bind(ms(new.new.request.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
+            sqlx::query(&sql::pg(sql::INSERT_SUBSCRIPTION))
+                .bind(&s.approval_id)
+                .bind(&s.tenant_id)
+                .bind(&sub.channel)
+                .bind(&sub.target)
+                .bind(&sub.secret)
+                .bind(ms(new.new.request.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_error)?;
         }
         notify(&mut tx, &format!("r:{}", s.approval_id)).await?;
         tx.commit().await.map_err(pg_error)?;
@@ -313,153 +286,26 @@ impl PgStore {
         approval_id: &str,
         at: DateTime<Utc>,
     ) -> Result<PollRecord> {
-        // One statement: the row lock orders concurrent polls, each sees the previous one.
+        // The row lock orders concurrent polls: each sees the previous one.
+        let mut tx = self.pool.begin().await.map_err(pg_error)?;
         let row = sqlx::query(
-            "UPDATE oidc_requests o SET last_poll_at = $2, interval_secs = CASE \
-               WHEN o.last_poll_at IS NOT NULL AND $2 - o.last_poll_at < o.interval_secs * 1000 \
-               THEN o.interval_secs + $3 ELSE o.interval_secs END \
-             FROM (SELECT approval_id, last_poll_at AS prev, interval_secs AS prev_interval \
-                   FROM oidc_requests WHERE approval_id = $1 FOR UPDATE) p \
-             WHERE o.approval_id = p.approval_id \
-             RETURNING o.interval_secs, o.interval_secs <> p.prev_interval",
+            "SELECT interval_secs, last_poll_at FROM oidc_requests WHERE approval_id = $1 FOR UPDATE",
         )
         .bind(approval_id)
-        .bind(ms(at))
-        .bind(SLOW_DOWN_STEP_SECS)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(pg_error)?
-        .ok_or_else(|| Error::NotFound("no such CIBA request".into()))?;
-        Ok(PollRecord {
-            interval_secs: get(&row, 0)?,
-            too_fast: get(&row, 1)?,
-        })
-    }
-
-    pub(super) async fn oidc_use_jti(
-        &self,
-        client_id: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM oidc_jtis WHERE expires_at < $1")
-            .bind(ms(now))
+        .ok_or_else(no_ciba_request)?;
+        let record = PollRecord::at(get(&row, 0)?, get(&row, 1)?, ms(at));
+        sqlx::query(&sql::pg(sql::RECORD_POLL))
+            .bind(approval_id)
+            .bind(ms(at))
+            .bind(record.interval_secs)
             .execute(&mut *tx)
             .await
             .map_err(pg_error)?;
-        let inserted = sqlx::query(
-            "INSERT INTO oidc_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(client_id)
-        .bind(jti)
-        .bind(ms(expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
         tx.commit().await.map_err(pg_error)?;
-        Ok(inserted == 1)
-    }
-
-    pub(super) async fn oidc_set_user_code(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        code_hash: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2)",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        if !exists {
-            return Err(Error::NotFound("no such user".into()));
-        }
-        sqlx::query(
-            "INSERT INTO oidc_user_codes (user_id, tenant_id, code_hash, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, updated_at = excluded.updated_at",
-        )
-        .bind(user_id)
-        .bind(tenant_id)
-        .bind(code_hash)
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_error)?;
-        append_audit(
-            &mut tx,
-            AuditRecord::new(
-                tenant_id,
-                at,
-                &actor,
-                "user.user_code_set",
-                user_id,
-                json!({}),
-            ),
-        )
-        .await?;
-        tx.commit().await.map_err(pg_error)
-    }
-
-    pub(super) async fn oidc_user_code_hash(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-    ) -> Result<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT code_hash FROM oidc_user_codes WHERE tenant_id = $1 AND user_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)
-    }
-
-    pub(super) async fn oidc_server_secret(
-        &self,
-        name: &str,
-        candidate: Vec<u8>,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<u8>> {
-        sqlx::query(
-            "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .bind(candidate)
-        .bind(ms(at))
-        .execute(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(pg_error)
-    }
-
-    pub(super) async fn oidc_token_jti(
-        &self,
-        tenant_id: &str,
-        approval_id: &str,
-    ) -> Result<Option<String>> {
-        let jti: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT token_jti FROM approval_requests WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant_id)
-        .bind(approval_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_error)?;
-        Ok(jti.flatten())
+        Ok(record)
     }
 
     pub(super) async fn outbox_claim(
@@ -519,5 +365,265 @@ impl PgStore {
         .await
         .map_err(pg_error)?;
         Ok(())
+    }
+}
+
+/// Serialises creation of the first signing key.
+const SIGNING_KEY_LOCK: i64 = 0x0063_6f75_6e74_6b65;
+
+async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> Result<()> {
+    sqlx::query(&sql::pg(sql::INSERT_SIGNING_KEY))
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.private_der)
+        .bind(ms(key.created_at))
+        .bind(key.active)
+        .execute(conn)
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl OidcStore for PgStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %client.tenant_id))]
+    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
+        self.oidc_create_client(client, actor).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
+        self.oidc_list_clients(tenant_id).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
+    async fn get_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        self.oidc_get_client(tenant_id, client_id).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
+    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
+        self.oidc_find_active_client(client_id).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
+    async fn delete_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_delete_client(tenant_id, client_id, actor, at)
+            .await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.new.request.tenant_id))]
+    async fn create_oidc_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
+        self.oidc_create_request(new, actor).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    async fn get_oidc_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>> {
+        self.oidc_get_request(tenant_id, approval_id).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
+    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
+        self.oidc_record_poll(approval_id, at).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
+    async fn use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        sqlx::query(&sql::pg(sql::FORGET_EXPIRED_JTIS))
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let inserted = sqlx::query(&sql::pg(sql::INSERT_JTI))
+            .bind(client_id)
+            .bind(jti)
+            .bind(ms(expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .rows_affected();
+        tx.commit().await.map_err(pg_error)?;
+        Ok(inserted == 1)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    async fn set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let exists: bool = sqlx::query_scalar(&sql::pg(sql::USER_EXISTS))
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        if !exists {
+            return Err(Error::NotFound("no such user".into()));
+        }
+        sqlx::query(&sql::pg(sql::UPSERT_USER_CODE))
+            .bind(user_id)
+            .bind(tenant_id)
+            .bind(code_hash)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        append_audit(
+            &mut tx,
+            audit_records::user_code_set(tenant_id, user_id, &actor, at),
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
+        sqlx::query_scalar(&sql::pg(sql::USER_CODE_HASH))
+            .bind(tenant_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>> {
+        sqlx::query(&sql::pg(sql::INSERT_SERVER_SECRET))
+            .bind(name)
+            .bind(candidate)
+            .bind(ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        sqlx::query_scalar(&sql::pg(sql::SERVER_SECRET))
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pg_error)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
+        let jti: Option<Option<String>> = sqlx::query_scalar(&sql::pg(sql::TOKEN_JTI))
+            .bind(tenant_id)
+            .bind(approval_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        Ok(jti.flatten())
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn claim_outbox(
+        &self,
+        rows: crate::OutboxRows,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        self.outbox_claim(rows.changes(), now, lease_until, limit)
+            .await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        self.outbox_finish(id, outcome).await
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        sqlx::query(&sql::pg(sql::SIGNING_KEYS))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(rows::signing_key)
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SIGNING_KEY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        let active: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active)")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(pg_error)?;
+        if !active {
+            insert_signing_key(&mut tx, &candidate).await?;
+            notify(&mut tx, "k").await?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        self.signing_keys().await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        actor: Actor,
+        tenant_id: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SIGNING_KEY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        sqlx::query("UPDATE signing_keys SET active = FALSE WHERE active")
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_error)?;
+        insert_signing_key(&mut tx, &key).await?;
+        append_audit(
+            &mut tx,
+            audit_records::signing_key_rotated(tenant_id, &key, &actor),
+        )
+        .await?;
+        notify(&mut tx, "k").await?;
+        tx.commit().await.map_err(pg_error)
     }
 }

@@ -1,4 +1,8 @@
 //! Row mapping between PostgreSQL and domain records.
+pub use crate::sql::{
+    AGENT_COLUMNS, API_KEY_COLUMNS, AUDIT_COLUMNS, DECISION_COLUMNS, POLICY_COLUMNS,
+    REQUEST_COLUMNS, USER_COLUMNS,
+};
 use chrono::{DateTime, Utc};
 use countersign_core::approval::{
     ApprovalRequest, DecisionRecord, DecisionRules, RequestKind, ToolInfo, Verdict,
@@ -15,18 +19,6 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::SigningKeyRecord;
-
-pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at, is_admin";
-pub const AGENT_COLUMNS: &str = "id, tenant_id, name, trust_level, disabled, created_at";
-pub const API_KEY_COLUMNS: &str = "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at, audiences";
-pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope, binding_message, \
-     context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
-     token_issued_at, tool_name, session_id, reason, risk_score, threats, policy_id, policy_name, \
-     notification_channels, on_behalf_of, approval_group_id, required_approvals, \
-     allow_self_approval, default_on_timeout, escalation_level, escalation_plan, annotations, \
-     mcp_server, mcp_client";
-pub const AUDIT_COLUMNS: &str =
-    "tenant_id, seq, at, actor_type, actor_id, action, subject, details, prev_hash, hash";
 
 pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -206,8 +198,6 @@ pub fn request(row: &PgRow) -> Result<ApprovalRequest> {
     })
 }
 
-pub const DECISION_COLUMNS: &str = "reviewer_id, reviewer, verdict, comment, channel, decided_at";
-
 pub fn decision(row: &PgRow) -> Result<DecisionRecord> {
     let verdict: String = get(row, 2)?;
     Ok(DecisionRecord {
@@ -223,9 +213,6 @@ pub fn decision(row: &PgRow) -> Result<DecisionRecord> {
         decided_at: time(row, 5)?,
     })
 }
-
-pub const POLICY_COLUMNS: &str = "id, tenant_id, name, description, tool_pattern, action, priority, \
-     is_active, condition, approval_config, created_at, updated_at";
 
 pub fn policy(row: &PgRow) -> Result<Policy> {
     let action: String = get(row, 5)?;

@@ -1,26 +1,22 @@
 //! The dashboard's accounts on SQLite: one-time links, sessions, passkeys, ceremonies.
+use crate::sql::{LINK_COLUMNS, PASSKEY_COLUMNS, SESSION_COLUMNS};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::dashboard::{
     self, LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
 };
 use countersign_core::directory::User;
 use countersign_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
 use super::rows::{self, bad, db_error, ms, opt_time, time};
 use super::{SqliteStore, append_audit, not_found};
+use crate::audit_records;
+use crate::listing;
+use crate::sql;
 use crate::{DashboardStore, merge_counts};
 use countersign_proto::ApprovalStatus;
-
-const LINK_COLUMNS: &str =
-    "id, tenant_id, user_id, kind, created_at, expires_at, used_at, revoked_at";
-const SESSION_COLUMNS: &str = "id, tenant_id, user_id, method, user_agent, created_at, \
-     last_seen_at, expires_at, revoked_at";
-const PASSKEY_COLUMNS: &str =
-    "id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at";
 
 fn link(row: &Row) -> rusqlite::Result<LoginLink> {
     let kind: String = row.get(3)?;
@@ -94,36 +90,25 @@ fn user_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<User>>
 }
 
 fn insert_passkey(c: &Connection, p: &PasskeyRecord, actor: &Actor) -> Result<()> {
-    c.prepare_cached(
-        "INSERT INTO passkeys (id, tenant_id, user_id, credential_id, name, credential, created_at, last_used_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            p.id,
-            p.tenant_id,
-            p.user_id,
-            p.credential_id,
-            p.name,
-            p.credential,
-            ms(p.created_at)
-        ])
-    })
-    .map_err(|e| match db_error(e) {
-        Error::AlreadyExists(_) => Error::AlreadyExists("this passkey is already registered".into()),
-        other => other,
-    })?;
-    append_audit(
-        c,
-        AuditRecord::new(
-            &p.tenant_id,
-            p.created_at,
-            actor,
-            "passkey.registered",
-            &p.id,
-            json!({"user_id": p.user_id, "name": p.name}),
-        ),
-    )?;
+    c.prepare_cached(sql::INSERT_PASSKEY)
+        .and_then(|mut s| {
+            s.execute(params![
+                p.id,
+                p.tenant_id,
+                p.user_id,
+                p.credential_id,
+                p.name,
+                p.credential,
+                ms(p.created_at)
+            ])
+        })
+        .map_err(|e| match db_error(e) {
+            Error::AlreadyExists(_) => {
+                Error::AlreadyExists("this passkey is already registered".into())
+            }
+            other => other,
+        })?;
+    append_audit(c, audit_records::passkey_registered(p, actor))?;
     Ok(())
 }
 
@@ -136,28 +121,21 @@ fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor)
             new_passkey,
         } => {
             let changed = c
-                .prepare_cached(
-                    "UPDATE login_links SET used_at = ?1 WHERE token_hash = ?2 AND kind = ?3 \
-                     AND tenant_id = ?4 AND user_id = ?5 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?1",
-                )
+                .prepare_cached(sql::SPEND_LOGIN_LINK)
                 .and_then(|mut st| {
-                    st.execute(params![now, token_hash, kind.as_str(), s.tenant_id, s.user_id])
+                    st.execute(params![
+                        now,
+                        token_hash,
+                        kind.as_str(),
+                        s.tenant_id,
+                        s.user_id
+                    ])
                 })
                 .map_err(db_error)?;
             if changed != 1 {
                 return Err(dashboard::link_unusable());
             }
-            append_audit(
-                c,
-                AuditRecord::new(
-                    &s.tenant_id,
-                    s.created_at,
-                    actor,
-                    "login_link.used",
-                    &s.user_id,
-                    json!({"kind": kind.as_str()}),
-                ),
-            )?;
+            append_audit(c, audit_records::login_link_used(s, *kind, actor))?;
             if let Some(p) = new_passkey {
                 if p.user_id != s.user_id || p.tenant_id != s.tenant_id {
                     return Err(Error::invalid("the passkey belongs to another user"));
@@ -170,10 +148,7 @@ fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor)
             credential,
         } => {
             let changed = c
-                .prepare_cached(
-                    "UPDATE passkeys SET credential = ?1, last_used_at = ?2 \
-                     WHERE credential_id = ?3 AND tenant_id = ?4 AND user_id = ?5",
-                )
+                .prepare_cached(sql::REPLACE_PASSKEY_CREDENTIAL)
                 .and_then(|mut st| {
                     st.execute(params![
                         credential,
@@ -194,6 +169,7 @@ fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor)
 
 #[async_trait]
 impl DashboardStore for SqliteStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = ?user_id))]
     async fn count_requests(
         &self,
         tenant_id: &str,
@@ -202,10 +178,12 @@ impl DashboardStore for SqliteStore {
     ) -> Result<Vec<(ApprovalStatus, i64)>> {
         let counts: Vec<(String, i64)> = self.read(|c| {
             c.prepare_cached(
-                "SELECT CASE WHEN status = 'pending' AND expires_at <= ?2 \
-                 THEN (CASE WHEN default_on_timeout = 'approve' THEN 'approved' ELSE 'expired' END) ELSE status END AS s, COUNT(*) \
-                 FROM approval_requests WHERE tenant_id = ?1 AND (?3 IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
-                 WHERE r.approval_id = approval_requests.id AND r.user_id = ?3 AND r.since <= ?2)) GROUP BY s",
+                &format!(
+                    "SELECT {} AS s, COUNT(*) \
+                     FROM approval_requests WHERE tenant_id = ?1 AND (?3 IS NULL OR EXISTS (SELECT 1 FROM approval_reviewers r \
+                     WHERE r.approval_id = approval_requests.id AND r.user_id = ?3 AND r.since <= ?2)) GROUP BY s",
+                    listing::status_at_sql("?2")
+                ),
             )?
             .query_map(params![tenant_id, ms(now), user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect()
@@ -213,6 +191,7 @@ impl DashboardStore for SqliteStore {
         Ok(merge_counts(counts))
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn set_user_admin(
         &self,
         tenant_id: &str,
@@ -224,22 +203,13 @@ impl DashboardStore for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE users SET is_admin = ?3 WHERE tenant_id = ?1 AND id = ?2 AND is_admin <> ?3",
-                )
+                .prepare_cached(sql::SET_USER_ADMIN)
                 .and_then(|mut s| s.execute(params![tenant_id, id, is_admin]))
                 .map_err(db_error)?;
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(
-                        &tenant_id,
-                        at,
-                        &actor,
-                        "user.admin_changed",
-                        &id,
-                        json!({"is_admin": is_admin}),
-                    ),
+                    audit_records::user_admin_changed(&tenant_id, &id, is_admin, &actor, at),
                 )?;
             }
             user_in_tx(c, &tenant_id, &id)?.ok_or_else(|| not_found("user"))
@@ -247,12 +217,16 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.link.tenant_id))]
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
         self.write(move |c| {
             let l = &new.link;
             let active: Option<bool> = c
                 .prepare_cached("SELECT disabled = 0 FROM users WHERE tenant_id = ?1 AND id = ?2")
-                .and_then(|mut s| s.query_row([&l.tenant_id, &l.user_id], |r| r.get(0)).optional())
+                .and_then(|mut s| {
+                    s.query_row([&l.tenant_id, &l.user_id], |r| r.get(0))
+                        .optional()
+                })
                 .map_err(db_error)?;
             if active != Some(true) {
                 return Err(Error::NotFound(format!(
@@ -260,38 +234,26 @@ impl DashboardStore for SqliteStore {
                     l.user_id
                 )));
             }
-            c.prepare_cached(
-                "INSERT INTO login_links (id, tenant_id, user_id, kind, token_hash, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    l.id,
-                    l.tenant_id,
-                    l.user_id,
-                    l.kind.as_str(),
-                    new.token_hash,
-                    ms(l.created_at),
-                    ms(l.expires_at)
-                ])
-            })
-            .map_err(db_error)?;
-            append_audit(
-                c,
-                AuditRecord::new(
-                    &l.tenant_id,
-                    l.created_at,
-                    &actor,
-                    "login_link.created",
-                    &l.id,
-                    json!({"kind": l.kind.as_str(), "user_id": l.user_id, "expires_at_ms": ms(l.expires_at)}),
-                ),
-            )?;
+            c.prepare_cached(sql::INSERT_LOGIN_LINK)
+                .and_then(|mut s| {
+                    s.execute(params![
+                        l.id,
+                        l.tenant_id,
+                        l.user_id,
+                        l.kind.as_str(),
+                        new.token_hash,
+                        ms(l.created_at),
+                        ms(l.expires_at)
+                    ])
+                })
+                .map_err(db_error)?;
+            append_audit(c, audit_records::login_link_created(l, &actor))?;
             Ok(new.link)
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM login_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = ?1",
@@ -309,6 +271,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -319,6 +282,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_login_link(
         &self,
         tenant_id: &str,
@@ -329,16 +293,13 @@ impl DashboardStore for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE login_links SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 \
-                     AND revoked_at IS NULL AND used_at IS NULL",
-                )
+                .prepare_cached(sql::REVOKE_LOGIN_LINK)
                 .and_then(|mut s| s.execute(params![tenant_id, id, ms(at)]))
                 .map_err(db_error)?;
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(&tenant_id, at, &actor, "login_link.revoked", &id, json!({})),
+                    audit_records::login_link_revoked(&tenant_id, &id, &actor, at),
                 )?;
             }
             c.prepare_cached(&format!(
@@ -351,6 +312,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.session.tenant_id))]
     async fn start_session(
         &self,
         new: NewSession,
@@ -364,39 +326,27 @@ impl DashboardStore for SqliteStore {
                 _ => return Err(Error::Unauthorized("this account is disabled".into())),
             }
             spend_proof(c, s, &proof, &actor)?;
-            c.prepare_cached(
-                "INSERT INTO sessions (id, tenant_id, user_id, token_hash, method, user_agent, created_at, last_seen_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    s.id,
-                    s.tenant_id,
-                    s.user_id,
-                    new.token_hash,
-                    s.method,
-                    s.user_agent,
-                    ms(s.created_at),
-                    ms(s.expires_at)
-                ])
-            })
-            .map_err(db_error)?;
-            append_audit(
-                c,
-                AuditRecord::new(
-                    &s.tenant_id,
-                    s.created_at,
-                    &actor,
-                    "session.created",
-                    &s.id,
-                    json!({"user_id": s.user_id, "method": s.method}),
-                ),
-            )?;
+            c.prepare_cached(sql::INSERT_SESSION)
+                .and_then(|mut st| {
+                    st.execute(params![
+                        s.id,
+                        s.tenant_id,
+                        s.user_id,
+                        new.token_hash,
+                        s.method,
+                        s.user_agent,
+                        ms(s.created_at),
+                        ms(s.expires_at)
+                    ])
+                })
+                .map_err(db_error)?;
+            append_audit(c, audit_records::session_created(s, &actor))?;
             Ok(())
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
@@ -414,19 +364,19 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         let id = id.to_string();
         self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2",
-            )
-            .and_then(|mut s| s.execute(params![id, ms(at)]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::TOUCH_SESSION)
+                .and_then(|mut s| s.execute(params![id, ms(at)]))
+                .map_err(db_error)?;
             Ok(())
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -437,6 +387,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn revoke_session(
         &self,
         tenant_id: &str,
@@ -448,15 +399,13 @@ impl DashboardStore for SqliteStore {
         let (tenant_id, user_id, id) = (tenant_id.to_string(), user_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE sessions SET revoked_at = ?4 WHERE tenant_id = ?1 AND user_id = ?2 AND id = ?3 AND revoked_at IS NULL",
-                )
+                .prepare_cached(sql::REVOKE_SESSION)
                 .and_then(|mut s| s.execute(params![tenant_id, user_id, id, ms(at)]))
                 .map_err(db_error)?;
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(&tenant_id, at, &actor, "session.revoked", &id, json!({"user_id": user_id})),
+                    audit_records::session_revoked(&tenant_id, &id, &user_id, &actor, at),
                 )?;
             }
             Ok(changed == 1)
@@ -464,6 +413,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %passkey.tenant_id))]
     async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
         self.write(move |c| {
             match user_in_tx(c, &passkey.tenant_id, &passkey.user_id)? {
@@ -476,6 +426,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -486,6 +437,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>> {
         let sql = format!(
             "SELECT {} FROM passkeys p JOIN users u ON u.id = p.user_id \
@@ -503,6 +455,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -513,6 +466,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn delete_passkey(
         &self,
         tenant_id: &str,
@@ -524,22 +478,13 @@ impl DashboardStore for SqliteStore {
         let (tenant_id, user_id, id) = (tenant_id.to_string(), user_id.to_string(), id.to_string());
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "DELETE FROM passkeys WHERE tenant_id = ?1 AND user_id = ?2 AND id = ?3",
-                )
+                .prepare_cached(sql::DELETE_PASSKEY)
                 .and_then(|mut s| s.execute(params![tenant_id, user_id, id]))
                 .map_err(db_error)?;
             if changed == 1 {
                 append_audit(
                     c,
-                    AuditRecord::new(
-                        &tenant_id,
-                        at,
-                        &actor,
-                        "passkey.removed",
-                        &id,
-                        json!({"user_id": user_id}),
-                    ),
+                    audit_records::passkey_removed(&tenant_id, &id, &user_id, &actor, at),
                 )?;
             }
             Ok(changed == 1)
@@ -547,6 +492,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn put_ceremony(
         &self,
         id_hash: &str,
@@ -556,27 +502,27 @@ impl DashboardStore for SqliteStore {
     ) -> Result<()> {
         let id_hash = id_hash.to_string();
         self.write(move |c| {
-            c.prepare_cached("DELETE FROM webauthn_ceremonies WHERE expires_at <= ?1")
+            c.prepare_cached(sql::FORGET_EXPIRED_CEREMONIES)
                 .and_then(|mut s| s.execute([ms(now)]))
                 .map_err(db_error)?;
-            c.prepare_cached(
-                "INSERT INTO webauthn_ceremonies (id_hash, state, expires_at) VALUES (?1, ?2, ?3)",
-            )
-            .and_then(|mut s| s.execute(params![id_hash, state, ms(expires_at)]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::INSERT_CEREMONY)
+                .and_then(|mut s| s.execute(params![id_hash, state, ms(expires_at)]))
+                .map_err(db_error)?;
             Ok(())
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
         let id_hash = id_hash.to_string();
         self.write(move |c| {
             let state: Option<(String, i64)> = c
-                .prepare_cached(
-                    "DELETE FROM webauthn_ceremonies WHERE id_hash = ?1 RETURNING state, expires_at",
-                )
-                .and_then(|mut s| s.query_row([&id_hash], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .prepare_cached(sql::TAKE_CEREMONY)
+                .and_then(|mut s| {
+                    s.query_row([&id_hash], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
                 .map_err(db_error)?;
             Ok(state.filter(|(_, exp)| *exp > ms(now)).map(|(s, _)| s))
         })

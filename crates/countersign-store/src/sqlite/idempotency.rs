@@ -6,9 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
 use super::rows::{db_error, ms, time};
-
-const COLUMNS: &str =
-    "tenant_id, owner, key_hash, fingerprint, status, answer, created_at, expires_at";
+use crate::sql;
 
 fn answer(row: &Row) -> rusqlite::Result<StoredAnswer> {
     Ok(StoredAnswer {
@@ -28,12 +26,7 @@ fn answer(row: &Row) -> rusqlite::Result<StoredAnswer> {
 /// whatever the transaction created.
 pub(super) fn insert_answer(c: &Connection, a: &StoredAnswer) -> Result<()> {
     let inserted = c
-        .prepare_cached(&format!(
-            "INSERT INTO idempotency_keys ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (tenant_id, owner, key_hash) DO UPDATE SET fingerprint = excluded.fingerprint, \
-             status = excluded.status, answer = excluded.answer, created_at = excluded.created_at, \
-             expires_at = excluded.expires_at WHERE idempotency_keys.expires_at <= excluded.created_at"
-        ))
+        .prepare_cached(&sql::insert_answer())
         .and_then(|mut s| {
             s.execute(params![
                 a.tenant_id,
@@ -63,12 +56,9 @@ impl SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<StoredAnswer>> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM idempotency_keys \
-                 WHERE tenant_id = ?1 AND owner = ?2 AND key_hash = ?3 AND expires_at > ?4"
-            ))?
-            .query_row(params![tenant_id, owner, key_hash, ms(now)], answer)
-            .optional()
+            c.prepare_cached(&sql::live_answer())?
+                .query_row(params![tenant_id, owner, key_hash, ms(now)], answer)
+                .optional()
         })
     }
 
@@ -78,7 +68,7 @@ impl SqliteStore {
 
     pub(super) async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
         self.write(move |c| {
-            c.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")
+            c.prepare_cached(sql::FORGET_EXPIRED_ANSWERS)
                 .and_then(|mut s| s.execute([ms(now)]))
                 .map(|n| n as u64)
                 .map_err(db_error)

@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::rows::{db_error, ms, time};
 use super::{SqliteStore, append_audit};
 use crate::McpStore;
-use crate::records::{MCP_SERVER_COLUMNS, headers_from_json, headers_json, mcp_server_audit};
+use crate::records::{headers_from_json, headers_json};
+use crate::{audit_records, sql};
 
 fn server(row: &Row) -> rusqlite::Result<McpServerRecord> {
     let headers: String = row.get(3)?;
@@ -26,68 +27,64 @@ fn server(row: &Row) -> rusqlite::Result<McpServerRecord> {
 }
 
 fn server_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
-    c.prepare_cached(&format!(
-        "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = ?1 AND id = ?2"
-    ))
-    .and_then(|mut s| s.query_row([tenant_id, id], server).optional())
-    .map_err(db_error)
+    c.prepare_cached(&sql::get_mcp_server())
+        .and_then(|mut s| s.query_row([tenant_id, id], server).optional())
+        .map_err(db_error)
 }
 
 #[async_trait]
 impl McpStore for SqliteStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn create_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<()> {
         let record = record.clone();
         self.write(move |c| {
             let headers = headers_json(&record.headers)?;
-            c.prepare_cached(&format!(
-                "INSERT INTO mcp_servers ({MCP_SERVER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            ))
-            .and_then(|mut s| {
-                s.execute(params![
-                    record.tenant_id,
-                    record.id,
-                    record.url,
-                    headers,
-                    ms(record.created_at),
-                    ms(record.updated_at),
-                ])
-            })
-            .map_err(db_error)?;
-            append_audit(c, mcp_server_audit(&record, "mcp_server.created", &actor))?;
+            c.prepare_cached(&sql::insert_mcp_server())
+                .and_then(|mut s| {
+                    s.execute(params![
+                        record.tenant_id,
+                        record.id,
+                        record.url,
+                        headers,
+                        ms(record.created_at),
+                        ms(record.updated_at),
+                    ])
+                })
+                .map_err(db_error)?;
+            append_audit(
+                c,
+                audit_records::mcp_server(&record, "mcp_server.created", &actor),
+            )?;
             Ok(())
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = ?1 ORDER BY id"
-            ))?
-            .query_map([tenant_id], server)?
-            .collect()
+            c.prepare_cached(&sql::list_mcp_servers())?
+                .query_map([tenant_id], server)?
+                .collect()
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {MCP_SERVER_COLUMNS} FROM mcp_servers WHERE tenant_id = ?1 AND id = ?2"
-            ))?
-            .query_row([tenant_id, id], server)
-            .optional()
+            c.prepare_cached(&sql::get_mcp_server())?
+                .query_row([tenant_id, id], server)
+                .optional()
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
     async fn update_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<bool> {
         let record = record.clone();
         self.write(move |c| {
             let headers = headers_json(&record.headers)?;
             let changed = c
-                .prepare_cached(
-                    "UPDATE mcp_servers SET url = ?3, headers = ?4, updated_at = ?5 \
-                     WHERE tenant_id = ?1 AND id = ?2",
-                )
+                .prepare_cached(sql::UPDATE_MCP_SERVER)
                 .and_then(|mut s| {
                     s.execute(params![
                         record.tenant_id,
@@ -101,12 +98,16 @@ impl McpStore for SqliteStore {
             if changed == 0 {
                 return Ok(false);
             }
-            append_audit(c, mcp_server_audit(&record, "mcp_server.updated", &actor))?;
+            append_audit(
+                c,
+                audit_records::mcp_server(&record, "mcp_server.updated", &actor),
+            )?;
             Ok(true)
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_mcp_server(
         &self,
         tenant_id: &str,
@@ -123,7 +124,10 @@ impl McpStore for SqliteStore {
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             record.updated_at = at;
-            append_audit(c, mcp_server_audit(&record, "mcp_server.deleted", &actor))?;
+            append_audit(
+                c,
+                audit_records::mcp_server(&record, "mcp_server.deleted", &actor),
+            )?;
             Ok(true)
         })
         .await

@@ -2,7 +2,7 @@
 //! subscriptions, review tokens, and the outbox's fan-out and delivery log.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::notify::{
     Delivery, FanOut, NOTIFY, NewDelivery, Preferences, PushSubscription, ReviewToken,
     WebhookEndpoint,
@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use super::rows::{self, db_error, ms, opt_time, time};
 use super::{SqliteStore, append_audit, not_found};
-use crate::records::{
-    self as audit_records, DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS,
-};
+use crate::audit_records;
+use crate::records::{DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS};
+use crate::sql;
 use crate::{ChannelRecord, NotificationStore};
 
 /// Puts a `notify` row for a state change of a request, inside the change's transaction.
@@ -28,12 +28,9 @@ pub(super) fn enqueue_notification(
     at: DateTime<Utc>,
 ) -> Result<()> {
     let payload = payload.map(Value::to_string);
-    c.prepare_cached(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, event, payload, next_attempt_at, created_at) \
-         SELECT tenant_id, id, ?2, '', ?3, ?4, ?5, ?5 FROM approval_requests WHERE id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![approval_id, NOTIFY, event, payload, ms(at)]))
-    .map_err(db_error)?;
+    c.prepare_cached(sql::ENQUEUE_NOTIFICATION)
+        .and_then(|mut s| s.execute(params![approval_id, NOTIFY, event, payload, ms(at)]))
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -119,46 +116,42 @@ fn webhook_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<Web
 
 fn insert_delivery(c: &Connection, notify: &OutboxItem, d: &NewDelivery, at: i64) -> Result<()> {
     let payload = d.payload.as_ref().map(Value::to_string);
-    c.prepare_cached(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, recipient, event, payload, dedupe_key, \
-         next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
-         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            notify.tenant_id,
-            notify.approval_id,
-            d.channel,
-            d.target,
-            d.recipient,
-            d.event.as_str(),
-            payload,
-            d.dedupe_key,
-            at,
-        ])
-    })
-    .map_err(db_error)?;
+    c.prepare_cached(sql::ENQUEUE_DELIVERY)
+        .and_then(|mut s| {
+            s.execute(params![
+                notify.tenant_id,
+                notify.approval_id,
+                d.channel,
+                d.target,
+                d.recipient,
+                d.event.as_str(),
+                payload,
+                d.dedupe_key,
+                at,
+            ])
+        })
+        .map_err(db_error)?;
     Ok(())
 }
 
 #[async_trait]
 impl NotificationStore for SqliteStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT channel, config, updated_at FROM notification_channels WHERE tenant_id = ?1 ORDER BY channel",
-            )?
-            .query_map([tenant_id], |r| {
-                Ok(ChannelRecord {
-                    channel: r.get(0)?,
-                    config: json_text(r, 1)?.unwrap_or(Value::Null),
-                    updated_at: time(r, 2)?,
-                })
-            })?
-            .collect()
+            c.prepare_cached(sql::CHANNELS)?
+                .query_map([tenant_id], |r| {
+                    Ok(ChannelRecord {
+                        channel: r.get(0)?,
+                        config: json_text(r, 1)?.unwrap_or(Value::Null),
+                        updated_at: time(r, 2)?,
+                    })
+                })?
+                .collect()
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn put_channel_config(
         &self,
         tenant_id: &str,
@@ -170,25 +163,26 @@ impl NotificationStore for SqliteStore {
         let (tenant_id, channel) = (tenant_id.to_string(), channel.to_string());
         self.write(move |c| {
             let changed = match &config {
-                Some(config) => c
-                    .prepare_cached(
-                        "INSERT INTO notification_channels (tenant_id, channel, config, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                         ON CONFLICT (tenant_id, channel) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-                    )
-                    .and_then(|mut s| s.execute(params![tenant_id, channel, config.to_string(), ms(at)])),
+                Some(config) => c.prepare_cached(sql::UPSERT_CHANNEL).and_then(|mut s| {
+                    s.execute(params![tenant_id, channel, config.to_string(), ms(at)])
+                }),
                 None => c
-                    .prepare_cached("DELETE FROM notification_channels WHERE tenant_id = ?1 AND channel = ?2")
+                    .prepare_cached(sql::DELETE_CHANNEL)
                     .and_then(|mut s| s.execute(params![tenant_id, channel])),
             }
             .map_err(db_error)?;
             if changed > 0 {
-                append_audit(c, audit_records::channel_audit(&tenant_id, &channel, config.is_some(), &actor, at))?;
+                append_audit(
+                    c,
+                    audit_records::channel(&tenant_id, &channel, config.is_some(), &actor, at),
+                )?;
             }
             Ok(())
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_preferences(&self, tenant_id: &str) -> Result<Vec<Preferences>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -199,6 +193,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn get_preferences(&self, tenant_id: &str, user_id: &str) -> Result<Option<Preferences>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -209,10 +204,11 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %prefs.tenant_id))]
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
         self.write(move |c| {
             let exists: bool = c
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = ?1 AND id = ?2)")
+                .prepare_cached(sql::USER_EXISTS)
                 .and_then(|mut s| s.query_row([&prefs.tenant_id, &prefs.user_id], |r| r.get(0)))
                 .map_err(db_error)?;
             if !exists {
@@ -230,15 +226,16 @@ impl NotificationStore for SqliteStore {
                 ])
             })
             .map_err(|e| match db_error(e) {
-                Error::AlreadyExists(_) => audit_records::slack_id_taken(),
+                Error::AlreadyExists(_) => crate::records::slack_id_taken(),
                 other => other,
             })?;
-            append_audit(c, audit_records::preferences_audit(&prefs, &actor))?;
+            append_audit(c, audit_records::preferences(&prefs, &actor))?;
             Ok(prefs)
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn find_user_by_slack_id(
         &self,
         tenant_id: &str,
@@ -259,6 +256,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
     async fn create_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -277,12 +275,13 @@ impl NotificationStore for SqliteStore {
                 ])
             })
             .map_err(db_error)?;
-            append_audit(c, audit_records::webhook_audit(&endpoint, "webhook.created", &actor))?;
+            append_audit(c, audit_records::webhook(&endpoint, "webhook.created", &actor))?;
             Ok(endpoint)
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -293,6 +292,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -303,6 +303,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
     async fn update_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -313,14 +314,17 @@ impl NotificationStore for SqliteStore {
         self.write(move |c| {
             let events = serde_json::to_string(&endpoint.events).map_err(Error::internal)?;
             let changed = c
-                .prepare_cached(
-                    "UPDATE webhook_endpoints SET url = ?3, events = ?4, secret = ?5, description = ?6, \
-                     disabled_at = ?7, disabled_reason = ?8, updated_at = ?9 WHERE tenant_id = ?1 AND id = ?2",
-                )
+                .prepare_cached(sql::UPDATE_WEBHOOK)
                 .and_then(|mut s| {
                     s.execute(params![
-                        endpoint.tenant_id, endpoint.id, endpoint.url, events, endpoint.secret,
-                        endpoint.description, endpoint.disabled_at.map(ms), endpoint.disabled_reason,
+                        endpoint.tenant_id,
+                        endpoint.id,
+                        endpoint.url,
+                        events,
+                        endpoint.secret,
+                        endpoint.description,
+                        endpoint.disabled_at.map(ms),
+                        endpoint.disabled_reason,
                         ms(endpoint.updated_at),
                     ])
                 })
@@ -328,12 +332,14 @@ impl NotificationStore for SqliteStore {
             if changed == 0 {
                 return Err(not_found("webhook endpoint"));
             }
-            append_audit(c, audit_records::webhook_audit(&endpoint, &action, &actor))?;
-            webhook_in_tx(c, &endpoint.tenant_id, &endpoint.id)?.ok_or_else(|| not_found("webhook endpoint"))
+            append_audit(c, audit_records::webhook(&endpoint, &action, &actor))?;
+            webhook_in_tx(c, &endpoint.tenant_id, &endpoint.id)?
+                .ok_or_else(|| not_found("webhook endpoint"))
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_webhook(
         &self,
         tenant_id: &str,
@@ -346,29 +352,27 @@ impl NotificationStore for SqliteStore {
             let Some(mut endpoint) = webhook_in_tx(c, &tenant_id, &id)? else {
                 return Err(not_found("webhook endpoint"));
             };
-            c.prepare_cached("DELETE FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
+            c.prepare_cached(sql::DELETE_WEBHOOK)
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             // Deliveries still waiting for it have nowhere to go.
-            c.prepare_cached(
-                "UPDATE outbox SET state = 'failed', last_error = 'the endpoint was deleted' \
-                 WHERE channel = 'webhook' AND recipient = ?1 AND state = 'pending'",
-            )
-            .and_then(|mut s| s.execute([&id]))
-            .map_err(db_error)?;
+            c.prepare_cached(sql::FAIL_DELETED_WEBHOOK_DELIVERIES)
+                .and_then(|mut s| s.execute([&id]))
+                .map_err(db_error)?;
             endpoint.updated_at = at;
             append_audit(
                 c,
-                audit_records::webhook_audit(&endpoint, "webhook.deleted", &actor),
+                audit_records::webhook(&endpoint, "webhook.deleted", &actor),
             )?;
             Ok(())
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
         self.write(move |c| {
-            c.prepare_cached("DELETE FROM push_subscriptions WHERE endpoint = ?1")
+            c.prepare_cached(sql::DELETE_PUSH_SUBSCRIPTION_BY_ENDPOINT)
                 .and_then(|mut s| s.execute([&sub.endpoint]))
                 .map_err(db_error)?;
             c.prepare_cached(&format!(
@@ -383,14 +387,14 @@ impl NotificationStore for SqliteStore {
             .map_err(db_error)?;
             append_audit(
                 c,
-                AuditRecord::new(&sub.tenant_id, sub.created_at, &actor, "push_subscription.created", &sub.id,
-                    serde_json::json!({"user_id": sub.user_id})),
+                audit_records::push_subscription_created(&sub, &actor),
             )?;
             Ok(())
         })
         .await
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn list_push_subscriptions(&self, tenant_id: &str) -> Result<Vec<PushSubscription>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -401,6 +405,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
     async fn get_push_subscription(&self, id: &str) -> Result<Option<PushSubscription>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -411,11 +416,12 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
             let n = c
-                .prepare_cached("DELETE FROM push_subscriptions WHERE tenant_id = ?1 AND id = ?2")
+                .prepare_cached(sql::DELETE_PUSH_SUBSCRIPTION)
                 .and_then(|mut s| s.execute([&tenant_id, &id]))
                 .map_err(db_error)?;
             Ok(n > 0)
@@ -423,33 +429,34 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT token_hash, tenant_id, approval_id, user_id, expires_at, created_at FROM review_tokens WHERE token_hash = ?1",
-            )?
-            .query_row([token_hash], |r| {
-                Ok(ReviewToken {
-                    token_hash: r.get(0)?,
-                    tenant_id: r.get(1)?,
-                    approval_id: r.get(2)?,
-                    user_id: r.get(3)?,
-                    expires_at: time(r, 4)?,
-                    created_at: time(r, 5)?,
+            c.prepare_cached(sql::REVIEW_TOKEN)?
+                .query_row([token_hash], |r| {
+                    Ok(ReviewToken {
+                        token_hash: r.get(0)?,
+                        tenant_id: r.get(1)?,
+                        approval_id: r.get(2)?,
+                        user_id: r.get(3)?,
+                        expires_at: time(r, 4)?,
+                        created_at: time(r, 5)?,
+                    })
                 })
-            })
-            .optional()
+                .optional()
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
         self.read(|c| {
-            c.prepare_cached("SELECT user_id, since FROM approval_reviewers WHERE approval_id = ?1 ORDER BY since, user_id")?
+            c.prepare_cached(sql::REVIEWERS)?
                 .query_map([approval_id], |r| Ok((r.get(0)?, time(r, 1)?)))?
                 .collect()
         })
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()> {
         let ids: Vec<i64> = batch.iter().map(|f| f.notify.id).collect();
         let done = self
@@ -459,18 +466,22 @@ impl NotificationStore for SqliteStore {
                         insert_delivery(c, &f.notify, d, ms(at))?;
                     }
                     for t in &f.tokens {
-                        c.prepare_cached(
-                            "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_hash) DO NOTHING",
-                        )
-                        .and_then(|mut s| {
-                            s.execute(params![t.token_hash, t.tenant_id, t.approval_id, t.user_id, ms(t.expires_at), ms(t.created_at)])
-                        })
-                        .map_err(db_error)?;
+                        c.prepare_cached(sql::INSERT_REVIEW_TOKEN)
+                            .and_then(|mut s| {
+                                s.execute(params![
+                                    t.token_hash,
+                                    t.tenant_id,
+                                    t.approval_id,
+                                    t.user_id,
+                                    ms(t.expires_at),
+                                    ms(t.created_at)
+                                ])
+                            })
+                            .map_err(db_error)?;
                     }
                     // Done: the row has become its deliveries, so it goes (the outbox keeps
                     // only what is still to be sent or worth showing).
-                    c.prepare_cached("DELETE FROM outbox WHERE id = ?1 AND channel = 'notify'")
+                    c.prepare_cached(sql::DELETE_NOTIFY_JOB)
                         .and_then(|mut s| s.execute(params![f.notify.id]))
                         .map_err(db_error)?;
                 }
@@ -485,6 +496,7 @@ impl NotificationStore for SqliteStore {
         done
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -496,6 +508,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
     async fn webhook_deliveries(
         &self,
         tenant_id: &str,
@@ -513,6 +526,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -523,14 +537,12 @@ impl NotificationStore for SqliteStore {
         })
     }
 
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()> {
         let tenant_id = tenant_id.to_string();
         self.write(move |c| {
             let changed = c
-                .prepare_cached(
-                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3, last_error = NULL \
-                     WHERE id = ?1 AND tenant_id = ?2 AND channel <> 'notify' AND state <> 'pending'",
-                )
+                .prepare_cached(sql::RETRY_DELIVERY)
                 .and_then(|mut s| s.execute(params![id, tenant_id, ms(at)]))
                 .map_err(db_error)?;
             if changed == 0 {

@@ -1,23 +1,27 @@
 //! OpenID Connect clients, CIBA request state and the outbox on SQLite.
+use crate::sql::CLIENT_COLUMNS;
+use crate::sql::STATE_COLUMNS;
+use crate::{OidcStore, SigningKeyRecord};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::approval::ApprovalRequest;
-use countersign_core::audit::{Actor, AuditRecord};
+use countersign_core::audit::Actor;
 use countersign_core::clock::from_millis;
 use countersign_core::oidc::{
     AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
-    OutboxOutcome, PollRecord, SLOW_DOWN_STEP_SECS,
+    OutboxOutcome, PollRecord,
 };
 use countersign_core::{Error, Result};
+
+use crate::audit_records;
+use crate::records::no_ciba_request;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
 use super::rows::{db_error, ms};
+use crate::sql;
 use countersign_core::routing::ReviewerPlan;
 
 use super::{SqliteStore, append_audit, insert_request_with_plan};
-
-const CLIENT_COLUMNS: &str = "client_id, tenant_id, auth_method, secret_hash, jwks, delivery_mode, \
-     notification_endpoint, request_signing_alg, user_code_parameter, grant_types, created_at";
 
 fn bad(idx: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -50,9 +54,6 @@ fn client(row: &Row) -> rusqlite::Result<OidcClient> {
     })
 }
 
-const STATE_COLUMNS: &str =
-    "approval_id, tenant_id, client_id, delivery_mode, scope, acr, interval_secs, last_poll_at";
-
 fn state(row: &Row) -> rusqlite::Result<OidcRequestState> {
     let mode: String = row.get(3)?;
     Ok(OidcRequestState {
@@ -75,12 +76,9 @@ pub(super) fn enqueue_outbox(
     event: &str,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO outbox (tenant_id, approval_id, channel, target, secret, event, next_attempt_at, created_at) \
-         SELECT tenant_id, approval_id, channel, target, secret, ?2, ?3, ?3 FROM request_subscriptions WHERE approval_id = ?1",
-    )
-    .and_then(|mut s| s.execute(params![approval_id, event, ms(at)]))
-    .map_err(db_error)?;
+    conn.prepare_cached(sql::ENQUEUE_CALLBACK)
+        .and_then(|mut s| s.execute(params![approval_id, event, ms(at)]))
+        .map_err(db_error)?;
     super::notify::enqueue_notification(conn, approval_id, event, None, at)
 }
 
@@ -92,7 +90,7 @@ impl SqliteStore {
     ) -> Result<OidcClient> {
         self.write(move |c| {
             let agent: Option<bool> = c
-                .prepare_cached("SELECT disabled FROM agents WHERE tenant_id = ?1 AND id = ?2")
+                .prepare_cached(sql::AGENT_DISABLED)
                 .and_then(|mut s| {
                     s.query_row([&client.tenant_id, &client.client_id], |r| r.get(0))
                         .optional()
@@ -138,18 +136,7 @@ impl SqliteStore {
             })?;
             append_audit(
                 c,
-                AuditRecord::new(
-                    &client.tenant_id,
-                    client.created_at,
-                    &actor,
-                    "oidc_client.created",
-                    &client.client_id,
-                    json!({
-                        "auth_method": client.auth_method.as_str(),
-                        "delivery_mode": client.delivery_mode.as_str(),
-                        "notification_endpoint": client.notification_endpoint,
-                    }),
-                ),
+                audit_records::oidc_client_created(&client, &actor),
             )?;
             Ok(client)
         })
@@ -206,7 +193,7 @@ impl SqliteStore {
         let (tenant_id, client_id) = (tenant_id.to_string(), client_id.to_string());
         self.write(move |c| {
             let deleted = c
-                .prepare_cached("DELETE FROM oidc_clients WHERE tenant_id = ?1 AND client_id = ?2")
+                .prepare_cached(sql::DELETE_OIDC_CLIENT)
                 .and_then(|mut s| s.execute([&tenant_id, &client_id]))
                 .map_err(db_error)?;
             if deleted == 0 {
@@ -214,14 +201,7 @@ impl SqliteStore {
             }
             append_audit(
                 c,
-                AuditRecord::new(
-                    &tenant_id,
-                    at,
-                    &actor,
-                    "oidc_client.deleted",
-                    &client_id,
-                    json!({}),
-                ),
+                audit_records::oidc_client_deleted(&tenant_id, &client_id, &actor, at),
             )?;
             Ok(())
         })
@@ -257,8 +237,7 @@ impl SqliteStore {
             .map_err(db_error)?;
             for sub in &new.subscriptions {
                 c.prepare_cached(
-                    "INSERT INTO request_subscriptions (approval_id, tenant_id, channel, target, secret, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    sql::INSERT_SUBSCRIPTION,
                 )
                 .and_then(|mut st| {
                     st.execute(params![
@@ -302,134 +281,19 @@ impl SqliteStore {
                 .prepare_cached(
                     "SELECT interval_secs, last_poll_at FROM oidc_requests WHERE approval_id = ?1",
                 )
-                .and_then(|mut s| s.query_row([&approval_id], |r| Ok((r.get(0)?, r.get(1)?))))
+                .and_then(|mut s| {
+                    s.query_row([&approval_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(db_error)?
+                .ok_or_else(no_ciba_request)?;
+            let record = PollRecord::at(interval, last, ms(at));
+            c.prepare_cached(sql::RECORD_POLL)
+                .and_then(|mut s| s.execute(params![approval_id, ms(at), record.interval_secs]))
                 .map_err(db_error)?;
-            let too_fast = last.is_some_and(|l| ms(at) - l < interval * 1000);
-            let interval = if too_fast {
-                interval + SLOW_DOWN_STEP_SECS
-            } else {
-                interval
-            };
-            c.prepare_cached(
-                "UPDATE oidc_requests SET last_poll_at = ?2, interval_secs = ?3 WHERE approval_id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![approval_id, ms(at), interval]))
-            .map_err(db_error)?;
-            Ok(PollRecord {
-                too_fast,
-                interval_secs: interval,
-            })
+            Ok(record)
         })
         .await
-    }
-
-    pub(super) async fn oidc_use_jti(
-        &self,
-        client_id: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let (client_id, jti) = (client_id.to_string(), jti.to_string());
-        self.write(move |c| {
-            // Forget what has expired (a replay after expiry fails the `exp` check anyway).
-            c.prepare_cached("DELETE FROM oidc_jtis WHERE expires_at < ?1")
-                .and_then(|mut s| s.execute([ms(now)]))
-                .map_err(db_error)?;
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO oidc_jtis (client_id, jti, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                )
-                .and_then(|mut s| s.execute(params![client_id, jti, ms(expires_at)]))
-                .map_err(db_error)?;
-            Ok(inserted == 1)
-        })
-        .await
-    }
-
-    pub(super) async fn oidc_set_user_code(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        code_hash: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        let (tenant_id, user_id, code_hash) = (
-            tenant_id.to_string(),
-            user_id.to_string(),
-            code_hash.to_string(),
-        );
-        self.write(move |c| {
-            let exists: bool = c
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE tenant_id = ?1 AND id = ?2)")
-                .and_then(|mut s| s.query_row([&tenant_id, &user_id], |r| r.get(0)))
-                .map_err(db_error)?;
-            if !exists {
-                return Err(Error::NotFound("no such user".into()));
-            }
-            c.prepare_cached(
-                "INSERT INTO oidc_user_codes (user_id, tenant_id, code_hash, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| s.execute(params![user_id, tenant_id, code_hash, ms(at)]))
-            .map_err(db_error)?;
-            append_audit(
-                c,
-                AuditRecord::new(&tenant_id, at, &actor, "user.user_code_set", &user_id, json!({})),
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub(super) fn oidc_user_code_hash(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-    ) -> Result<Option<String>> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT code_hash FROM oidc_user_codes WHERE tenant_id = ?1 AND user_id = ?2",
-            )?
-            .query_row([tenant_id, user_id], |r| r.get(0))
-            .optional()
-        })
-    }
-
-    pub(super) async fn oidc_server_secret(
-        &self,
-        name: &str,
-        candidate: Vec<u8>,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<u8>> {
-        let name = name.to_string();
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO server_secrets (name, value, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            )
-            .and_then(|mut s| s.execute(params![name, candidate, ms(at)]))
-            .map_err(db_error)?;
-            c.prepare_cached("SELECT value FROM server_secrets WHERE name = ?1")
-                .and_then(|mut s| s.query_row([&name], |r| r.get(0)))
-                .map_err(db_error)
-        })
-        .await
-    }
-
-    pub(super) fn oidc_token_jti(
-        &self,
-        tenant_id: &str,
-        approval_id: &str,
-    ) -> Result<Option<String>> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT token_jti FROM approval_requests WHERE tenant_id = ?1 AND id = ?2",
-            )?
-            .query_row([tenant_id, approval_id], |r| r.get::<_, Option<String>>(0))
-            .optional()
-            .map(Option::flatten)
-        })
     }
 
     /// Claims due rows without a write: the lease lives in memory (see `Inner`), so the
@@ -500,5 +364,253 @@ impl SqliteStore {
             store.inner.outbox_leases.lock().remove(&id);
         }
         finished
+    }
+}
+
+fn insert_signing_key(c: &Connection, key: &SigningKeyRecord) -> Result<()> {
+    c.prepare_cached(sql::INSERT_SIGNING_KEY)
+        .and_then(|mut s| {
+            s.execute(params![
+                key.kid,
+                key.alg,
+                key.private_der,
+                ms(key.created_at),
+                key.active
+            ])
+        })
+        .map_err(db_error)?;
+    Ok(())
+}
+
+#[async_trait]
+impl OidcStore for SqliteStore {
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %client.tenant_id))]
+    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
+        self.oidc_create_client(client, actor).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
+        self.oidc_list_clients(tenant_id)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
+    async fn get_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>> {
+        self.oidc_get_client(tenant_id, client_id)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
+    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
+        self.oidc_find_active_client(client_id)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
+    async fn delete_oidc_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.oidc_delete_client(tenant_id, client_id, actor, at)
+            .await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.new.request.tenant_id))]
+    async fn create_oidc_request(
+        &self,
+        new: NewOidcRequest,
+        actor: Actor,
+    ) -> Result<ApprovalRequest> {
+        self.oidc_create_request(new, actor).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    async fn get_oidc_request(
+        &self,
+        tenant_id: &str,
+        approval_id: &str,
+    ) -> Result<Option<OidcRequestState>> {
+        self.oidc_get_request(tenant_id, approval_id)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
+    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
+        self.oidc_record_poll(approval_id, at).await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
+    async fn use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (client_id, jti) = (client_id.to_string(), jti.to_string());
+        self.write(move |c| {
+            // Forget what has expired (a replay after expiry fails the `exp` check anyway).
+            c.prepare_cached(sql::FORGET_EXPIRED_JTIS)
+                .and_then(|mut s| s.execute([ms(now)]))
+                .map_err(db_error)?;
+            let inserted = c
+                .prepare_cached(sql::INSERT_JTI)
+                .and_then(|mut s| s.execute(params![client_id, jti, ms(expires_at)]))
+                .map_err(db_error)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    async fn set_user_code(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        code_hash: &str,
+        actor: Actor,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let (tenant_id, user_id, code_hash) = (
+            tenant_id.to_string(),
+            user_id.to_string(),
+            code_hash.to_string(),
+        );
+        self.write(move |c| {
+            let exists: bool = c
+                .prepare_cached(sql::USER_EXISTS)
+                .and_then(|mut s| s.query_row([&tenant_id, &user_id], |r| r.get(0)))
+                .map_err(db_error)?;
+            if !exists {
+                return Err(Error::NotFound("no such user".into()));
+            }
+            c.prepare_cached(sql::UPSERT_USER_CODE)
+                .and_then(|mut s| s.execute(params![user_id, tenant_id, code_hash, ms(at)]))
+                .map_err(db_error)?;
+            append_audit(
+                c,
+                audit_records::user_code_set(&tenant_id, &user_id, &actor, at),
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached(sql::USER_CODE_HASH)?
+                .query_row([tenant_id, user_id], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn server_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<u8>> {
+        let name = name.to_string();
+        self.write(move |c| {
+            c.prepare_cached(sql::INSERT_SERVER_SECRET)
+                .and_then(|mut s| s.execute(params![name, candidate, ms(at)]))
+                .map_err(db_error)?;
+            c.prepare_cached(sql::SERVER_SECRET)
+                .and_then(|mut s| s.query_row([&name], |r| r.get(0)))
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.prepare_cached(sql::TOKEN_JTI)?
+                .query_row([tenant_id, approval_id], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map(Option::flatten)
+        })
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn claim_outbox(
+        &self,
+        rows: crate::OutboxRows,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>> {
+        self.outbox_claim(rows.changes(), now, lease_until, limit)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
+        self.outbox_finish(id, outcome).await
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        self.read(|c| {
+            c.prepare_cached(sql::SIGNING_KEYS)?
+                .query_map([], |r| {
+                    Ok(SigningKeyRecord {
+                        kid: r.get(0)?,
+                        alg: r.get(1)?,
+                        private_der: r.get(2)?,
+                        created_at: countersign_core::clock::from_millis(r.get(3)?),
+                        active: r.get(4)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn ensure_signing_key(
+        &self,
+        candidate: SigningKeyRecord,
+    ) -> Result<Vec<SigningKeyRecord>> {
+        self.write(move |c| {
+            let active: bool = c
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active = 1)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_error)?;
+            if !active {
+                insert_signing_key(c, &candidate)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.signing_keys().await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        actor: Actor,
+        tenant_id: &str,
+    ) -> Result<()> {
+        let tenant_id = tenant_id.to_string();
+        self.write(move |c| {
+            c.execute("UPDATE signing_keys SET active = 0 WHERE active = 1", [])
+                .map_err(db_error)?;
+            insert_signing_key(c, &key)?;
+            append_audit(
+                c,
+                audit_records::signing_key_rotated(&tenant_id, &key, &actor),
+            )?;
+            Ok(())
+        })
+        .await
     }
 }

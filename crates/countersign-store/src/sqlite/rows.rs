@@ -1,4 +1,8 @@
 //! Row mapping between SQL and domain records.
+pub use crate::sql::{
+    AGENT_COLUMNS, API_KEY_COLUMNS, AUDIT_COLUMNS, DECISION_COLUMNS, POLICY_COLUMNS,
+    REQUEST_COLUMNS, TENANT_COLUMNS, USER_COLUMNS,
+};
 use chrono::{DateTime, Utc};
 use countersign_core::approval::{
     ApprovalRequest, DecisionRecord, DecisionRules, RequestKind, ToolInfo, Verdict,
@@ -40,8 +44,6 @@ fn json(row: &Row, idx: usize) -> rusqlite::Result<serde_json::Value> {
     })
 }
 
-pub const TENANT_COLUMNS: &str = "id, name, created_at";
-
 pub fn tenant(row: &Row) -> rusqlite::Result<Tenant> {
     Ok(Tenant {
         id: row.get(0)?,
@@ -49,8 +51,6 @@ pub fn tenant(row: &Row) -> rusqlite::Result<Tenant> {
         created_at: time(row, 2)?,
     })
 }
-
-pub const USER_COLUMNS: &str = "id, tenant_id, email, name, disabled, created_at, is_admin";
 
 pub fn user(row: &Row) -> rusqlite::Result<User> {
     Ok(User {
@@ -64,8 +64,6 @@ pub fn user(row: &Row) -> rusqlite::Result<User> {
     })
 }
 
-pub const AGENT_COLUMNS: &str = "id, tenant_id, name, trust_level, disabled, created_at";
-
 pub fn agent(row: &Row) -> rusqlite::Result<Agent> {
     let trust: String = row.get(3)?;
     Ok(Agent {
@@ -77,8 +75,6 @@ pub fn agent(row: &Row) -> rusqlite::Result<Agent> {
         created_at: time(row, 5)?,
     })
 }
-
-pub const API_KEY_COLUMNS: &str = "id, tenant_id, key_hash, prefix, role, user_id, agent_id, name, created_at, revoked_at, audiences";
 
 pub fn api_key(row: &Row) -> rusqlite::Result<ApiKey> {
     let role: String = row.get(4)?;
@@ -124,13 +120,6 @@ pub fn principal(row: &Row) -> rusqlite::Result<Principal> {
         user_id: row.get(3)?,
     })
 }
-
-pub const REQUEST_COLUMNS: &str = "id, tenant_id, kind, agent_id, user_id, scope, binding_message, \
-     context, context_sha256, status, created_at, expires_at, decided_at, decided_by, comment, \
-     token_issued_at, tool_name, session_id, reason, risk_score, threats, policy_id, policy_name, \
-     notification_channels, on_behalf_of, approval_group_id, required_approvals, \
-     allow_self_approval, default_on_timeout, escalation_level, escalation_plan, annotations, \
-     mcp_server, mcp_client";
 
 fn json_or<T: serde::de::DeserializeOwned + Default>(row: &Row, idx: usize) -> rusqlite::Result<T> {
     match row.get::<_, Option<String>>(idx)? {
@@ -200,8 +189,6 @@ pub fn request(row: &Row) -> rusqlite::Result<ApprovalRequest> {
     })
 }
 
-pub const DECISION_COLUMNS: &str = "reviewer_id, reviewer, verdict, comment, channel, decided_at";
-
 pub fn decision(row: &Row) -> rusqlite::Result<DecisionRecord> {
     let verdict: String = row.get(2)?;
     Ok(DecisionRecord {
@@ -217,9 +204,6 @@ pub fn decision(row: &Row) -> rusqlite::Result<DecisionRecord> {
         decided_at: time(row, 5)?,
     })
 }
-
-pub const POLICY_COLUMNS: &str = "id, tenant_id, name, description, tool_pattern, action, priority, \
-     is_active, condition, approval_config, created_at, updated_at";
 
 pub fn policy(row: &Row) -> rusqlite::Result<Policy> {
     let action: String = row.get(5)?;
@@ -241,9 +225,6 @@ pub fn policy(row: &Row) -> rusqlite::Result<Policy> {
         updated_at: time(row, 11)?,
     })
 }
-
-pub const AUDIT_COLUMNS: &str =
-    "tenant_id, seq, at, actor_type, actor_id, action, subject, details, prev_hash, hash";
 
 pub fn audit_event(row: &Row) -> rusqlite::Result<ChainedEvent> {
     Ok(ChainedEvent {
