@@ -172,7 +172,7 @@ async fn spend_proof(
 
 #[async_trait]
 impl DashboardStore for PgStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = ?user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = ?user_id))]
     async fn count_requests(
         &self,
         tenant_id: &str,
@@ -196,7 +196,7 @@ impl DashboardStore for PgStore {
         Ok(merge_counts(counts))
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn set_user_admin(
         &self,
         tenant_id: &str,
@@ -228,7 +228,7 @@ impl DashboardStore for PgStore {
         Ok(user)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.link.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.link.tenant_id))]
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
         let l = &new.link;
         let mut tx = self.begin().await?;
@@ -257,7 +257,7 @@ impl DashboardStore for PgStore {
         Ok(new.link)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM login_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = $1",
@@ -273,7 +273,7 @@ impl DashboardStore for PgStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>> {
         sqlx::query(&format!(
             "SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 500"
@@ -288,7 +288,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_login_link(
         &self,
         tenant_id: &str,
@@ -327,7 +327,7 @@ impl DashboardStore for PgStore {
         Ok(found)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.session.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.session.tenant_id))]
     async fn start_session(
         &self,
         new: NewSession,
@@ -357,7 +357,7 @@ impl DashboardStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
@@ -373,7 +373,7 @@ impl DashboardStore for PgStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         sqlx::query(&sql::pg(sql::TOUCH_SESSION))
             .bind(id)
@@ -384,7 +384,7 @@ impl DashboardStore for PgStore {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>> {
         sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND user_id = $2 ORDER BY id DESC LIMIT 200"
@@ -399,7 +399,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn revoke_session(
         &self,
         tenant_id: &str,
@@ -429,7 +429,7 @@ impl DashboardStore for PgStore {
         Ok(changed == 1)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %passkey.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %passkey.tenant_id))]
     async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
         let mut tx = self.begin().await?;
         match user_in_tx(&mut tx, &passkey.tenant_id, &passkey.user_id).await? {
@@ -441,7 +441,7 @@ impl DashboardStore for PgStore {
         Ok(passkey)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE tenant_id = $1 AND user_id = $2 ORDER BY id"
@@ -456,7 +456,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {} FROM passkeys p JOIN users u ON u.id = p.user_id \
@@ -472,7 +472,7 @@ impl DashboardStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>> {
         sqlx::query(&format!(
             "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1"
@@ -485,7 +485,7 @@ impl DashboardStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn delete_passkey(
         &self,
         tenant_id: &str,
@@ -514,7 +514,7 @@ impl DashboardStore for PgStore {
         Ok(changed == 1)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn put_ceremony(
         &self,
         id_hash: &str,
@@ -538,7 +538,7 @@ impl DashboardStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
         let row: Option<(String, i64)> = sqlx::query_as(&sql::pg(sql::TAKE_CEREMONY))
             .bind(id_hash)

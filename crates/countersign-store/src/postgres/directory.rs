@@ -5,7 +5,7 @@ use crate::sql;
 
 #[async_trait]
 impl DirectoryStore for PgStore {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn has_tenants(&self) -> Result<bool> {
         sqlx::query_scalar(&sql::pg(sql::HAS_TENANTS))
             .fetch_one(&self.pool)
@@ -13,7 +13,7 @@ impl DirectoryStore for PgStore {
             .map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant.id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant.id))]
     async fn create_tenant(
         &self,
         tenant: Tenant,
@@ -43,7 +43,7 @@ impl DirectoryStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
         sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
             .bind(id)
@@ -54,7 +54,7 @@ impl DirectoryStore for PgStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %user.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %user.tenant_id))]
     async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO users (id, tenant_id, email, name, disabled, created_at, is_admin) VALUES ($1, $2, $3, $4, FALSE, $5, $6)")
@@ -72,7 +72,7 @@ impl DirectoryStore for PgStore {
         Ok(user)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
         sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY id"
@@ -86,7 +86,7 @@ impl DirectoryStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>> {
         sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2"
@@ -100,7 +100,7 @@ impl DirectoryStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn disable_user(
         &self,
         tenant_id: &str,
@@ -125,7 +125,7 @@ impl DirectoryStore for PgStore {
         Ok(user)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %agent.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %agent.tenant_id))]
     async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent> {
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO agents (id, tenant_id, name, trust_level, disabled, created_at) VALUES ($1, $2, $3, $4, FALSE, $5)")
@@ -142,7 +142,7 @@ impl DirectoryStore for PgStore {
         Ok(agent)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>> {
         sqlx::query(&format!(
             "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 ORDER BY id"
@@ -156,7 +156,7 @@ impl DirectoryStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
         sqlx::query(&format!(
             "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2"
@@ -170,7 +170,7 @@ impl DirectoryStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn disable_agent(
         &self,
         tenant_id: &str,
@@ -195,7 +195,7 @@ impl DirectoryStore for PgStore {
         Ok(agent)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %key.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %key.tenant_id))]
     async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey> {
         let mut tx = self.begin().await?;
         let owner = match key.role {
@@ -230,7 +230,7 @@ impl DirectoryStore for PgStore {
         Ok(key)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
         sqlx::query(&format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id"
@@ -244,7 +244,7 @@ impl DirectoryStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_api_key(
         &self,
         tenant_id: &str,
@@ -283,7 +283,7 @@ impl DirectoryStore for PgStore {
         Ok(key)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
         sqlx::query(
             "SELECT k.id, k.tenant_id, k.role, k.user_id, k.agent_id, k.audiences FROM api_keys k \
@@ -299,7 +299,7 @@ impl DirectoryStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>> {
         sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND email = $2"

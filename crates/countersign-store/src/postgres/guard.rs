@@ -5,7 +5,7 @@ use crate::sql;
 
 #[async_trait]
 impl GuardStore for PgStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>> {
         sqlx::query(&format!(
             "SELECT {POLICY_COLUMNS} FROM policies WHERE tenant_id = $1 ORDER BY id"
@@ -19,7 +19,7 @@ impl GuardStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>> {
         sqlx::query(&format!(
             "SELECT {POLICY_COLUMNS} FROM policies WHERE tenant_id = $1 AND id = $2"
@@ -33,7 +33,7 @@ impl GuardStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %policy.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %policy.tenant_id))]
     async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy> {
         let config = serde_json::to_string(&policy.approval).map_err(Error::internal)?;
         let sql = if created {
@@ -87,7 +87,7 @@ impl GuardStore for PgStore {
         Ok(policy)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_policy(
         &self,
         tenant_id: &str,
@@ -115,7 +115,7 @@ impl GuardStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>> {
         let ids: Vec<String> = sqlx::query_scalar(&sql::pg(sql::GROUP_IDS))
             .bind(tenant_id)
@@ -132,13 +132,13 @@ impl GuardStore for PgStore {
         Ok(groups)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>> {
         let mut conn = self.pool.acquire().await.map_err(pg_error)?;
         group_in(&mut conn, tenant_id, id).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %group.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %group.tenant_id))]
     async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group> {
         let mut tx = self.begin().await?;
         let changed = if created {
@@ -219,7 +219,7 @@ impl GuardStore for PgStore {
         Ok(stored)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_group(
         &self,
         tenant_id: &str,
@@ -260,7 +260,7 @@ impl GuardStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)> {
         let stored: Option<(String, String)> = sqlx::query_as(&sql::pg(sql::TENANT_SETTINGS))
             .bind(tenant_id)
@@ -270,7 +270,7 @@ impl GuardStore for PgStore {
         crate::records::parse_settings(stored)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn put_guard_settings(
         &self,
         tenant_id: &str,

@@ -26,7 +26,7 @@ fn server(row: &PgRow) -> Result<McpServerRecord> {
 
 #[async_trait]
 impl McpStore for PgStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %record.tenant_id))]
     async fn create_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&sql::pg(&sql::insert_mcp_server()))
@@ -47,7 +47,7 @@ impl McpStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
         sqlx::query(&sql::pg(&sql::list_mcp_servers()))
             .bind(tenant_id)
@@ -59,7 +59,7 @@ impl McpStore for PgStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
         sqlx::query(&sql::pg(&sql::get_mcp_server()))
             .bind(tenant_id)
@@ -72,7 +72,7 @@ impl McpStore for PgStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %record.tenant_id))]
     async fn update_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<bool> {
         let mut tx = self.begin().await?;
         let changed = sqlx::query(&sql::pg(sql::UPDATE_MCP_SERVER))
@@ -97,7 +97,7 @@ impl McpStore for PgStore {
         Ok(true)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_mcp_server(
         &self,
         tenant_id: &str,

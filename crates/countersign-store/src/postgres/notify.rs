@@ -129,7 +129,7 @@ async fn webhook_in_tx(
 
 #[async_trait]
 impl NotificationStore for PgStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>> {
         sqlx::query(&sql::pg(sql::CHANNELS))
             .bind(tenant_id)
@@ -147,7 +147,7 @@ impl NotificationStore for PgStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn put_channel_config(
         &self,
         tenant_id: &str,
@@ -180,7 +180,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_preferences(&self, tenant_id: &str) -> Result<Vec<Preferences>> {
         sqlx::query(&format!(
             "SELECT {PREFERENCE_COLUMNS} FROM notification_preferences WHERE tenant_id = $1"
@@ -194,7 +194,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn get_preferences(&self, tenant_id: &str, user_id: &str) -> Result<Option<Preferences>> {
         sqlx::query(&format!(
             "SELECT {PREFERENCE_COLUMNS} FROM notification_preferences WHERE tenant_id = $1 AND user_id = $2"
@@ -209,7 +209,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %prefs.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %prefs.tenant_id))]
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
         let mut tx = self.begin().await?;
         let exists: bool = sqlx::query_scalar(&sql::pg(sql::USER_EXISTS))
@@ -244,7 +244,7 @@ impl NotificationStore for PgStore {
         Ok(prefs)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn find_user_by_slack_id(
         &self,
         tenant_id: &str,
@@ -269,7 +269,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %endpoint.tenant_id))]
     async fn create_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -302,7 +302,7 @@ impl NotificationStore for PgStore {
         Ok(endpoint)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>> {
         sqlx::query(&format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY id"
@@ -316,13 +316,13 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>> {
         let mut conn = self.pool.acquire().await.map_err(pg_error)?;
         webhook_in_tx(&mut conn, tenant_id, id).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %endpoint.tenant_id))]
     async fn update_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -356,7 +356,7 @@ impl NotificationStore for PgStore {
         Ok(stored)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_webhook(
         &self,
         tenant_id: &str,
@@ -389,7 +389,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %sub.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(&sql::pg(sql::DELETE_PUSH_SUBSCRIPTION_BY_ENDPOINT))
@@ -419,7 +419,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_push_subscriptions(&self, tenant_id: &str) -> Result<Vec<PushSubscription>> {
         sqlx::query(&format!(
             "SELECT {PUSH_COLUMNS} FROM push_subscriptions WHERE tenant_id = $1 ORDER BY id"
@@ -433,7 +433,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn get_push_subscription(&self, id: &str) -> Result<Option<PushSubscription>> {
         sqlx::query(&format!(
             "SELECT {PUSH_COLUMNS} FROM push_subscriptions WHERE id = $1"
@@ -447,7 +447,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool> {
         let n = sqlx::query(&sql::pg(sql::DELETE_PUSH_SUBSCRIPTION))
             .bind(tenant_id)
@@ -459,7 +459,7 @@ impl NotificationStore for PgStore {
         Ok(n > 0)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>> {
         sqlx::query(&sql::pg(sql::REVIEW_TOKEN))
             .bind(token_hash)
@@ -480,7 +480,7 @@ impl NotificationStore for PgStore {
             .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
         sqlx::query(&sql::pg(sql::REVIEWERS))
             .bind(approval_id)
@@ -492,7 +492,7 @@ impl NotificationStore for PgStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()> {
         let mut tx = self.begin().await?;
         for f in &batch {
@@ -501,7 +501,7 @@ impl NotificationStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>> {
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE approval_id = $1 AND tenant_id = $2 \
@@ -517,7 +517,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn webhook_deliveries(
         &self,
         tenant_id: &str,
@@ -541,7 +541,7 @@ impl NotificationStore for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>> {
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE id = $1 AND tenant_id = $2 AND channel <> 'notify'"
@@ -556,7 +556,7 @@ impl NotificationStore for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()> {
         let changed = sqlx::query(&sql::pg(sql::RETRY_DELIVERY))
             .bind(id)

@@ -386,17 +386,17 @@ async fn insert_signing_key(conn: &mut PgConnection, key: &SigningKeyRecord) -> 
 
 #[async_trait]
 impl OidcStore for PgStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %client.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %client.tenant_id))]
     async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
         self.oidc_create_client(client, actor).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
         self.oidc_list_clients(tenant_id).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, client_id = %client_id))]
     async fn get_oidc_client(
         &self,
         tenant_id: &str,
@@ -405,12 +405,12 @@ impl OidcStore for PgStore {
         self.oidc_get_client(tenant_id, client_id).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(client_id = %client_id))]
     async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
         self.oidc_find_active_client(client_id).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, client_id = %client_id))]
     async fn delete_oidc_client(
         &self,
         tenant_id: &str,
@@ -422,7 +422,7 @@ impl OidcStore for PgStore {
             .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.new.request.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.new.request.tenant_id))]
     async fn create_oidc_request(
         &self,
         new: NewOidcRequest,
@@ -431,7 +431,7 @@ impl OidcStore for PgStore {
         self.oidc_create_request(new, actor).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn get_oidc_request(
         &self,
         tenant_id: &str,
@@ -440,12 +440,12 @@ impl OidcStore for PgStore {
         self.oidc_get_request(tenant_id, approval_id).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
     async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
         self.oidc_record_poll(approval_id, at).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(client_id = %client_id))]
     async fn use_jti(
         &self,
         client_id: &str,
@@ -471,7 +471,7 @@ impl OidcStore for PgStore {
         Ok(inserted == 1)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn set_user_code(
         &self,
         tenant_id: &str,
@@ -506,7 +506,7 @@ impl OidcStore for PgStore {
         tx.commit().await.map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
         sqlx::query_scalar(&sql::pg(sql::USER_CODE_HASH))
             .bind(tenant_id)
@@ -516,7 +516,7 @@ impl OidcStore for PgStore {
             .map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn server_secret(
         &self,
         name: &str,
@@ -537,7 +537,7 @@ impl OidcStore for PgStore {
             .map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
         let jti: Option<Option<String>> = sqlx::query_scalar(&sql::pg(sql::TOKEN_JTI))
             .bind(tenant_id)
@@ -548,7 +548,7 @@ impl OidcStore for PgStore {
         Ok(jti.flatten())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn claim_outbox(
         &self,
         rows: crate::OutboxRows,
@@ -560,12 +560,12 @@ impl OidcStore for PgStore {
             .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
         self.outbox_finish(id, outcome).await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         sqlx::query(&sql::pg(sql::SIGNING_KEYS))
             .fetch_all(&self.pool)
@@ -576,7 +576,7 @@ impl OidcStore for PgStore {
             .collect()
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn ensure_signing_key(
         &self,
         candidate: SigningKeyRecord,
@@ -600,7 +600,7 @@ impl OidcStore for PgStore {
         self.signing_keys().await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn rotate_signing_key(
         &self,
         key: SigningKeyRecord,

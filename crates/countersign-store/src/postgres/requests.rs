@@ -13,7 +13,7 @@ impl Backend for PgStore {
         Some(self.changes.subscribe())
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.request.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.request.tenant_id))]
     async fn create_request(
         &self,
         new: NewRequest,
@@ -27,7 +27,7 @@ impl Backend for PgStore {
         Ok(new.request)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn idempotent_answer(
         &self,
         tenant_id: &str,
@@ -38,7 +38,7 @@ impl Backend for PgStore {
         PgStore::idempotent_answer(self, tenant_id, owner, key_hash, now).await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn remember_answer(
         &self,
         answer: countersign_core::idempotency::StoredAnswer,
@@ -46,12 +46,12 @@ impl Backend for PgStore {
         PgStore::remember_answer(self, answer).await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
         PgStore::forget_expired_answers(self, now).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn find_request(
         &self,
         tenant_id: &str,
@@ -73,7 +73,7 @@ impl Backend for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn find_pending_tool_call(
         &self,
         tenant_id: &str,
@@ -99,7 +99,7 @@ impl Backend for PgStore {
         .transpose()
     }
 
-    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id, user_id = %user_id))]
     async fn reviewer_since(
         &self,
         approval_id: &str,
@@ -114,7 +114,7 @@ impl Backend for PgStore {
         Ok(since.map(countersign_core::clock::from_millis))
     }
 
-    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
     async fn list_decisions(&self, approval_id: &str) -> Result<Vec<DecisionRecord>> {
         sqlx::query(&format!(
             "SELECT {DECISION_COLUMNS} FROM approval_decisions WHERE approval_id = $1 ORDER BY decided_at, reviewer_id"
@@ -128,7 +128,7 @@ impl Backend for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn cancel_request(
         &self,
         tenant_id: &str,
@@ -168,7 +168,7 @@ impl Backend for PgStore {
         Ok(request)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>> {
         let mut tx = self.begin().await?;
         let due = sqlx::query(&format!(
@@ -219,7 +219,7 @@ impl Backend for PgStore {
         Ok(escalated)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_requests(
         &self,
         tenant_id: &str,
@@ -247,7 +247,7 @@ impl Backend for PgStore {
         Ok(Page { items, has_more })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn decide(
         &self,
         tenant_id: &str,
@@ -332,7 +332,7 @@ impl Backend for PgStore {
         Ok(request)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn mark_token_issued(
         &self,
         tenant_id: &str,
@@ -362,7 +362,7 @@ impl Backend for PgStore {
         Ok(changed == 1)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %ended.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %ended.tenant_id))]
     async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
         let mut tx = self.begin().await?;
         // Records of expired grants are of no use: an expired grant is inactive anyway.
@@ -390,7 +390,7 @@ impl Backend for PgStore {
         Ok(inserted == 1)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn grant_ended(&self, jti: &str) -> Result<bool> {
         let found: Option<i32> = sqlx::query_scalar(&sql::pg(sql::GRANT_ENDED))
             .bind(jti)
@@ -400,7 +400,7 @@ impl Backend for PgStore {
         Ok(found.is_some())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
         let mut tx = self.begin().await?;
         // Rows another replica is timing out right now are skipped, not waited for; if that
@@ -444,7 +444,7 @@ impl Backend for PgStore {
         Ok(expired)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn agent_pending_count(
         &self,
         tenant_id: &str,
@@ -466,7 +466,7 @@ impl Backend for PgStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn pending_count(&self) -> Result<i64> {
         sqlx::query_scalar(&sql::pg(sql::PENDING_COUNT))
             .fetch_one(&self.pool)
@@ -474,7 +474,7 @@ impl Backend for PgStore {
             .map_err(pg_error)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_audit(
         &self,
         tenant_id: &str,
@@ -495,7 +495,7 @@ impl Backend for PgStore {
         .collect()
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %record.tenant_id))]
     async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent> {
         let mut tx = self.begin().await?;
         let event = append_audit(&mut tx, record).await?;

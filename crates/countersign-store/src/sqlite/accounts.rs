@@ -169,7 +169,7 @@ fn spend_proof(c: &Connection, s: &Session, proof: &SessionProof, actor: &Actor)
 
 #[async_trait]
 impl DashboardStore for SqliteStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = ?user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = ?user_id))]
     async fn count_requests(
         &self,
         tenant_id: &str,
@@ -191,7 +191,7 @@ impl DashboardStore for SqliteStore {
         Ok(merge_counts(counts))
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn set_user_admin(
         &self,
         tenant_id: &str,
@@ -217,7 +217,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.link.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.link.tenant_id))]
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
         self.write(move |c| {
             let l = &new.link;
@@ -253,7 +253,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM login_links l JOIN users u ON u.id = l.user_id WHERE l.token_hash = ?1",
@@ -271,7 +271,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -282,7 +282,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_login_link(
         &self,
         tenant_id: &str,
@@ -312,7 +312,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.session.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.session.tenant_id))]
     async fn start_session(
         &self,
         new: NewSession,
@@ -346,7 +346,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>> {
         let sql = format!(
             "SELECT {}, {} FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
@@ -364,7 +364,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         let id = id.to_string();
         self.write(move |c| {
@@ -376,7 +376,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -387,7 +387,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn revoke_session(
         &self,
         tenant_id: &str,
@@ -413,7 +413,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %passkey.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %passkey.tenant_id))]
     async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
         self.write(move |c| {
             match user_in_tx(c, &passkey.tenant_id, &passkey.user_id)? {
@@ -426,7 +426,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -437,7 +437,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>> {
         let sql = format!(
             "SELECT {} FROM passkeys p JOIN users u ON u.id = p.user_id \
@@ -455,7 +455,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -466,7 +466,7 @@ impl DashboardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id, user_id = %user_id))]
     async fn delete_passkey(
         &self,
         tenant_id: &str,
@@ -492,7 +492,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn put_ceremony(
         &self,
         id_hash: &str,
@@ -513,7 +513,7 @@ impl DashboardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
         let id_hash = id_hash.to_string();
         self.write(move |c| {

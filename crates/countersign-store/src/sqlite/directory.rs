@@ -5,13 +5,13 @@ use crate::sql;
 
 #[async_trait]
 impl DirectoryStore for SqliteStore {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn has_tenants(&self) -> Result<bool> {
         self.read(|c| c.query_row(sql::HAS_TENANTS, [], |r| r.get(0)))
     }
 
     /// Creates a tenant together with its first admin key.
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant.id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant.id))]
     async fn create_tenant(
         &self,
         tenant: Tenant,
@@ -35,7 +35,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -47,7 +47,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %user.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %user.tenant_id))]
     async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
         self.write(move |c| {
             c.prepare_cached(
@@ -69,7 +69,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -81,7 +81,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -94,7 +94,7 @@ impl DirectoryStore for SqliteStore {
     }
 
     /// Disables a user; their keys stop working at once and they can no longer be asked.
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn disable_user(
         &self,
         tenant_id: &str,
@@ -116,7 +116,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %agent.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %agent.tenant_id))]
     async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent> {
         self.write(move |c| {
             c.prepare_cached(
@@ -138,7 +138,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -150,7 +150,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -162,7 +162,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn disable_agent(
         &self,
         tenant_id: &str,
@@ -185,7 +185,7 @@ impl DirectoryStore for SqliteStore {
     }
 
     /// Stores a minted key after checking that its owner exists in the tenant and is active.
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %key.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %key.tenant_id))]
     async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey> {
         self.write(move |c| {
             let owner_ok = |table: &str, id: &str| -> Result<bool> {
@@ -225,7 +225,7 @@ impl DirectoryStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -237,7 +237,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn revoke_api_key(
         &self,
         tenant_id: &str,
@@ -269,7 +269,7 @@ impl DirectoryStore for SqliteStore {
     }
 
     /// The principal of an active key whose owner is active, by the key's hash.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>> {
         self.read(|c| {
             c.prepare_cached(
@@ -283,7 +283,7 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>> {
         self.read(|c| {
             c.prepare_cached(&format!(

@@ -5,7 +5,7 @@ use crate::sql;
 
 #[async_trait]
 impl GuardStore for SqliteStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -17,7 +17,7 @@ impl GuardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -29,7 +29,7 @@ impl GuardStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %policy.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %policy.tenant_id))]
     async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy> {
         self.write(move |c| {
             let config = serde_json::to_string(&policy.approval).map_err(Error::internal)?;
@@ -64,7 +64,7 @@ impl GuardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_policy(
         &self,
         tenant_id: &str,
@@ -90,7 +90,7 @@ impl GuardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>> {
         let ids: Vec<String> = self.read(|c| {
             c.prepare_cached(sql::GROUP_IDS)?
@@ -106,7 +106,7 @@ impl GuardStore for SqliteStore {
         Ok(groups)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>> {
         let readers = &self.inner.readers;
         let conn =
@@ -114,7 +114,7 @@ impl GuardStore for SqliteStore {
         group_in_tx(&conn, tenant_id, id)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %group.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %group.tenant_id))]
     async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group> {
         self.write(move |c| {
             let changed = if created {
@@ -156,7 +156,7 @@ impl GuardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_group(
         &self,
         tenant_id: &str,
@@ -192,7 +192,7 @@ impl GuardStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)> {
         let stored: Option<(String, String)> = self.read(|c| {
             c.prepare_cached(sql::TENANT_SETTINGS)?
@@ -202,7 +202,7 @@ impl GuardStore for SqliteStore {
         crate::records::parse_settings(stored)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn put_guard_settings(
         &self,
         tenant_id: &str,

@@ -34,7 +34,7 @@ fn server_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<McpS
 
 #[async_trait]
 impl McpStore for SqliteStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %record.tenant_id))]
     async fn create_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<()> {
         let record = record.clone();
         self.write(move |c| {
@@ -60,7 +60,7 @@ impl McpStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
         self.read(|c| {
             c.prepare_cached(&sql::list_mcp_servers())?
@@ -69,7 +69,7 @@ impl McpStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
         self.read(|c| {
             c.prepare_cached(&sql::get_mcp_server())?
@@ -78,7 +78,7 @@ impl McpStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %record.tenant_id))]
     async fn update_mcp_server(&self, record: &McpServerRecord, actor: Actor) -> Result<bool> {
         let record = record.clone();
         self.write(move |c| {
@@ -107,7 +107,7 @@ impl McpStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_mcp_server(
         &self,
         tenant_id: &str,

@@ -136,7 +136,7 @@ fn insert_delivery(c: &Connection, notify: &OutboxItem, d: &NewDelivery, at: i64
 
 #[async_trait]
 impl NotificationStore for SqliteStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>> {
         self.read(|c| {
             c.prepare_cached(sql::CHANNELS)?
@@ -151,7 +151,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn put_channel_config(
         &self,
         tenant_id: &str,
@@ -182,7 +182,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_preferences(&self, tenant_id: &str) -> Result<Vec<Preferences>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -193,7 +193,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn get_preferences(&self, tenant_id: &str, user_id: &str) -> Result<Option<Preferences>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -204,7 +204,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %prefs.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %prefs.tenant_id))]
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
         self.write(move |c| {
             let exists: bool = c
@@ -235,7 +235,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn find_user_by_slack_id(
         &self,
         tenant_id: &str,
@@ -256,7 +256,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %endpoint.tenant_id))]
     async fn create_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -281,7 +281,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -292,7 +292,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -303,7 +303,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %endpoint.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %endpoint.tenant_id))]
     async fn update_webhook(
         &self,
         endpoint: WebhookEndpoint,
@@ -339,7 +339,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_webhook(
         &self,
         tenant_id: &str,
@@ -369,7 +369,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %sub.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
         self.write(move |c| {
             c.prepare_cached(sql::DELETE_PUSH_SUBSCRIPTION_BY_ENDPOINT)
@@ -394,7 +394,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_push_subscriptions(&self, tenant_id: &str) -> Result<Vec<PushSubscription>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -405,7 +405,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn get_push_subscription(&self, id: &str) -> Result<Option<PushSubscription>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -416,7 +416,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool> {
         let (tenant_id, id) = (tenant_id.to_string(), id.to_string());
         self.write(move |c| {
@@ -429,7 +429,7 @@ impl NotificationStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>> {
         self.read(|c| {
             c.prepare_cached(sql::REVIEW_TOKEN)?
@@ -447,7 +447,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
     async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
         self.read(|c| {
             c.prepare_cached(sql::REVIEWERS)?
@@ -456,7 +456,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()> {
         let ids: Vec<i64> = batch.iter().map(|f| f.notify.id).collect();
         let done = self
@@ -496,7 +496,7 @@ impl NotificationStore for SqliteStore {
         done
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -508,7 +508,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn webhook_deliveries(
         &self,
         tenant_id: &str,
@@ -526,7 +526,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -537,7 +537,7 @@ impl NotificationStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()> {
         let tenant_id = tenant_id.to_string();
         self.write(move |c| {

@@ -384,17 +384,17 @@ fn insert_signing_key(c: &Connection, key: &SigningKeyRecord) -> Result<()> {
 
 #[async_trait]
 impl OidcStore for SqliteStore {
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %client.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %client.tenant_id))]
     async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
         self.oidc_create_client(client, actor).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>> {
         self.oidc_list_clients(tenant_id)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, client_id = %client_id))]
     async fn get_oidc_client(
         &self,
         tenant_id: &str,
@@ -403,12 +403,12 @@ impl OidcStore for SqliteStore {
         self.oidc_get_client(tenant_id, client_id)
     }
 
-    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(client_id = %client_id))]
     async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>> {
         self.oidc_find_active_client(client_id)
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, client_id = %client_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, client_id = %client_id))]
     async fn delete_oidc_client(
         &self,
         tenant_id: &str,
@@ -420,7 +420,7 @@ impl OidcStore for SqliteStore {
             .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.new.request.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.new.request.tenant_id))]
     async fn create_oidc_request(
         &self,
         new: NewOidcRequest,
@@ -429,7 +429,7 @@ impl OidcStore for SqliteStore {
         self.oidc_create_request(new, actor).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn get_oidc_request(
         &self,
         tenant_id: &str,
@@ -438,12 +438,12 @@ impl OidcStore for SqliteStore {
         self.oidc_get_request(tenant_id, approval_id)
     }
 
-    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
     async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
         self.oidc_record_poll(approval_id, at).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(client_id = %client_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(client_id = %client_id))]
     async fn use_jti(
         &self,
         client_id: &str,
@@ -466,7 +466,7 @@ impl OidcStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn set_user_code(
         &self,
         tenant_id: &str,
@@ -500,7 +500,7 @@ impl OidcStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
     async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
         self.read(|c| {
             c.prepare_cached(sql::USER_CODE_HASH)?
@@ -509,7 +509,7 @@ impl OidcStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn server_secret(
         &self,
         name: &str,
@@ -528,7 +528,7 @@ impl OidcStore for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, approval_id = %approval_id))]
     async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>> {
         self.read(|c| {
             c.prepare_cached(sql::TOKEN_JTI)?
@@ -538,7 +538,7 @@ impl OidcStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn claim_outbox(
         &self,
         rows: crate::OutboxRows,
@@ -549,12 +549,12 @@ impl OidcStore for SqliteStore {
         self.outbox_claim(rows.changes(), now, lease_until, limit)
     }
 
-    #[tracing::instrument(skip_all, err, fields(id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
         self.outbox_finish(id, outcome).await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         self.read(|c| {
             c.prepare_cached(sql::SIGNING_KEYS)?
@@ -571,7 +571,7 @@ impl OidcStore for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn ensure_signing_key(
         &self,
         candidate: SigningKeyRecord,
@@ -593,7 +593,7 @@ impl OidcStore for SqliteStore {
         self.signing_keys().await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn rotate_signing_key(
         &self,
         key: SigningKeyRecord,

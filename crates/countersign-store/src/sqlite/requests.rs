@@ -16,7 +16,7 @@ impl Backend for SqliteStore {
 
     // ----- approval requests -----
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %new.request.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.request.tenant_id))]
     async fn create_request(
         &self,
         new: NewRequest,
@@ -30,7 +30,7 @@ impl Backend for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn idempotent_answer(
         &self,
         tenant_id: &str,
@@ -41,7 +41,7 @@ impl Backend for SqliteStore {
         SqliteStore::idempotent_answer(self, tenant_id, owner, key_hash, now).await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn remember_answer(
         &self,
         answer: countersign_core::idempotency::StoredAnswer,
@@ -49,12 +49,12 @@ impl Backend for SqliteStore {
         SqliteStore::remember_answer(self, answer).await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
         SqliteStore::forget_expired_answers(self, now).await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn find_request(
         &self,
         tenant_id: &str,
@@ -74,7 +74,7 @@ impl Backend for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn find_pending_tool_call(
         &self,
         tenant_id: &str,
@@ -104,7 +104,7 @@ impl Backend for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id, user_id = %user_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id, user_id = %user_id))]
     async fn reviewer_since(
         &self,
         approval_id: &str,
@@ -118,7 +118,7 @@ impl Backend for SqliteStore {
         .map(|t| t.map(countersign_core::clock::from_millis))
     }
 
-    #[tracing::instrument(skip_all, err, fields(approval_id = %approval_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
     async fn list_decisions(&self, approval_id: &str) -> Result<Vec<DecisionRecord>> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -130,7 +130,7 @@ impl Backend for SqliteStore {
         })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn cancel_request(
         &self,
         tenant_id: &str,
@@ -163,7 +163,7 @@ impl Backend for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>> {
         self.write(move |c| {
             let due = c
@@ -207,7 +207,7 @@ impl Backend for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_requests(
         &self,
         tenant_id: &str,
@@ -234,7 +234,7 @@ impl Backend for SqliteStore {
         Ok(Page { items, has_more })
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn decide(
         &self,
         tenant_id: &str,
@@ -309,7 +309,7 @@ impl Backend for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id, id = %id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn mark_token_issued(
         &self,
         tenant_id: &str,
@@ -335,7 +335,7 @@ impl Backend for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %ended.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %ended.tenant_id))]
     async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
         self.write(move |c| {
             // Records of expired grants are of no use: an expired grant is inactive anyway.
@@ -364,7 +364,7 @@ impl Backend for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn grant_ended(&self, jti: &str) -> Result<bool> {
         self.read(|c| {
             c.prepare_cached(sql::GRANT_ENDED)?
@@ -376,7 +376,7 @@ impl Backend for SqliteStore {
 
     /// Marks up to `limit` pending requests past their expiry as expired, each with its audit
     /// event.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
         self.write(move |c| {
             let due = c
@@ -410,7 +410,7 @@ impl Backend for SqliteStore {
         .await
     }
 
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn agent_pending_count(
         &self,
         tenant_id: &str,
@@ -429,7 +429,7 @@ impl Backend for SqliteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn pending_count(&self) -> Result<i64> {
         self.read(|c| c.query_row(sql::PENDING_COUNT, [], |r| r.get(0)))
     }
@@ -437,7 +437,7 @@ impl Backend for SqliteStore {
     // ----- audit -----
 
     /// Events of a tenant in chain order, after `after_seq`.
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_audit(
         &self,
         tenant_id: &str,
@@ -455,7 +455,7 @@ impl Backend for SqliteStore {
     }
 
     /// Records an audit event that is not part of another change.
-    #[tracing::instrument(skip_all, err, fields(tenant_id = %record.tenant_id))]
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %record.tenant_id))]
     async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent> {
         self.write(move |c| append_audit(c, record)).await
     }
