@@ -227,6 +227,28 @@ impl Principal {
         }
     }
 
+    /// Who may see a request through `face`: admins their tenant's, reviewers those they are
+    /// (already) eligible for, and on the guard's face the agent that asked, its own. For any
+    /// other agent it does not exist.
+    pub fn may_see(
+        &self,
+        face: crate::approval::Face,
+        request_agent_id: &str,
+        reviewer_since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        match (&self.role, face) {
+            (Role::Agent { agent_id }, crate::approval::Face::Guard) => {
+                if agent_id == request_agent_id {
+                    Ok(())
+                } else {
+                    Err(Error::NotFound("no such approval request".into()))
+                }
+            }
+            _ => self.may_view(reviewer_since, now),
+        }
+    }
+
     /// Reviewers see the requests they are (already) eligible for; admins see all.
     pub fn may_view(
         &self,
@@ -237,6 +259,68 @@ impl Principal {
             None => Ok(()),
             Some(_) if reviewer_since.is_some_and(|s| s <= now) => Ok(()),
             Some(_) => Err(Error::NotFound("no such approval request".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::approval::Face;
+    use countersign_proto::ErrorCode;
+
+    fn principal(role: Role) -> Principal {
+        Principal {
+            tenant_id: "default".into(),
+            key_id: "key_1".into(),
+            role,
+            user_id: None,
+        }
+    }
+
+    #[test]
+    fn who_may_see_a_request_on_each_face() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let earlier = Some(now - chrono::Duration::minutes(1));
+        let later = Some(now + chrono::Duration::minutes(1));
+        let asker = principal(Role::Agent {
+            agent_id: "agt_1".into(),
+        });
+        let other = principal(Role::Agent {
+            agent_id: "agt_2".into(),
+        });
+        let reviewer = principal(Role::Reviewer {
+            user_id: "usr_1".into(),
+        });
+        let code = |r: Result<()>| r.err().map(|e| e.code());
+        // The guard's face: the agent that asked sees its own; another agent sees nothing.
+        assert_eq!(code(asker.may_see(Face::Guard, "agt_1", None, now)), None);
+        assert_eq!(
+            code(other.may_see(Face::Guard, "agt_1", None, now)),
+            Some(ErrorCode::NotFound)
+        );
+        // Reviewer faces: agents are refused outright.
+        assert_eq!(
+            code(asker.may_see(Face::Review, "agt_1", None, now)),
+            Some(ErrorCode::Forbidden)
+        );
+        // Reviewers once eligible, on every face; admins always.
+        for face in [Face::Guard, Face::Review] {
+            assert_eq!(code(reviewer.may_see(face, "agt_1", earlier, now)), None);
+            assert_eq!(
+                code(reviewer.may_see(face, "agt_1", later, now)),
+                Some(ErrorCode::NotFound)
+            );
+            assert_eq!(
+                code(reviewer.may_see(face, "agt_1", None, now)),
+                Some(ErrorCode::NotFound)
+            );
+            assert_eq!(
+                code(principal(Role::Admin).may_see(face, "agt_1", None, now)),
+                None
+            );
         }
     }
 }

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use countersign_core::Error;
+use countersign_core::approval::Face;
 use countersign_core::principal::Principal;
 use countersign_mcp::{Guard, GuardFailure, HttpUpstream, McpCall, Proxy, SessionOrigin, Upstream};
 use countersign_proto::guard::{GuardApprovalView, ToolDecision};
@@ -149,7 +150,7 @@ impl Guard for ServerGuard {
         wait: Duration,
     ) -> Result<GuardApprovalView, GuardFailure> {
         let state = &self.state;
-        let mut request = guard::visible(state, &self.caller, approval_id)
+        let mut request = service::visible(state, &self.caller, Face::Guard, approval_id)
             .await
             .map_err(failure)?;
         let wait = wait.min(guard::max_wait(state, Some(wait.as_secs())));

@@ -305,24 +305,30 @@ pub async fn decide(
     Ok(decided)
 }
 
-/// A request the caller may see, by its public id: admins see their tenant's, reviewers
-/// those they are (already) eligible for; for everyone else it does not exist.
-pub async fn visible(state: &AppState, caller: &Principal, id: &str) -> Result<ApprovalRequest> {
-    if !countersign_core::ids::is_id(id, countersign_core::ids::APPROVAL) {
-        return Err(Error::NotFound("no such approval request".into()));
-    }
-    let request = find(
-        state,
-        &caller.tenant_id,
-        &RequestRef::PublicId(id.to_string()),
-    )
-    .await?;
+/// A request the caller may see through `face`, by its public id (the one rule:
+/// `Principal::may_see`); for everyone else it does not exist.
+pub async fn visible(
+    state: &AppState,
+    caller: &Principal,
+    face: Face,
+    id: &str,
+) -> Result<ApprovalRequest> {
+    let request = face.check(find(state, &caller.tenant_id, &public_ref(id)?).await?)?;
     let since = match &caller.role {
         Role::Reviewer { user_id } => state.store.reviewer_since(&request.id, user_id).await?,
         _ => None,
     };
-    caller.may_view(since, state.clock.now())?;
+    caller.may_see(face, &request.agent_id, since, state.clock.now())?;
     Ok(request)
+}
+
+/// An approval's public id as a reference; anything else names no request.
+pub fn public_ref(id: &str) -> Result<RequestRef> {
+    if countersign_core::ids::is_id(id, countersign_core::ids::APPROVAL) {
+        Ok(RequestRef::PublicId(id.to_string()))
+    } else {
+        Err(Error::NotFound("no such approval request".into()))
+    }
 }
 
 pub async fn find(state: &AppState, tenant_id: &str, by: &RequestRef) -> Result<ApprovalRequest> {

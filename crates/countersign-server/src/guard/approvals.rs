@@ -1,6 +1,6 @@
 //! Tool-call approvals as the agent and the reviewers see them: reading, cancelling,
 //! redeeming for a grant, the history, and escalation as it comes due.
-use countersign_core::approval::{ApprovalRequest, RequestKind, RequestRef};
+use countersign_core::approval::{ApprovalRequest, Face, RequestKind, RequestRef};
 use countersign_core::principal::executor_only;
 use countersign_core::{Error, Principal, Result, Role, ids};
 use countersign_proto::guard::{GrantResponse, History, HistoryItem, HistoryQuery};
@@ -12,48 +12,14 @@ use crate::after_commit::{Committed, announce};
 use crate::state::AppState;
 use crate::{service, workers};
 
-fn tool_request(request: ApprovalRequest) -> Result<ApprovalRequest> {
-    if request.kind == RequestKind::Tool {
-        Ok(request)
-    } else {
-        Err(Error::NotFound(
-            "no such approval (it is not a tool call)".into(),
-        ))
-    }
-}
-
-/// The requesting agent, eligible reviewers and admins may read an approval.
-pub async fn visible(state: &AppState, caller: &Principal, id: &str) -> Result<ApprovalRequest> {
-    let by = public_ref(id)?;
-    let request = tool_request(service::find(state, &caller.tenant_id, &by).await?)?;
-    match &caller.role {
-        Role::Agent { agent_id } if *agent_id == request.agent_id => Ok(request),
-        Role::Agent { .. } => Err(Error::NotFound("no such approval".into())),
-        Role::Admin => Ok(request),
-        Role::Reviewer { user_id } => {
-            let since = state.store.reviewer_since(&request.id, user_id).await?;
-            caller.may_view(since, state.clock.now())?;
-            Ok(request)
-        }
-        Role::Executor { .. } => Err(executor_only()),
-    }
-}
-
-pub fn public_ref(id: &str) -> Result<RequestRef> {
-    if ids::is_id(id, ids::APPROVAL) {
-        Ok(RequestRef::PublicId(id.to_string()))
-    } else {
-        Err(Error::NotFound("no such approval".into()))
-    }
-}
-
 /// Withdraws a pending approval: the requesting agent or an admin.
 pub async fn cancel(state: &AppState, caller: &Principal, id: &str) -> Result<ApprovalRequest> {
-    let request = tool_request(service::find(state, &caller.tenant_id, &public_ref(id)?).await?)?;
+    let request = Face::Guard
+        .check(service::find(state, &caller.tenant_id, &service::public_ref(id)?).await?)?;
     match &caller.role {
         Role::Admin => {}
         Role::Agent { agent_id } if *agent_id == request.agent_id => {}
-        Role::Agent { .. } => return Err(Error::NotFound("no such approval".into())),
+        Role::Agent { .. } => return Err(Error::NotFound("no such approval request".into())),
         Role::Reviewer { .. } => {
             return Err(Error::Forbidden(
                 "only the requesting agent or an admin cancels".into(),
@@ -83,9 +49,10 @@ pub async fn grant(
     resource: Option<&str>,
 ) -> Result<GrantResponse> {
     let agent_id = caller.require_agent()?;
-    let request = tool_request(service::find(state, &caller.tenant_id, &public_ref(id)?).await?)?;
+    let request = Face::Guard
+        .check(service::find(state, &caller.tenant_id, &service::public_ref(id)?).await?)?;
     if request.agent_id != agent_id {
-        return Err(Error::NotFound("no such approval".into()));
+        return Err(Error::NotFound("no such approval request".into()));
     }
     let audience = service::grant_audience(state, &request, resource).await?;
     let status = request.status_at(state.clock.now());

@@ -15,7 +15,7 @@ use countersign_proto::ErrorCode;
 
 use crate::state::AppState;
 
-pub use approvals::{cancel, grant, history, public_ref, visible};
+pub use approvals::{cancel, grant, history};
 pub use config::{delete_group, delete_policy, put_routing, put_settings, save_group, save_policy};
 pub use evaluate::{check_tool, dry_run};
 pub use views::{group_view, policy_view, view};

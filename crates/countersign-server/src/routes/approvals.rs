@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use countersign_core::approval::{Face, RequestRef, Verdict};
+use countersign_core::approval::{Face, Verdict};
 use countersign_core::{Error, ids};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::approvals::{
@@ -24,14 +24,6 @@ async fn agent_names(state: &AppState, tenant_id: &str) -> Result<HashMap<String
         .into_iter()
         .map(|a| (a.id, a.name))
         .collect())
-}
-
-fn public_ref(id: &str) -> Result<RequestRef, Error> {
-    if ids::is_id(id, ids::APPROVAL) {
-        Ok(RequestRef::PublicId(id.to_string()))
-    } else {
-        Err(Error::NotFound("no such approval request".into()))
-    }
 }
 
 /// Requests the caller may decide: a reviewer sees those addressed to them, an admin all.
@@ -96,7 +88,7 @@ pub async fn get(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApprovalView>> {
-    let request = service::visible(&state, &caller, &id).await?;
+    let request = service::visible(&state, &caller, Face::Review, &id).await?;
     let names = agent_names(&state, &caller.tenant_id).await?;
     Ok(Json(views::approval(request, &names, state.clock.now())))
 }
@@ -119,7 +111,7 @@ pub async fn approve(
         &state,
         &caller,
         Face::Review,
-        &public_ref(&id)?,
+        &service::public_ref(&id)?,
         Verdict::Approve,
         comment,
         channel,
@@ -147,7 +139,7 @@ pub async fn deny(
         &state,
         &caller,
         Face::Review,
-        &public_ref(&id)?,
+        &service::public_ref(&id)?,
         Verdict::Reject,
         reason,
         channel,

@@ -51,7 +51,7 @@ pub async fn get_approval(
     ApiQuery(query): ApiQuery<WaitQuery>,
 ) -> ApiResult<Json<GuardApprovalView>> {
     check_proxy(&caller, &proxy_id)?;
-    let mut request = guard::visible(&state, &caller, &approval_id).await?;
+    let mut request = service::visible(&state, &caller, Face::Guard, &approval_id).await?;
     let wait = guard::max_wait(&state, query.wait);
     if !wait.is_zero() {
         request = service::wait_for_decision(&state, &caller.tenant_id, request, wait).await?;
@@ -73,7 +73,7 @@ pub async fn approve(
     OptionalJson(body): OptionalJson<CommentBody>,
 ) -> ApiResult<Json<GuardApprovalView>> {
     check_proxy(&caller, &proxy_id)?;
-    let by = guard::public_ref(&approval_id)?;
+    let by = service::public_ref(&approval_id)?;
     let decided = service::decide(
         &state,
         &caller,
@@ -101,7 +101,7 @@ pub async fn reject(
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> ApiResult<Json<GuardApprovalView>> {
     check_proxy(&caller, &proxy_id)?;
-    let by = guard::public_ref(&approval_id)?;
+    let by = service::public_ref(&approval_id)?;
     let decided = service::decide(
         &state,
         &caller,

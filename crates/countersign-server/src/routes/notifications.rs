@@ -220,7 +220,13 @@ pub async fn request_deliveries(
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeliveryList>> {
     // Whoever may see the request may see who was told about it.
-    let request = crate::service::visible(&state, &caller, &id).await?;
+    let request = crate::service::visible(
+        &state,
+        &caller,
+        countersign_core::approval::Face::Review,
+        &id,
+    )
+    .await?;
     let deliveries = state
         .store
         .list_deliveries(&caller.tenant_id, &request.id)

@@ -419,7 +419,7 @@ pub async fn deliveries(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let request = service::visible(&state, &viewer.principal, &id).await?;
+    let request = service::visible(&state, &viewer.principal, Face::Review, &id).await?;
     match delivery_log(&state, &viewer.principal, &request).await? {
         Some(log) => render(&DeliveriesFragment { log }),
         None => Err(Error::NotFound("no delivery log".into()).into()),
@@ -431,7 +431,7 @@ pub async fn request_page(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let request = service::visible(&state, &viewer.principal, &id).await?;
+    let request = service::visible(&state, &viewer.principal, Face::Review, &id).await?;
     full_page(&state, &viewer, &request, None).await
 }
 
@@ -440,7 +440,7 @@ pub async fn panel(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let request = service::visible(&state, &viewer.principal, &id).await?;
+    let request = service::visible(&state, &viewer.principal, Face::Review, &id).await?;
     let (_, panel) = page_parts(&state, &viewer, &request, None).await?;
     render(&PanelFragment { panel })
 }
@@ -481,7 +481,7 @@ async fn decide(
     text: Option<String>,
 ) -> Result<Response, UiError> {
     let viewer = &posted.viewer;
-    let request = service::visible(&state, &viewer.principal, &id).await?;
+    let request = service::visible(&state, &viewer.principal, Face::Review, &id).await?;
     let text = text.filter(|t| !t.trim().is_empty());
     let outcome = if verdict == Verdict::Reject && text.is_none() {
         Err(Error::invalid("give a reason to reject"))
@@ -518,7 +518,9 @@ async fn visible(state: &AppState, principal: &Principal, event: &RequestEvent) 
     let Some(id) = &event.request_id else {
         return true;
     };
-    service::visible(state, principal, id).await.is_ok()
+    service::visible(state, principal, Face::Review, id)
+        .await
+        .is_ok()
 }
 
 fn sse_event(kind: RequestEventKind, id: Option<&str>) -> Event {

@@ -240,7 +240,8 @@ pub async fn review_page(
                 }
                 return Err(UiError::SignIn { next, htmx: false });
             };
-            let request = service::visible(&state, &viewer.principal, &approval).await?;
+            let request =
+                service::visible(&state, &viewer.principal, Face::Review, &approval).await?;
             let layout = Layout::for_viewer(&viewer, "Review", "queue");
             if request.status_at(now) != ApprovalStatus::Pending {
                 let notice = Some(("warn", super::settled_words(request.status_at(now))));
@@ -336,7 +337,7 @@ pub async fn review_decide_signed_in(
     let approval = form
         .approval
         .ok_or_else(|| Error::invalid("missing field `approval`"))?;
-    let request = service::visible(&state, &viewer.principal, &approval).await?;
+    let request = service::visible(&state, &viewer.principal, Face::Review, &approval).await?;
     let channel = match form.via.as_deref() {
         Some("teams") => "teams",
         _ => "dashboard",
