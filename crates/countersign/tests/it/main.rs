@@ -32,5 +32,6 @@ mod notify_teams;
 mod notify_webhooks;
 mod oidc;
 mod replicas;
+mod stored_shapes;
 mod support;
 mod tokens;
