@@ -74,6 +74,9 @@ class Approval(TypedDict, total=False):
     threats_detected: list[str]
     policy_matched: str | None
     approval_group: str | None
+    # Present when the call came through MCP: the tool's hints and where it came from.
+    annotations: dict[str, bool]
+    mcp: dict[str, str]
     escalation_level: int
     required_approvals: int
     decisions: list[dict[str, Any]]

@@ -44,6 +44,22 @@ export interface DecisionView {
   [key: string]: unknown;
 }
 
+/** MCP tool annotations, as the MCP server declared them (absent hints are MCP's defaults). */
+export interface ToolAnnotations {
+  readOnlyHint?: boolean;
+  destructiveHint?: boolean;
+  idempotentHint?: boolean;
+  openWorldHint?: boolean;
+}
+
+/** Where a tool call came from when an MCP proxy (`countersign mcp wrap`, `/mcp/{id}`) sent it. */
+export interface McpOrigin {
+  /** The upstream MCP server: its registered id or the name `wrap` gives it. */
+  server: string;
+  /** The MCP client's name and version. */
+  client?: string;
+}
+
 /** `GET /approvals/{id}`: the seed's fields plus the tool call and how it is decided. */
 export interface GuardApproval {
   approval_id: string;
@@ -64,6 +80,9 @@ export interface GuardApproval {
   threats_detected: string[];
   policy_matched?: string | null;
   approval_group?: string | null;
+  /** Present when the call came through MCP. */
+  annotations?: ToolAnnotations;
+  mcp?: McpOrigin;
   escalation_level: number;
   required_approvals: number;
   decisions: DecisionView[];
