@@ -489,6 +489,22 @@ pub struct PollRecord {
     pub interval_secs: i64,
 }
 
+/// A request's polling state as last read: its interval and when it was last polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollSeen {
+    pub interval_secs: i64,
+    pub last_poll_ms: Option<i64>,
+}
+
+impl OidcRequestState {
+    pub fn poll_seen(&self) -> PollSeen {
+        PollSeen {
+            interval_secs: self.interval_secs,
+            last_poll_ms: self.last_poll_at.map(|t| t.timestamp_millis()),
+        }
+    }
+}
+
 impl PollRecord {
     /// A poll at `at_ms` of a request with this interval, last polled at `last_poll_ms`:
     /// polling sooner than the interval grows it by one `slow_down` step (RFC 8628 §3.5).

@@ -35,7 +35,7 @@ use countersign_core::notify::{
     Delivery, FanOut, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
 };
 use countersign_core::oidc::{
-    NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord,
+    NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord, PollSeen,
 };
 use countersign_core::policy::Policy;
 use countersign_core::routing::{Group, ReviewerPlan};
@@ -470,8 +470,16 @@ pub trait OidcStore: Send + Sync {
         approval_id: &str,
     ) -> Result<Option<OidcRequestState>>;
     /// Records a token-endpoint poll of a pending request: a poll sooner than `interval` after
-    /// the previous one is too fast and grows the interval by the slow-down step.
-    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord>;
+    /// the previous one is too fast and grows the interval by the slow-down step
+    /// (`PollRecord::at`). `seen` is the request's polling state as the caller read it: the
+    /// write lands only if no other poll came since (one statement in the usual case);
+    /// otherwise the store reads it again and retries.
+    async fn record_oidc_poll(
+        &self,
+        approval_id: &str,
+        seen: PollSeen,
+        at: DateTime<Utc>,
+    ) -> Result<PollRecord>;
     /// Remembers a client's `jti` until `expires_at`; false when it was seen before (a replay).
     async fn use_jti(
         &self,

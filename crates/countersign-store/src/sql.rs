@@ -180,8 +180,11 @@ pub const DELETE_OIDC_CLIENT: &str =
     "DELETE FROM oidc_clients WHERE tenant_id = ?1 AND client_id = ?2";
 pub const INSERT_SUBSCRIPTION: &str = "INSERT INTO request_subscriptions (approval_id, tenant_id, channel, target, secret, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-pub const RECORD_POLL: &str =
-    "UPDATE oidc_requests SET last_poll_at = ?2, interval_secs = ?3 WHERE approval_id = ?1";
+/// Records a poll only if the polling state is still the one it was judged on (?4, ?5).
+pub const RECORD_POLL_IF_UNCHANGED: &str = "UPDATE oidc_requests SET last_poll_at = ?2, interval_secs = ?3 \
+     WHERE approval_id = ?1 AND interval_secs = ?4 AND COALESCE(last_poll_at, -1) = COALESCE(?5, -1)";
+pub const POLL_SEEN: &str =
+    "SELECT interval_secs, last_poll_at FROM oidc_requests WHERE approval_id = ?1";
 pub const FORGET_EXPIRED_JTIS: &str = "DELETE FROM oidc_jtis WHERE expires_at < ?1";
 pub const INSERT_JTI: &str =
     "INSERT INTO oidc_jtis (client_id, jti, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";

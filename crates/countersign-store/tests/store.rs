@@ -328,6 +328,7 @@ mod oidc_and_outbox {
     use countersign_core::notify;
     use countersign_core::oidc::{
         self, AuthMethod, ClientRegistration, DeliveryMode, OidcRequestInput, OutboxOutcome,
+        PollSeen,
     };
 
     async fn ping_client(f: &Fixture, now: chrono::DateTime<Utc>) -> oidc::OidcClient {
@@ -539,18 +540,24 @@ mod oidc_and_outbox {
         let now = SystemClock.now();
         let client = ping_client(&f, now).await;
         let id = ciba_request(&f, &client, 300, now).await;
-        let first = f.store.record_oidc_poll(&id, now).await.unwrap();
+        let seen = || async {
+            let state = f.store.get_oidc_request("t", &id).await.unwrap().unwrap();
+            state.poll_seen()
+        };
+        let before = seen().await;
+        let first = f.store.record_oidc_poll(&id, before, now).await.unwrap();
         assert!(!first.too_fast);
+        // Judged on a state another poll has since changed: the store reads it again.
         let fast = f
             .store
-            .record_oidc_poll(&id, now + Duration::seconds(1))
+            .record_oidc_poll(&id, before, now + Duration::seconds(1))
             .await
             .unwrap();
         assert!(fast.too_fast);
         assert_eq!(fast.interval_secs, 10);
         let slow = f
             .store
-            .record_oidc_poll(&id, now + Duration::seconds(12))
+            .record_oidc_poll(&id, seen().await, now + Duration::seconds(12))
             .await
             .unwrap();
         assert!(!slow.too_fast);
@@ -565,7 +572,14 @@ mod oidc_and_outbox {
         let f = fixture().await;
         let err = f
             .store
-            .record_oidc_poll("no-such-request", SystemClock.now())
+            .record_oidc_poll(
+                "no-such-request",
+                PollSeen {
+                    interval_secs: 5,
+                    last_poll_ms: None,
+                },
+                SystemClock.now(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, Error::NotFound(_)), "{err:?}");

@@ -350,7 +350,10 @@ pub async fn token(
     let now = state.clock.now();
     match request.status_at(now) {
         ApprovalStatus::Pending => {
-            let poll = state.store.record_oidc_poll(&request.id, now).await?;
+            let poll = state
+                .store
+                .record_oidc_poll(&request.id, oidc_state.poll_seen(), now)
+                .await?;
             if poll.too_fast {
                 Err(token_error(
                     ErrorCode::SlowDown,

@@ -11,7 +11,7 @@ use countersign_core::audit::Actor;
 use countersign_core::clock::from_millis;
 use countersign_core::oidc::{
     AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
-    OutboxOutcome, PollRecord,
+    OutboxOutcome, PollRecord, PollSeen,
 };
 use countersign_core::{Error, Result};
 
@@ -24,6 +24,9 @@ use super::rows::{ms, pg_error};
 use countersign_core::routing::ReviewerPlan;
 
 use super::{PgStore, append_audit, insert_request, notify};
+
+/// Attempts to record a poll while other polls of the same request keep landing first.
+const MAX_POLL_ATTEMPTS: usize = 8;
 
 fn bad(what: &str) -> Error {
     Error::Internal(format!("unexpected {what} in the database"))
@@ -284,28 +287,40 @@ impl PgStore {
     pub(super) async fn oidc_record_poll(
         &self,
         approval_id: &str,
+        mut seen: PollSeen,
         at: DateTime<Utc>,
     ) -> Result<PollRecord> {
-        // The row lock orders concurrent polls: each sees the previous one.
-        let mut tx = self.pool.begin().await.map_err(pg_error)?;
-        let row = sqlx::query(
-            "SELECT interval_secs, last_poll_at FROM oidc_requests WHERE approval_id = $1 FOR UPDATE",
-        )
-        .bind(approval_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(pg_error)?
-        .ok_or_else(no_ciba_request)?;
-        let record = PollRecord::at(get(&row, 0)?, get(&row, 1)?, ms(at));
-        sqlx::query(&sql::pg(sql::RECORD_POLL))
-            .bind(approval_id)
-            .bind(ms(at))
-            .bind(record.interval_secs)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(record)
+        // One statement when no other poll came since `seen` was read; otherwise read again
+        // and judge the poll on what is stored (concurrent polls of one request are rare).
+        for _ in 0..MAX_POLL_ATTEMPTS {
+            let record = PollRecord::at(seen.interval_secs, seen.last_poll_ms, ms(at));
+            let written = sqlx::query(&sql::pg(sql::RECORD_POLL_IF_UNCHANGED))
+                .bind(approval_id)
+                .bind(ms(at))
+                .bind(record.interval_secs)
+                .bind(seen.interval_secs)
+                .bind(seen.last_poll_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(pg_error)?
+                .rows_affected();
+            if written == 1 {
+                return Ok(record);
+            }
+            let row = sqlx::query(&sql::pg(sql::POLL_SEEN))
+                .bind(approval_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(pg_error)?
+                .ok_or_else(no_ciba_request)?;
+            seen = PollSeen {
+                interval_secs: get(&row, 0)?,
+                last_poll_ms: get(&row, 1)?,
+            };
+        }
+        Err(Error::internal(
+            "a poll could not be recorded: too many concurrent polls",
+        ))
     }
 
     pub(super) async fn outbox_claim(
@@ -441,8 +456,13 @@ impl OidcStore for PgStore {
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
-    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
-        self.oidc_record_poll(approval_id, at).await
+    async fn record_oidc_poll(
+        &self,
+        approval_id: &str,
+        seen: PollSeen,
+        at: DateTime<Utc>,
+    ) -> Result<PollRecord> {
+        self.oidc_record_poll(approval_id, seen, at).await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(client_id = %client_id))]

@@ -9,7 +9,7 @@ use countersign_core::audit::Actor;
 use countersign_core::clock::from_millis;
 use countersign_core::oidc::{
     AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
-    OutboxOutcome, PollRecord,
+    OutboxOutcome, PollRecord, PollSeen,
 };
 use countersign_core::{Error, Result};
 
@@ -273,25 +273,45 @@ impl SqliteStore {
     pub(super) async fn oidc_record_poll(
         &self,
         approval_id: &str,
+        seen: PollSeen,
         at: DateTime<Utc>,
     ) -> Result<PollRecord> {
         let approval_id = approval_id.to_string();
         self.write(move |c| {
-            let (interval, last): (i64, Option<i64>) = c
-                .prepare_cached(
-                    "SELECT interval_secs, last_poll_at FROM oidc_requests WHERE approval_id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.query_row([&approval_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            let mut seen = seen;
+            // Writes are serial here: a second attempt, on what is stored, always lands.
+            for _ in 0..2 {
+                let record = PollRecord::at(seen.interval_secs, seen.last_poll_ms, ms(at));
+                let written = c
+                    .prepare_cached(sql::RECORD_POLL_IF_UNCHANGED)
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            approval_id,
+                            ms(at),
+                            record.interval_secs,
+                            seen.interval_secs,
+                            seen.last_poll_ms
+                        ])
+                    })
+                    .map_err(db_error)?;
+                if written == 1 {
+                    return Ok(record);
+                }
+                seen = c
+                    .prepare_cached(sql::POLL_SEEN)
+                    .and_then(|mut s| {
+                        s.query_row([&approval_id], |r| {
+                            Ok(PollSeen {
+                                interval_secs: r.get(0)?,
+                                last_poll_ms: r.get(1)?,
+                            })
+                        })
                         .optional()
-                })
-                .map_err(db_error)?
-                .ok_or_else(no_ciba_request)?;
-            let record = PollRecord::at(interval, last, ms(at));
-            c.prepare_cached(sql::RECORD_POLL)
-                .and_then(|mut s| s.execute(params![approval_id, ms(at), record.interval_secs]))
-                .map_err(db_error)?;
-            Ok(record)
+                    })
+                    .map_err(db_error)?
+                    .ok_or_else(no_ciba_request)?;
+            }
+            Err(Error::internal("a poll could not be recorded"))
         })
         .await
     }
@@ -439,8 +459,13 @@ impl OidcStore for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
-    async fn record_oidc_poll(&self, approval_id: &str, at: DateTime<Utc>) -> Result<PollRecord> {
-        self.oidc_record_poll(approval_id, at).await
+    async fn record_oidc_poll(
+        &self,
+        approval_id: &str,
+        seen: PollSeen,
+        at: DateTime<Utc>,
+    ) -> Result<PollRecord> {
+        self.oidc_record_poll(approval_id, seen, at).await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(client_id = %client_id))]
