@@ -8,10 +8,15 @@
 //!   linear by a row lock, background jobs claimed with `FOR UPDATE SKIP LOCKED`, and
 //!   LISTEN/NOTIFY to wake waiters on other replicas.
 
+#[macro_use]
+mod db;
 mod audit_records;
+
 mod listing;
+mod mcp;
 mod postgres;
 mod records;
+mod rows;
 mod sql;
 mod sqlite;
 
@@ -30,7 +35,6 @@ use countersign_core::dashboard::{
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::grant::EndedGrant;
 use countersign_core::idempotency::StoredAnswer;
-use countersign_core::mcp::McpServerRecord;
 use countersign_core::notify::{
     Delivery, FanOut, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
 };
@@ -44,6 +48,7 @@ use countersign_proto::ApprovalStatus;
 use countersign_proto::guard::{GuardSettings, RoutingRules};
 use tokio::sync::broadcast;
 
+pub use mcp::McpStore;
 pub use postgres::PostgresOptions;
 pub use sqlite::{SqliteOptions, Synchronous};
 
@@ -328,28 +333,6 @@ pub trait NotificationStore: Send + Sync {
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>>;
     /// Makes a finished delivery due again now (a manual redelivery).
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()>;
-}
-
-/// Upstream MCP servers registered for the in-server gateway. Writes carry their audit event
-/// (`mcp_server.created|updated|deleted`, with the header names, never their values) in the
-/// same transaction.
-#[async_trait]
-pub trait McpStore: Send + Sync {
-    /// Registers a server; an id the tenant already uses is `AlreadyExists`.
-    async fn create_mcp_server(&self, server: &McpServerRecord, actor: Actor) -> Result<()>;
-    /// A tenant's servers, by id.
-    async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>>;
-    async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>>;
-    /// Replaces a server's URL, headers and `updated_at`; false when there is no such server.
-    async fn update_mcp_server(&self, server: &McpServerRecord, actor: Actor) -> Result<bool>;
-    /// False when there was no such server.
-    async fn delete_mcp_server(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<bool>;
 }
 
 /// Tenants, users, agents and API keys.

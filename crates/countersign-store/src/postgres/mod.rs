@@ -3,11 +3,11 @@ mod accounts;
 mod directory;
 mod guard;
 mod idempotency;
-mod mcp;
 mod notify;
 mod oidc;
 mod requests;
 mod rows;
+mod tx;
 
 use std::time::Duration;
 

@@ -3,11 +3,11 @@ mod accounts;
 mod directory;
 mod guard;
 mod idempotency;
-mod mcp;
 mod notify;
 mod oidc;
 mod requests;
 mod rows;
+mod tx;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,7 +125,7 @@ struct Inner {
 
 /// A unit of work run by the writer thread inside the shared transaction.
 trait WriteJob: Send {
-    fn run(&mut self, conn: &Connection);
+    fn run(&mut self, conn: &mut Connection);
     fn finish(self: Box<Self>, commit: Result<()>);
 }
 
@@ -138,14 +138,14 @@ struct TypedJob<T, F> {
 impl<T, F> WriteJob for TypedJob<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T> + Send,
+    F: FnOnce(&mut Connection) -> Result<T> + Send,
 {
-    fn run(&mut self, conn: &Connection) {
+    fn run(&mut self, conn: &mut Connection) {
         let Some(work) = self.work.take() else { return };
         // Each job gets its own savepoint, so one failing change does not undo its neighbours.
         let result = match conn.execute_batch("SAVEPOINT job") {
             Ok(()) => {
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *conn)))
                     .unwrap_or_else(|_| Err(Error::Internal("a store operation panicked".into())));
                 let end = if outcome.is_ok() {
                     conn.execute_batch("RELEASE job")
@@ -221,7 +221,7 @@ pub fn migration_versions() -> Vec<i64> {
     MIGRATIONS.iter().map(|(v, _)| *v).collect()
 }
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, max_batch: usize) {
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, max_batch: usize) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -238,7 +238,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, max_ba
             continue;
         }
         for job in batch.iter_mut() {
-            job.run(&conn);
+            job.run(&mut conn);
         }
         let commit = conn.execute_batch("COMMIT").map_err(db_error);
         if commit.is_err() {
@@ -526,7 +526,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = TypedJob {
@@ -551,14 +551,22 @@ impl SqliteStore {
     /// Runs a query on a free read connection. Queries are short and indexed, so they run in
     /// place rather than hopping to another thread.
     fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.with_reader(|conn| query(conn).map_err(db_error))
+    }
+
+    fn with_reader<T>(&self, query: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        query(&mut self.reader_connection())
+    }
+
+    /// A free read connection, or the next one to free up.
+    fn reader_connection(&self) -> parking_lot::MutexGuard<'_, Connection> {
         let readers = &self.inner.readers;
         let start = self.inner.next_reader.fetch_add(1, Ordering::Relaxed);
         for i in 0..readers.len() {
             if let Some(conn) = readers[(start + i) % readers.len()].try_lock() {
-                return query(&conn).map_err(db_error);
+                return conn;
             }
         }
-        let conn = readers[start % readers.len()].lock();
-        query(&conn).map_err(db_error)
+        readers[start % readers.len()].lock()
     }
 }

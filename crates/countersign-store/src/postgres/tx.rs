@@ -1,0 +1,116 @@
+//! PostgreSQL's side of the operations written once for both backends.
+use std::ops::DerefMut;
+
+use async_trait::async_trait;
+use countersign_core::Result;
+use countersign_core::audit::{AuditRecord, ChainedEvent};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row as _, TypeInfo, ValueRef};
+
+use super::PgStore;
+use super::rows::pg_error;
+use crate::db::{AnyResult, Arg, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, bad};
+use crate::sql;
+
+fn bind<'q>(query: Query<'q, Postgres, PgArguments>, arg: Arg<'q>) -> Query<'q, Postgres, PgArguments> {
+    match arg {
+        Arg::Text(s) => query.bind(s),
+        Arg::Int(n) => query.bind(n),
+        Arg::Float(f) => query.bind(f),
+        Arg::Bool(b) => query.bind(b),
+        Arg::Bytes(b) => query.bind(b),
+        Arg::NullText => query.bind(None::<&str>),
+        Arg::NullInt => query.bind(None::<i64>),
+        Arg::NullFloat => query.bind(None::<f64>),
+        Arg::NullBool => query.bind(None::<bool>),
+        Arg::NullBytes => query.bind(None::<&[u8]>),
+    }
+}
+
+impl Row for PgRow {
+    fn value(&self, idx: usize) -> Result<Value> {
+        let raw = self.try_get_raw(idx).map_err(pg_error)?;
+        if raw.is_null() {
+            return Ok(Value::Null);
+        }
+        let kind = raw.type_info().name().to_owned();
+        Ok(match kind.as_str() {
+            "INT8" => Value::Int(self.try_get(idx).map_err(pg_error)?),
+            "INT4" => Value::Int(i64::from(self.try_get::<i32, _>(idx).map_err(pg_error)?)),
+            "INT2" => Value::Int(i64::from(self.try_get::<i16, _>(idx).map_err(pg_error)?)),
+            "FLOAT8" => Value::Float(self.try_get(idx).map_err(pg_error)?),
+            "FLOAT4" => Value::Float(f64::from(self.try_get::<f32, _>(idx).map_err(pg_error)?)),
+            "BOOL" => Value::Bool(self.try_get(idx).map_err(pg_error)?),
+            "BYTEA" => Value::Bytes(self.try_get(idx).map_err(pg_error)?),
+            "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" => {
+                Value::Text(self.try_get(idx).map_err(pg_error)?)
+            }
+            other => return Err(bad(&format!("column type {other}"))),
+        })
+    }
+}
+
+/// A transaction, or for reads a pooled connection.
+pub struct PgTx<C> {
+    pub conn: C,
+}
+
+impl<C> PgTx<C> {
+    fn query<'q>(sql: &'q str, args: &[Arg<'q>]) -> Query<'q, Postgres, PgArguments> {
+        args.iter()
+            .fold(sqlx::query(sql), |query, arg| bind(query, *arg))
+    }
+}
+
+#[async_trait]
+impl<C: DerefMut<Target = PgConnection> + Send> Tx for PgTx<C> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        let sql = sql::pg(sql);
+        let done = Self::query(&sql, args)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(pg_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn each(&mut self, sql: &str, args: &[Arg<'_>], each: &mut EachRow<'_>) -> Result<()> {
+        let sql = sql::pg(sql);
+        let rows = Self::query(&sql, args)
+            .fetch_all(&mut *self.conn)
+            .await
+            .map_err(pg_error)?;
+        for row in &rows {
+            each(row)?;
+        }
+        Ok(())
+    }
+
+    async fn append_audit(&mut self, record: AuditRecord) -> Result<ChainedEvent> {
+        super::append_audit(&mut self.conn, record).await
+    }
+
+    async fn hint(&mut self, payload: &str) -> Result<()> {
+        super::notify(&mut self.conn, payload).await
+    }
+}
+
+#[async_trait]
+impl Db for PgStore {
+    async fn reader(&self) -> Result<Box<dyn Tx + '_>> {
+        let conn = self.pool.acquire().await.map_err(pg_error)?;
+        Ok(Box::new(PgTx { conn }))
+    }
+
+    async fn write_erased(&self, op: ErasedOp) -> AnyResult {
+        let mut tx = self.begin().await?;
+        let out = op(&mut PgTx { conn: &mut *tx }).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(out)
+    }
+}
+impl crate::McpStore for PgStore {}
