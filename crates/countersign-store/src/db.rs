@@ -98,6 +98,13 @@ impl<'a> ToArg<'a> for i32 {
     }
 }
 
+impl<'a> ToArg<'a> for u16 {
+    const NULL: Arg<'static> = Arg::NullInt;
+    fn to_arg(self) -> Arg<'a> {
+        Arg::Int(i64::from(self))
+    }
+}
+
 impl<'a> ToArg<'a> for u32 {
     const NULL: Arg<'static> = Arg::NullInt;
     fn to_arg(self) -> Arg<'a> {
@@ -206,6 +213,12 @@ impl FromValue for i32 {
     }
 }
 
+impl FromValue for u16 {
+    fn from_value(value: Value) -> Option<Self> {
+        i64::from_value(value).and_then(|n| u16::try_from(n).ok())
+    }
+}
+
 impl FromValue for u32 {
     fn from_value(value: Value) -> Option<Self> {
         i64::from_value(value).and_then(|n| u32::try_from(n).ok())
@@ -291,12 +304,7 @@ pub trait Tx: Send {
     /// Runs a statement; the number of rows it changed.
     async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64>;
     /// Runs a query, handing each row to `each` in order.
-    async fn each(
-        &mut self,
-        sql: &str,
-        args: &[Arg<'_>],
-        each: &mut EachRow<'_>,
-    ) -> Result<()>;
+    async fn each(&mut self, sql: &str, args: &[Arg<'_>], each: &mut EachRow<'_>) -> Result<()>;
     /// Appends an audit event at the end of its tenant's chain.
     async fn append_audit(&mut self, record: AuditRecord) -> Result<ChainedEvent>;
     /// Tells other replicas, once this transaction commits, that something changed

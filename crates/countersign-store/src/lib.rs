@@ -19,6 +19,7 @@ mod records;
 mod rows;
 mod sql;
 mod sqlite;
+mod writes;
 
 use std::ops::Deref;
 use std::sync::Arc;

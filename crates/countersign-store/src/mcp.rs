@@ -33,7 +33,14 @@ pub trait McpStore: Db {
         write(self, move |tx| {
             Box::pin(async move {
                 let headers = headers_json(&s.headers)?;
-                let values = args![&s.tenant_id, &s.id, &s.url, &headers, s.created_at, s.updated_at];
+                let values = args![
+                    &s.tenant_id,
+                    &s.id,
+                    &s.url,
+                    &headers,
+                    s.created_at,
+                    s.updated_at
+                ];
                 tx.exec(&sql::insert_mcp_server(), values).await?;
                 tx.append_audit(audit_records::mcp_server(&s, "mcp_server.created", &actor))
                     .await?;
@@ -47,13 +54,19 @@ pub trait McpStore: Db {
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
     async fn list_mcp_servers(&self, tenant_id: &str) -> Result<Vec<McpServerRecord>> {
         let sql = sql::list_mcp_servers();
-        self.reader().await?.all(&sql, args![tenant_id], server).await
+        self.reader()
+            .await?
+            .all(&sql, args![tenant_id], server)
+            .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn get_mcp_server(&self, tenant_id: &str, id: &str) -> Result<Option<McpServerRecord>> {
         let sql = sql::get_mcp_server();
-        self.reader().await?.one(&sql, args![tenant_id, id], server).await
+        self.reader()
+            .await?
+            .one(&sql, args![tenant_id, id], server)
+            .await
     }
 
     /// Replaces a server's URL, headers and `updated_at`; false when there is no such server.
@@ -91,8 +104,11 @@ pub trait McpStore: Db {
                 let Some(mut s) = tx.one(&sql::get_mcp_server(), key, server).await? else {
                     return Ok(false);
                 };
-                tx.exec("DELETE FROM mcp_servers WHERE tenant_id = ?1 AND id = ?2", key)
-                    .await?;
+                tx.exec(
+                    "DELETE FROM mcp_servers WHERE tenant_id = ?1 AND id = ?2",
+                    key,
+                )
+                .await?;
                 s.updated_at = at;
                 tx.append_audit(audit_records::mcp_server(&s, "mcp_server.deleted", &actor))
                     .await?;
@@ -102,3 +118,6 @@ pub trait McpStore: Db {
         .await
     }
 }
+
+impl McpStore for crate::sqlite::SqliteStore {}
+impl McpStore for crate::postgres::PgStore {}

@@ -13,7 +13,10 @@ use super::rows::pg_error;
 use crate::db::{AnyResult, Arg, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, bad};
 use crate::sql;
 
-fn bind<'q>(query: Query<'q, Postgres, PgArguments>, arg: Arg<'q>) -> Query<'q, Postgres, PgArguments> {
+fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    arg: Arg<'q>,
+) -> Query<'q, Postgres, PgArguments> {
     match arg {
         Arg::Text(s) => query.bind(s),
         Arg::Int(n) => query.bind(n),
@@ -113,4 +116,3 @@ impl Db for PgStore {
         Ok(out)
     }
 }
-impl crate::McpStore for PgStore {}

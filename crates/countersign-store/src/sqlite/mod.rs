@@ -145,8 +145,11 @@ where
         // Each job gets its own savepoint, so one failing change does not undo its neighbours.
         let result = match conn.execute_batch("SAVEPOINT job") {
             Ok(()) => {
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *conn)))
-                    .unwrap_or_else(|_| Err(Error::Internal("a store operation panicked".into())));
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *conn)))
+                        .unwrap_or_else(|_| {
+                            Err(Error::Internal("a store operation panicked".into()))
+                        });
                 let end = if outcome.is_ok() {
                     conn.execute_batch("RELEASE job")
                 } else {

@@ -96,5 +96,3 @@ impl Db for SqliteStore {
             .await
     }
 }
-
-impl crate::McpStore for SqliteStore {}
