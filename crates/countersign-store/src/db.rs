@@ -31,6 +31,15 @@ impl Dialect {
             Dialect::Postgres => " FOR UPDATE",
         }
     }
+
+    /// Claims the rows a `SELECT` reads, skipping those another replica holds, so that every
+    /// replica may run the same sweep at once.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
 }
 
 /// A bind parameter. A `NULL` carries its type, because PostgreSQL is told each

@@ -16,6 +16,7 @@ mod listing;
 mod mcp;
 mod postgres;
 mod records;
+mod requests;
 mod rows;
 mod sql;
 mod sqlite;
@@ -51,6 +52,7 @@ use tokio::sync::broadcast;
 
 pub use mcp::McpStore;
 pub use postgres::PostgresOptions;
+pub use requests::RequestStore;
 pub use sqlite::{SqliteOptions, Synchronous};
 
 /// Where the data lives.
@@ -530,6 +532,7 @@ pub trait Backend:
     + DashboardStore
     + NotificationStore
     + McpStore
+    + RequestStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -539,116 +542,6 @@ pub trait Backend:
 
     /// Hints of changes made by other replicas; `None` when there is only this process.
     fn changes(&self) -> Option<broadcast::Receiver<Change>>;
-
-    // approval requests
-    /// Stores a new request with the reviewers who may decide it and from when. For tool
-    /// calls, an identical pending call (agent, session, tool, arguments, MCP server) makes this fail
-    /// with `AlreadyExists`.
-    async fn create_request(
-        &self,
-        new: NewRequest,
-        reviewers: ReviewerPlan,
-        actor: Actor,
-    ) -> Result<ApprovalRequest>;
-    async fn find_request(
-        &self,
-        tenant_id: &str,
-        by: &RequestRef,
-    ) -> Result<Option<ApprovalRequest>>;
-    /// The unexpired answer remembered under a caller's idempotency key.
-    async fn idempotent_answer(
-        &self,
-        tenant_id: &str,
-        owner: &str,
-        key_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<StoredAnswer>>;
-    /// Remembers an answer that created nothing (answers that create a request travel with
-    /// it, in [`NewRequest::idempotency`]). Fails with `idempotency_key_in_use` when the key
-    /// already holds a live answer.
-    async fn remember_answer(&self, answer: StoredAnswer) -> Result<()>;
-    /// Deletes answers whose retention has passed; how many.
-    async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64>;
-    /// The pending, unexpired approval of an identical tool call (through the same MCP server,
-    /// or neither through MCP), if any.
-    async fn find_pending_tool_call(
-        &self,
-        tenant_id: &str,
-        call: &SameCall<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Option<ApprovalRequest>>;
-    async fn list_requests(
-        &self,
-        tenant_id: &str,
-        filter: &RequestFilter,
-    ) -> Result<Page<ApprovalRequest>>;
-    /// When this user became (or becomes) eligible to decide the request, if ever.
-    async fn reviewer_since(
-        &self,
-        approval_id: &str,
-        user_id: &str,
-    ) -> Result<Option<DateTime<Utc>>>;
-    /// Records one reviewer's decision. A rejection rejects; an approval approves once
-    /// `required_approvals` distinct reviewers approved. All of it is one compare-and-set on
-    /// a pending, unexpired request, so of many concurrent decisions exactly one finishes
-    /// the request; the losers learn the current status, and a reviewer who already decided
-    /// gets `already_voted`.
-    async fn decide(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        decision: Decision,
-    ) -> Result<ApprovalRequest>;
-    async fn list_decisions(&self, approval_id: &str) -> Result<Vec<DecisionRecord>>;
-    /// Withdraws a pending request.
-    async fn cancel_request(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<ApprovalRequest>;
-    /// Records escalation steps that came due (backups or further groups joining).
-    async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>>;
-    /// Records that the one access token of an approval was issued; false if it already was.
-    async fn mark_token_issued(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        jti: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<bool>;
-    /// Records that a grant was consumed or revoked, with its audit event; false when it had
-    /// already ended. Of concurrent calls for one `jti`, exactly one returns true.
-    async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool>;
-    /// Whether the grant with this `jti` was consumed or revoked.
-    async fn grant_ended(&self, jti: &str) -> Result<bool>;
-    /// Times out up to `limit` pending requests past their expiry (expired, or approved when
-    /// their policy says so), each with its audit event. Safe to run on every replica at
-    /// once: each request times out exactly once.
-    async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>>;
-    async fn pending_count(&self) -> Result<i64>;
-    /// How many unexpired requests of one agent are pending, counting no further than
-    /// `up_to` (enough to compare with a limit).
-    async fn agent_pending_count(
-        &self,
-        tenant_id: &str,
-        agent_id: &str,
-        now: DateTime<Utc>,
-        up_to: u64,
-    ) -> Result<u64>;
-
-    // audit
-    /// Events of a tenant in chain order, after `after_seq`.
-    async fn list_audit(
-        &self,
-        tenant_id: &str,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<ChainedEvent>>;
-    /// Records an audit event that is not part of another change.
-    async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent>;
 }
 
 /// The store handle; cheap to clone.

@@ -1,5 +1,4 @@
-//! The approval-request listing query, one for both dialects (they differ only in how bind
-//! parameters are written), so filters cannot drift apart.
+//! The approval-request listing query, built from a filter.
 use countersign_proto::ApprovalStatus;
 
 use crate::RequestFilter;
@@ -20,14 +19,14 @@ pub enum Arg {
     Int(i64),
 }
 
-/// The listing query and its arguments; `placeholder(n)` writes the n-th parameter (from 1).
-/// Pending requests past their expiry count as timed out.
-pub fn requests(
-    columns: &str,
-    tenant_id: &str,
-    filter: &RequestFilter,
-    placeholder: fn(usize) -> String,
-) -> (String, Vec<Arg>) {
+/// The n-th parameter (from 1), as both dialects' statements are written.
+fn placeholder(n: usize) -> String {
+    format!("?{n}")
+}
+
+/// The listing query and its arguments. Pending requests past their expiry count as timed
+/// out.
+pub fn requests(columns: &str, tenant_id: &str, filter: &RequestFilter) -> (String, Vec<Arg>) {
     let now = filter.now.timestamp_millis();
     let mut args = vec![Arg::Text(tenant_id.to_string())];
     let tenant = placeholder(1);

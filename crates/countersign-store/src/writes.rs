@@ -231,3 +231,16 @@ pub async fn mark_disabled(
     }
     Ok(())
 }
+
+/// Queues the request's event for each client subscribed to it (CIBA ping and push) and for
+/// the reviewers' notification channels.
+pub async fn enqueue_callbacks(
+    tx: &mut dyn Tx,
+    approval_id: &str,
+    event: &str,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    tx.exec(sql::ENQUEUE_CALLBACK, args![approval_id, event, at])
+        .await?;
+    enqueue_notification(tx, approval_id, event, None, at).await
+}

@@ -111,8 +111,27 @@ impl Db for PgStore {
 
     async fn write_erased(&self, op: ErasedOp) -> AnyResult {
         let mut tx = self.begin().await?;
-        let out = op(&mut PgTx { conn: &mut *tx }).await?;
-        tx.commit().await.map_err(pg_error)?;
-        Ok(out)
+        match op(&mut PgTx { conn: &mut *tx }).await {
+            Ok(out) => {
+                tx.commit().await.map_err(pg_error)?;
+                Ok(out)
+            }
+            Err(e) => {
+                // Release row locks now, not when the pool next uses the connection: the
+                // sweeps skip locked rows.
+                tx.rollback().await.map_err(pg_error)?;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl crate::Backend for PgStore {
+    fn dialect(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Change>> {
+        Some(self.changes.subscribe())
     }
 }

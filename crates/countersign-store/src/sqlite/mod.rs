@@ -5,7 +5,6 @@ mod guard;
 mod idempotency;
 mod notify;
 mod oidc;
-mod requests;
 mod rows;
 mod tx;
 

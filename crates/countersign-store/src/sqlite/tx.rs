@@ -96,3 +96,14 @@ impl Db for SqliteStore {
             .await
     }
 }
+
+impl crate::Backend for SqliteStore {
+    fn dialect(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// One process owns a SQLite store, so it wakes its own waiters.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Change>> {
+        None
+    }
+}
