@@ -11,6 +11,7 @@
 #[macro_use]
 mod db;
 mod audit_records;
+mod dashboard;
 
 mod listing;
 mod mcp;
@@ -31,9 +32,6 @@ use countersign_core::approval::{
     ApprovalRequest, Decision, DecisionRecord, NewRequest, RequestKind, RequestRef,
 };
 use countersign_core::audit::{Actor, AuditRecord, ChainedEvent};
-use countersign_core::dashboard::{
-    LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
-};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::grant::EndedGrant;
 use countersign_core::idempotency::StoredAnswer;
@@ -50,6 +48,7 @@ use countersign_proto::ApprovalStatus;
 use countersign_proto::guard::{GuardSettings, RoutingRules};
 use tokio::sync::broadcast;
 
+pub use dashboard::DashboardStore;
 pub use mcp::McpStore;
 pub use postgres::PostgresOptions;
 pub use requests::RequestStore;
@@ -145,91 +144,6 @@ pub enum Change {
     Guard(String),
     /// Hints may have been lost (the listener reconnected): re-read everything waited on.
     Resync,
-}
-
-/// The dashboard's part of the contract both backends keep: admins among users, one-time
-/// links, sessions, passkeys and WebAuthn ceremony state. Secrets arrive hashed.
-#[async_trait]
-pub trait DashboardStore: Send + Sync {
-    /// How many of a tenant's requests are in each status (pending past expiry counts as its
-    /// timeout outcome), optionally only those one reviewer may already decide.
-    async fn count_requests(
-        &self,
-        tenant_id: &str,
-        user_id: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(ApprovalStatus, i64)>>;
-
-    /// Makes a user an admin of their tenant, or a reviewer again.
-    async fn set_user_admin(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        is_admin: bool,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<User>;
-    /// Stores a one-time link (only its token's hash).
-    async fn create_login_link(&self, link: NewLink, actor: Actor) -> Result<LoginLink>;
-    /// The link with this token hash and its user, whatever its state.
-    async fn find_login_link(&self, token_hash: &str) -> Result<Option<(LoginLink, User)>>;
-    /// A tenant's links of one kind, newest first.
-    async fn list_login_links(&self, tenant_id: &str, kind: LinkKind) -> Result<Vec<LoginLink>>;
-    async fn revoke_login_link(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<LoginLink>;
-
-    /// Spends `proof` and creates the session in one transaction: a link is used at most
-    /// once, only before it expires, only by an active user; a passkey must belong to the
-    /// session's user. Refusals change nothing.
-    async fn start_session(&self, new: NewSession, proof: SessionProof, actor: Actor)
-    -> Result<()>;
-    /// The session with this cookie hash and its user, whatever their state (the domain
-    /// decides whether it is still live).
-    async fn session_by_token(&self, token_hash: &str) -> Result<Option<(Session, User)>>;
-    /// Records activity on a session (idle timeout).
-    async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
-    /// A user's sessions, newest first.
-    async fn list_sessions(&self, tenant_id: &str, user_id: &str) -> Result<Vec<Session>>;
-    /// Ends one of a user's sessions; false when it was not theirs or already ended.
-    async fn revoke_session(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<bool>;
-
-    /// Registers another passkey for a signed-in user.
-    async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord>;
-    async fn list_passkeys(&self, tenant_id: &str, user_id: &str) -> Result<Vec<PasskeyRecord>>;
-    /// Passkeys of the active users with this email, in every tenant.
-    async fn passkeys_for_email(&self, email: &str) -> Result<Vec<PasskeyRecord>>;
-    async fn find_passkey(&self, credential_id: &str) -> Result<Option<PasskeyRecord>>;
-    async fn delete_passkey(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<bool>;
-
-    /// Keeps a WebAuthn ceremony's state until `expires_at` (dropping expired ones).
-    async fn put_ceremony(
-        &self,
-        id_hash: &str,
-        state: String,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<()>;
-    /// Removes and returns a ceremony's state, so each challenge is answered at most once.
-    async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>>;
 }
 
 /// Which outbox rows a claim takes.
@@ -577,19 +491,4 @@ impl Store {
 /// The versions of each dialect's migrations; they must match.
 pub fn migration_versions() -> (Vec<i64>, Vec<i64>) {
     (sqlite::migration_versions(), postgres::migration_versions())
-}
-
-/// Every status with its count (zero when absent), in the order of [`ApprovalStatus::ALL`].
-fn merge_counts(rows: Vec<(String, i64)>) -> Vec<(ApprovalStatus, i64)> {
-    ApprovalStatus::ALL
-        .into_iter()
-        .map(|status| {
-            let n = rows
-                .iter()
-                .filter(|(s, _)| ApprovalStatus::parse(s) == Some(status))
-                .map(|(_, n)| *n)
-                .sum();
-            (status, n)
-        })
-        .collect()
 }

@@ -1,5 +1,4 @@
 //! The PostgreSQL backend, for several replicas on one database.
-mod accounts;
 mod directory;
 mod guard;
 mod idempotency;

@@ -1,5 +1,4 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
-mod accounts;
 mod directory;
 mod guard;
 mod idempotency;
