@@ -161,7 +161,6 @@ where
 }
 
 /// The bind parameters of a statement, in order.
-
 macro_rules! args {
     ($($arg:expr),* $(,)?) => {
         &[$($crate::db::ToArg::to_arg($arg)),*]
