@@ -6,6 +6,7 @@ mod after_commit;
 mod app;
 mod auth;
 pub mod conditions;
+mod directory;
 mod error;
 pub mod events;
 mod grants;

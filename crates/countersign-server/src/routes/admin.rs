@@ -2,7 +2,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use countersign_core::directory::{self, MintedKey};
+use countersign_core::directory::MintedKey;
 use countersign_core::{Error, Principal};
 use countersign_proto::admin::{
     AgentList, AgentView, ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAgent, CreateApiKey,
@@ -17,12 +17,12 @@ use countersign_proto::admin::{
 
 use crate::accounts;
 use crate::auth::Auth;
+use crate::directory::{self, NewKey};
 use crate::error::{ApiJson, ApiResult, OptionalJson};
 use crate::state::AppState;
 use crate::views;
 
-/// The tenant whose admins may create other tenants.
-pub const ROOT_TENANT: &str = "default";
+pub use crate::directory::ROOT_TENANT;
 
 fn admin(caller: &Principal) -> Result<(), Error> {
     caller.require_admin()
@@ -43,15 +43,8 @@ pub async fn create_user(
     Auth(caller): Auth,
     ApiJson(input): ApiJson<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    admin(&caller)?;
-    let mut user = directory::new_user(
-        &caller.tenant_id,
-        &input.email,
-        &input.name,
-        state.clock.now(),
-    )?;
-    user.is_admin = input.is_admin;
-    let user = state.store.create_user(user, caller.actor()).await?;
+    let user =
+        directory::create_user(&state, &caller, &input.email, &input.name, input.is_admin).await?;
     Ok((StatusCode::CREATED, Json(views::user(user))))
 }
 
@@ -61,8 +54,7 @@ pub async fn list_users(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<Json<UserList>> {
-    admin(&caller)?;
-    let users = state.store.list_users(&caller.tenant_id).await?;
+    let users = directory::users(&state, &caller).await?;
     Ok(Json(UserList {
         users: users.into_iter().map(views::user).collect(),
     }))
@@ -76,12 +68,7 @@ pub async fn get_user(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UserView>> {
-    admin(&caller)?;
-    let user = state
-        .store
-        .get_user(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| Error::NotFound("no such user".into()))?;
+    let user = directory::user(&state, &caller, &id).await?;
     Ok(Json(views::user(user)))
 }
 
@@ -93,11 +80,7 @@ pub async fn disable_user(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UserView>> {
-    admin(&caller)?;
-    let user = state
-        .store
-        .disable_user(&caller.tenant_id, &id, caller.actor(), state.clock.now())
-        .await?;
+    let user = directory::disable_user(&state, &caller, &id).await?;
     Ok(Json(views::user(user)))
 }
 
@@ -109,14 +92,7 @@ pub async fn create_agent(
     Auth(caller): Auth,
     ApiJson(input): ApiJson<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
-    admin(&caller)?;
-    let agent = directory::new_agent(
-        &caller.tenant_id,
-        &input.name,
-        input.trust_level,
-        state.clock.now(),
-    )?;
-    let agent = state.store.create_agent(agent, caller.actor()).await?;
+    let agent = directory::create_agent(&state, &caller, &input.name, input.trust_level).await?;
     Ok((StatusCode::CREATED, Json(views::agent(agent))))
 }
 
@@ -126,8 +102,7 @@ pub async fn list_agents(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<Json<AgentList>> {
-    admin(&caller)?;
-    let agents = state.store.list_agents(&caller.tenant_id).await?;
+    let agents = directory::agents(&state, &caller).await?;
     Ok(Json(AgentList {
         agents: agents.into_iter().map(views::agent).collect(),
     }))
@@ -141,12 +116,7 @@ pub async fn get_agent(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
-    admin(&caller)?;
-    let agent = state
-        .store
-        .get_agent(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| Error::NotFound("no such agent".into()))?;
+    let agent = directory::agent(&state, &caller, &id).await?;
     Ok(Json(views::agent(agent)))
 }
 
@@ -158,11 +128,7 @@ pub async fn disable_agent(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AgentView>> {
-    admin(&caller)?;
-    let agent = state
-        .store
-        .disable_agent(&caller.tenant_id, &id, caller.actor(), state.clock.now())
-        .await?;
+    let agent = directory::disable_agent(&state, &caller, &id).await?;
     Ok(Json(views::agent(agent)))
 }
 
@@ -174,20 +140,14 @@ pub async fn create_api_key(
     Auth(caller): Auth,
     ApiJson(input): ApiJson<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<ApiKeyCreated>)> {
-    admin(&caller)?;
-    let minted = directory::mint_key(
-        &caller.tenant_id,
-        input.role,
-        input.user_id,
-        input.agent_id,
-        input.name,
-        state.clock.now(),
-    )?
-    .with_audiences(input.audiences)?;
-    state
-        .store
-        .create_api_key(minted.record.clone(), caller.actor())
-        .await?;
+    let new = NewKey {
+        role: input.role,
+        user_id: input.user_id,
+        agent_id: input.agent_id,
+        name: input.name,
+        audiences: input.audiences,
+    };
+    let minted = directory::create_api_key(&state, &caller, new).await?;
     Ok((StatusCode::CREATED, Json(created(minted))))
 }
 
@@ -197,8 +157,7 @@ pub async fn list_api_keys(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<Json<ApiKeyList>> {
-    admin(&caller)?;
-    let keys = state.store.list_api_keys(&caller.tenant_id).await?;
+    let keys = directory::api_keys(&state, &caller).await?;
     Ok(Json(ApiKeyList {
         api_keys: keys.into_iter().map(views::api_key).collect(),
     }))
@@ -212,11 +171,7 @@ pub async fn revoke_api_key(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiKeyView>> {
-    admin(&caller)?;
-    let key = state
-        .store
-        .revoke_api_key(&caller.tenant_id, &id, caller.actor(), state.clock.now())
-        .await?;
+    let key = directory::revoke_api_key(&state, &caller, &id).await?;
     Ok(Json(views::api_key(key)))
 }
 
@@ -229,27 +184,8 @@ pub async fn create_tenant(
     Auth(caller): Auth,
     ApiJson(input): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
-    admin(&caller)?;
-    if caller.tenant_id != ROOT_TENANT {
-        return Err(Error::Forbidden(format!(
-            "only admins of the `{ROOT_TENANT}` tenant create tenants"
-        ))
-        .into());
-    }
-    let now = state.clock.now();
-    let tenant = directory::new_tenant(&input.id, input.name.as_deref(), now)?;
-    let key = directory::mint_key(
-        &tenant.id,
-        KeyRole::Admin,
-        None,
-        None,
-        Some("initial admin key".into()),
-        now,
-    )?;
-    state
-        .store
-        .create_tenant(tenant.clone(), key.clone(), caller.actor())
-        .await?;
+    let (tenant, key) =
+        directory::create_tenant(&state, &caller, &input.id, input.name.as_deref()).await?;
     Ok((
         StatusCode::CREATED,
         Json(TenantCreated {
@@ -269,13 +205,7 @@ pub async fn rotate_signing_key(
     Auth(caller): Auth,
     OptionalJson(input): OptionalJson<RotateSigningKey>,
 ) -> ApiResult<Json<SigningKeyView>> {
-    admin(&caller)?;
-    if caller.tenant_id != ROOT_TENANT {
-        return Err(Error::Forbidden(format!(
-            "only admins of the `{ROOT_TENANT}` tenant rotate signing keys"
-        ))
-        .into());
-    }
+    directory::require_root_admin(&caller, "rotate signing keys")?;
     let algorithm = input
         .algorithm
         .unwrap_or_else(|| state.settings.tokens.algorithm.clone());

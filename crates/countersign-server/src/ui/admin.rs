@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use countersign_core::audit::ChainVerifier;
 use countersign_core::dashboard::LinkKind;
-use countersign_core::directory;
+
 use countersign_core::{Error, Principal};
 use countersign_proto::TrustLevel;
 use countersign_proto::admin::KeyRole;
@@ -17,6 +17,7 @@ use super::queue::trust_levels;
 use super::views::when;
 use super::{Layout, Posted, UiError, render, see_other};
 use crate::accounts::{self, IssuedLink, Viewer};
+use crate::directory::{self, NewKey};
 use crate::state::AppState;
 
 fn admin(viewer: &Viewer) -> Result<&Principal, Error> {
@@ -86,7 +87,7 @@ struct UsersPage {
 pub async fn users(State(state): State<AppState>, viewer: Viewer) -> Result<Response, UiError> {
     let p = admin(&viewer)?;
     let now = state.clock.now();
-    let users = state.store.list_users(&p.tenant_id).await?;
+    let users = directory::users(&state, p).await?;
     let emails: HashMap<String, String> = users
         .iter()
         .map(|u| (u.id.clone(), u.email.clone()))
@@ -258,16 +259,14 @@ struct AgentsPage {
 
 pub async fn agents(State(state): State<AppState>, viewer: Viewer) -> Result<Response, UiError> {
     let p = admin(&viewer)?;
-    let agents = state.store.list_agents(&p.tenant_id).await?;
-    let users = state.store.list_users(&p.tenant_id).await?;
+    let agents = directory::agents(&state, p).await?;
+    let users = directory::users(&state, p).await?;
     let mut owners: HashMap<String, String> = agents
         .iter()
         .map(|a| (a.id.clone(), format!("agent {}", a.name)))
         .collect();
     owners.extend(users.into_iter().map(|u| (u.id, u.email)));
-    let keys = state
-        .store
-        .list_api_keys(&p.tenant_id)
+    let keys = directory::api_keys(&state, p)
         .await?
         .into_iter()
         .rev()
@@ -319,8 +318,7 @@ pub async fn create_agent(
             "the trust level must be development, standard, elevated, restricted or critical",
         )
     })?;
-    let agent = directory::new_agent(&p.tenant_id, &posted.form.name, trust, state.clock.now())?;
-    state.store.create_agent(agent, p.actor()).await?;
+    directory::create_agent(&state, p, &posted.form.name, trust).await?;
     Ok(see_other("/ui/admin/agents"))
 }
 
@@ -331,18 +329,14 @@ async fn show_new_key(
     agent_id: Option<String>,
 ) -> Result<Response, UiError> {
     let p = admin(viewer)?;
-    let key = directory::mint_key(
-        &p.tenant_id,
+    let new = NewKey {
         role,
-        None,
+        user_id: None,
         agent_id,
-        Some(format!("made by {} in the dashboard", viewer.user.email)),
-        state.clock.now(),
-    )?;
-    state
-        .store
-        .create_api_key(key.record.clone(), p.actor())
-        .await?;
+        name: Some(format!("made by {} in the dashboard", viewer.user.email)),
+        audiences: Vec::new(),
+    };
+    let key = directory::create_api_key(state, p, new).await?;
     render(&SecretPage {
         layout: Layout::for_viewer(viewer, "New API key", "agents"),
         heading: "New API key".into(),
