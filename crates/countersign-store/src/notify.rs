@@ -96,12 +96,10 @@ fn review_token(row: &dyn Row) -> Result<ReviewToken> {
     })
 }
 
-fn webhook_sql() -> String {
-    format!("SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2")
-}
-
 async fn webhook_in(tx: &mut dyn Tx, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>> {
-    tx.one(&webhook_sql(), args![tenant_id, id], webhook).await
+    let sql =
+        format!("SELECT {WEBHOOK_COLUMNS} FROM webhook_endpoints WHERE tenant_id = ?1 AND id = ?2");
+    tx.one(&sql, args![tenant_id, id], webhook).await
 }
 
 /// The writes of a fan-out, in one transaction: for each `notify` row of the batch, its
