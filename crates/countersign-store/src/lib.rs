@@ -15,6 +15,7 @@ mod dashboard;
 
 mod listing;
 mod mcp;
+mod notify;
 mod postgres;
 mod records;
 mod requests;
@@ -35,9 +36,6 @@ use countersign_core::audit::{Actor, AuditRecord, ChainedEvent};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::grant::EndedGrant;
 use countersign_core::idempotency::StoredAnswer;
-use countersign_core::notify::{
-    Delivery, FanOut, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
-};
 use countersign_core::oidc::{
     NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord, PollSeen,
 };
@@ -50,6 +48,7 @@ use tokio::sync::broadcast;
 
 pub use dashboard::DashboardStore;
 pub use mcp::McpStore;
+pub use notify::NotificationStore;
 pub use postgres::PostgresOptions;
 pub use requests::RequestStore;
 pub use sqlite::{SqliteOptions, Synchronous};
@@ -168,88 +167,6 @@ pub struct ChannelRecord {
     pub channel: String,
     pub config: serde_json::Value,
     pub updated_at: DateTime<Utc>,
-}
-
-/// Reviewer notifications: tenant channel settings, people's preferences, webhook endpoints,
-/// push subscriptions, review-link tokens, and the outbox's fan-out and delivery log.
-#[async_trait]
-pub trait NotificationStore: Send + Sync {
-    async fn channel_configs(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>>;
-    /// Stores (`Some`) or removes (`None`) a tenant channel's settings, with its audit event
-    /// (which never carries the settings: they hold secrets).
-    async fn put_channel_config(
-        &self,
-        tenant_id: &str,
-        channel: &str,
-        config: Option<serde_json::Value>,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-
-    /// Stored preferences of a tenant's users (the others have the defaults).
-    async fn list_preferences(&self, tenant_id: &str) -> Result<Vec<Preferences>>;
-    async fn get_preferences(&self, tenant_id: &str, user_id: &str) -> Result<Option<Preferences>>;
-    /// Stores a user's preferences; a Slack user id already taken by another user of the
-    /// tenant is `AlreadyExists`.
-    async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences>;
-    /// The active user of the tenant with this Slack user id.
-    async fn find_user_by_slack_id(
-        &self,
-        tenant_id: &str,
-        slack_user_id: &str,
-    ) -> Result<Option<User>>;
-
-    async fn create_webhook(
-        &self,
-        endpoint: WebhookEndpoint,
-        actor: Actor,
-    ) -> Result<WebhookEndpoint>;
-    async fn list_webhooks(&self, tenant_id: &str) -> Result<Vec<WebhookEndpoint>>;
-    async fn get_webhook(&self, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>>;
-    /// Replaces an endpoint's URL, events, secret, description and disabled state; `action`
-    /// names the audit event (`webhook.updated`, `webhook.secret_rotated`, `webhook.disabled`).
-    async fn update_webhook(
-        &self,
-        endpoint: WebhookEndpoint,
-        action: &str,
-        actor: Actor,
-    ) -> Result<WebhookEndpoint>;
-    async fn delete_webhook(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-
-    /// Stores a device's subscription (the same endpoint again replaces the old one).
-    async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()>;
-    async fn list_push_subscriptions(&self, tenant_id: &str) -> Result<Vec<PushSubscription>>;
-    async fn get_push_subscription(&self, id: &str) -> Result<Option<PushSubscription>>;
-    /// Removes a subscription (the push service said it is gone, or its user removed it).
-    async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool>;
-
-    /// The review-link token with this hash, whatever its state.
-    async fn find_review_token(&self, token_hash: &str) -> Result<Option<ReviewToken>>;
-
-    /// Every reviewer of a request with the moment they may decide.
-    async fn list_reviewers(&self, approval_id: &str) -> Result<Vec<(String, DateTime<Utc>)>>;
-    /// In one transaction, for each `notify` row of the batch: adds its deliveries (those an
-    /// earlier run added are skipped), stores their review-link tokens, and removes the row.
-    async fn fan_out(&self, batch: Vec<FanOut>, at: DateTime<Utc>) -> Result<()>;
-    /// A request's notifications (not its fan-out rows or CIBA callbacks), oldest first.
-    async fn list_deliveries(&self, tenant_id: &str, approval_id: &str) -> Result<Vec<Delivery>>;
-    /// A webhook endpoint's deliveries, newest first, before `before_id` when given.
-    async fn webhook_deliveries(
-        &self,
-        tenant_id: &str,
-        endpoint_id: &str,
-        before_id: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<Delivery>>;
-    async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>>;
-    /// Makes a finished delivery due again now (a manual redelivery).
-    async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()>;
 }
 
 /// Tenants, users, agents and API keys.
