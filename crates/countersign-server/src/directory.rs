@@ -5,7 +5,6 @@ use countersign_core::directory::{self, Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::{Error, Principal, Result};
 use countersign_proto::TrustLevel;
 use countersign_proto::admin::KeyRole;
-use countersign_store::DirectoryStore;
 
 use crate::state::AppState;
 

@@ -6,7 +6,7 @@ use countersign_core::directory::MintedKey;
 use countersign_core::{Error, Principal};
 use countersign_proto::admin::{
     AgentList, AgentView, ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAgent, CreateApiKey,
-    CreateTenant, CreateUser, KeyRole, TenantCreated, UserList, UserView,
+    CreateTenant, CreateUser, TenantCreated, UserList, UserView,
 };
 
 use countersign_core::dashboard::LinkKind;
