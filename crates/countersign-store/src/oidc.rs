@@ -353,7 +353,7 @@ pub trait OidcStore: Db {
     /// write lands only if no other poll came since (one statement in the usual case);
     /// otherwise the store reads it again and retries.
     ///
-    /// Written once ([`record_poll`]); where it runs differs: inside SQLite's writer, and on
+    /// Written once (`record_poll`); where it runs differs: inside SQLite's writer, and on
     /// PostgreSQL outside any transaction, so the usual poll is one statement.
     async fn record_oidc_poll(
         &self,
