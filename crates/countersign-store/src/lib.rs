@@ -16,6 +16,7 @@ mod dashboard;
 mod listing;
 mod mcp;
 mod notify;
+mod oidc;
 mod postgres;
 mod records;
 mod requests;
@@ -36,9 +37,6 @@ use countersign_core::audit::{Actor, AuditRecord, ChainedEvent};
 use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::grant::EndedGrant;
 use countersign_core::idempotency::StoredAnswer;
-use countersign_core::oidc::{
-    NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord, PollSeen,
-};
 use countersign_core::policy::Policy;
 use countersign_core::routing::{Group, ReviewerPlan};
 use countersign_core::{Principal, Result};
@@ -49,6 +47,7 @@ use tokio::sync::broadcast;
 pub use dashboard::DashboardStore;
 pub use mcp::McpStore;
 pub use notify::NotificationStore;
+pub use oidc::OidcStore;
 pub use postgres::PostgresOptions;
 pub use requests::RequestStore;
 pub use sqlite::{SqliteOptions, Synchronous};
@@ -253,105 +252,6 @@ pub trait GuardStore: Send + Sync {
         actor: Actor,
         at: DateTime<Utc>,
     ) -> Result<(GuardSettings, RoutingRules)>;
-}
-
-/// OpenID Connect clients, CIBA requests, the callback outbox and token signing keys.
-#[async_trait]
-pub trait OidcStore: Send + Sync {
-    // OpenID Connect clients and CIBA requests
-    /// Registers an agent of the tenant (which must be active) as an OpenID client.
-    async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient>;
-    async fn list_oidc_clients(&self, tenant_id: &str) -> Result<Vec<OidcClient>>;
-    async fn get_oidc_client(&self, tenant_id: &str, client_id: &str)
-    -> Result<Option<OidcClient>>;
-    /// The client with this id, in whatever tenant, while its agent is active: client
-    /// authentication starts from the `client_id` alone.
-    async fn find_active_oidc_client(&self, client_id: &str) -> Result<Option<OidcClient>>;
-    async fn delete_oidc_client(
-        &self,
-        tenant_id: &str,
-        client_id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    /// Stores a CIBA request: the approval request, its OIDC state and its subscriptions, with
-    /// the audit event, in one transaction.
-    async fn create_oidc_request(
-        &self,
-        new: NewOidcRequest,
-        actor: Actor,
-    ) -> Result<ApprovalRequest>;
-    async fn get_oidc_request(
-        &self,
-        tenant_id: &str,
-        approval_id: &str,
-    ) -> Result<Option<OidcRequestState>>;
-    /// Records a token-endpoint poll of a pending request: a poll sooner than `interval` after
-    /// the previous one is too fast and grows the interval by the slow-down step
-    /// (`PollRecord::at`). `seen` is the request's polling state as the caller read it: the
-    /// write lands only if no other poll came since (one statement in the usual case);
-    /// otherwise the store reads it again and retries.
-    async fn record_oidc_poll(
-        &self,
-        approval_id: &str,
-        seen: PollSeen,
-        at: DateTime<Utc>,
-    ) -> Result<PollRecord>;
-    /// Remembers a client's `jti` until `expires_at`; false when it was seen before (a replay).
-    async fn use_jti(
-        &self,
-        client_id: &str,
-        jti: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool>;
-    async fn set_user_code(
-        &self,
-        tenant_id: &str,
-        user_id: &str,
-        code_hash: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn user_code_hash(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>>;
-    /// The server-wide secret `name`, storing `candidate` if there is none yet (replicas
-    /// starting at once agree on the first one stored).
-    async fn server_secret(
-        &self,
-        name: &str,
-        candidate: Vec<u8>,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<u8>>;
-    /// The `jti` of the access token issued for an approval, if one was.
-    async fn token_jti(&self, tenant_id: &str, approval_id: &str) -> Result<Option<String>>;
-    // outbox
-    /// Claims up to `limit` rows of one kind due at `now`: each gets one more attempt and is
-    /// hidden from other workers until `lease_until` (so a worker that dies mid-delivery only
-    /// delays it). Safe on every replica at once.
-    async fn claim_outbox(
-        &self,
-        rows: OutboxRows,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<OutboxItem>>;
-    /// Records how an attempt ended.
-    async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()>;
-    // signing keys
-    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
-    /// Stores `candidate` as the active key unless one is already active (another replica may
-    /// have created it first); returns every key.
-    async fn ensure_signing_key(
-        &self,
-        candidate: SigningKeyRecord,
-    ) -> Result<Vec<SigningKeyRecord>>;
-    /// Makes `key` the active key; older keys stay published for verification.
-    async fn rotate_signing_key(
-        &self,
-        key: SigningKeyRecord,
-        actor: Actor,
-        tenant_id: &str,
-    ) -> Result<()>;
 }
 
 /// The contract both backends keep, with the same semantics.
