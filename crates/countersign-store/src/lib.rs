@@ -12,6 +12,7 @@
 mod db;
 mod audit_records;
 
+mod directory;
 mod listing;
 mod mcp;
 mod postgres;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use countersign_core::Result;
 use countersign_core::approval::{
     ApprovalRequest, Decision, DecisionRecord, NewRequest, RequestKind, RequestRef,
 };
@@ -33,7 +35,7 @@ use countersign_core::audit::{Actor, AuditRecord, ChainedEvent};
 use countersign_core::dashboard::{
     LinkKind, LoginLink, NewLink, NewSession, PasskeyRecord, Session, SessionProof,
 };
-use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::directory::User;
 use countersign_core::grant::EndedGrant;
 use countersign_core::idempotency::StoredAnswer;
 use countersign_core::notify::{
@@ -44,11 +46,11 @@ use countersign_core::oidc::{
 };
 use countersign_core::policy::Policy;
 use countersign_core::routing::{Group, ReviewerPlan};
-use countersign_core::{Principal, Result};
 use countersign_proto::ApprovalStatus;
 use countersign_proto::guard::{GuardSettings, RoutingRules};
 use tokio::sync::broadcast;
 
+pub use directory::DirectoryStore;
 pub use mcp::McpStore;
 pub use postgres::PostgresOptions;
 pub use sqlite::{SqliteOptions, Synchronous};
@@ -334,54 +336,6 @@ pub trait NotificationStore: Send + Sync {
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>>;
     /// Makes a finished delivery due again now (a manual redelivery).
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()>;
-}
-
-/// Tenants, users, agents and API keys.
-#[async_trait]
-pub trait DirectoryStore: Send + Sync {
-    // tenants
-    async fn has_tenants(&self) -> Result<bool>;
-    /// Creates a tenant together with its first admin key.
-    async fn create_tenant(&self, tenant: Tenant, admin_key: MintedKey, actor: Actor)
-    -> Result<()>;
-    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
-    // users
-    async fn create_user(&self, user: User, actor: Actor) -> Result<User>;
-    async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>>;
-    async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>>;
-    /// Disables a user; their keys stop working at once and they can no longer be asked.
-    async fn disable_user(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<User>;
-    // agents
-    async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent>;
-    async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>>;
-    async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>>;
-    async fn disable_agent(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<Agent>;
-    // API keys
-    /// Stores a minted key after checking that its owner exists in the tenant and is active.
-    async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey>;
-    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>>;
-    async fn revoke_api_key(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<ApiKey>;
-    /// The principal of an active key whose owner is active, by the key's hash.
-    async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>>;
-    async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>>;
 }
 
 /// Guard configuration: policies, reviewer groups, settings and routing rules.
