@@ -13,6 +13,7 @@ mod db;
 mod audit_records;
 
 mod directory;
+mod guard;
 mod listing;
 mod mcp;
 mod postgres;
@@ -44,13 +45,12 @@ use countersign_core::notify::{
 use countersign_core::oidc::{
     NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord, PollSeen,
 };
-use countersign_core::policy::Policy;
-use countersign_core::routing::{Group, ReviewerPlan};
+use countersign_core::routing::ReviewerPlan;
 use countersign_proto::ApprovalStatus;
-use countersign_proto::guard::{GuardSettings, RoutingRules};
 use tokio::sync::broadcast;
 
 pub use directory::DirectoryStore;
+pub use guard::GuardStore;
 pub use mcp::McpStore;
 pub use postgres::PostgresOptions;
 pub use sqlite::{SqliteOptions, Synchronous};
@@ -336,44 +336,6 @@ pub trait NotificationStore: Send + Sync {
     async fn get_delivery(&self, tenant_id: &str, id: i64) -> Result<Option<Delivery>>;
     /// Makes a finished delivery due again now (a manual redelivery).
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()>;
-}
-
-/// Guard configuration: policies, reviewer groups, settings and routing rules.
-#[async_trait]
-pub trait GuardStore: Send + Sync {
-    // guard configuration
-    async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>>;
-    async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>>;
-    /// Inserts (`created`) or replaces a policy.
-    async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy>;
-    async fn delete_policy(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>>;
-    async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>>;
-    /// Inserts (`created`) or replaces a group and its members.
-    async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group>;
-    /// Deletes a group no policy, routing rule or setting refers to.
-    async fn delete_group(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)>;
-    async fn put_guard_settings(
-        &self,
-        tenant_id: &str,
-        settings: Option<GuardSettings>,
-        routing: Option<RoutingRules>,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<(GuardSettings, RoutingRules)>;
 }
 
 /// OpenID Connect clients, CIBA requests, the callback outbox and token signing keys.

@@ -1,6 +1,5 @@
 //! The PostgreSQL backend, for several replicas on one database.
 mod accounts;
-mod guard;
 mod idempotency;
 mod notify;
 mod oidc;
@@ -19,12 +18,11 @@ use countersign_core::approval::{
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent, GENESIS_HASH};
 use countersign_core::directory::ApiKey;
 use countersign_core::grant::EndedGrant;
-use countersign_core::policy::Policy;
 use countersign_core::routing::{Group, Member, ReviewerPlan};
 use countersign_core::{Error, Result};
 use countersign_proto::ApprovalStatus;
-use countersign_proto::guard::{GuardSettings, MemberRole, RoutingRules};
-use rows::{AUDIT_COLUMNS, DECISION_COLUMNS, POLICY_COLUMNS, REQUEST_COLUMNS, ms, pg_error};
+use countersign_proto::guard::MemberRole;
+use rows::{AUDIT_COLUMNS, DECISION_COLUMNS, REQUEST_COLUMNS, ms, pg_error};
 use serde_json::json;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};

@@ -1,6 +1,5 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
 mod accounts;
-mod guard;
 mod idempotency;
 mod notify;
 mod oidc;
@@ -21,11 +20,10 @@ use countersign_core::approval::{
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent};
 use countersign_core::directory::ApiKey;
 use countersign_core::grant::EndedGrant;
-use countersign_core::policy::Policy;
 use countersign_core::routing::{Group, Member, ReviewerPlan};
 use countersign_core::{Error, Result};
 use countersign_proto::ApprovalStatus;
-use countersign_proto::guard::{GuardSettings, MemberRole, RoutingRules};
+use countersign_proto::guard::MemberRole;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::json;
