@@ -12,6 +12,8 @@
 mod db;
 mod audit_records;
 mod dashboard;
+mod directory;
+mod guard;
 
 mod listing;
 mod mcp;
@@ -45,6 +47,8 @@ use countersign_proto::guard::{GuardSettings, RoutingRules};
 use tokio::sync::broadcast;
 
 pub use dashboard::DashboardStore;
+pub use directory::DirectoryStore;
+pub use guard::GuardStore;
 pub use mcp::McpStore;
 pub use notify::NotificationStore;
 pub use oidc::OidcStore;
@@ -166,92 +170,6 @@ pub struct ChannelRecord {
     pub channel: String,
     pub config: serde_json::Value,
     pub updated_at: DateTime<Utc>,
-}
-
-/// Tenants, users, agents and API keys.
-#[async_trait]
-pub trait DirectoryStore: Send + Sync {
-    // tenants
-    async fn has_tenants(&self) -> Result<bool>;
-    /// Creates a tenant together with its first admin key.
-    async fn create_tenant(&self, tenant: Tenant, admin_key: MintedKey, actor: Actor)
-    -> Result<()>;
-    async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>>;
-    // users
-    async fn create_user(&self, user: User, actor: Actor) -> Result<User>;
-    async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>>;
-    async fn get_user(&self, tenant_id: &str, id: &str) -> Result<Option<User>>;
-    /// Disables a user; their keys stop working at once and they can no longer be asked.
-    async fn disable_user(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<User>;
-    // agents
-    async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent>;
-    async fn list_agents(&self, tenant_id: &str) -> Result<Vec<Agent>>;
-    async fn get_agent(&self, tenant_id: &str, id: &str) -> Result<Option<Agent>>;
-    async fn disable_agent(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<Agent>;
-    // API keys
-    /// Stores a minted key after checking that its owner exists in the tenant and is active.
-    async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey>;
-    async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKey>>;
-    async fn revoke_api_key(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<ApiKey>;
-    /// The principal of an active key whose owner is active, by the key's hash.
-    async fn authenticate(&self, key_hash: &str) -> Result<Option<Principal>>;
-    async fn find_user_by_email(&self, tenant_id: &str, email: &str) -> Result<Option<User>>;
-}
-
-/// Guard configuration: policies, reviewer groups, settings and routing rules.
-#[async_trait]
-pub trait GuardStore: Send + Sync {
-    // guard configuration
-    async fn list_policies(&self, tenant_id: &str) -> Result<Vec<Policy>>;
-    async fn get_policy(&self, tenant_id: &str, id: &str) -> Result<Option<Policy>>;
-    /// Inserts (`created`) or replaces a policy.
-    async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy>;
-    async fn delete_policy(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn list_groups(&self, tenant_id: &str) -> Result<Vec<Group>>;
-    async fn get_group(&self, tenant_id: &str, id: &str) -> Result<Option<Group>>;
-    /// Inserts (`created`) or replaces a group and its members.
-    async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group>;
-    /// Deletes a group no policy, routing rule or setting refers to.
-    async fn delete_group(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    async fn guard_settings(&self, tenant_id: &str) -> Result<(GuardSettings, RoutingRules)>;
-    async fn put_guard_settings(
-        &self,
-        tenant_id: &str,
-        settings: Option<GuardSettings>,
-        routing: Option<RoutingRules>,
-        actor: Actor,
-        at: DateTime<Utc>,
-    ) -> Result<(GuardSettings, RoutingRules)>;
 }
 
 /// The contract both backends keep, with the same semantics.

@@ -1,6 +1,4 @@
 //! The PostgreSQL backend, for several replicas on one database.
-mod directory;
-mod guard;
 mod idempotency;
 mod notify;
 mod oidc;
@@ -16,18 +14,13 @@ use countersign_core::approval::{
     quorum_outcome,
 };
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent, GENESIS_HASH};
-use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::directory::ApiKey;
 use countersign_core::grant::EndedGrant;
-use countersign_core::policy::Policy;
 use countersign_core::routing::{Group, Member, ReviewerPlan};
-use countersign_core::{Error, Principal, Result};
+use countersign_core::{Error, Result};
 use countersign_proto::ApprovalStatus;
-use countersign_proto::admin::KeyRole;
-use countersign_proto::guard::{GuardSettings, MemberRole, RoutingRules};
-use rows::{
-    AGENT_COLUMNS, API_KEY_COLUMNS, AUDIT_COLUMNS, DECISION_COLUMNS, POLICY_COLUMNS,
-    REQUEST_COLUMNS, USER_COLUMNS, ms, pg_error,
-};
+use countersign_proto::guard::MemberRole;
+use rows::{AUDIT_COLUMNS, DECISION_COLUMNS, REQUEST_COLUMNS, ms, pg_error};
 use serde_json::json;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};

@@ -1,6 +1,4 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
-mod directory;
-mod guard;
 mod idempotency;
 mod notify;
 mod oidc;
@@ -18,14 +16,12 @@ use countersign_core::approval::{
     quorum_outcome,
 };
 use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent};
-use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
+use countersign_core::directory::ApiKey;
 use countersign_core::grant::EndedGrant;
-use countersign_core::policy::Policy;
 use countersign_core::routing::{Group, Member, ReviewerPlan};
-use countersign_core::{Error, Principal, Result};
+use countersign_core::{Error, Result};
 use countersign_proto::ApprovalStatus;
-use countersign_proto::admin::KeyRole;
-use countersign_proto::guard::{GuardSettings, MemberRole, RoutingRules};
+use countersign_proto::guard::MemberRole;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::json;

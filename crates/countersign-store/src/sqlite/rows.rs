@@ -1,8 +1,5 @@
 //! Row mapping between SQL and domain records.
-pub use crate::sql::{
-    AGENT_COLUMNS, API_KEY_COLUMNS, AUDIT_COLUMNS, DECISION_COLUMNS, POLICY_COLUMNS,
-    REQUEST_COLUMNS, TENANT_COLUMNS, USER_COLUMNS,
-};
+pub use crate::sql::{AUDIT_COLUMNS, DECISION_COLUMNS, REQUEST_COLUMNS, USER_COLUMNS};
 use chrono::{DateTime, Utc};
 use countersign_core::approval::{
     ApprovalRequest, DecisionRecord, DecisionRules, RequestKind, ToolInfo, Verdict,
