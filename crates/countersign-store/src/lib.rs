@@ -32,18 +32,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::approval::{
-    ApprovalRequest, Decision, DecisionRecord, NewRequest, RequestKind, RequestRef,
-};
-use countersign_core::audit::{Actor, AuditRecord, ChainedEvent};
-use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
-use countersign_core::grant::EndedGrant;
-use countersign_core::idempotency::StoredAnswer;
-use countersign_core::policy::Policy;
-use countersign_core::routing::{Group, ReviewerPlan};
-use countersign_core::{Principal, Result};
+use countersign_core::Result;
+use countersign_core::approval::{ApprovalRequest, RequestKind};
 use countersign_proto::ApprovalStatus;
-use countersign_proto::guard::{GuardSettings, RoutingRules};
 use tokio::sync::broadcast;
 
 pub use dashboard::DashboardStore;

@@ -3,34 +3,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::Result;
-use countersign_core::notify::{FanOut, NOTIFY};
-use serde_json::Value;
-use sqlx::PgConnection;
+use countersign_core::notify::FanOut;
 
 use super::PgStore;
-use super::rows::{ms, pg_error};
+use crate::NotificationStore;
 use crate::notify::fan_out_rows;
-use crate::{NotificationStore, sql};
-
-/// Puts a `notify` row for a state change of a request, inside the change's transaction.
-pub(super) async fn enqueue_notification(
-    conn: &mut PgConnection,
-    approval_id: &str,
-    event: &str,
-    payload: Option<&Value>,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query(&sql::pg(sql::ENQUEUE_NOTIFICATION))
-        .bind(approval_id)
-        .bind(NOTIFY)
-        .bind(event)
-        .bind(payload.map(Value::to_string))
-        .bind(ms(at))
-        .execute(conn)
-        .await
-        .map_err(pg_error)?;
-    Ok(())
-}
 
 #[async_trait]
 impl NotificationStore for PgStore {

@@ -3,31 +3,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::Result;
 use countersign_core::oidc::{OutboxItem, OutboxOutcome, PollRecord, PollSeen};
-use sqlx::PgConnection;
 
 use super::PgStore;
-use super::rows::{ms, pg_error};
 use crate::db::Db;
 use crate::oidc::{OUTBOX_ITEM_COLUMNS, finish_outbox_row, outbox_item, record_poll};
-use crate::{OidcStore, OutboxRows, sql};
-
-/// Puts one outbox row per subscription of the request, inside the transaction of the state
-/// change that causes it.
-pub(super) async fn enqueue_outbox(
-    conn: &mut PgConnection,
-    approval_id: &str,
-    event: &str,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query(&sql::pg(sql::ENQUEUE_CALLBACK))
-        .bind(approval_id)
-        .bind(event)
-        .bind(ms(at))
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
-    super::notify::enqueue_notification(conn, approval_id, event, None, at).await
-}
+use crate::{OidcStore, OutboxRows};
 
 #[async_trait]
 impl OidcStore for PgStore {

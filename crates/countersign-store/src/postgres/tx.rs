@@ -9,7 +9,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row as _, TypeInfo, ValueRef};
 
 use super::PgStore;
-use super::rows::pg_error;
+use super::errors::pg_error;
 use crate::db::{AnyResult, Arg, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, bad};
 use crate::sql;
 

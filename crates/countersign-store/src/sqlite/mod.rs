@@ -1,8 +1,7 @@
 //! The SQLite backend: WAL, one writer thread with group commit, a pool of readers.
-mod idempotency;
+mod errors;
 mod notify;
 mod oidc;
-mod rows;
 mod tx;
 
 use std::path::{Path, PathBuf};
@@ -10,32 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use chrono::{DateTime, Utc};
-use countersign_core::approval::{
-    ApprovalRequest, Decision, DecisionRecord, NewRequest, RequestRef, TIMEOUT_DECIDER,
-    quorum_outcome,
-};
-use countersign_core::audit::{self, Actor, AuditRecord, ChainedEvent};
-use countersign_core::directory::ApiKey;
-use countersign_core::grant::EndedGrant;
-use countersign_core::routing::{Group, Member, ReviewerPlan};
+use chrono::Utc;
+use countersign_core::audit::{self, AuditRecord, ChainedEvent};
 use countersign_core::{Error, Result};
-use countersign_proto::ApprovalStatus;
-use countersign_proto::guard::MemberRole;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use serde_json::json;
 use tokio::sync::oneshot;
 
-use async_trait::async_trait;
-use rows::{db_error, ms};
-use tokio::sync::broadcast;
+use errors::{db_error, ms};
 
-use crate::audit_records;
-use crate::listing::Arg;
-use crate::records::already_voted;
 use crate::sql;
-use crate::{Backend, Change, Expired, Page, RequestFilter, SameCall};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
@@ -279,205 +262,6 @@ fn append_audit(conn: &Connection, record: AuditRecord) -> Result<ChainedEvent> 
     Ok(event)
 }
 
-fn insert_api_key(conn: &Connection, key: &ApiKey) -> Result<()> {
-    conn.prepare_cached(sql::INSERT_API_KEY)
-        .and_then(|mut s| {
-            s.execute(params![
-                key.id,
-                key.tenant_id,
-                key.key_hash,
-                key.prefix,
-                key.role.as_str(),
-                key.user_id,
-                key.agent_id,
-                key.name,
-                ms(key.created_at),
-                audiences_json(&key.audiences),
-            ])
-        })
-        .map_err(db_error)?;
-    Ok(())
-}
-
-/// An executor key's audiences as stored (JSON), `NULL` for the other keys.
-fn audiences_json(audiences: &[String]) -> Option<String> {
-    (!audiences.is_empty()).then(|| json!(audiences).to_string())
-}
-
-fn request_in_tx(conn: &Connection, tenant_id: &str, id: &str) -> Result<Option<ApprovalRequest>> {
-    conn.prepare_cached(&format!(
-        "SELECT {} FROM approval_requests WHERE tenant_id = ?1 AND id = ?2",
-        rows::REQUEST_COLUMNS
-    ))
-    .and_then(|mut s| s.query_row([tenant_id, id], rows::request).optional())
-    .map_err(db_error)
-}
-
-/// Inserts an approval request, its reviewers and its audit event, inside the caller's
-/// transaction.
-fn insert_request_with_plan(
-    c: &Connection,
-    new: &NewRequest,
-    reviewers: &ReviewerPlan,
-    actor: &Actor,
-) -> Result<()> {
-    // The answer first: a key that is taken stops the request before it is written.
-    if let Some(answer) = &new.idempotency {
-        idempotency::insert_answer(c, answer)?;
-    }
-    insert_request(c, new)?;
-    let r = &new.request;
-    for (user_id, since) in &reviewers.reviewers {
-        c.prepare_cached(sql::INSERT_REVIEWER)
-            .and_then(|mut s| s.execute(params![r.id, user_id, ms(*since)]))
-            .map_err(db_error)?;
-    }
-    append_audit(c, audit_records::request_created(r, actor))?;
-    notify::enqueue_notification(c, &r.id, "requested", None, r.created_at)?;
-    Ok(())
-}
-
-fn insert_request(c: &Connection, new: &NewRequest) -> Result<()> {
-    let r = &new.request;
-    let context = serde_json::to_string(&r.context).map_err(Error::internal)?;
-    let tool = r.tool.as_ref();
-    let to_json = |v: &dyn erased::Json| v.json();
-    let threats = tool.map(|t| to_json(&t.threats)).transpose()?;
-    let channels = tool
-        .map(|t| to_json(&t.notification_channels))
-        .transpose()?;
-    let plan = (!r.rules.escalation_plan.is_empty())
-        .then(|| to_json(&r.rules.escalation_plan))
-        .transpose()?;
-    let annotations = tool
-        .and_then(|t| t.annotations.as_ref())
-        .map(|a| to_json(a))
-        .transpose()?;
-    c.prepare_cached(sql::INSERT_REQUEST)
-        .and_then(|mut s| {
-            s.execute(params![
-                r.id,
-                r.tenant_id,
-                r.kind.as_str(),
-                new.auth_req_hash,
-                r.agent_id,
-                r.user_id,
-                r.scope,
-                r.binding_message,
-                context,
-                r.context_sha256,
-                r.status.as_str(),
-                ms(r.created_at),
-                ms(r.expires_at),
-                tool.map(|t| &t.tool_name),
-                tool.map(|t| &t.session_id),
-                tool.and_then(|t| t.reason.as_ref()),
-                tool.map(|t| t.risk_score),
-                threats,
-                tool.and_then(|t| t.policy_id.as_ref()),
-                tool.and_then(|t| t.policy_name.as_ref()),
-                channels,
-                tool.and_then(|t| t.on_behalf_of.as_ref()),
-                r.rules.approval_group_id,
-                r.rules.required_approvals,
-                r.rules.allow_self_approval,
-                r.rules.default_on_timeout.as_str(),
-                r.rules.escalation_level,
-                plan,
-                r.rules.next_escalation_at().map(ms),
-                annotations,
-                tool.and_then(|t| t.mcp.as_ref()).map(|m| &m.server),
-                tool.and_then(|t| t.mcp.as_ref())
-                    .and_then(|m| m.client.as_ref()),
-            ])
-        })
-        .map_err(|e| match db_error(e) {
-            Error::AlreadyExists(_) => {
-                Error::AlreadyExists("an identical tool call is already pending".into())
-            }
-            other => other,
-        })?;
-    Ok(())
-}
-
-mod erased {
-    use countersign_core::{Error, Result};
-
-    /// Serialises a value to JSON text for a TEXT column.
-    pub trait Json {
-        fn json(&self) -> Result<String>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> Result<String> {
-            serde_json::to_string(self).map_err(Error::internal)
-        }
-    }
-}
-
-fn group_in_tx(c: &Connection, tenant_id: &str, id: &str) -> Result<Option<Group>> {
-    let head = c
-        .prepare_cached(sql::GROUP)
-        .and_then(|mut s| {
-            s.query_row([tenant_id, id], |r| {
-                Ok(Group {
-                    id: r.get(0)?,
-                    tenant_id: r.get(1)?,
-                    name: r.get(2)?,
-                    escalation_minutes: r.get(3)?,
-                    members: Vec::new(),
-                    created_at: countersign_core::clock::from_millis(r.get(4)?),
-                    updated_at: countersign_core::clock::from_millis(r.get(5)?),
-                })
-            })
-            .optional()
-        })
-        .map_err(db_error)?;
-    let Some(mut group) = head else {
-        return Ok(None);
-    };
-    group.members = c
-        .prepare_cached(sql::GROUP_MEMBERS)
-        .and_then(|mut s| {
-            s.query_map([tenant_id, id], |r| {
-                let role: String = r.get(2)?;
-                Ok(Member {
-                    user_id: r.get(0)?,
-                    email: r.get(1)?,
-                    role: MemberRole::parse(&role).unwrap_or(MemberRole::Backup),
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(db_error)?;
-    Ok(Some(group))
-}
-
-/// Disables a user or an agent, recording it only when it was active.
-fn mark_disabled(
-    c: &Connection,
-    table: &str,
-    tenant_id: &str,
-    id: &str,
-    actor: &Actor,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    let changed = c
-        .prepare_cached(&format!(
-            "UPDATE {table} SET disabled = 1 WHERE tenant_id = ?1 AND id = ?2 AND disabled = 0"
-        ))
-        .and_then(|mut s| s.execute([tenant_id, id]))
-        .map_err(db_error)?;
-    if changed == 1 {
-        append_audit(c, audit_records::disabled(table, tenant_id, id, actor, at))?;
-    }
-    Ok(())
-}
-
-fn not_found(what: &str) -> Error {
-    Error::NotFound(format!("no such {what}"))
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub fn open(options: SqliteOptions) -> Result<SqliteStore> {
@@ -543,16 +327,6 @@ impl SqliteStore {
     /// Forgets the in-memory claim of an outbox row whose outcome is durable.
     fn release_lease(&self, id: i64) {
         self.inner.outbox_leases.lock().remove(&id);
-    }
-
-    /// Runs a query on a free read connection. Queries are short and indexed, so they run in
-    /// place rather than hopping to another thread.
-    fn read<T>(&self, query: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        self.with_reader(|conn| query(conn).map_err(db_error))
-    }
-
-    fn with_reader<T>(&self, query: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        query(&mut self.reader_connection())
     }
 
     /// A free read connection, or the next one to free up.

@@ -3,28 +3,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use countersign_core::Result;
 use countersign_core::oidc::{OutboxItem, OutboxOutcome, PollRecord, PollSeen};
-use rusqlite::{Connection, params};
 
 use super::SqliteStore;
-use super::rows::{db_error, ms};
+use super::errors::ms;
 use super::tx::SqliteTx;
 use crate::db::{Tx, run_in_place, write};
 use crate::oidc::{OUTBOX_ITEM_COLUMNS, finish_outbox_row, outbox_item, record_poll};
-use crate::{OidcStore, OutboxRows, sql};
-
-/// Puts one outbox row per subscription of the request, inside the transaction of the state
-/// change that causes it.
-pub(super) fn enqueue_outbox(
-    conn: &Connection,
-    approval_id: &str,
-    event: &str,
-    at: DateTime<Utc>,
-) -> Result<()> {
-    conn.prepare_cached(sql::ENQUEUE_CALLBACK)
-        .and_then(|mut s| s.execute(params![approval_id, event, ms(at)]))
-        .map_err(db_error)?;
-    super::notify::enqueue_notification(conn, approval_id, event, None, at)
-}
+use crate::{OidcStore, OutboxRows};
 
 #[async_trait]
 impl OidcStore for SqliteStore {

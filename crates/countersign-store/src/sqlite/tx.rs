@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 
 use super::SqliteStore;
-use super::rows::db_error;
+use super::errors::db_error;
 use crate::db::{AnyResult, Arg, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, run_in_place};
 
 impl rusqlite::ToSql for Arg<'_> {
