@@ -10,7 +10,8 @@ use countersign_core::directory::User;
 use countersign_core::{Error, Result};
 use countersign_proto::ApprovalStatus;
 
-use crate::db::{Db, Row, Tx, Value, write};
+use crate::db::{Db, Row, Tx, Value};
+use crate::rows::{link, passkey, session};
 use crate::sql::{self, LINK_COLUMNS, PASSKEY_COLUMNS, SESSION_COLUMNS, USER_COLUMNS};
 use crate::writes::{not_found, renamed_conflict};
 use crate::{audit_records, listing, rows};
@@ -34,47 +35,6 @@ fn prefixed(columns: &str, alias: &str) -> String {
         .map(|c| format!("{alias}.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn link(row: &dyn Row) -> Result<LoginLink> {
-    let kind: String = row.get(3)?;
-    Ok(LoginLink {
-        id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        user_id: row.get(2)?,
-        kind: LinkKind::parse(&kind).ok_or_else(|| crate::db::bad("link kind"))?,
-        created_at: row.time(4)?,
-        expires_at: row.time(5)?,
-        used_at: row.opt_time(6)?,
-        revoked_at: row.opt_time(7)?,
-    })
-}
-
-fn session(row: &dyn Row) -> Result<Session> {
-    Ok(Session {
-        id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        user_id: row.get(2)?,
-        method: row.get(3)?,
-        user_agent: row.get(4)?,
-        created_at: row.time(5)?,
-        last_seen_at: row.time(6)?,
-        expires_at: row.time(7)?,
-        revoked_at: row.opt_time(8)?,
-    })
-}
-
-fn passkey(row: &dyn Row) -> Result<PasskeyRecord> {
-    Ok(PasskeyRecord {
-        id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        user_id: row.get(2)?,
-        credential_id: row.get(3)?,
-        name: row.get(4)?,
-        credential: row.get(5)?,
-        created_at: row.time(6)?,
-        last_used_at: row.opt_time(7)?,
-    })
 }
 
 /// Columns: the link's, then the user's.
@@ -213,53 +173,47 @@ pub trait DashboardStore: Db {
         at: DateTime<Utc>,
     ) -> Result<User> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let values = args![&tenant_id, &id, is_admin];
-                if tx.exec(sql::SET_USER_ADMIN, values).await? == 1 {
-                    let record =
-                        audit_records::user_admin_changed(&tenant_id, &id, is_admin, &actor, at);
-                    tx.append_audit(record).await?;
-                }
-                user_in(tx, &tenant_id, &id)
-                    .await?
-                    .ok_or_else(|| not_found("user"))
-            })
+        write_tx!(self, |tx| {
+            let values = args![&tenant_id, &id, is_admin];
+            if tx.exec(sql::SET_USER_ADMIN, values).await? == 1 {
+                let record =
+                    audit_records::user_admin_changed(&tenant_id, &id, is_admin, &actor, at);
+                tx.append_audit(record).await?;
+            }
+            user_in(tx, &tenant_id, &id)
+                .await?
+                .ok_or_else(|| not_found("user"))
         })
-        .await
     }
 
     /// Stores a one-time link (only its token's hash).
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %new.link.tenant_id))]
     async fn create_login_link(&self, new: NewLink, actor: Actor) -> Result<LoginLink> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let l = &new.link;
-                match user_in(tx, &l.tenant_id, &l.user_id).await? {
-                    Some(u) if !u.disabled => {}
-                    _ => {
-                        return Err(Error::NotFound(format!(
-                            "no active user {:?} in this tenant",
-                            l.user_id
-                        )));
-                    }
+        write_tx!(self, |tx| {
+            let l = &new.link;
+            match user_in(tx, &l.tenant_id, &l.user_id).await? {
+                Some(u) if !u.disabled => {}
+                _ => {
+                    return Err(Error::NotFound(format!(
+                        "no active user {:?} in this tenant",
+                        l.user_id
+                    )));
                 }
-                let values = args![
-                    &l.id,
-                    &l.tenant_id,
-                    &l.user_id,
-                    l.kind.as_str(),
-                    &new.token_hash,
-                    l.created_at,
-                    l.expires_at
-                ];
-                tx.exec(sql::INSERT_LOGIN_LINK, values).await?;
-                tx.append_audit(audit_records::login_link_created(l, &actor))
-                    .await?;
-                Ok(new.link)
-            })
+            }
+            let values = args![
+                &l.id,
+                &l.tenant_id,
+                &l.user_id,
+                l.kind.as_str(),
+                &new.token_hash,
+                l.created_at,
+                l.expires_at
+            ];
+            tx.exec(sql::INSERT_LOGIN_LINK, values).await?;
+            tx.append_audit(audit_records::login_link_created(l, &actor))
+                .await?;
+            Ok(new.link)
         })
-        .await
     }
 
     /// The link with this token hash and its user, whatever its state.
@@ -299,27 +253,23 @@ pub trait DashboardStore: Db {
         at: DateTime<Utc>,
     ) -> Result<LoginLink> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                if tx
-                    .exec(sql::REVOKE_LOGIN_LINK, args![&tenant_id, &id, at])
-                    .await?
-                    == 1
-                {
-                    tx.append_audit(audit_records::login_link_revoked(
-                        &tenant_id, &id, &actor, at,
-                    ))
-                    .await?;
-                }
-                let sql = format!(
-                    "SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = ?1 AND id = ?2"
-                );
-                tx.one(&sql, args![&tenant_id, &id], link)
-                    .await?
-                    .ok_or_else(|| not_found("link"))
-            })
+        write_tx!(self, |tx| {
+            if tx
+                .exec(sql::REVOKE_LOGIN_LINK, args![&tenant_id, &id, at])
+                .await?
+                == 1
+            {
+                tx.append_audit(audit_records::login_link_revoked(
+                    &tenant_id, &id, &actor, at,
+                ))
+                .await?;
+            }
+            let sql =
+                format!("SELECT {LINK_COLUMNS} FROM login_links WHERE tenant_id = ?1 AND id = ?2");
+            tx.one(&sql, args![&tenant_id, &id], link)
+                .await?
+                .ok_or_else(|| not_found("link"))
         })
-        .await
     }
 
     /// Spends `proof` and creates the session in one transaction: a link is used at most
@@ -332,31 +282,28 @@ pub trait DashboardStore: Db {
         proof: SessionProof,
         actor: Actor,
     ) -> Result<()> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let s = &new.session;
-                match user_in(tx, &s.tenant_id, &s.user_id).await? {
-                    Some(u) if !u.disabled => {}
-                    _ => return Err(Error::Unauthorized("this account is disabled".into())),
-                }
-                spend_proof(tx, s, &proof, &actor).await?;
-                let values = args![
-                    &s.id,
-                    &s.tenant_id,
-                    &s.user_id,
-                    &new.token_hash,
-                    &s.method,
-                    &s.user_agent,
-                    s.created_at,
-                    s.expires_at
-                ];
-                tx.exec(sql::INSERT_SESSION, values).await?;
-                tx.append_audit(audit_records::session_created(s, &actor))
-                    .await?;
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            let s = &new.session;
+            match user_in(tx, &s.tenant_id, &s.user_id).await? {
+                Some(u) if !u.disabled => {}
+                _ => return Err(Error::Unauthorized("this account is disabled".into())),
+            }
+            spend_proof(tx, s, &proof, &actor).await?;
+            let values = args![
+                &s.id,
+                &s.tenant_id,
+                &s.user_id,
+                &new.token_hash,
+                &s.method,
+                &s.user_agent,
+                s.created_at,
+                s.expires_at
+            ];
+            tx.exec(sql::INSERT_SESSION, values).await?;
+            tx.append_audit(audit_records::session_created(s, &actor))
+                .await?;
+            Ok(())
         })
-        .await
     }
 
     /// The session with this cookie hash and its user, whatever their state (the domain
@@ -379,13 +326,10 @@ pub trait DashboardStore: Db {
     #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn touch_session(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
         let id = id.to_owned();
-        write(self, move |tx| {
-            Box::pin(async move {
-                tx.exec(sql::TOUCH_SESSION, args![&id, at]).await?;
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            tx.exec(sql::TOUCH_SESSION, args![&id, at]).await?;
+            Ok(())
         })
-        .await
     }
 
     /// A user's sessions, newest first.
@@ -412,36 +356,30 @@ pub trait DashboardStore: Db {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let (tenant_id, user_id, id) = (tenant_id.to_owned(), user_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let values = args![&tenant_id, &user_id, &id, at];
-                if tx.exec(sql::REVOKE_SESSION, values).await? != 1 {
-                    return Ok(false);
-                }
-                tx.append_audit(audit_records::session_revoked(
-                    &tenant_id, &id, &user_id, &actor, at,
-                ))
-                .await?;
-                Ok(true)
-            })
+        write_tx!(self, |tx| {
+            let values = args![&tenant_id, &user_id, &id, at];
+            if tx.exec(sql::REVOKE_SESSION, values).await? != 1 {
+                return Ok(false);
+            }
+            tx.append_audit(audit_records::session_revoked(
+                &tenant_id, &id, &user_id, &actor, at,
+            ))
+            .await?;
+            Ok(true)
         })
-        .await
     }
 
     /// Registers another passkey for a signed-in user.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %passkey.tenant_id))]
     async fn add_passkey(&self, passkey: PasskeyRecord, actor: Actor) -> Result<PasskeyRecord> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                match user_in(tx, &passkey.tenant_id, &passkey.user_id).await? {
-                    Some(u) if !u.disabled => {}
-                    _ => return Err(Error::NotFound("no such user".into())),
-                }
-                insert_passkey(tx, &passkey, &actor).await?;
-                Ok(passkey)
-            })
+        write_tx!(self, |tx| {
+            match user_in(tx, &passkey.tenant_id, &passkey.user_id).await? {
+                Some(u) if !u.disabled => {}
+                _ => return Err(Error::NotFound("no such user".into())),
+            }
+            insert_passkey(tx, &passkey, &actor).await?;
+            Ok(passkey)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
@@ -486,20 +424,17 @@ pub trait DashboardStore: Db {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let (tenant_id, user_id, id) = (tenant_id.to_owned(), user_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let values = args![&tenant_id, &user_id, &id];
-                if tx.exec(sql::DELETE_PASSKEY, values).await? != 1 {
-                    return Ok(false);
-                }
-                tx.append_audit(audit_records::passkey_removed(
-                    &tenant_id, &id, &user_id, &actor, at,
-                ))
-                .await?;
-                Ok(true)
-            })
+        write_tx!(self, |tx| {
+            let values = args![&tenant_id, &user_id, &id];
+            if tx.exec(sql::DELETE_PASSKEY, values).await? != 1 {
+                return Ok(false);
+            }
+            tx.append_audit(audit_records::passkey_removed(
+                &tenant_id, &id, &user_id, &actor, at,
+            ))
+            .await?;
+            Ok(true)
         })
-        .await
     }
 
     /// Keeps a WebAuthn ceremony's state until `expires_at` (dropping expired ones).
@@ -512,31 +447,25 @@ pub trait DashboardStore: Db {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let id_hash = id_hash.to_owned();
-        write(self, move |tx| {
-            Box::pin(async move {
-                tx.exec(sql::FORGET_EXPIRED_CEREMONIES, args![now]).await?;
-                tx.exec(sql::INSERT_CEREMONY, args![&id_hash, &state, expires_at])
-                    .await?;
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            tx.exec(sql::FORGET_EXPIRED_CEREMONIES, args![now]).await?;
+            tx.exec(sql::INSERT_CEREMONY, args![&id_hash, &state, expires_at])
+                .await?;
+            Ok(())
         })
-        .await
     }
 
     /// Removes and returns a ceremony's state, so each challenge is answered at most once.
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn take_ceremony(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
         let id_hash = id_hash.to_owned();
-        write(self, move |tx| {
-            Box::pin(async move {
-                let taken = tx
-                    .one(sql::TAKE_CEREMONY, args![&id_hash], ceremony)
-                    .await?;
-                let now = now.timestamp_millis();
-                Ok(taken.filter(|(_, exp)| *exp > now).map(|(s, _)| s))
-            })
+        write_tx!(self, |tx| {
+            let taken = tx
+                .one(sql::TAKE_CEREMONY, args![&id_hash], ceremony)
+                .await?;
+            let now = now.timestamp_millis();
+            Ok(taken.filter(|(_, exp)| *exp > now).map(|(s, _)| s))
         })
-        .await
     }
 }
 

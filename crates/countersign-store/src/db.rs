@@ -93,33 +93,19 @@ impl<'a> ToArg<'a> for &'a Vec<u8> {
     }
 }
 
-impl<'a> ToArg<'a> for i64 {
-    const NULL: Arg<'static> = Arg::NullInt;
-    fn to_arg(self) -> Arg<'a> {
-        Arg::Int(self)
-    }
+/// Integers are bound as 64-bit.
+macro_rules! int_args {
+    ($($t:ty),*) => {$(
+        impl<'a> ToArg<'a> for $t {
+            const NULL: Arg<'static> = Arg::NullInt;
+            fn to_arg(self) -> Arg<'a> {
+                Arg::Int(i64::from(self))
+            }
+        }
+    )*};
 }
 
-impl<'a> ToArg<'a> for i32 {
-    const NULL: Arg<'static> = Arg::NullInt;
-    fn to_arg(self) -> Arg<'a> {
-        Arg::Int(i64::from(self))
-    }
-}
-
-impl<'a> ToArg<'a> for u16 {
-    const NULL: Arg<'static> = Arg::NullInt;
-    fn to_arg(self) -> Arg<'a> {
-        Arg::Int(i64::from(self))
-    }
-}
-
-impl<'a> ToArg<'a> for u32 {
-    const NULL: Arg<'static> = Arg::NullInt;
-    fn to_arg(self) -> Arg<'a> {
-        Arg::Int(i64::from(self))
-    }
-}
+int_args!(i64, i32, u16, u32);
 
 impl<'a> ToArg<'a> for f64 {
     const NULL: Arg<'static> = Arg::NullFloat;
@@ -215,23 +201,18 @@ impl FromValue for i64 {
     }
 }
 
-impl FromValue for i32 {
-    fn from_value(value: Value) -> Option<Self> {
-        i64::from_value(value).and_then(|n| i32::try_from(n).ok())
-    }
+/// Narrower integers refuse a stored value out of their range.
+macro_rules! int_values {
+    ($($t:ty),*) => {$(
+        impl FromValue for $t {
+            fn from_value(value: Value) -> Option<Self> {
+                i64::from_value(value).and_then(|n| <$t>::try_from(n).ok())
+            }
+        }
+    )*};
 }
 
-impl FromValue for u16 {
-    fn from_value(value: Value) -> Option<Self> {
-        i64::from_value(value).and_then(|n| u16::try_from(n).ok())
-    }
-}
-
-impl FromValue for u32 {
-    fn from_value(value: Value) -> Option<Self> {
-        i64::from_value(value).and_then(|n| u32::try_from(n).ok())
-    }
-}
+int_values!(i32, u16, u32);
 
 impl FromValue for f64 {
     fn from_value(value: Value) -> Option<Self> {
@@ -286,6 +267,15 @@ impl dyn Row + '_ {
     pub fn json<T: serde::de::DeserializeOwned>(&self, idx: usize) -> Result<T> {
         let text: String = self.get(idx)?;
         serde_json::from_str(&text).map_err(|_| bad(&format!("JSON in column {idx}")))
+    }
+
+    /// A JSON text column that may be `NULL`.
+    pub fn opt_json<T: serde::de::DeserializeOwned>(&self, idx: usize) -> Result<Option<T>> {
+        self.get::<Option<String>>(idx)?
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|_| bad(&format!("JSON in column {idx}")))
+            })
+            .transpose()
     }
 
     /// A JSON text column that may be `NULL`, read as the type's default.
@@ -361,15 +351,7 @@ impl dyn Tx + '_ {
         sql: &str,
         args: &[Arg<'_>],
     ) -> Result<Option<T>> {
-        let mut out = None;
-        self.each(sql, args, &mut |row| {
-            if out.is_none() {
-                out = Some(row.get(0)?);
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(out)
+        self.one(sql, args, |row| row.get(0)).await
     }
 }
 
@@ -385,7 +367,19 @@ pub type ErasedOp = Box<dyn for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, AnyR
 pub trait Db: Send + Sync {
     /// A connection for reading, returned to the store when dropped.
     async fn reader(&self) -> Result<Box<dyn Tx + '_>>;
-    async fn write_erased(&self, op: ErasedOp) -> AnyResult;
+    /// Runs a change, committed as `commit` says.
+    async fn run_erased(&self, commit: Commit, op: ErasedOp) -> AnyResult;
+}
+
+/// How a change commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// In one transaction: durable when the change returns `Ok`, undone entirely on `Err`.
+    Transaction,
+    /// Statement by statement, for the few changes that stay correct that way and must be
+    /// cheap: PostgreSQL runs it on a pooled connection outside any transaction; SQLite in
+    /// its writer like any change (its readers are read-only).
+    EachStatement,
 }
 
 fn erase<T, F>(op: F) -> ErasedOp
@@ -405,15 +399,26 @@ fn unerase<T: 'static>(any: Box<dyn Any + Send>) -> Result<T> {
         .map_err(|_| Error::Internal("a store operation answered the wrong type".into()))
 }
 
-/// Runs a change; it is durable when this returns `Ok`, and undone entirely on `Err`. The
-/// operation owns what it uses, because SQLite runs it on the writer's thread.
-pub async fn write<D, T, F>(db: &D, op: F) -> Result<T>
+/// Runs a change. The operation owns what it uses, because SQLite runs it on the writer's
+/// thread.
+pub async fn run<D, T, F>(db: &D, commit: Commit, op: F) -> Result<T>
 where
     D: Db + ?Sized,
     T: Send + 'static,
     F: for<'t> FnOnce(&'t mut dyn Tx) -> BoxFuture<'t, Result<T>> + Send + 'static,
 {
-    unerase(db.write_erased(erase(op)).await?)
+    unerase(db.run_erased(commit, erase(op)).await?)
+}
+
+/// Runs a change in one transaction (see [`run`]): `write_tx!(self, |tx| { ... })`, the body
+/// an async block over the transaction that owns what it uses.
+macro_rules! write_tx {
+    ($db:expr, |$tx:ident| $body:block) => {
+        $crate::db::run($db, $crate::db::Commit::Transaction, move |$tx| {
+            Box::pin(async move $body)
+        })
+        .await
+    };
 }
 
 /// Runs a future that never waits (a SQLite operation: every statement completes in place)

@@ -6,7 +6,7 @@ use countersign_core::directory::{Agent, ApiKey, MintedKey, Tenant, User};
 use countersign_core::{Error, Principal, Result};
 use countersign_proto::admin::KeyRole;
 
-use crate::db::{Db, Tx, write};
+use crate::db::{Db, Tx};
 use crate::sql::{AGENT_COLUMNS, API_KEY_COLUMNS, TENANT_COLUMNS, USER_COLUMNS};
 use crate::writes::{insert_api_key, mark_disabled, not_found, renamed_conflict};
 use crate::{audit_records, rows, sql};
@@ -62,21 +62,18 @@ pub trait DirectoryStore: Db {
         admin_key: MintedKey,
         actor: Actor,
     ) -> Result<()> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let values = args![&tenant.id, &tenant.name, tenant.created_at];
-                tx.exec(sql::INSERT_TENANT, values).await.map_err(|e| {
-                    renamed_conflict(e, &format!("tenant {:?} already exists", tenant.id))
-                })?;
-                tx.append_audit(audit_records::tenant_created(&tenant, &actor))
-                    .await?;
-                insert_api_key(tx, &admin_key.record).await?;
-                tx.append_audit(audit_records::api_key_created(&admin_key.record, &actor))
-                    .await?;
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            let values = args![&tenant.id, &tenant.name, tenant.created_at];
+            tx.exec(sql::INSERT_TENANT, values).await.map_err(|e| {
+                renamed_conflict(e, &format!("tenant {:?} already exists", tenant.id))
+            })?;
+            tx.append_audit(audit_records::tenant_created(&tenant, &actor))
+                .await?;
+            insert_api_key(tx, &admin_key.record).await?;
+            tx.append_audit(audit_records::api_key_created(&admin_key.record, &actor))
+                .await?;
+            Ok(())
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
@@ -91,28 +88,25 @@ pub trait DirectoryStore: Db {
     // users
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %user.tenant_id))]
     async fn create_user(&self, user: User, actor: Actor) -> Result<User> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let values = args![
-                    &user.id,
-                    &user.tenant_id,
-                    &user.email,
-                    &user.name,
-                    user.created_at,
-                    user.is_admin,
-                ];
-                tx.exec(INSERT_USER, values).await.map_err(|e| {
-                    renamed_conflict(
-                        e,
-                        &format!("a user with email {:?} already exists", user.email),
-                    )
-                })?;
-                tx.append_audit(audit_records::user_created(&user, &actor))
-                    .await?;
-                Ok(user)
-            })
+        write_tx!(self, |tx| {
+            let values = args![
+                &user.id,
+                &user.tenant_id,
+                &user.email,
+                &user.name,
+                user.created_at,
+                user.is_admin,
+            ];
+            tx.exec(INSERT_USER, values).await.map_err(|e| {
+                renamed_conflict(
+                    e,
+                    &format!("a user with email {:?} already exists", user.email),
+                )
+            })?;
+            tx.append_audit(audit_records::user_created(&user, &actor))
+                .await?;
+            Ok(user)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
@@ -142,41 +136,35 @@ pub trait DirectoryStore: Db {
         at: DateTime<Utc>,
     ) -> Result<User> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                mark_disabled(tx, "users", &tenant_id, &id, &actor, at).await?;
-                tx.one(&user_by_id(), args![&tenant_id, &id], rows::user)
-                    .await?
-                    .ok_or_else(|| not_found("user"))
-            })
+        write_tx!(self, |tx| {
+            mark_disabled(tx, "users", &tenant_id, &id, &actor, at).await?;
+            tx.one(&user_by_id(), args![&tenant_id, &id], rows::user)
+                .await?
+                .ok_or_else(|| not_found("user"))
         })
-        .await
     }
 
     // agents
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %agent.tenant_id))]
     async fn create_agent(&self, agent: Agent, actor: Actor) -> Result<Agent> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let values = args![
-                    &agent.id,
-                    &agent.tenant_id,
-                    &agent.name,
-                    agent.trust_level.as_str(),
-                    agent.created_at,
-                ];
-                tx.exec(INSERT_AGENT, values).await.map_err(|e| {
-                    renamed_conflict(
-                        e,
-                        &format!("an agent named {:?} already exists", agent.name),
-                    )
-                })?;
-                tx.append_audit(audit_records::agent_created(&agent, &actor))
-                    .await?;
-                Ok(agent)
-            })
+        write_tx!(self, |tx| {
+            let values = args![
+                &agent.id,
+                &agent.tenant_id,
+                &agent.name,
+                agent.trust_level.as_str(),
+                agent.created_at,
+            ];
+            tx.exec(INSERT_AGENT, values).await.map_err(|e| {
+                renamed_conflict(
+                    e,
+                    &format!("an agent named {:?} already exists", agent.name),
+                )
+            })?;
+            tx.append_audit(audit_records::agent_created(&agent, &actor))
+                .await?;
+            Ok(agent)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
@@ -205,43 +193,37 @@ pub trait DirectoryStore: Db {
         at: DateTime<Utc>,
     ) -> Result<Agent> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                mark_disabled(tx, "agents", &tenant_id, &id, &actor, at).await?;
-                tx.one(&agent_by_id(), args![&tenant_id, &id], rows::agent)
-                    .await?
-                    .ok_or_else(|| not_found("agent"))
-            })
+        write_tx!(self, |tx| {
+            mark_disabled(tx, "agents", &tenant_id, &id, &actor, at).await?;
+            tx.one(&agent_by_id(), args![&tenant_id, &id], rows::agent)
+                .await?
+                .ok_or_else(|| not_found("agent"))
         })
-        .await
     }
 
     // API keys
     /// Stores a minted key after checking that its owner exists in the tenant and is active.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %key.tenant_id))]
     async fn create_api_key(&self, key: ApiKey, actor: Actor) -> Result<ApiKey> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let owner = match key.role {
-                    KeyRole::Reviewer => Some(("users", key.user_id.as_deref(), "user")),
-                    KeyRole::Agent => Some(("agents", key.agent_id.as_deref(), "agent")),
-                    KeyRole::Admin | KeyRole::Executor => None,
-                };
-                if let Some((table, id, what)) = owner {
-                    let id = id.unwrap_or_default();
-                    if !owner_active(tx, table, &key.tenant_id, id).await? {
-                        return Err(Error::NotFound(format!(
-                            "no active {what} {id:?} in this tenant"
-                        )));
-                    }
+        write_tx!(self, |tx| {
+            let owner = match key.role {
+                KeyRole::Reviewer => Some(("users", key.user_id.as_deref(), "user")),
+                KeyRole::Agent => Some(("agents", key.agent_id.as_deref(), "agent")),
+                KeyRole::Admin | KeyRole::Executor => None,
+            };
+            if let Some((table, id, what)) = owner {
+                let id = id.unwrap_or_default();
+                if !owner_active(tx, table, &key.tenant_id, id).await? {
+                    return Err(Error::NotFound(format!(
+                        "no active {what} {id:?} in this tenant"
+                    )));
                 }
-                insert_api_key(tx, &key).await?;
-                tx.append_audit(audit_records::api_key_created(&key, &actor))
-                    .await?;
-                Ok(key)
-            })
+            }
+            insert_api_key(tx, &key).await?;
+            tx.append_audit(audit_records::api_key_created(&key, &actor))
+                .await?;
+            Ok(key)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
@@ -263,21 +245,18 @@ pub trait DirectoryStore: Db {
         at: DateTime<Utc>,
     ) -> Result<ApiKey> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let revoked = tx
-                    .exec(sql::REVOKE_API_KEY, args![&tenant_id, &id, at])
+        write_tx!(self, |tx| {
+            let revoked = tx
+                .exec(sql::REVOKE_API_KEY, args![&tenant_id, &id, at])
+                .await?;
+            if revoked == 1 {
+                tx.append_audit(audit_records::api_key_revoked(&tenant_id, &id, &actor, at))
                     .await?;
-                if revoked == 1 {
-                    tx.append_audit(audit_records::api_key_revoked(&tenant_id, &id, &actor, at))
-                        .await?;
-                }
-                tx.one(&api_key_by_id(), args![&tenant_id, &id], rows::api_key)
-                    .await?
-                    .ok_or_else(|| not_found("API key"))
-            })
+            }
+            tx.one(&api_key_by_id(), args![&tenant_id, &id], rows::api_key)
+                .await?
+                .ok_or_else(|| not_found("API key"))
         })
-        .await
     }
 
     /// The principal of an active key whose owner is active, by the key's hash.

@@ -10,7 +10,7 @@ use countersign_core::{Error, Result};
 use countersign_proto::guard::{GuardSettings, RoutingRules};
 use serde_json::json;
 
-use crate::db::{Db, Row, Tx, write};
+use crate::db::{Db, Row, Tx};
 use crate::records::parse_settings;
 use crate::sql::POLICY_COLUMNS;
 use crate::writes::{group_in, json_text, not_found, renamed_conflict};
@@ -61,67 +61,64 @@ pub trait GuardStore: Db {
     /// Inserts (`created`) or replaces a policy.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %policy.tenant_id))]
     async fn put_policy(&self, policy: Policy, created: bool, actor: Actor) -> Result<Policy> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let p = &policy;
-                let config = json_text(&p.approval)?;
-                let stored = if created {
-                    let values = args![
-                        &p.id,
-                        &p.tenant_id,
-                        &p.name,
-                        &p.description,
-                        &p.tool_pattern,
-                        p.action.as_str(),
-                        p.priority,
-                        p.is_active,
-                        &p.condition,
-                        &config,
-                        p.created_at,
-                        p.updated_at,
-                    ];
-                    tx.exec(sql::UPSERT_POLICY, values).await?
-                } else {
-                    let values = args![
-                        &p.id,
-                        &p.tenant_id,
-                        &p.name,
-                        &p.description,
-                        &p.tool_pattern,
-                        p.action.as_str(),
-                        p.priority,
-                        p.is_active,
-                        &p.condition,
-                        &config,
-                        p.updated_at,
-                    ];
-                    tx.exec(UPDATE_POLICY, values).await?
-                };
-                if stored == 0 {
-                    return Err(not_found("policy"));
-                }
-                let action = if created {
-                    "policy.created"
-                } else {
-                    "policy.updated"
-                };
-                let details = json!({"name": p.name, "tool_pattern": p.tool_pattern,
-                    "action": p.action.as_str(), "priority": p.priority,
-                    "is_active": p.is_active, "condition": p.condition});
-                tx.append_audit(audit_records::config(
-                    &p.tenant_id,
-                    p.updated_at,
-                    &actor,
-                    action,
+        write_tx!(self, |tx| {
+            let p = &policy;
+            let config = json_text(&p.approval)?;
+            let stored = if created {
+                let values = args![
                     &p.id,
-                    details,
-                ))
-                .await?;
-                tx.hint(&changed(&p.tenant_id)).await?;
-                Ok(policy)
-            })
+                    &p.tenant_id,
+                    &p.name,
+                    &p.description,
+                    &p.tool_pattern,
+                    p.action.as_str(),
+                    p.priority,
+                    p.is_active,
+                    &p.condition,
+                    &config,
+                    p.created_at,
+                    p.updated_at,
+                ];
+                tx.exec(sql::UPSERT_POLICY, values).await?
+            } else {
+                let values = args![
+                    &p.id,
+                    &p.tenant_id,
+                    &p.name,
+                    &p.description,
+                    &p.tool_pattern,
+                    p.action.as_str(),
+                    p.priority,
+                    p.is_active,
+                    &p.condition,
+                    &config,
+                    p.updated_at,
+                ];
+                tx.exec(UPDATE_POLICY, values).await?
+            };
+            if stored == 0 {
+                return Err(not_found("policy"));
+            }
+            let action = if created {
+                "policy.created"
+            } else {
+                "policy.updated"
+            };
+            let details = json!({"name": p.name, "tool_pattern": p.tool_pattern,
+                "action": p.action.as_str(), "priority": p.priority,
+                "is_active": p.is_active, "condition": p.condition});
+            tx.append_audit(audit_records::config(
+                &p.tenant_id,
+                p.updated_at,
+                &actor,
+                action,
+                &p.id,
+                details,
+            ))
+            .await?;
+            tx.hint(&changed(&p.tenant_id)).await?;
+            Ok(policy)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
@@ -133,24 +130,21 @@ pub trait GuardStore: Db {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                if tx.exec(sql::DELETE_POLICY, args![&tenant_id, &id]).await? == 0 {
-                    return Err(not_found("policy"));
-                }
-                tx.append_audit(audit_records::config(
-                    &tenant_id,
-                    at,
-                    &actor,
-                    "policy.deleted",
-                    &id,
-                    json!({}),
-                ))
-                .await?;
-                tx.hint(&changed(&tenant_id)).await
-            })
+        write_tx!(self, |tx| {
+            if tx.exec(sql::DELETE_POLICY, args![&tenant_id, &id]).await? == 0 {
+                return Err(not_found("policy"));
+            }
+            tx.append_audit(audit_records::config(
+                &tenant_id,
+                at,
+                &actor,
+                "policy.deleted",
+                &id,
+                json!({}),
+            ))
+            .await?;
+            tx.hint(&changed(&tenant_id)).await
         })
-        .await
     }
 
     /// A tenant's groups with their members, by id, read on one connection.
@@ -178,68 +172,65 @@ pub trait GuardStore: Db {
     /// Inserts (`created`) or replaces a group and its members.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %group.tenant_id))]
     async fn put_group(&self, group: Group, created: bool, actor: Actor) -> Result<Group> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let g = &group;
-                let stored = if created {
-                    let values = args![
-                        &g.tenant_id,
-                        &g.id,
-                        &g.name,
-                        g.escalation_minutes,
-                        g.created_at,
-                        g.updated_at,
-                    ];
-                    tx.exec(sql::INSERT_GROUP, values).await.map_err(|e| {
-                        renamed_conflict(e, &format!("an approval group {:?} already exists", g.id))
-                    })?
-                } else {
-                    let values = args![
-                        &g.tenant_id,
-                        &g.id,
-                        &g.name,
-                        g.escalation_minutes,
-                        g.updated_at
-                    ];
-                    tx.exec(sql::UPDATE_GROUP, values).await?
-                };
-                if stored == 0 {
-                    return Err(not_found("approval group"));
-                }
-                tx.exec(sql::DELETE_GROUP_MEMBERS, args![&g.tenant_id, &g.id])
-                    .await?;
-                for m in &g.members {
-                    let values = args![&g.tenant_id, &g.id, &m.user_id, m.role.as_str()];
-                    tx.exec(sql::INSERT_GROUP_MEMBER, values).await?;
-                }
-                let action = if created {
-                    "approval_group.created"
-                } else {
-                    "approval_group.updated"
-                };
-                let members: Vec<_> = g
-                    .members
-                    .iter()
-                    .map(|m| json!({"user_id": m.user_id, "role": m.role.as_str()}))
-                    .collect();
-                let details = json!({"name": g.name,
-                    "escalation_minutes": g.escalation_minutes, "members": members});
-                tx.append_audit(audit_records::config(
+        write_tx!(self, |tx| {
+            let g = &group;
+            let stored = if created {
+                let values = args![
                     &g.tenant_id,
-                    g.updated_at,
-                    &actor,
-                    action,
                     &g.id,
-                    details,
-                ))
+                    &g.name,
+                    g.escalation_minutes,
+                    g.created_at,
+                    g.updated_at,
+                ];
+                tx.exec(sql::INSERT_GROUP, values).await.map_err(|e| {
+                    renamed_conflict(e, &format!("an approval group {:?} already exists", g.id))
+                })?
+            } else {
+                let values = args![
+                    &g.tenant_id,
+                    &g.id,
+                    &g.name,
+                    g.escalation_minutes,
+                    g.updated_at
+                ];
+                tx.exec(sql::UPDATE_GROUP, values).await?
+            };
+            if stored == 0 {
+                return Err(not_found("approval group"));
+            }
+            tx.exec(sql::DELETE_GROUP_MEMBERS, args![&g.tenant_id, &g.id])
                 .await?;
-                tx.hint(&changed(&g.tenant_id)).await?;
-                group_in(tx, &g.tenant_id, &g.id)
-                    .await?
-                    .ok_or_else(|| not_found("approval group"))
-            })
+            for m in &g.members {
+                let values = args![&g.tenant_id, &g.id, &m.user_id, m.role.as_str()];
+                tx.exec(sql::INSERT_GROUP_MEMBER, values).await?;
+            }
+            let action = if created {
+                "approval_group.created"
+            } else {
+                "approval_group.updated"
+            };
+            let members: Vec<_> = g
+                .members
+                .iter()
+                .map(|m| json!({"user_id": m.user_id, "role": m.role.as_str()}))
+                .collect();
+            let details = json!({"name": g.name,
+                "escalation_minutes": g.escalation_minutes, "members": members});
+            tx.append_audit(audit_records::config(
+                &g.tenant_id,
+                g.updated_at,
+                &actor,
+                action,
+                &g.id,
+                details,
+            ))
+            .await?;
+            tx.hint(&changed(&g.tenant_id)).await?;
+            group_in(tx, &g.tenant_id, &g.id)
+                .await?
+                .ok_or_else(|| not_found("approval group"))
         })
-        .await
     }
 
     /// Deletes a group no policy, routing rule or setting refers to.
@@ -252,26 +243,23 @@ pub trait GuardStore: Db {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let key = args![&tenant_id, &id];
-                tx.exec(sql::DELETE_GROUP_MEMBERS, key).await?;
-                if tx.exec(sql::DELETE_GROUP, key).await? == 0 {
-                    return Err(not_found("approval group"));
-                }
-                tx.append_audit(audit_records::config(
-                    &tenant_id,
-                    at,
-                    &actor,
-                    "approval_group.deleted",
-                    &id,
-                    json!({}),
-                ))
-                .await?;
-                tx.hint(&changed(&tenant_id)).await
-            })
+        write_tx!(self, |tx| {
+            let key = args![&tenant_id, &id];
+            tx.exec(sql::DELETE_GROUP_MEMBERS, key).await?;
+            if tx.exec(sql::DELETE_GROUP, key).await? == 0 {
+                return Err(not_found("approval group"));
+            }
+            tx.append_audit(audit_records::config(
+                &tenant_id,
+                at,
+                &actor,
+                "approval_group.deleted",
+                &id,
+                json!({}),
+            ))
+            .await?;
+            tx.hint(&changed(&tenant_id)).await
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
@@ -296,31 +284,28 @@ pub trait GuardStore: Db {
         at: DateTime<Utc>,
     ) -> Result<(GuardSettings, RoutingRules)> {
         let tenant_id = tenant_id.to_owned();
-        write(self, move |tx| {
-            Box::pin(async move {
-                let (old_settings, old_routing) = settings_in(tx, &tenant_id).await?;
-                let settings_changed = settings.is_some();
-                let settings = settings.unwrap_or(old_settings);
-                let routing = routing.unwrap_or(old_routing);
-                let guard_json = json_text(&settings)?;
-                let routing_json = json_text(&routing)?;
-                let values = args![&tenant_id, &guard_json, &routing_json, at];
-                tx.exec(sql::UPSERT_TENANT_SETTINGS, values).await?;
-                let (action, details) = if settings_changed {
-                    ("guard.settings_updated", &guard_json)
-                } else {
-                    ("guard.routing_updated", &routing_json)
-                };
-                let details = serde_json::from_str(details).map_err(Error::internal)?;
-                tx.append_audit(audit_records::config(
-                    &tenant_id, at, &actor, action, &tenant_id, details,
-                ))
-                .await?;
-                tx.hint(&changed(&tenant_id)).await?;
-                Ok((settings, routing))
-            })
+        write_tx!(self, |tx| {
+            let (old_settings, old_routing) = settings_in(tx, &tenant_id).await?;
+            let settings_changed = settings.is_some();
+            let settings = settings.unwrap_or(old_settings);
+            let routing = routing.unwrap_or(old_routing);
+            let guard_json = json_text(&settings)?;
+            let routing_json = json_text(&routing)?;
+            let values = args![&tenant_id, &guard_json, &routing_json, at];
+            tx.exec(sql::UPSERT_TENANT_SETTINGS, values).await?;
+            let (action, details) = if settings_changed {
+                ("guard.settings_updated", &guard_json)
+            } else {
+                ("guard.routing_updated", &routing_json)
+            };
+            let details = serde_json::from_str(details).map_err(Error::internal)?;
+            tx.append_audit(audit_records::config(
+                &tenant_id, at, &actor, action, &tenant_id, details,
+            ))
+            .await?;
+            tx.hint(&changed(&tenant_id)).await?;
+            Ok((settings, routing))
         })
-        .await
     }
 }
 

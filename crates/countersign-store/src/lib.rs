@@ -8,6 +8,95 @@
 //!   linear by a row lock, background jobs claimed with `FOR UPDATE SKIP LOCKED`, and
 //!   LISTEN/NOTIFY to wake waiters on other replicas.
 
+/// A dialect's schema migrations, by version; both dialects have the same versions.
+macro_rules! migrations {
+    ($dialect:literal) => {
+        &[
+            (
+                1,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0001_init.sql"
+                )),
+            ),
+            (
+                2,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0002_guard.sql"
+                )),
+            ),
+            (
+                3,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0003_oidc.sql"
+                )),
+            ),
+            (
+                4,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0004_dashboard.sql"
+                )),
+            ),
+            (
+                5,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0005_notifications.sql"
+                )),
+            ),
+            (
+                6,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0006_grants.sql"
+                )),
+            ),
+            (
+                7,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0007_idempotency.sql"
+                )),
+            ),
+            (
+                8,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0008_pending_per_agent.sql"
+                )),
+            ),
+            (
+                9,
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/migrations/",
+                    $dialect,
+                    "/0009_mcp.sql"
+                )),
+            ),
+        ]
+    };
+}
+
 #[macro_use]
 mod db;
 mod audit_records;
@@ -152,6 +241,32 @@ impl OutboxRows {
     /// Whether the claim takes `notify` rows (as a SQL boolean parameter).
     fn changes(self) -> bool {
         self == OutboxRows::Changes
+    }
+}
+
+/// What an outbox claim takes: up to `limit` rows of one kind due at `now`, each hidden from
+/// other workers until `lease_until`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxClaim {
+    pub rows: OutboxRows,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub limit: u32,
+}
+
+impl OutboxClaim {
+    pub fn new(
+        rows: OutboxRows,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> OutboxClaim {
+        OutboxClaim {
+            rows,
+            now,
+            lease_until,
+            limit,
+        }
     }
 }
 

@@ -5,21 +5,10 @@ use countersign_core::Result;
 use countersign_core::audit::Actor;
 use countersign_core::mcp::McpServerRecord;
 
-use crate::db::{Db, Row, write};
-use crate::records::{headers_from_json, headers_json};
+use crate::db::Db;
+use crate::records::headers_json;
+use crate::rows::server;
 use crate::{audit_records, sql};
-
-fn server(row: &dyn Row) -> Result<McpServerRecord> {
-    let headers: String = row.get(3)?;
-    Ok(McpServerRecord {
-        tenant_id: row.get(0)?,
-        id: row.get(1)?,
-        url: row.get(2)?,
-        headers: headers_from_json(&headers)?,
-        created_at: row.time(4)?,
-        updated_at: row.time(5)?,
-    })
-}
 
 /// Upstream MCP servers registered for the in-server gateway. Writes carry their audit event
 /// (`mcp_server.created|updated|deleted`, with the header names, never their values) in the
@@ -30,24 +19,21 @@ pub trait McpStore: Db {
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %server.tenant_id))]
     async fn create_mcp_server(&self, server: &McpServerRecord, actor: Actor) -> Result<()> {
         let s = server.clone();
-        write(self, move |tx| {
-            Box::pin(async move {
-                let headers = headers_json(&s.headers)?;
-                let values = args![
-                    &s.tenant_id,
-                    &s.id,
-                    &s.url,
-                    &headers,
-                    s.created_at,
-                    s.updated_at
-                ];
-                tx.exec(&sql::insert_mcp_server(), values).await?;
-                tx.append_audit(audit_records::mcp_server(&s, "mcp_server.created", &actor))
-                    .await?;
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            let headers = headers_json(&s.headers)?;
+            let values = args![
+                &s.tenant_id,
+                &s.id,
+                &s.url,
+                &headers,
+                s.created_at,
+                s.updated_at
+            ];
+            tx.exec(&sql::insert_mcp_server(), values).await?;
+            tx.append_audit(audit_records::mcp_server(&s, "mcp_server.created", &actor))
+                .await?;
+            Ok(())
         })
-        .await
     }
 
     /// A tenant's servers, by id.
@@ -73,19 +59,16 @@ pub trait McpStore: Db {
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %server.tenant_id))]
     async fn update_mcp_server(&self, server: &McpServerRecord, actor: Actor) -> Result<bool> {
         let s = server.clone();
-        write(self, move |tx| {
-            Box::pin(async move {
-                let headers = headers_json(&s.headers)?;
-                let values = args![&s.tenant_id, &s.id, &s.url, &headers, s.updated_at];
-                if tx.exec(sql::UPDATE_MCP_SERVER, values).await? == 0 {
-                    return Ok(false);
-                }
-                tx.append_audit(audit_records::mcp_server(&s, "mcp_server.updated", &actor))
-                    .await?;
-                Ok(true)
-            })
+        write_tx!(self, |tx| {
+            let headers = headers_json(&s.headers)?;
+            let values = args![&s.tenant_id, &s.id, &s.url, &headers, s.updated_at];
+            if tx.exec(sql::UPDATE_MCP_SERVER, values).await? == 0 {
+                return Ok(false);
+            }
+            tx.append_audit(audit_records::mcp_server(&s, "mcp_server.updated", &actor))
+                .await?;
+            Ok(true)
         })
-        .await
     }
 
     /// False when there was no such server.
@@ -98,24 +81,21 @@ pub trait McpStore: Db {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let key = args![&tenant_id, &id];
-                let Some(mut s) = tx.one(&sql::get_mcp_server(), key, server).await? else {
-                    return Ok(false);
-                };
-                tx.exec(
-                    "DELETE FROM mcp_servers WHERE tenant_id = ?1 AND id = ?2",
-                    key,
-                )
+        write_tx!(self, |tx| {
+            let key = args![&tenant_id, &id];
+            let Some(mut s) = tx.one(&sql::get_mcp_server(), key, server).await? else {
+                return Ok(false);
+            };
+            tx.exec(
+                "DELETE FROM mcp_servers WHERE tenant_id = ?1 AND id = ?2",
+                key,
+            )
+            .await?;
+            s.updated_at = at;
+            tx.append_audit(audit_records::mcp_server(&s, "mcp_server.deleted", &actor))
                 .await?;
-                s.updated_at = at;
-                tx.append_audit(audit_records::mcp_server(&s, "mcp_server.deleted", &actor))
-                    .await?;
-                Ok(true)
-            })
+            Ok(true)
         })
-        .await
     }
 }
 

@@ -11,90 +11,11 @@ use countersign_core::notify::{
 use countersign_core::{Error, Result};
 use serde_json::Value;
 
-use crate::db::{Db, Row, Tx, bad, write};
+use crate::db::{Db, Tx};
 use crate::records::{self, DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS};
+use crate::rows::{delivery, preferences, push, review_token, webhook};
 use crate::writes::{json_text, not_found};
 use crate::{ChannelRecord, audit_records, rows, sql};
-
-/// A JSON text column that may be `NULL`.
-fn opt_json(row: &dyn Row, idx: usize) -> Result<Option<Value>> {
-    row.get::<Option<String>>(idx)?
-        .map(|text| serde_json::from_str(&text).map_err(|_| bad(&format!("JSON in column {idx}"))))
-        .transpose()
-}
-
-fn delivery(row: &dyn Row) -> Result<Delivery> {
-    Ok(Delivery {
-        id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        approval_id: row.get(2)?,
-        channel: row.get(3)?,
-        target: row.get(4)?,
-        recipient: row.get(5)?,
-        event: row.get(6)?,
-        state: row.get(7)?,
-        attempts: row.get(8)?,
-        created_at: row.time(9)?,
-        next_attempt_at: row.time(10)?,
-        delivered_at: row.opt_time(11)?,
-        last_error: row.get(12)?,
-        status_code: row.get(13)?,
-        external_ref: row.get(14)?,
-        payload: opt_json(row, 15)?,
-    })
-}
-
-fn preferences(row: &dyn Row) -> Result<Preferences> {
-    Ok(Preferences {
-        tenant_id: row.get(0)?,
-        user_id: row.get(1)?,
-        email: row.get(2)?,
-        slack: row.get(3)?,
-        push: row.get(4)?,
-        slack_user_id: row.get(5)?,
-        updated_at: row.time(6)?,
-    })
-}
-
-fn webhook(row: &dyn Row) -> Result<WebhookEndpoint> {
-    let events: String = row.get(3)?;
-    Ok(WebhookEndpoint {
-        id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        url: row.get(2)?,
-        events: serde_json::from_str(&events).map_err(|_| bad("webhook events"))?,
-        secret: row.get(4)?,
-        description: row.get(5)?,
-        disabled_at: row.opt_time(6)?,
-        disabled_reason: row.get(7)?,
-        created_at: row.time(8)?,
-        updated_at: row.time(9)?,
-    })
-}
-
-fn push(row: &dyn Row) -> Result<PushSubscription> {
-    Ok(PushSubscription {
-        id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        user_id: row.get(2)?,
-        endpoint: row.get(3)?,
-        p256dh: row.get(4)?,
-        auth: row.get(5)?,
-        user_agent: row.get(6)?,
-        created_at: row.time(7)?,
-    })
-}
-
-fn review_token(row: &dyn Row) -> Result<ReviewToken> {
-    Ok(ReviewToken {
-        token_hash: row.get(0)?,
-        tenant_id: row.get(1)?,
-        approval_id: row.get(2)?,
-        user_id: row.get(3)?,
-        expires_at: row.time(4)?,
-        created_at: row.time(5)?,
-    })
-}
 
 async fn webhook_in(tx: &mut dyn Tx, tenant_id: &str, id: &str) -> Result<Option<WebhookEndpoint>> {
     let sql =
@@ -110,44 +31,41 @@ pub(crate) async fn fan_out_rows<D: Db + ?Sized>(
     batch: Vec<FanOut>,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    write(db, move |tx| {
-        Box::pin(async move {
-            for f in &batch {
-                let notify = &f.notify;
-                for d in &f.deliveries {
-                    let payload = d.payload.as_ref().map(Value::to_string);
-                    let values = args![
-                        &notify.tenant_id,
-                        &notify.approval_id,
-                        d.channel,
-                        &d.target,
-                        &d.recipient,
-                        d.event.as_str(),
-                        &payload,
-                        &d.dedupe_key,
-                        at,
-                    ];
-                    tx.exec(sql::ENQUEUE_DELIVERY, values).await?;
-                }
-                for t in &f.tokens {
-                    let values = args![
-                        &t.token_hash,
-                        &t.tenant_id,
-                        &t.approval_id,
-                        &t.user_id,
-                        t.expires_at,
-                        t.created_at,
-                    ];
-                    tx.exec(sql::INSERT_REVIEW_TOKEN, values).await?;
-                }
-                // Done: the row has become its deliveries, so it goes (the outbox keeps only
-                // what is still to be sent or worth showing).
-                tx.exec(sql::DELETE_NOTIFY_JOB, args![notify.id]).await?;
+    write_tx!(db, |tx| {
+        for f in &batch {
+            let notify = &f.notify;
+            for d in &f.deliveries {
+                let payload = d.payload.as_ref().map(Value::to_string);
+                let values = args![
+                    &notify.tenant_id,
+                    &notify.approval_id,
+                    d.channel,
+                    &d.target,
+                    &d.recipient,
+                    d.event.as_str(),
+                    &payload,
+                    &d.dedupe_key,
+                    at,
+                ];
+                tx.exec(sql::ENQUEUE_DELIVERY, values).await?;
             }
-            Ok(())
-        })
+            for t in &f.tokens {
+                let values = args![
+                    &t.token_hash,
+                    &t.tenant_id,
+                    &t.approval_id,
+                    &t.user_id,
+                    t.expires_at,
+                    t.created_at,
+                ];
+                tx.exec(sql::INSERT_REVIEW_TOKEN, values).await?;
+            }
+            // Done: the row has become its deliveries, so it goes (the outbox keeps only
+            // what is still to be sent or worth showing).
+            tx.exec(sql::DELETE_NOTIFY_JOB, args![notify.id]).await?;
+        }
+        Ok(())
     })
-    .await
 }
 
 /// Reviewer notifications: tenant channel settings, people's preferences, webhook endpoints,
@@ -180,28 +98,25 @@ pub trait NotificationStore: Db {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let (tenant_id, channel) = (tenant_id.to_owned(), channel.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let changed = match &config {
-                    Some(config) => {
-                        let config = config.to_string();
-                        let values = args![&tenant_id, &channel, &config, at];
-                        tx.exec(sql::UPSERT_CHANNEL, values).await?
-                    }
-                    None => {
-                        tx.exec(sql::DELETE_CHANNEL, args![&tenant_id, &channel])
-                            .await?
-                    }
-                };
-                if changed > 0 {
-                    let record =
-                        audit_records::channel(&tenant_id, &channel, config.is_some(), &actor, at);
-                    tx.append_audit(record).await?;
+        write_tx!(self, |tx| {
+            let changed = match &config {
+                Some(config) => {
+                    let config = config.to_string();
+                    let values = args![&tenant_id, &channel, &config, at];
+                    tx.exec(sql::UPSERT_CHANNEL, values).await?
                 }
-                Ok(())
-            })
+                None => {
+                    tx.exec(sql::DELETE_CHANNEL, args![&tenant_id, &channel])
+                        .await?
+                }
+            };
+            if changed > 0 {
+                let record =
+                    audit_records::channel(&tenant_id, &channel, config.is_some(), &actor, at);
+                tx.append_audit(record).await?;
+            }
+            Ok(())
         })
-        .await
     }
 
     /// Stored preferences of a tenant's users (the others have the defaults).
@@ -231,36 +146,37 @@ pub trait NotificationStore: Db {
     /// tenant is `AlreadyExists`.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %prefs.tenant_id))]
     async fn put_preferences(&self, prefs: Preferences, actor: Actor) -> Result<Preferences> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let key = args![&prefs.tenant_id, &prefs.user_id];
-                if !tx.scalar::<bool>(sql::USER_EXISTS, key).await?.unwrap_or(false) {
-                    return Err(not_found("user"));
-                }
-                let sql = format!(
-                    "INSERT INTO notification_preferences ({PREFERENCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, slack = excluded.slack, push = excluded.push, \
-                     slack_user_id = excluded.slack_user_id, updated_at = excluded.updated_at"
-                );
-                let values = args![
-                    &prefs.tenant_id,
-                    &prefs.user_id,
-                    prefs.email,
-                    prefs.slack,
-                    prefs.push,
-                    &prefs.slack_user_id,
-                    prefs.updated_at,
-                ];
-                tx.exec(&sql, values).await.map_err(|e| match e {
-                    Error::AlreadyExists(_) => records::slack_id_taken(),
-                    other => other,
-                })?;
-                tx.append_audit(audit_records::preferences(&prefs, &actor))
-                    .await?;
-                Ok(prefs)
-            })
+        write_tx!(self, |tx| {
+            let key = args![&prefs.tenant_id, &prefs.user_id];
+            if !tx
+                .scalar::<bool>(sql::USER_EXISTS, key)
+                .await?
+                .unwrap_or(false)
+            {
+                return Err(not_found("user"));
+            }
+            let sql = format!(
+                "INSERT INTO notification_preferences ({PREFERENCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, slack = excluded.slack, push = excluded.push, \
+                 slack_user_id = excluded.slack_user_id, updated_at = excluded.updated_at"
+            );
+            let values = args![
+                &prefs.tenant_id,
+                &prefs.user_id,
+                prefs.email,
+                prefs.slack,
+                prefs.push,
+                &prefs.slack_user_id,
+                prefs.updated_at,
+            ];
+            tx.exec(&sql, values).await.map_err(|e| match e {
+                Error::AlreadyExists(_) => records::slack_id_taken(),
+                other => other,
+            })?;
+            tx.append_audit(audit_records::preferences(&prefs, &actor))
+                .await?;
+            Ok(prefs)
         })
-        .await
     }
 
     /// The active user of the tenant with this Slack user id.
@@ -291,32 +207,29 @@ pub trait NotificationStore: Db {
         endpoint: WebhookEndpoint,
         actor: Actor,
     ) -> Result<WebhookEndpoint> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let e = &endpoint;
-                let events = json_text(&e.events)?;
-                let sql = format!(
-                    "INSERT INTO webhook_endpoints ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                );
-                let values = args![
-                    &e.id,
-                    &e.tenant_id,
-                    &e.url,
-                    &events,
-                    &e.secret,
-                    &e.description,
-                    e.disabled_at,
-                    &e.disabled_reason,
-                    e.created_at,
-                    e.updated_at,
-                ];
-                tx.exec(&sql, values).await?;
-                tx.append_audit(audit_records::webhook(e, "webhook.created", &actor))
-                    .await?;
-                Ok(endpoint)
-            })
+        write_tx!(self, |tx| {
+            let e = &endpoint;
+            let events = json_text(&e.events)?;
+            let sql = format!(
+                "INSERT INTO webhook_endpoints ({WEBHOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            );
+            let values = args![
+                &e.id,
+                &e.tenant_id,
+                &e.url,
+                &events,
+                &e.secret,
+                &e.description,
+                e.disabled_at,
+                &e.disabled_reason,
+                e.created_at,
+                e.updated_at,
+            ];
+            tx.exec(&sql, values).await?;
+            tx.append_audit(audit_records::webhook(e, "webhook.created", &actor))
+                .await?;
+            Ok(endpoint)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
@@ -345,32 +258,29 @@ pub trait NotificationStore: Db {
         actor: Actor,
     ) -> Result<WebhookEndpoint> {
         let action = action.to_owned();
-        write(self, move |tx| {
-            Box::pin(async move {
-                let e = &endpoint;
-                let events = json_text(&e.events)?;
-                let values = args![
-                    &e.tenant_id,
-                    &e.id,
-                    &e.url,
-                    &events,
-                    &e.secret,
-                    &e.description,
-                    e.disabled_at,
-                    &e.disabled_reason,
-                    e.updated_at,
-                ];
-                if tx.exec(sql::UPDATE_WEBHOOK, values).await? == 0 {
-                    return Err(not_found("webhook endpoint"));
-                }
-                tx.append_audit(audit_records::webhook(e, &action, &actor))
-                    .await?;
-                webhook_in(tx, &e.tenant_id, &e.id)
-                    .await?
-                    .ok_or_else(|| not_found("webhook endpoint"))
-            })
+        write_tx!(self, |tx| {
+            let e = &endpoint;
+            let events = json_text(&e.events)?;
+            let values = args![
+                &e.tenant_id,
+                &e.id,
+                &e.url,
+                &events,
+                &e.secret,
+                &e.description,
+                e.disabled_at,
+                &e.disabled_reason,
+                e.updated_at,
+            ];
+            if tx.exec(sql::UPDATE_WEBHOOK, values).await? == 0 {
+                return Err(not_found("webhook endpoint"));
+            }
+            tx.append_audit(audit_records::webhook(e, &action, &actor))
+                .await?;
+            webhook_in(tx, &e.tenant_id, &e.id)
+                .await?
+                .ok_or_else(|| not_found("webhook endpoint"))
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
@@ -382,51 +292,48 @@ pub trait NotificationStore: Db {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let Some(mut endpoint) = webhook_in(tx, &tenant_id, &id).await? else {
-                    return Err(not_found("webhook endpoint"));
-                };
-                tx.exec(sql::DELETE_WEBHOOK, args![&tenant_id, &id]).await?;
-                // Deliveries still waiting for it have nowhere to go.
-                tx.exec(sql::FAIL_DELETED_WEBHOOK_DELIVERIES, args![&id])
-                    .await?;
-                endpoint.updated_at = at;
-                tx.append_audit(audit_records::webhook(&endpoint, "webhook.deleted", &actor))
-                    .await?;
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            let Some(mut endpoint) = webhook_in(tx, &tenant_id, &id).await? else {
+                return Err(not_found("webhook endpoint"));
+            };
+            tx.exec(sql::DELETE_WEBHOOK, args![&tenant_id, &id]).await?;
+            // Deliveries still waiting for it have nowhere to go.
+            tx.exec(sql::FAIL_DELETED_WEBHOOK_DELIVERIES, args![&id])
+                .await?;
+            endpoint.updated_at = at;
+            tx.append_audit(audit_records::webhook(&endpoint, "webhook.deleted", &actor))
+                .await?;
+            Ok(())
         })
-        .await
     }
 
     /// Stores a device's subscription (the same endpoint again replaces the old one).
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %sub.tenant_id))]
     async fn put_push_subscription(&self, sub: PushSubscription, actor: Actor) -> Result<()> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                tx.exec(sql::DELETE_PUSH_SUBSCRIPTION_BY_ENDPOINT, args![&sub.endpoint])
-                    .await?;
-                let sql = format!(
-                    "INSERT INTO push_subscriptions ({PUSH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                );
-                let values = args![
-                    &sub.id,
-                    &sub.tenant_id,
-                    &sub.user_id,
-                    &sub.endpoint,
-                    &sub.p256dh,
-                    &sub.auth,
-                    &sub.user_agent,
-                    sub.created_at,
-                ];
-                tx.exec(&sql, values).await?;
-                tx.append_audit(audit_records::push_subscription_created(&sub, &actor))
-                    .await?;
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            tx.exec(
+                sql::DELETE_PUSH_SUBSCRIPTION_BY_ENDPOINT,
+                args![&sub.endpoint],
+            )
+            .await?;
+            let sql = format!(
+                "INSERT INTO push_subscriptions ({PUSH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            );
+            let values = args![
+                &sub.id,
+                &sub.tenant_id,
+                &sub.user_id,
+                &sub.endpoint,
+                &sub.p256dh,
+                &sub.auth,
+                &sub.user_agent,
+                sub.created_at,
+            ];
+            tx.exec(&sql, values).await?;
+            tx.append_audit(audit_records::push_subscription_created(&sub, &actor))
+                .await?;
+            Ok(())
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
@@ -447,15 +354,12 @@ pub trait NotificationStore: Db {
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn delete_push_subscription(&self, tenant_id: &str, id: &str) -> Result<bool> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let n = tx
-                    .exec(sql::DELETE_PUSH_SUBSCRIPTION, args![&tenant_id, &id])
-                    .await?;
-                Ok(n > 0)
-            })
+        write_tx!(self, |tx| {
+            let n = tx
+                .exec(sql::DELETE_PUSH_SUBSCRIPTION, args![&tenant_id, &id])
+                .await?;
+            Ok(n > 0)
         })
-        .await
     }
 
     /// The review-link token with this hash, whatever its state.
@@ -534,21 +438,18 @@ pub trait NotificationStore: Db {
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, id = %id))]
     async fn redeliver(&self, tenant_id: &str, id: i64, at: DateTime<Utc>) -> Result<()> {
         let tenant_id = tenant_id.to_owned();
-        write(self, move |tx| {
-            Box::pin(async move {
-                if tx
-                    .exec(sql::RETRY_DELIVERY, args![id, &tenant_id, at])
-                    .await?
-                    == 0
-                {
-                    return Err(Error::invalid_with(
-                        countersign_proto::ErrorCode::DeliveryPending,
-                        "only a finished delivery can be sent again; this one is still pending",
-                    ));
-                }
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            if tx
+                .exec(sql::RETRY_DELIVERY, args![id, &tenant_id, at])
+                .await?
+                == 0
+            {
+                return Err(Error::invalid_with(
+                    countersign_proto::ErrorCode::DeliveryPending,
+                    "only a finished delivery can be sent again; this one is still pending",
+                ));
+            }
+            Ok(())
         })
-        .await
     }
 }

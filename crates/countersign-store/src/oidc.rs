@@ -7,17 +7,17 @@ use chrono::{DateTime, Utc};
 use countersign_core::approval::ApprovalRequest;
 use countersign_core::audit::Actor;
 use countersign_core::oidc::{
-    AuthMethod, DeliveryMode, NewOidcRequest, OidcClient, OidcRequestState, OutboxItem,
-    OutboxOutcome, PollRecord, PollSeen,
+    NewOidcRequest, OidcClient, OidcRequestState, OutboxItem, OutboxOutcome, PollRecord, PollSeen,
 };
 use countersign_core::routing::ReviewerPlan;
 use countersign_core::{Error, Result};
 
-use crate::db::{Db, Dialect, Row, Tx, bad, write};
+use crate::db::{Commit, Db, Dialect, Tx, run};
 use crate::records::no_ciba_request;
+use crate::rows::{client, state};
 use crate::sql::{CLIENT_COLUMNS, STATE_COLUMNS};
 use crate::writes::{insert_request_with_plan, json_text, renamed_conflict};
-use crate::{OutboxRows, SigningKeyRecord, audit_records, rows, sql};
+use crate::{OutboxClaim, SigningKeyRecord, audit_records, rows, sql};
 
 /// Attempts to record a poll while other polls of the same request keep landing first.
 const MAX_POLL_ATTEMPTS: usize = 8;
@@ -25,65 +25,10 @@ const MAX_POLL_ATTEMPTS: usize = 8;
 /// Serialises changes of the active signing key between replicas.
 const SIGNING_KEY_LOCK: i64 = 0x0063_6f75_6e74_6b65;
 
-fn client(row: &dyn Row) -> Result<OidcClient> {
-    let method: String = row.get(2)?;
-    let jwks: Option<String> = row.get(4)?;
-    let mode: String = row.get(5)?;
-    let grants: String = row.get(9)?;
-    Ok(OidcClient {
-        client_id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        auth_method: AuthMethod::parse(&method).ok_or_else(|| bad("auth method"))?,
-        secret_hash: row.get(3)?,
-        jwks: jwks
-            .map(|j| serde_json::from_str(&j))
-            .transpose()
-            .map_err(|_| bad("jwks"))?,
-        delivery_mode: DeliveryMode::parse(&mode).ok_or_else(|| bad("delivery mode"))?,
-        notification_endpoint: row.get(6)?,
-        request_signing_alg: row.get(7)?,
-        user_code_parameter: row.get(8)?,
-        grant_types: serde_json::from_str(&grants).map_err(|_| bad("grant types"))?,
-        created_at: row.time(10)?,
-    })
-}
-
-fn state(row: &dyn Row) -> Result<OidcRequestState> {
-    let mode: String = row.get(3)?;
-    Ok(OidcRequestState {
-        approval_id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        client_id: row.get(2)?,
-        delivery_mode: DeliveryMode::parse(&mode).ok_or_else(|| bad("delivery mode"))?,
-        scope: row.get(4)?,
-        acr: row.get(5)?,
-        interval_secs: row.get(6)?,
-        last_poll_at: row.opt_time(7)?,
-    })
-}
-
 /// The columns an outbox claim returns: id, tenant_id, approval_id, channel, target, secret,
 /// event, attempts, recipient, payload.
 pub(crate) const OUTBOX_ITEM_COLUMNS: &str =
     "id, tenant_id, approval_id, channel, target, secret, event, attempts, recipient, payload";
-
-/// An outbox row as claimed, with its attempts as stored.
-pub(crate) fn outbox_item(row: &dyn Row) -> Result<OutboxItem> {
-    Ok(OutboxItem {
-        id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        approval_id: row.get(2)?,
-        channel: row.get(3)?,
-        target: row.get(4)?,
-        secret: row.get(5)?,
-        event: row.get(6)?,
-        attempts: row.get(7)?,
-        recipient: row.get(8)?,
-        payload: row
-            .get::<Option<String>>(9)?
-            .and_then(|p| serde_json::from_str(&p).ok()),
-    })
-}
 
 /// Records an attempt's outcome; `attempts` is what the row's attempt count grows by (the
 /// backends count the attempt either when claiming or when finishing it).
@@ -108,7 +53,7 @@ pub(crate) async fn finish_outbox_row(
 
 /// Records a token poll judged on `seen`: the write lands only if no other poll came since;
 /// otherwise the poll is judged again on what is stored.
-pub(crate) async fn record_poll(
+async fn record_poll(
     tx: &mut dyn Tx,
     approval_id: &str,
     mut seen: PollSeen,
@@ -170,47 +115,44 @@ pub trait OidcStore: Db {
     /// Registers an agent of the tenant (which must be active) as an OpenID client.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %client.tenant_id))]
     async fn create_oidc_client(&self, client: OidcClient, actor: Actor) -> Result<OidcClient> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let key = args![&client.tenant_id, &client.client_id];
-                let disabled: Option<bool> = tx.scalar(sql::AGENT_DISABLED, key).await?;
-                if disabled != Some(false) {
-                    return Err(Error::NotFound(format!(
-                        "no active agent {:?} in this tenant",
-                        client.client_id
-                    )));
-                }
-                let jwks = client.jwks.as_ref().map(json_text).transpose()?;
-                let grants = json_text(&client.grant_types)?;
-                let values = args![
-                    &client.client_id,
-                    &client.tenant_id,
-                    client.auth_method.as_str(),
-                    &client.secret_hash,
-                    &jwks,
-                    client.delivery_mode.as_str(),
-                    &client.notification_endpoint,
-                    &client.request_signing_alg,
-                    client.user_code_parameter,
-                    &grants,
-                    client.created_at,
-                ];
-                let insert = format!(
-                    "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-                );
-                tx.exec(&insert, values).await.map_err(|e| {
-                    renamed_conflict(
-                        e,
-                        &format!("agent {:?} is already an OpenID client", client.client_id),
-                    )
-                })?;
-                tx.append_audit(audit_records::oidc_client_created(&client, &actor))
-                    .await?;
-                Ok(client)
-            })
+        write_tx!(self, |tx| {
+            let key = args![&client.tenant_id, &client.client_id];
+            let disabled: Option<bool> = tx.scalar(sql::AGENT_DISABLED, key).await?;
+            if disabled != Some(false) {
+                return Err(Error::NotFound(format!(
+                    "no active agent {:?} in this tenant",
+                    client.client_id
+                )));
+            }
+            let jwks = client.jwks.as_ref().map(json_text).transpose()?;
+            let grants = json_text(&client.grant_types)?;
+            let values = args![
+                &client.client_id,
+                &client.tenant_id,
+                client.auth_method.as_str(),
+                &client.secret_hash,
+                &jwks,
+                client.delivery_mode.as_str(),
+                &client.notification_endpoint,
+                &client.request_signing_alg,
+                client.user_code_parameter,
+                &grants,
+                client.created_at,
+            ];
+            let insert = format!(
+                "INSERT INTO oidc_clients ({CLIENT_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            );
+            tx.exec(&insert, values).await.map_err(|e| {
+                renamed_conflict(
+                    e,
+                    &format!("agent {:?} is already an OpenID client", client.client_id),
+                )
+            })?;
+            tx.append_audit(audit_records::oidc_client_created(&client, &actor))
+                .await?;
+            Ok(client)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
@@ -267,20 +209,17 @@ pub trait OidcStore: Db {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let (tenant_id, client_id) = (tenant_id.to_owned(), client_id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let key = args![&tenant_id, &client_id];
-                if tx.exec(sql::DELETE_OIDC_CLIENT, key).await? == 0 {
-                    return Err(Error::NotFound("no such OpenID client".into()));
-                }
-                tx.append_audit(audit_records::oidc_client_deleted(
-                    &tenant_id, &client_id, &actor, at,
-                ))
-                .await?;
-                Ok(())
-            })
+        write_tx!(self, |tx| {
+            let key = args![&tenant_id, &client_id];
+            if tx.exec(sql::DELETE_OIDC_CLIENT, key).await? == 0 {
+                return Err(Error::NotFound("no such OpenID client".into()));
+            }
+            tx.append_audit(audit_records::oidc_client_deleted(
+                &tenant_id, &client_id, &actor, at,
+            ))
+            .await?;
+            Ok(())
         })
-        .await
     }
 
     /// Stores a CIBA request: the approval request, its OIDC state and its subscriptions, with
@@ -291,45 +230,42 @@ pub trait OidcStore: Db {
         new: NewOidcRequest,
         actor: Actor,
     ) -> Result<ApprovalRequest> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let request = &new.new.request;
-                let plan = ReviewerPlan::single(
-                    request.user_id.as_deref().unwrap_or_default(),
-                    request.created_at,
-                );
-                insert_request_with_plan(tx, &new.new, &plan, &actor).await?;
-                let s = &new.state;
-                let insert = format!(
-                    "INSERT INTO oidc_requests ({STATE_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"
-                );
+        write_tx!(self, |tx| {
+            let request = &new.new.request;
+            let plan = ReviewerPlan::single(
+                request.user_id.as_deref().unwrap_or_default(),
+                request.created_at,
+            );
+            insert_request_with_plan(tx, &new.new, &plan, &actor).await?;
+            let s = &new.state;
+            let insert = format!(
+                "INSERT INTO oidc_requests ({STATE_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"
+            );
+            let values = args![
+                &s.approval_id,
+                &s.tenant_id,
+                &s.client_id,
+                s.delivery_mode.as_str(),
+                &s.scope,
+                &s.acr,
+                s.interval_secs,
+            ];
+            tx.exec(&insert, values).await?;
+            for sub in &new.subscriptions {
                 let values = args![
                     &s.approval_id,
                     &s.tenant_id,
-                    &s.client_id,
-                    s.delivery_mode.as_str(),
-                    &s.scope,
-                    &s.acr,
-                    s.interval_secs,
+                    &sub.channel,
+                    &sub.target,
+                    &sub.secret,
+                    request.created_at,
                 ];
-                tx.exec(&insert, values).await?;
-                for sub in &new.subscriptions {
-                    let values = args![
-                        &s.approval_id,
-                        &s.tenant_id,
-                        &sub.channel,
-                        &sub.target,
-                        &sub.secret,
-                        request.created_at,
-                    ];
-                    tx.exec(sql::INSERT_SUBSCRIPTION, values).await?;
-                }
-                tx.hint(&format!("r:{}", s.approval_id)).await?;
-                Ok(new.new.request)
-            })
+                tx.exec(sql::INSERT_SUBSCRIPTION, values).await?;
+            }
+            tx.hint(&format!("r:{}", s.approval_id)).await?;
+            Ok(new.new.request)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, approval_id = %approval_id))]
@@ -353,14 +289,22 @@ pub trait OidcStore: Db {
     /// write lands only if no other poll came since (one statement in the usual case);
     /// otherwise the store reads it again and retries.
     ///
-    /// Written once (`record_poll`); where it runs differs: inside SQLite's writer, and on
-    /// PostgreSQL outside any transaction, so the usual poll is one statement.
+    /// Statement by statement (see [`Commit::EachStatement`]), so the usual poll is one
+    /// statement on PostgreSQL; a poll from another replica that lands first makes it read
+    /// again.
+    #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
     async fn record_oidc_poll(
         &self,
         approval_id: &str,
         seen: PollSeen,
         at: DateTime<Utc>,
-    ) -> Result<PollRecord>;
+    ) -> Result<PollRecord> {
+        let approval_id = approval_id.to_owned();
+        run(self, Commit::EachStatement, move |tx| {
+            Box::pin(async move { record_poll(tx, &approval_id, seen, at).await })
+        })
+        .await
+    }
 
     /// Remembers a client's `jti` until `expires_at`; false when it was seen before (a replay).
     #[tracing::instrument(skip_all, err(level = "warn"), fields(client_id = %client_id))]
@@ -372,17 +316,14 @@ pub trait OidcStore: Db {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let (client_id, jti) = (client_id.to_owned(), jti.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                // Forget what has expired (a replay after expiry fails the `exp` check anyway).
-                tx.exec(sql::FORGET_EXPIRED_JTIS, args![now]).await?;
-                let inserted = tx
-                    .exec(sql::INSERT_JTI, args![&client_id, &jti, expires_at])
-                    .await?;
-                Ok(inserted == 1)
-            })
+        write_tx!(self, |tx| {
+            // Forget what has expired (a replay after expiry fails the `exp` check anyway).
+            tx.exec(sql::FORGET_EXPIRED_JTIS, args![now]).await?;
+            let inserted = tx
+                .exec(sql::INSERT_JTI, args![&client_id, &jti, expires_at])
+                .await?;
+            Ok(inserted == 1)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
@@ -399,24 +340,21 @@ pub trait OidcStore: Db {
             user_id.to_owned(),
             code_hash.to_owned(),
         );
-        write(self, move |tx| {
-            Box::pin(async move {
-                let exists: Option<bool> = tx
-                    .scalar(sql::USER_EXISTS, args![&tenant_id, &user_id])
-                    .await?;
-                if exists != Some(true) {
-                    return Err(Error::NotFound("no such user".into()));
-                }
-                let values = args![&user_id, &tenant_id, &code_hash, at];
-                tx.exec(sql::UPSERT_USER_CODE, values).await?;
-                tx.append_audit(audit_records::user_code_set(
-                    &tenant_id, &user_id, &actor, at,
-                ))
+        write_tx!(self, |tx| {
+            let exists: Option<bool> = tx
+                .scalar(sql::USER_EXISTS, args![&tenant_id, &user_id])
                 .await?;
-                Ok(())
-            })
+            if exists != Some(true) {
+                return Err(Error::NotFound("no such user".into()));
+            }
+            let values = args![&user_id, &tenant_id, &code_hash, at];
+            tx.exec(sql::UPSERT_USER_CODE, values).await?;
+            tx.append_audit(audit_records::user_code_set(
+                &tenant_id, &user_id, &actor, at,
+            ))
+            .await?;
+            Ok(())
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id, user_id = %user_id))]
@@ -437,16 +375,13 @@ pub trait OidcStore: Db {
         at: DateTime<Utc>,
     ) -> Result<Vec<u8>> {
         let name = name.to_owned();
-        write(self, move |tx| {
-            Box::pin(async move {
-                tx.exec(sql::INSERT_SERVER_SECRET, args![&name, &candidate, at])
-                    .await?;
-                tx.scalar(sql::SERVER_SECRET, args![&name])
-                    .await?
-                    .ok_or_else(|| Error::internal("a server secret was not stored"))
-            })
+        write_tx!(self, |tx| {
+            tx.exec(sql::INSERT_SERVER_SECRET, args![&name, &candidate, at])
+                .await?;
+            tx.scalar(sql::SERVER_SECRET, args![&name])
+                .await?
+                .ok_or_else(|| Error::internal("a server secret was not stored"))
         })
-        .await
     }
 
     /// The `jti` of the access token issued for an approval, if one was.
@@ -467,13 +402,7 @@ pub trait OidcStore: Db {
     ///
     /// Per backend: PostgreSQL claims with `FOR UPDATE SKIP LOCKED`, writing the lease;
     /// SQLite's one process keeps leases in memory, so a claim writes nothing.
-    async fn claim_outbox(
-        &self,
-        rows: OutboxRows,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<OutboxItem>>;
+    async fn claim_outbox(&self, claim: OutboxClaim) -> Result<Vec<OutboxItem>>;
 
     /// Records how an attempt ended. Per backend, with the claim: SQLite counts the attempt
     /// here and drops its in-memory lease once the outcome is durable.
@@ -495,23 +424,20 @@ pub trait OidcStore: Db {
         &self,
         candidate: SigningKeyRecord,
     ) -> Result<Vec<SigningKeyRecord>> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                lock_signing_keys(tx).await?;
-                let active: Option<bool> = tx
-                    .scalar(
-                        "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active)",
-                        args![],
-                    )
-                    .await?;
-                if active != Some(true) {
-                    insert_signing_key(tx, &candidate).await?;
-                    tx.hint("k").await?;
-                }
-                Ok(())
-            })
-        })
-        .await?;
+        write_tx!(self, |tx| {
+            lock_signing_keys(tx).await?;
+            let active: Option<bool> = tx
+                .scalar(
+                    "SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active)",
+                    args![],
+                )
+                .await?;
+            if active != Some(true) {
+                insert_signing_key(tx, &candidate).await?;
+                tx.hint("k").await?;
+            }
+            Ok(())
+        })?;
         self.signing_keys().await
     }
 
@@ -524,21 +450,18 @@ pub trait OidcStore: Db {
         tenant_id: &str,
     ) -> Result<()> {
         let tenant_id = tenant_id.to_owned();
-        write(self, move |tx| {
-            Box::pin(async move {
-                lock_signing_keys(tx).await?;
-                tx.exec(
-                    "UPDATE signing_keys SET active = FALSE WHERE active",
-                    args![],
-                )
+        write_tx!(self, |tx| {
+            lock_signing_keys(tx).await?;
+            tx.exec(
+                "UPDATE signing_keys SET active = FALSE WHERE active",
+                args![],
+            )
+            .await?;
+            insert_signing_key(tx, &key).await?;
+            tx.append_audit(audit_records::signing_key_rotated(&tenant_id, &key, &actor))
                 .await?;
-                insert_signing_key(tx, &key).await?;
-                tx.append_audit(audit_records::signing_key_rotated(&tenant_id, &key, &actor))
-                    .await?;
-                tx.hint("k").await?;
-                Ok(())
-            })
+            tx.hint("k").await?;
+            Ok(())
         })
-        .await
     }
 }

@@ -14,12 +14,13 @@ use countersign_core::{Error, Result};
 use countersign_proto::ApprovalStatus;
 use serde_json::json;
 
-use crate::db::{Arg, Db, Tx, write};
+use crate::db::{Arg, Db, Tx};
 use crate::records::already_voted;
+use crate::rows::answer;
 use crate::sql::{AUDIT_COLUMNS, DECISION_COLUMNS, REQUEST_COLUMNS};
 use crate::writes::{
-    answer, enqueue_callbacks, enqueue_notification, insert_answer, insert_request_with_plan,
-    not_found, request_in,
+    enqueue_callbacks, enqueue_notification, insert_answer, insert_request_with_plan, not_found,
+    request_in,
 };
 use crate::{Expired, Page, RequestFilter, SameCall, audit_records, listing, rows, sql};
 
@@ -57,14 +58,11 @@ pub trait RequestStore: Db {
         reviewers: ReviewerPlan,
         actor: Actor,
     ) -> Result<ApprovalRequest> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                insert_request_with_plan(tx, &new, &reviewers, &actor).await?;
-                hint_request(tx, &new.request.id).await?;
-                Ok(new.request)
-            })
+        write_tx!(self, |tx| {
+            insert_request_with_plan(tx, &new, &reviewers, &actor).await?;
+            hint_request(tx, &new.request.id).await?;
+            Ok(new.request)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %tenant_id))]
@@ -105,19 +103,15 @@ pub trait RequestStore: Db {
     /// already holds a live answer.
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn remember_answer(&self, answer: StoredAnswer) -> Result<()> {
-        write(self, move |tx| {
-            Box::pin(async move { insert_answer(tx, &answer).await })
-        })
-        .await
+        write_tx!(self, |tx| { insert_answer(tx, &answer).await })
     }
 
     /// Deletes answers whose retention has passed; how many.
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn forget_expired_answers(&self, now: DateTime<Utc>) -> Result<u64> {
-        write(self, move |tx| {
-            Box::pin(async move { tx.exec(sql::FORGET_EXPIRED_ANSWERS, args![now]).await })
+        write_tx!(self, |tx| {
+            tx.exec(sql::FORGET_EXPIRED_ANSWERS, args![now]).await
         })
-        .await
     }
 
     /// The pending, unexpired approval of an identical tool call (through the same MCP server,
@@ -200,68 +194,71 @@ pub trait RequestStore: Db {
         decision: Decision,
     ) -> Result<ApprovalRequest> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                // On PostgreSQL the row lock makes concurrent decisions on this request (from
-                // any replica) take turns, so the quorum count and the final transition are
-                // exact; SQLite's single writer does the same.
-                let sql = format!(
-                    "SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = ?1 AND id = ?2{}",
-                    tx.dialect().for_update()
-                );
-                let current = tx
-                    .one(&sql, args![&tenant_id, &id], rows::request)
-                    .await?
-                    .ok_or_else(|| not_found("approval request"))?;
-                let pending = |r: &ApprovalRequest| r.status_at(decision.at) == ApprovalStatus::Pending;
-                if !pending(&current) {
+        write_tx!(self, |tx| {
+            // On PostgreSQL the row lock makes concurrent decisions on this request (from
+            // any replica) take turns, so the quorum count and the final transition are
+            // exact; SQLite's single writer does the same.
+            let sql = format!(
+                "SELECT {REQUEST_COLUMNS} FROM approval_requests WHERE tenant_id = ?1 AND id = ?2{}",
+                tx.dialect().for_update()
+            );
+            let current = tx
+                .one(&sql, args![&tenant_id, &id], rows::request)
+                .await?
+                .ok_or_else(|| not_found("approval request"))?;
+            let pending = |r: &ApprovalRequest| r.status_at(decision.at) == ApprovalStatus::Pending;
+            if !pending(&current) {
+                return Err(Error::AlreadyDecided {
+                    status: current.status_at(decision.at),
+                });
+            }
+            let d = &decision;
+            let values = args![
+                &id,
+                &tenant_id,
+                &d.actor.id,
+                &d.reviewer,
+                d.verdict.as_str(),
+                &d.comment,
+                &d.channel,
+                d.at,
+            ];
+            tx.exec(sql::INSERT_DECISION, values)
+                .await
+                .map_err(|e| match e {
+                    Error::AlreadyExists(_) => already_voted(),
+                    other => other,
+                })?;
+            let approvals = tx
+                .scalar::<u32>(sql::COUNT_APPROVALS, args![&id])
+                .await?
+                .unwrap_or(0);
+            let outcome = quorum_outcome(&current, d.verdict, approvals);
+            if let Some(status) = outcome {
+                let values = args![
+                    &tenant_id,
+                    &id,
+                    status.as_str(),
+                    d.at,
+                    &d.actor.id,
+                    &d.comment
+                ];
+                if tx.exec(sql::SETTLE_REQUEST, values).await? != 1 {
                     return Err(Error::AlreadyDecided {
-                        status: current.status_at(decision.at),
+                        status: current.status_at(d.at),
                     });
                 }
-                let d = &decision;
-                let values = args![
-                    &id,
-                    &tenant_id,
-                    &d.actor.id,
-                    &d.reviewer,
-                    d.verdict.as_str(),
-                    &d.comment,
-                    &d.channel,
-                    d.at,
-                ];
-                tx.exec(sql::INSERT_DECISION, values)
-                    .await
-                    .map_err(|e| match e {
-                        Error::AlreadyExists(_) => already_voted(),
-                        other => other,
-                    })?;
-                let approvals = tx
-                    .scalar::<u32>(sql::COUNT_APPROVALS, args![&id])
-                    .await?
-                    .unwrap_or(0);
-                let outcome = quorum_outcome(&current, d.verdict, approvals);
-                if let Some(status) = outcome {
-                    let values = args![&tenant_id, &id, status.as_str(), d.at, &d.actor.id, &d.comment];
-                    if tx.exec(sql::SETTLE_REQUEST, values).await? != 1 {
-                        return Err(Error::AlreadyDecided {
-                            status: current.status_at(d.at),
-                        });
-                    }
-                    // One callback per subscription of the request (CIBA ping/push).
-                    enqueue_callbacks(tx, &id, status.as_str(), d.at).await?;
-                }
-                let required = current.rules.required_approvals;
-                let record =
-                    audit_records::decision(&tenant_id, &id, d, outcome, approvals, required);
-                tx.append_audit(record).await?;
-                hint_request(tx, &id).await?;
-                request_in(tx, &tenant_id, &id)
-                    .await?
-                    .ok_or_else(|| not_found("approval request"))
-            })
+                // One callback per subscription of the request (CIBA ping/push).
+                enqueue_callbacks(tx, &id, status.as_str(), d.at).await?;
+            }
+            let required = current.rules.required_approvals;
+            let record = audit_records::decision(&tenant_id, &id, d, outcome, approvals, required);
+            tx.append_audit(record).await?;
+            hint_request(tx, &id).await?;
+            request_in(tx, &tenant_id, &id)
+                .await?
+                .ok_or_else(|| not_found("approval request"))
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"), fields(approval_id = %approval_id))]
@@ -286,66 +283,60 @@ pub trait RequestStore: Db {
         at: DateTime<Utc>,
     ) -> Result<ApprovalRequest> {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let changed = tx
-                    .exec(
-                        "UPDATE approval_requests SET status = 'cancelled', decided_at = ?3, \
-                         decided_by = ?4 WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending' \
-                         AND expires_at > ?3",
-                        args![&tenant_id, &id, at, &actor.id],
-                    )
-                    .await?;
-                let request = request_in(tx, &tenant_id, &id)
-                    .await?
-                    .ok_or_else(|| not_found("approval request"))?;
-                if changed == 0 {
-                    return Err(Error::AlreadyDecided {
-                        status: request.status_at(at),
-                    });
-                }
-                tx.append_audit(audit_records::request_cancelled(
-                    &tenant_id, &id, &actor, at,
-                ))
+        write_tx!(self, |tx| {
+            let changed = tx
+                .exec(
+                    "UPDATE approval_requests SET status = 'cancelled', decided_at = ?3, \
+                     decided_by = ?4 WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending' \
+                     AND expires_at > ?3",
+                    args![&tenant_id, &id, at, &actor.id],
+                )
                 .await?;
-                enqueue_callbacks(tx, &id, "cancelled", at).await?;
-                hint_request(tx, &id).await?;
-                Ok(request)
-            })
+            let request = request_in(tx, &tenant_id, &id)
+                .await?
+                .ok_or_else(|| not_found("approval request"))?;
+            if changed == 0 {
+                return Err(Error::AlreadyDecided {
+                    status: request.status_at(at),
+                });
+            }
+            tx.append_audit(audit_records::request_cancelled(
+                &tenant_id, &id, &actor, at,
+            ))
+            .await?;
+            enqueue_callbacks(tx, &id, "cancelled", at).await?;
+            hint_request(tx, &id).await?;
+            Ok(request)
         })
-        .await
     }
 
     /// Records escalation steps that came due (backups or further groups joining).
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn escalate_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApprovalRequest>> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                let condition = "next_escalation_at <= ?1 AND expires_at > ?1";
-                let due = due_requests(tx, condition, "next_escalation_at", now, limit).await?;
-                let mut escalated = Vec::with_capacity(due.len());
-                for mut request in due {
-                    let from = request.rules.escalation_level;
-                    let to = request.rules.level_at(now);
-                    request.rules.escalation_level = to;
-                    let next = request.rules.next_escalation_at();
-                    tx.exec(sql::SET_ESCALATION, args![&request.id, to, next])
+        write_tx!(self, |tx| {
+            let condition = "next_escalation_at <= ?1 AND expires_at > ?1";
+            let due = due_requests(tx, condition, "next_escalation_at", now, limit).await?;
+            let mut escalated = Vec::with_capacity(due.len());
+            for mut request in due {
+                let from = request.rules.escalation_level;
+                let to = request.rules.level_at(now);
+                request.rules.escalation_level = to;
+                let next = request.rules.next_escalation_at();
+                tx.exec(sql::SET_ESCALATION, args![&request.id, to, next])
+                    .await?;
+                let steps = request.rules.escalation_plan.iter().enumerate();
+                for (level, step) in steps.take(to as usize).skip(from as usize) {
+                    let level = level as u32 + 1;
+                    tx.append_audit(audit_records::escalation(&request, level, step, now))
                         .await?;
-                    let steps = request.rules.escalation_plan.iter().enumerate();
-                    for (level, step) in steps.take(to as usize).skip(from as usize) {
-                        let level = level as u32 + 1;
-                        tx.append_audit(audit_records::escalation(&request, level, step, now))
-                            .await?;
-                    }
-                    let levels = json!({"from_level": from, "to_level": to});
-                    enqueue_notification(tx, &request.id, "escalated", Some(&levels), now).await?;
-                    hint_request(tx, &request.id).await?;
-                    escalated.push(request);
                 }
-                Ok(escalated)
-            })
+                let levels = json!({"from_level": from, "to_level": to});
+                enqueue_notification(tx, &request.id, "escalated", Some(&levels), now).await?;
+                hint_request(tx, &request.id).await?;
+                escalated.push(request);
+            }
+            Ok(escalated)
         })
-        .await
     }
 
     /// Records that the one access token of an approval was issued; false if it already was.
@@ -359,48 +350,42 @@ pub trait RequestStore: Db {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         let (tenant_id, id, jti) = (tenant_id.to_owned(), id.to_owned(), jti.to_owned());
-        write(self, move |tx| {
-            Box::pin(async move {
-                let values = args![&tenant_id, &id, at, &jti];
-                let issued = tx.exec(sql::MARK_TOKEN_ISSUED, values).await? == 1;
-                if issued {
-                    let record = audit_records::token_issued(&tenant_id, &id, &jti, &actor, at);
-                    tx.append_audit(record).await?;
-                }
-                Ok(issued)
-            })
+        write_tx!(self, |tx| {
+            let values = args![&tenant_id, &id, at, &jti];
+            let issued = tx.exec(sql::MARK_TOKEN_ISSUED, values).await? == 1;
+            if issued {
+                let record = audit_records::token_issued(&tenant_id, &id, &jti, &actor, at);
+                tx.append_audit(record).await?;
+            }
+            Ok(issued)
         })
-        .await
     }
 
     /// Records that a grant was consumed or revoked, with its audit event; false when it had
     /// already ended. Of concurrent calls for one `jti`, exactly one returns true.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %ended.tenant_id))]
     async fn end_grant(&self, ended: EndedGrant, actor: Actor) -> Result<bool> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                // Records of expired grants are of no use: an expired grant is inactive anyway.
-                tx.exec(sql::FORGET_EXPIRED_ENDED_GRANTS, args![ended.at])
+        write_tx!(self, |tx| {
+            // Records of expired grants are of no use: an expired grant is inactive anyway.
+            tx.exec(sql::FORGET_EXPIRED_ENDED_GRANTS, args![ended.at])
+                .await?;
+            let e = &ended;
+            let values = args![
+                &e.jti,
+                &e.tenant_id,
+                &e.approval_id,
+                &e.audience,
+                e.end.as_str(),
+                e.at,
+                e.expires_at,
+            ];
+            let inserted = tx.exec(sql::INSERT_ENDED_GRANT, values).await? == 1;
+            if inserted {
+                tx.append_audit(audit_records::grant_ended(e, &actor))
                     .await?;
-                let e = &ended;
-                let values = args![
-                    &e.jti,
-                    &e.tenant_id,
-                    &e.approval_id,
-                    &e.audience,
-                    e.end.as_str(),
-                    e.at,
-                    e.expires_at,
-                ];
-                let inserted = tx.exec(sql::INSERT_ENDED_GRANT, values).await? == 1;
-                if inserted {
-                    tx.append_audit(audit_records::grant_ended(e, &actor))
-                        .await?;
-                }
-                Ok(inserted)
-            })
+            }
+            Ok(inserted)
         })
-        .await
     }
 
     /// Whether the grant with this `jti` was consumed or revoked.
@@ -419,35 +404,30 @@ pub trait RequestStore: Db {
     /// once: each request times out exactly once.
     #[tracing::instrument(skip_all, err(level = "warn"))]
     async fn expire_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Expired>> {
-        write(self, move |tx| {
-            Box::pin(async move {
-                // Rows another replica is timing out right now are skipped, not waited for; if
-                // that replica dies, its transaction rolls back and the rows are claimable again.
-                let due = due_requests(tx, "expires_at <= ?1", "expires_at", now, limit).await?;
-                let mut expired = Vec::with_capacity(due.len());
-                for mut request in due {
-                    let status = request.timeout_status();
-                    let decided_by =
-                        (status == ApprovalStatus::Approved).then_some(TIMEOUT_DECIDER);
-                    let values =
-                        args![&request.id, status.as_str(), request.expires_at, decided_by];
-                    if tx.exec(sql::TIME_OUT_REQUEST, values).await? != 1 {
-                        continue;
-                    }
-                    request.status = status;
-                    request.decided_at = Some(request.expires_at);
-                    request.decided_by = decided_by.map(str::to_string);
-                    tx.append_audit(audit_records::timeout(&request, now))
-                        .await?;
-                    enqueue_callbacks(tx, &request.id, request.status.as_str(), now).await?;
-                    hint_request(tx, &request.id).await?;
-                    let tenant_id = request.tenant_id.clone();
-                    expired.push(Expired { tenant_id, request });
+        write_tx!(self, |tx| {
+            // Rows another replica is timing out right now are skipped, not waited for; if
+            // that replica dies, its transaction rolls back and the rows are claimable again.
+            let due = due_requests(tx, "expires_at <= ?1", "expires_at", now, limit).await?;
+            let mut expired = Vec::with_capacity(due.len());
+            for mut request in due {
+                let status = request.timeout_status();
+                let decided_by = (status == ApprovalStatus::Approved).then_some(TIMEOUT_DECIDER);
+                let values = args![&request.id, status.as_str(), request.expires_at, decided_by];
+                if tx.exec(sql::TIME_OUT_REQUEST, values).await? != 1 {
+                    continue;
                 }
-                Ok(expired)
-            })
+                request.status = status;
+                request.decided_at = Some(request.expires_at);
+                request.decided_by = decided_by.map(str::to_string);
+                tx.append_audit(audit_records::timeout(&request, now))
+                    .await?;
+                enqueue_callbacks(tx, &request.id, request.status.as_str(), now).await?;
+                hint_request(tx, &request.id).await?;
+                let tenant_id = request.tenant_id.clone();
+                expired.push(Expired { tenant_id, request });
+            }
+            Ok(expired)
         })
-        .await
     }
 
     #[tracing::instrument(skip_all, err(level = "warn"))]
@@ -505,10 +485,7 @@ pub trait RequestStore: Db {
     /// Records an audit event that is not part of another change.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(tenant_id = %record.tenant_id))]
     async fn append_audit(&self, record: AuditRecord) -> Result<ChainedEvent> {
-        write(self, move |tx| {
-            Box::pin(async move { tx.append_audit(record).await })
-        })
-        .await
+        write_tx!(self, |tx| { tx.append_audit(record).await })
     }
 }
 

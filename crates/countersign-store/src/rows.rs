@@ -12,8 +12,17 @@ use countersign_proto::admin::KeyRole;
 use countersign_proto::guard::{McpOrigin, MemberRole, PolicyAction, TimeoutOutcome};
 use countersign_proto::{ApprovalStatus, TrustLevel};
 
+use countersign_core::dashboard::{LinkKind, LoginLink, PasskeyRecord, Session};
+use countersign_core::idempotency::StoredAnswer;
+use countersign_core::mcp::McpServerRecord;
+use countersign_core::notify::{
+    Delivery, Preferences, PushSubscription, ReviewToken, WebhookEndpoint,
+};
+use countersign_core::oidc::{AuthMethod, DeliveryMode, OidcClient, OidcRequestState, OutboxItem};
+
 use crate::SigningKeyRecord;
 use crate::db::{Row, bad};
+use crate::records::headers_from_json;
 
 pub fn tenant(row: &dyn Row) -> Result<Tenant> {
     Ok(Tenant {
@@ -216,5 +225,199 @@ pub fn member(row: &dyn Row) -> Result<Member> {
         user_id: row.get(0)?,
         email: row.get(1)?,
         role: MemberRole::parse(&role).unwrap_or(MemberRole::Backup),
+    })
+}
+
+pub fn link(row: &dyn Row) -> Result<LoginLink> {
+    let kind: String = row.get(3)?;
+    Ok(LoginLink {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        user_id: row.get(2)?,
+        kind: LinkKind::parse(&kind).ok_or_else(|| crate::db::bad("link kind"))?,
+        created_at: row.time(4)?,
+        expires_at: row.time(5)?,
+        used_at: row.opt_time(6)?,
+        revoked_at: row.opt_time(7)?,
+    })
+}
+
+pub fn session(row: &dyn Row) -> Result<Session> {
+    Ok(Session {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        user_id: row.get(2)?,
+        method: row.get(3)?,
+        user_agent: row.get(4)?,
+        created_at: row.time(5)?,
+        last_seen_at: row.time(6)?,
+        expires_at: row.time(7)?,
+        revoked_at: row.opt_time(8)?,
+    })
+}
+
+pub fn passkey(row: &dyn Row) -> Result<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        user_id: row.get(2)?,
+        credential_id: row.get(3)?,
+        name: row.get(4)?,
+        credential: row.get(5)?,
+        created_at: row.time(6)?,
+        last_used_at: row.opt_time(7)?,
+    })
+}
+
+pub fn server(row: &dyn Row) -> Result<McpServerRecord> {
+    let headers: String = row.get(3)?;
+    Ok(McpServerRecord {
+        tenant_id: row.get(0)?,
+        id: row.get(1)?,
+        url: row.get(2)?,
+        headers: headers_from_json(&headers)?,
+        created_at: row.time(4)?,
+        updated_at: row.time(5)?,
+    })
+}
+
+pub fn delivery(row: &dyn Row) -> Result<Delivery> {
+    Ok(Delivery {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        approval_id: row.get(2)?,
+        channel: row.get(3)?,
+        target: row.get(4)?,
+        recipient: row.get(5)?,
+        event: row.get(6)?,
+        state: row.get(7)?,
+        attempts: row.get(8)?,
+        created_at: row.time(9)?,
+        next_attempt_at: row.time(10)?,
+        delivered_at: row.opt_time(11)?,
+        last_error: row.get(12)?,
+        status_code: row.get(13)?,
+        external_ref: row.get(14)?,
+        payload: row.opt_json(15)?,
+    })
+}
+
+pub fn preferences(row: &dyn Row) -> Result<Preferences> {
+    Ok(Preferences {
+        tenant_id: row.get(0)?,
+        user_id: row.get(1)?,
+        email: row.get(2)?,
+        slack: row.get(3)?,
+        push: row.get(4)?,
+        slack_user_id: row.get(5)?,
+        updated_at: row.time(6)?,
+    })
+}
+
+pub fn webhook(row: &dyn Row) -> Result<WebhookEndpoint> {
+    let events: String = row.get(3)?;
+    Ok(WebhookEndpoint {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        url: row.get(2)?,
+        events: serde_json::from_str(&events).map_err(|_| bad("webhook events"))?,
+        secret: row.get(4)?,
+        description: row.get(5)?,
+        disabled_at: row.opt_time(6)?,
+        disabled_reason: row.get(7)?,
+        created_at: row.time(8)?,
+        updated_at: row.time(9)?,
+    })
+}
+
+pub fn push(row: &dyn Row) -> Result<PushSubscription> {
+    Ok(PushSubscription {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        user_id: row.get(2)?,
+        endpoint: row.get(3)?,
+        p256dh: row.get(4)?,
+        auth: row.get(5)?,
+        user_agent: row.get(6)?,
+        created_at: row.time(7)?,
+    })
+}
+
+pub fn review_token(row: &dyn Row) -> Result<ReviewToken> {
+    Ok(ReviewToken {
+        token_hash: row.get(0)?,
+        tenant_id: row.get(1)?,
+        approval_id: row.get(2)?,
+        user_id: row.get(3)?,
+        expires_at: row.time(4)?,
+        created_at: row.time(5)?,
+    })
+}
+
+pub fn client(row: &dyn Row) -> Result<OidcClient> {
+    let method: String = row.get(2)?;
+    let jwks: Option<String> = row.get(4)?;
+    let mode: String = row.get(5)?;
+    let grants: String = row.get(9)?;
+    Ok(OidcClient {
+        client_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        auth_method: AuthMethod::parse(&method).ok_or_else(|| bad("auth method"))?,
+        secret_hash: row.get(3)?,
+        jwks: jwks
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|_| bad("jwks"))?,
+        delivery_mode: DeliveryMode::parse(&mode).ok_or_else(|| bad("delivery mode"))?,
+        notification_endpoint: row.get(6)?,
+        request_signing_alg: row.get(7)?,
+        user_code_parameter: row.get(8)?,
+        grant_types: serde_json::from_str(&grants).map_err(|_| bad("grant types"))?,
+        created_at: row.time(10)?,
+    })
+}
+
+pub fn state(row: &dyn Row) -> Result<OidcRequestState> {
+    let mode: String = row.get(3)?;
+    Ok(OidcRequestState {
+        approval_id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        client_id: row.get(2)?,
+        delivery_mode: DeliveryMode::parse(&mode).ok_or_else(|| bad("delivery mode"))?,
+        scope: row.get(4)?,
+        acr: row.get(5)?,
+        interval_secs: row.get(6)?,
+        last_poll_at: row.opt_time(7)?,
+    })
+}
+
+/// An outbox row as claimed, with its attempts as stored.
+pub fn outbox_item(row: &dyn Row) -> Result<OutboxItem> {
+    Ok(OutboxItem {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        approval_id: row.get(2)?,
+        channel: row.get(3)?,
+        target: row.get(4)?,
+        secret: row.get(5)?,
+        event: row.get(6)?,
+        attempts: row.get(7)?,
+        recipient: row.get(8)?,
+        payload: row
+            .get::<Option<String>>(9)?
+            .and_then(|p| serde_json::from_str(&p).ok()),
+    })
+}
+
+pub fn answer(row: &dyn Row) -> Result<StoredAnswer> {
+    Ok(StoredAnswer {
+        tenant_id: row.get(0)?,
+        owner: row.get(1)?,
+        key_hash: row.get(2)?,
+        fingerprint: row.get(3)?,
+        status: row.get(4)?,
+        answer: row.get(5)?,
+        created_at: row.time(6)?,
+        expires_at: row.time(7)?,
     })
 }

@@ -9,7 +9,7 @@ use countersign_core::routing::{Group, ReviewerPlan};
 use countersign_core::{Error, Result};
 use serde_json::{Value, json};
 
-use crate::db::{Row, Tx};
+use crate::db::Tx;
 use crate::{audit_records, rows, sql};
 
 pub fn not_found(what: &str) -> Error {
@@ -141,19 +141,6 @@ async fn insert_request(tx: &mut dyn Tx, new: &NewRequest) -> Result<()> {
         .await
         .map_err(|e| renamed_conflict(e, "an identical tool call is already pending"))?;
     Ok(())
-}
-
-pub fn answer(row: &dyn Row) -> Result<StoredAnswer> {
-    Ok(StoredAnswer {
-        tenant_id: row.get(0)?,
-        owner: row.get(1)?,
-        key_hash: row.get(2)?,
-        fingerprint: row.get(3)?,
-        status: row.get(4)?,
-        answer: row.get(5)?,
-        created_at: row.time(6)?,
-        expires_at: row.time(7)?,
-    })
 }
 
 /// Remembers an answer inside the caller's transaction. A key whose answer has expired is

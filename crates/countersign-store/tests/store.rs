@@ -10,7 +10,7 @@ use countersign_proto::admin::KeyRole;
 use countersign_proto::ciba::AuthorizeRequest;
 use countersign_proto::{ApprovalStatus, TrustLevel};
 use countersign_store::{
-    OutboxRows, PostgresOptions, RequestFilter, SqliteOptions, Store, StoreConfig,
+    OutboxClaim, OutboxRows, PostgresOptions, RequestFilter, SqliteOptions, Store, StoreConfig,
 };
 
 struct Fixture {
@@ -196,14 +196,7 @@ async fn decide_is_a_compare_and_set() {
             } else {
                 Verdict::Reject
             };
-            let d = Decision::new(
-                verdict,
-                Actor::system("r"),
-                None,
-                now,
-                &RequestLimits::default(),
-            )
-            .unwrap();
+            let d = decision(verdict, now);
             store.decide("t", &id, d).await
         }));
     }
@@ -224,6 +217,18 @@ async fn decide_is_a_compare_and_set() {
     assert!(stored.status.is_terminal());
 }
 
+/// A reviewer's decision with the default limits.
+fn decision(verdict: Verdict, at: chrono::DateTime<Utc>) -> Decision {
+    Decision::new(
+        verdict,
+        Actor::system("r"),
+        None,
+        at,
+        &RequestLimits::default(),
+    )
+    .unwrap()
+}
+
 async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut out = Vec::new();
     for t in tasks {
@@ -238,14 +243,7 @@ async fn expired_requests_cannot_be_decided_and_are_swept_once() {
     let now = SystemClock.now();
     let new = create(&f, 10, now).await;
     let later = now + Duration::seconds(11);
-    let d = Decision::new(
-        Verdict::Approve,
-        Actor::system("r"),
-        None,
-        later,
-        &RequestLimits::default(),
-    )
-    .unwrap();
+    let d = decision(Verdict::Approve, later);
     match f.store.decide("t", &new.request.id, d).await {
         Err(Error::AlreadyDecided { status }) => assert_eq!(status, ApprovalStatus::Expired),
         other => panic!("unexpected {other:?}"),
@@ -279,14 +277,7 @@ async fn a_token_is_marked_issued_once() {
             .unwrap(),
         "not approved yet"
     );
-    let d = Decision::new(
-        Verdict::Approve,
-        Actor::system("r"),
-        None,
-        now,
-        &RequestLimits::default(),
-    )
-    .unwrap();
+    let d = decision(Verdict::Approve, now);
     f.store.decide("t", &new.request.id, d).await.unwrap();
     assert!(
         f.store
@@ -423,14 +414,14 @@ mod oidc_and_outbox {
         // Creation puts only its notification in the outbox, no callback.
         assert!(
             f.store
-                .claim_outbox(OutboxRows::Sends, now, now, 10)
+                .claim_outbox(OutboxClaim::new(OutboxRows::Sends, now, now, 10))
                 .await
                 .unwrap()
                 .is_empty()
         );
         let created = f
             .store
-            .claim_outbox(OutboxRows::Changes, now, now, 10)
+            .claim_outbox(OutboxClaim::new(OutboxRows::Changes, now, now, 10))
             .await
             .unwrap();
         assert_eq!(created.len(), 2);
@@ -439,14 +430,7 @@ mod oidc_and_outbox {
                 .iter()
                 .all(|i| i.channel == notify::NOTIFY && i.event == "requested")
         );
-        let d = Decision::new(
-            Verdict::Approve,
-            Actor::system("r"),
-            None,
-            now,
-            &RequestLimits::default(),
-        )
-        .unwrap();
+        let d = decision(Verdict::Approve, now);
         f.store.decide("t", &decided, d).await.unwrap();
         let later = now + Duration::seconds(11);
         assert_eq!(f.store.expire_due(later, 100).await.unwrap().len(), 1);
@@ -455,13 +439,13 @@ mod oidc_and_outbox {
         let lease = later + Duration::seconds(30);
         let claimed = f
             .store
-            .claim_outbox(OutboxRows::Sends, later, lease, 10)
+            .claim_outbox(OutboxClaim::new(OutboxRows::Sends, later, lease, 10))
             .await
             .unwrap();
         assert_eq!(claimed.len(), 2);
         let notifications = f
             .store
-            .claim_outbox(OutboxRows::Changes, later, lease, 10)
+            .claim_outbox(OutboxClaim::new(OutboxRows::Changes, later, lease, 10))
             .await
             .unwrap();
         let mut events: Vec<_> = notifications.iter().map(|n| n.event.as_str()).collect();
@@ -469,7 +453,7 @@ mod oidc_and_outbox {
         assert_eq!(events, ["approved", "expired", "requested", "requested"]);
         assert!(
             f.store
-                .claim_outbox(OutboxRows::Sends, later, lease, 10)
+                .claim_outbox(OutboxClaim::new(OutboxRows::Sends, later, lease, 10))
                 .await
                 .unwrap()
                 .is_empty()
@@ -517,7 +501,7 @@ mod oidc_and_outbox {
             .unwrap();
         let again = f
             .store
-            .claim_outbox(OutboxRows::Sends, later, lease, 10)
+            .claim_outbox(OutboxClaim::new(OutboxRows::Sends, later, lease, 10))
             .await
             .unwrap();
         assert_eq!(again.len(), 1);
@@ -526,7 +510,12 @@ mod oidc_and_outbox {
         let after_lease = lease + Duration::seconds(1);
         assert_eq!(
             f.store
-                .claim_outbox(OutboxRows::Sends, after_lease, after_lease, 10)
+                .claim_outbox(OutboxClaim::new(
+                    OutboxRows::Sends,
+                    after_lease,
+                    after_lease,
+                    10
+                ))
                 .await
                 .unwrap()
                 .len(),
@@ -792,7 +781,7 @@ mod notifications {
         // Creation wrote exactly one notification row.
         let claimed = f
             .store
-            .claim_outbox(OutboxRows::Changes, now, now, 10)
+            .claim_outbox(OutboxClaim::new(OutboxRows::Changes, now, now, 10))
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1);
@@ -838,7 +827,7 @@ mod notifications {
         // The deliveries are due; the fan-out row is done.
         let due = f
             .store
-            .claim_outbox(OutboxRows::Sends, now, now, 10)
+            .claim_outbox(OutboxClaim::new(OutboxRows::Sends, now, now, 10))
             .await
             .unwrap();
         assert_eq!(due.len(), 2);

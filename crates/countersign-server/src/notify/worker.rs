@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use countersign_core::Result;
 use countersign_core::notify::{self, EMAIL, NOTIFY, PUSH, SLACK, TEAMS, WEBHOOK};
 use countersign_core::oidc::{self, CHANNEL_PING, CHANNEL_PUSH, OutboxItem, OutboxOutcome};
-use countersign_store::OutboxRows;
+use countersign_store::{OutboxClaim, OutboxRows};
 use rand::Rng;
 use tokio::sync::{Semaphore, watch};
 
@@ -364,6 +364,6 @@ async fn claim(state: &AppState, rows: OutboxRows, limit: u32) -> Result<Vec<Out
     let lease = Duration::milliseconds(longest as i64) + Duration::seconds(10);
     state
         .store
-        .claim_outbox(rows, now, now + lease, limit)
+        .claim_outbox(OutboxClaim::new(rows, now, now + lease, limit))
         .await
 }

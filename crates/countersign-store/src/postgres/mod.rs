@@ -18,29 +18,7 @@ use tokio::task::JoinHandle;
 use crate::Change;
 use crate::sql;
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/postgres/0001_init.sql")),
-    (2, include_str!("../../migrations/postgres/0002_guard.sql")),
-    (3, include_str!("../../migrations/postgres/0003_oidc.sql")),
-    (
-        4,
-        include_str!("../../migrations/postgres/0004_dashboard.sql"),
-    ),
-    (
-        5,
-        include_str!("../../migrations/postgres/0005_notifications.sql"),
-    ),
-    (6, include_str!("../../migrations/postgres/0006_grants.sql")),
-    (
-        7,
-        include_str!("../../migrations/postgres/0007_idempotency.sql"),
-    ),
-    (
-        8,
-        include_str!("../../migrations/postgres/0008_pending_per_agent.sql"),
-    ),
-    (9, include_str!("../../migrations/postgres/0009_mcp.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] = migrations!("postgres");
 
 /// The channel replicas tell each other about changes on.
 const CHANNEL: &str = "countersign_changes";

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Postgres, Row as _, TypeInfo, ValueRef};
 
 use super::PgStore;
 use super::errors::pg_error;
-use crate::db::{AnyResult, Arg, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, bad};
+use crate::db::{AnyResult, Arg, Commit, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, bad};
 use crate::sql;
 
 fn bind<'q>(
@@ -109,7 +109,11 @@ impl Db for PgStore {
         Ok(Box::new(PgTx { conn }))
     }
 
-    async fn write_erased(&self, op: ErasedOp) -> AnyResult {
+    async fn run_erased(&self, commit: Commit, op: ErasedOp) -> AnyResult {
+        if commit == Commit::EachStatement {
+            let conn = self.pool.acquire().await.map_err(pg_error)?;
+            return op(&mut PgTx { conn }).await;
+        }
         let mut tx = self.begin().await?;
         match op(&mut PgTx { conn: &mut *tx }).await {
             Ok(out) => {

@@ -20,29 +20,7 @@ use errors::{db_error, ms};
 
 use crate::sql;
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
-    (2, include_str!("../../migrations/sqlite/0002_guard.sql")),
-    (3, include_str!("../../migrations/sqlite/0003_oidc.sql")),
-    (
-        4,
-        include_str!("../../migrations/sqlite/0004_dashboard.sql"),
-    ),
-    (
-        5,
-        include_str!("../../migrations/sqlite/0005_notifications.sql"),
-    ),
-    (6, include_str!("../../migrations/sqlite/0006_grants.sql")),
-    (
-        7,
-        include_str!("../../migrations/sqlite/0007_idempotency.sql"),
-    ),
-    (
-        8,
-        include_str!("../../migrations/sqlite/0008_pending_per_agent.sql"),
-    ),
-    (9, include_str!("../../migrations/sqlite/0009_mcp.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] = migrations!("sqlite");
 
 /// How hard SQLite works to make a commit survive a power cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

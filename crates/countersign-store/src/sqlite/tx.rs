@@ -9,7 +9,9 @@ use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 
 use super::SqliteStore;
 use super::errors::db_error;
-use crate::db::{AnyResult, Arg, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, run_in_place};
+use crate::db::{
+    AnyResult, Arg, Commit, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, run_in_place,
+};
 
 impl rusqlite::ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -91,7 +93,9 @@ impl Db for SqliteStore {
         }))
     }
 
-    async fn write_erased(&self, op: ErasedOp) -> AnyResult {
+    /// Every change runs in the writer's group commit: writes are serial there, so a change
+    /// is as cheap as it gets whichever way it asks to commit.
+    async fn run_erased(&self, _commit: Commit, op: ErasedOp) -> AnyResult {
         self.write(move |conn| run_in_place(op(&mut SqliteTx { conn })))
             .await
     }
