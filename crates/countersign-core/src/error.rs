@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use countersign_proto::{ApprovalStatus, ErrorCode};
 
 /// The one error taxonomy of Countersign. The server maps it to HTTP in one place.
@@ -27,9 +29,76 @@ pub enum Error {
         message: String,
         retry_after_secs: u64,
     },
-    /// Something went wrong inside; the text is logged, never sent to the caller.
+    /// Something went wrong inside; the text and its cause are logged, never sent to the
+    /// caller.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(Internal),
+}
+
+/// What went wrong inside, and the error that caused it when there was one (a database's,
+/// a parser's), kept whole for the log and for `source()`.
+#[derive(Debug, Clone)]
+pub struct Internal {
+    context: String,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Internal {
+    pub fn new(context: impl Into<String>) -> Internal {
+        Internal {
+            context: context.into(),
+            cause: None,
+        }
+    }
+
+    /// `context` says what was being done; `cause` is what failed.
+    pub fn caused_by(
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Internal {
+        Internal {
+            context: context.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+}
+
+/// The context, then each cause in turn.
+impl std::fmt::Display for Internal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.context)?;
+        let mut separator = if self.context.is_empty() { "" } else { ": " };
+        let mut cause = self
+            .cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static));
+        while let Some(c) = cause {
+            write!(f, "{separator}{c}")?;
+            separator = ": ";
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Internal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Internal {
+    fn from(context: String) -> Internal {
+        Internal::new(context)
+    }
+}
+
+impl From<&str> for Internal {
+    fn from(context: &str) -> Internal {
+        Internal::new(context)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,8 +118,14 @@ impl Error {
         }
     }
 
-    pub fn internal(e: impl std::fmt::Display) -> Error {
-        Error::Internal(e.to_string())
+    /// An internal error caused by `cause` (kept as the source).
+    pub fn internal(cause: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Internal(Internal::caused_by("", cause))
+    }
+
+    /// An internal error with no underlying cause.
+    pub fn internal_msg(context: impl Into<String>) -> Error {
+        Error::Internal(Internal::new(context))
     }
 
     /// The stable code this error is reported with.
@@ -66,5 +141,27 @@ impl Error {
             Error::RateLimited { code, .. } => *code,
             Error::Internal(_) => ErrorCode::Internal,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_for_the_log_and_for_source() {
+        let cause = std::io::Error::other("disk on fire");
+        let error = Error::Internal(Internal::caused_by("database", cause));
+        assert_eq!(error.to_string(), "internal error: database: disk on fire");
+        let Error::Internal(internal) = &error else {
+            panic!("not internal: {error:?}");
+        };
+        let source = std::error::Error::source(internal).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk on fire"));
+        assert_eq!(error.code(), ErrorCode::Internal);
+        assert_eq!(
+            Error::internal_msg("no key").to_string(),
+            "internal error: no key"
+        );
     }
 }

@@ -372,7 +372,7 @@ impl PolicySet {
         }
         let globs = builder
             .build()
-            .map_err(|e| Error::Internal(format!("cannot compile policy patterns: {e}")))?;
+            .map_err(|e| Error::internal_msg(format!("cannot compile policy patterns: {e}")))?;
         Ok(PolicySet { globs, ordered })
     }
 

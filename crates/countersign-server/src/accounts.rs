@@ -299,7 +299,7 @@ async fn begin_registration(
     user: &User,
 ) -> Result<Challenge<CreationChallengeResponse>> {
     let webauthn = webauthn(state)?;
-    let handle = ids::uuid_of(&user.id).ok_or_else(|| Error::internal("malformed user id"))?;
+    let handle = ids::uuid_of(&user.id).ok_or_else(|| Error::internal_msg("malformed user id"))?;
     let existing = state
         .store
         .list_passkeys(&user.tenant_id, &user.id)

@@ -108,7 +108,7 @@ impl ConditionRunner {
             work()
         })
         .await
-        .map_err(|e| Error::internal(format!("guard work failed: {e}")))
+        .map_err(|e| Error::internal_msg(format!("guard work failed: {e}")))
     }
 
     /// The highest-priority policy that applies to the call, or why none could be found.
@@ -152,7 +152,9 @@ impl ConditionRunner {
         // call on a large argument that runs past it.
         match tokio::time::timeout(time_left + self.deadline, work).await {
             Ok(Ok(outcome)) => Ok(outcome.map_err(Stopped::OverBudget)),
-            Ok(Err(join)) => Err(Error::internal(format!("policy evaluation failed: {join}"))),
+            Ok(Err(join)) => Err(Error::internal_msg(format!(
+                "policy evaluation failed: {join}"
+            ))),
             Err(_) => Ok(Err(Stopped::Deadline)),
         }
     }

@@ -165,7 +165,7 @@ impl Retry {
     ) -> Result<StoredAnswer> {
         let plain = serde_json::to_vec(body).map_err(Error::internal)?;
         let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| Error::internal("no randomness"))?;
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| Error::internal_msg("no randomness"))?;
         let mut sealed = plain;
         self.cipher()?
             .seal_in_place_append_tag(
@@ -173,7 +173,7 @@ impl Retry {
                 Aad::from(self.fingerprint.as_bytes()),
                 &mut sealed,
             )
-            .map_err(|_| Error::internal("sealing an answer failed"))?;
+            .map_err(|_| Error::internal_msg("sealing an answer failed"))?;
         let mut stored = nonce.to_vec();
         stored.extend_from_slice(&sealed);
         Ok(StoredAnswer {
@@ -215,18 +215,18 @@ impl Retry {
     fn open(&self, stored: StoredAnswer) -> Result<Replay> {
         let bytes = STANDARD
             .decode(&stored.answer)
-            .map_err(|_| Error::internal("a stored answer is not base64"))?;
+            .map_err(|_| Error::internal_msg("a stored answer is not base64"))?;
         if bytes.len() < NONCE_LEN {
-            return Err(Error::internal("a stored answer is truncated"));
+            return Err(Error::internal_msg("a stored answer is truncated"));
         }
         let (nonce, sealed) = bytes.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| Error::internal("a stored answer has a bad nonce"))?;
+            .map_err(|_| Error::internal_msg("a stored answer has a bad nonce"))?;
         let mut sealed = sealed.to_vec();
         let plain = self
             .cipher()?
             .open_in_place(nonce, Aad::from(self.fingerprint.as_bytes()), &mut sealed)
-            .map_err(|_| Error::internal("a stored answer does not open"))?;
+            .map_err(|_| Error::internal_msg("a stored answer does not open"))?;
         let body = serde_json::from_slice(plain).map_err(Error::internal)?;
         Ok(Replay {
             status: stored.status,
@@ -248,7 +248,7 @@ impl Retry {
         let key = hasher.finalize();
         UnboundKey::new(&AES_256_GCM, &key)
             .map(LessSafeKey::new)
-            .map_err(|_| Error::internal("bad answer key"))
+            .map_err(|_| Error::internal_msg("bad answer key"))
     }
 }
 

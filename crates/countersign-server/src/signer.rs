@@ -38,11 +38,11 @@ fn public_jwk(alg: &str, der: &[u8]) -> Result<Value> {
     match alg {
         "ES256" => {
             let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                .map_err(|e| Error::Internal(format!("bad ES256 key: {e}")))?;
+                .map_err(|e| Error::internal_msg(format!("bad ES256 key: {e}")))?;
             // Uncompressed point: 0x04 || x || y.
             let point = pair.public_key().as_ref();
             if point.len() != 65 {
-                return Err(Error::Internal("unexpected P-256 public key length".into()));
+                return Err(Error::internal_msg("unexpected P-256 public key length"));
             }
             Ok(json!({
                 "kty": "EC",
@@ -53,14 +53,14 @@ fn public_jwk(alg: &str, der: &[u8]) -> Result<Value> {
         }
         "EdDSA" => {
             let pair = Ed25519KeyPair::from_pkcs8(der)
-                .map_err(|e| Error::Internal(format!("bad EdDSA key: {e}")))?;
+                .map_err(|e| Error::internal_msg(format!("bad EdDSA key: {e}")))?;
             Ok(json!({
                 "kty": "OKP",
                 "crv": "Ed25519",
                 "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
             }))
         }
-        other => Err(Error::Internal(format!(
+        other => Err(Error::internal_msg(format!(
             "unsupported signing algorithm {other}"
         ))),
     }
@@ -77,11 +77,11 @@ fn generate(alg: &str) -> Result<Vec<u8>> {
     match alg {
         "ES256" => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map(|d| d.as_ref().to_vec())
-            .map_err(|e| Error::Internal(format!("key generation failed: {e}"))),
+            .map_err(|e| Error::internal_msg(format!("key generation failed: {e}"))),
         // jsonwebtoken needs a PKCS#8 v1 Ed25519 key.
         "EdDSA" => Ed25519KeyPair::generate_pkcs8v1(&rng)
             .map(|d| d.as_ref().to_vec())
-            .map_err(|e| Error::Internal(format!("key generation failed: {e}"))),
+            .map_err(|e| Error::internal_msg(format!("key generation failed: {e}"))),
         other => Err(Error::invalid(format!(
             "tokens.algorithm must be ES256 or EdDSA, not {other:?}"
         ))),
@@ -125,7 +125,7 @@ impl Signer {
                 published.push(jwk);
             }
         }
-        let active = active.ok_or_else(|| Error::Internal("no active signing key".into()))?;
+        let active = active.ok_or_else(|| Error::internal_msg("no active signing key"))?;
         Ok(Signer {
             active,
             jwks: json!({ "keys": published }),
@@ -137,7 +137,7 @@ impl Signer {
         header.kid = Some(self.active.kid.clone());
         header.typ = Some("at+jwt".into());
         jsonwebtoken::encode(&header, claims, &self.active.encoding)
-            .map_err(|e| Error::Internal(format!("signing failed: {e}")))
+            .map_err(|e| Error::internal_msg(format!("signing failed: {e}")))
     }
 
     /// Signs an ID token (`typ: JWT`, OpenID Connect Core).
@@ -146,7 +146,7 @@ impl Signer {
         header.kid = Some(self.active.kid.clone());
         header.typ = Some("JWT".into());
         jsonwebtoken::encode(&header, claims, &self.active.encoding)
-            .map_err(|e| Error::Internal(format!("signing failed: {e}")))
+            .map_err(|e| Error::internal_msg(format!("signing failed: {e}")))
     }
 
     pub fn jwks(&self) -> &Value {

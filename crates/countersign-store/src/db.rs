@@ -247,7 +247,7 @@ impl<T: FromValue> FromValue for Option<T> {
 
 /// A stored value the code cannot read: the database holds something it never wrote.
 pub fn bad(what: &str) -> Error {
-    Error::Internal(format!("unexpected {what} in the database"))
+    Error::internal_msg(format!("unexpected {what} in the database"))
 }
 
 impl dyn Row + '_ {
@@ -396,7 +396,7 @@ where
 fn unerase<T: 'static>(any: Box<dyn Any + Send>) -> Result<T> {
     any.downcast::<T>()
         .map(|v| *v)
-        .map_err(|_| Error::Internal("a store operation answered the wrong type".into()))
+        .map_err(|_| Error::internal_msg("a store operation answered the wrong type"))
 }
 
 /// Runs a change. The operation owns what it uses, because SQLite runs it on the writer's
@@ -428,8 +428,8 @@ pub fn run_in_place<T>(future: impl std::future::Future<Output = Result<T>>) -> 
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut context) {
         std::task::Poll::Ready(outcome) => outcome,
-        std::task::Poll::Pending => Err(Error::Internal(
-            "a SQLite operation waited for something".into(),
+        std::task::Poll::Pending => Err(Error::internal_msg(
+            "a SQLite operation waited for something",
         )),
     }
 }

@@ -81,7 +81,7 @@ async fn record_poll(
             .await?
             .ok_or_else(no_ciba_request)?;
     }
-    Err(Error::internal(
+    Err(Error::internal_msg(
         "a poll could not be recorded: too many concurrent polls",
     ))
 }
@@ -380,7 +380,7 @@ pub trait OidcStore: Db {
                 .await?;
             tx.scalar(sql::SERVER_SECRET, args![&name])
                 .await?
-                .ok_or_else(|| Error::internal("a server secret was not stored"))
+                .ok_or_else(|| Error::internal_msg("a server secret was not stored"))
         })
     }
 

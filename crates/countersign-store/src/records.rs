@@ -52,5 +52,5 @@ pub fn headers_json(headers: &[(String, String)]) -> Result<String, Error> {
 }
 
 pub fn headers_from_json(text: &str) -> Result<Vec<(String, String)>, Error> {
-    serde_json::from_str(text).map_err(|_| Error::Internal("stored MCP server headers".into()))
+    serde_json::from_str(text).map_err(|_| Error::internal_msg("stored MCP server headers"))
 }

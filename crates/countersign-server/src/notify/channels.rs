@@ -16,7 +16,7 @@ use crate::state::AppState;
 
 fn parse<T: DeserializeOwned>(channel: &str, config: &Value) -> Result<T> {
     serde_json::from_value(config.clone())
-        .map_err(|e| Error::Internal(format!("stored {channel} settings are unreadable: {e}")))
+        .map_err(|e| Error::internal_msg(format!("stored {channel} settings are unreadable: {e}")))
 }
 
 /// The tenant's stored settings of each channel.

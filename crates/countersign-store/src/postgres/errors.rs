@@ -1,6 +1,7 @@
 //! PostgreSQL's errors in the one taxonomy, and times as stored.
 use chrono::{DateTime, Utc};
 use countersign_core::Error;
+use countersign_core::error::Internal;
 
 pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -15,6 +16,6 @@ pub fn pg_error(e: sqlx::Error) -> Error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             Error::Unavailable(format!("database unavailable: {e}"))
         }
-        _ => Error::Internal(format!("database: {e}")),
+        _ => Error::Internal(Internal::caused_by("database", e)),
     }
 }

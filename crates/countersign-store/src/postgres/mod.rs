@@ -105,7 +105,9 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<()> {
         .await;
         if let Err(e) = applied {
             let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-            return Err(Error::Internal(format!("migration {version} failed: {e}")));
+            return Err(Error::internal_msg(format!(
+                "migration {version} failed: {e}"
+            )));
         }
         tracing::info!(version, "applied migration");
     }

@@ -1,6 +1,7 @@
 //! SQLite's errors in the one taxonomy, and times as stored.
 use chrono::{DateTime, Utc};
 use countersign_core::Error;
+use countersign_core::error::Internal;
 
 pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -16,6 +17,6 @@ pub fn db_error(e: rusqlite::Error) -> Error {
         {
             Error::AlreadyExists("something with the same unique name already exists".into())
         }
-        _ => Error::Internal(format!("database: {e}")),
+        _ => Error::Internal(Internal::caused_by("database", e)),
     }
 }

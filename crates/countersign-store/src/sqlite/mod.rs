@@ -102,9 +102,7 @@ where
             Ok(()) => {
                 let outcome =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *conn)))
-                        .unwrap_or_else(|_| {
-                            Err(Error::Internal("a store operation panicked".into()))
-                        });
+                        .unwrap_or_else(|_| Err(Error::internal_msg("a store operation panicked")));
                 let end = if outcome.is_ok() {
                     conn.execute_batch("RELEASE job")
                 } else {
@@ -125,7 +123,7 @@ where
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), Ok(())) => Ok(v),
             (_, Err(e)) => Err(e),
-            (None, Ok(())) => Err(Error::Internal("store operation was not run".into())),
+            (None, Ok(())) => Err(Error::internal_msg("store operation was not run")),
         };
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(outcome);
@@ -167,7 +165,9 @@ fn migrate(conn: &Connection) -> Result<()> {
         );
         if let Err(e) = conn.execute_batch(&tx) {
             let _ = conn.execute_batch("ROLLBACK");
-            return Err(Error::Internal(format!("migration {version} failed: {e}")));
+            return Err(Error::internal_msg(format!(
+                "migration {version} failed: {e}"
+            )));
         }
         tracing::info!(version, "applied migration");
     }
@@ -269,7 +269,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("countersign-sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx, max_batch))
-            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| Error::internal_msg(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: options.path,

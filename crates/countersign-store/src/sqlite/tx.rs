@@ -36,7 +36,7 @@ impl Row for rusqlite::Row<'_> {
             ValueRef::Real(f) => Value::Float(f),
             ValueRef::Text(t) => Value::Text(
                 std::str::from_utf8(t)
-                    .map_err(|_| Error::Internal("stored text is not UTF-8".into()))?
+                    .map_err(|_| Error::internal_msg("stored text is not UTF-8"))?
                     .to_owned(),
             ),
             ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
