@@ -485,7 +485,7 @@ impl RequestRef {
                 ));
             }
             (None, None) => {
-                return Err(Error::invalid_with(
+                return Err(Error::coded(
                     countersign_proto::ErrorCode::InvalidBody,
                     "missing field `authReqId`",
                 ));

@@ -286,7 +286,7 @@ impl SessionProof {
 /// The refusal for any link that cannot be used: the same words whether it never existed,
 /// was used, expired or was revoked, so the answer tells an attacker nothing.
 pub fn link_unusable() -> Error {
-    Error::invalid_with(
+    Error::coded(
         countersign_proto::ErrorCode::LinkUnusable,
         "this link is invalid, expired or already used; ask an admin for a new one",
     )

@@ -8,10 +8,14 @@ pub enum Error {
     /// The caller sent something the server cannot accept.
     #[error("{message}")]
     Invalid { code: ErrorCode, message: String },
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
+    /// The caller is not who they must be (401): `unauthorized`, or a precise code such as
+    /// `invalid_client` or `invalid_signature`.
+    #[error("{message}")]
+    Unauthorized { code: ErrorCode, message: String },
+    /// The caller may not do this (403): `forbidden`, or a precise code such as
+    /// `csrf_failed` or `access_denied`.
+    #[error("{message}")]
+    Forbidden { code: ErrorCode, message: String },
     #[error("{0}")]
     NotFound(String),
     /// The approval request already left `pending`.
@@ -19,6 +23,10 @@ pub enum Error {
     AlreadyDecided { status: ApprovalStatus },
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request clashes with the current state (409), said by a precise code such as
+    /// `already_voted`, `in_use`, `not_approved` or `idempotency_key_in_use`.
+    #[error("{message}")]
+    Conflict { code: ErrorCode, message: String },
     #[error("{0}")]
     Unavailable(String),
     /// Too many requests (or pending requests, or failed attempts); the caller may retry
@@ -111,10 +119,44 @@ impl Error {
         }
     }
 
-    pub fn invalid_with(code: ErrorCode, message: impl Into<String>) -> Error {
-        Error::Invalid {
+    pub fn unauthorized(message: impl Into<String>) -> Error {
+        Error::unauthorized_with(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn unauthorized_with(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error::Unauthorized {
             code,
             message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Error {
+        Error::forbidden_with(ErrorCode::Forbidden, message)
+    }
+
+    pub fn forbidden_with(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error a precise code stands for: its HTTP status picks the variant, so a 401, 403
+    /// or 409 code is never reported as a bad request.
+    pub fn coded(code: ErrorCode, message: impl Into<String>) -> Error {
+        let message = message.into();
+        match code.http_status() {
+            401 => Error::Unauthorized { code, message },
+            403 => Error::Forbidden { code, message },
+            409 => Error::Conflict { code, message },
+            _ => Error::Invalid { code, message },
         }
     }
 
@@ -132,8 +174,9 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Invalid { code, .. } => *code,
-            Error::Unauthorized(_) => ErrorCode::Unauthorized,
-            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::Unauthorized { code, .. }
+            | Error::Forbidden { code, .. }
+            | Error::Conflict { code, .. } => *code,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::AlreadyDecided { .. } => ErrorCode::AlreadyDecided,
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,

@@ -217,7 +217,7 @@ pub fn audience(
         return Ok(resource.to_string());
     }
     let shown: String = resource.chars().take(100).collect();
-    Err(Error::invalid_with(
+    Err(Error::coded(
         ErrorCode::InvalidTarget,
         format!("`resource` {shown:?} is not an audience grants may be issued for here"),
     ))

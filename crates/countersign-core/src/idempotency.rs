@@ -35,7 +35,7 @@ impl IdempotencyKey {
             .unwrap_or(raw);
         let printable = unquoted.bytes().all(|b| (0x20..=0x7e).contains(&b));
         if unquoted.is_empty() || unquoted.len() > MAX_KEY_CHARS || !printable {
-            return Err(Error::invalid_with(
+            return Err(Error::coded(
                 ErrorCode::InvalidIdempotencyKey,
                 format!(
                     "the `Idempotency-Key` header must be 1 to {MAX_KEY_CHARS} printable ASCII characters"
@@ -83,7 +83,7 @@ impl StoredAnswer {
         if self.fingerprint == fingerprint {
             Ok(self)
         } else {
-            Err(Error::invalid_with(
+            Err(Error::coded(
                 ErrorCode::IdempotencyKeyReused,
                 "this `Idempotency-Key` was already used for a different request; use a new key for a new request",
             ))
@@ -94,7 +94,7 @@ impl StoredAnswer {
 /// The error a store reports when a key is taken by an answer it cannot see yet (another
 /// call with the same key committed first).
 pub fn key_in_use() -> Error {
-    Error::invalid_with(
+    Error::coded(
         ErrorCode::IdempotencyKeyInUse,
         "another request with this `Idempotency-Key` is being processed; retry shortly",
     )

@@ -256,7 +256,7 @@ pub struct BcParams {
 }
 
 fn oidc_error(code: ErrorCode, message: impl Into<String>) -> Error {
-    Error::invalid_with(code, message)
+    Error::coded(code, message)
 }
 
 /// The checks that need no store: scope, hints, binding message, expiry, notification token.

@@ -21,7 +21,7 @@ pub fn check(root: &str, value: &Value) -> Result<()> {
 
 fn walk(path: &mut String, value: &Value) -> Result<()> {
     match value {
-        Value::Number(n) if !survives_canonical_json(n) => Err(Error::invalid_with(
+        Value::Number(n) if !survives_canonical_json(n) => Err(Error::coded(
             ErrorCode::InvalidNumber,
             format!(
                 "`{path}` is {n}, which canonical JSON (IEEE doubles) cannot keep exactly; \

@@ -58,7 +58,7 @@ fn invalid(message: impl Into<String>) -> Error {
 fn glob(field: &str, pattern: &str) -> Result<Glob> {
     validate::text(field, pattern, 200)?;
     Glob::new(pattern.trim()).map_err(|e| {
-        Error::invalid_with(
+        Error::coded(
             ErrorCode::InvalidPattern,
             format!("`{field}` is not a valid glob: {e}"),
         )

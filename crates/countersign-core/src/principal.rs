@@ -6,7 +6,7 @@ use crate::{Error, Result};
 
 /// The refusal of everything an executor key is not for.
 pub fn executor_only() -> Error {
-    Error::Forbidden("executor keys may only introspect and revoke grants".into())
+    Error::forbidden("executor keys may only introspect and revoke grants")
 }
 
 /// Who an authenticated API key acts for.
@@ -71,8 +71,8 @@ impl Principal {
         match &self.role {
             Role::Admin => Ok(crate::grant::Verifier::Admin),
             Role::Executor { audiences } => Ok(crate::grant::Verifier::Executor(audiences)),
-            _ => Err(Error::Forbidden(
-                "grants are introspected with an executor or admin key".into(),
+            _ => Err(Error::forbidden(
+                "grants are introspected with an executor or admin key",
             )),
         }
     }
@@ -90,8 +90,8 @@ impl Principal {
         if allowed {
             Ok(())
         } else {
-            Err(Error::Forbidden(
-                "only the grant's agent, an executor of its audience or an admin revokes it".into(),
+            Err(Error::forbidden(
+                "only the grant's agent, an executor of its audience or an admin revokes it",
             ))
         }
     }
@@ -104,7 +104,7 @@ impl Principal {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(Error::Forbidden("this needs an admin key".into()))
+            Err(Error::forbidden("this needs an admin key"))
         }
     }
 
@@ -112,7 +112,7 @@ impl Principal {
     pub fn require_agent(&self) -> Result<&str> {
         match &self.role {
             Role::Agent { agent_id } => Ok(agent_id),
-            _ => Err(Error::Forbidden("this needs an agent key".into())),
+            _ => Err(Error::forbidden("this needs an agent key")),
         }
     }
 
@@ -120,8 +120,8 @@ impl Principal {
     pub fn require_reviewer_or_admin(&self) -> Result<()> {
         match &self.role {
             Role::Admin | Role::Reviewer { .. } => Ok(()),
-            Role::Agent { .. } => Err(Error::Forbidden(
-                "agent keys cannot read or decide approval requests".into(),
+            Role::Agent { .. } => Err(Error::forbidden(
+                "agent keys cannot read or decide approval requests",
             )),
             Role::Executor { .. } => Err(executor_only()),
         }
@@ -158,8 +158,8 @@ impl Principal {
     ) -> Result<()> {
         match self.role {
             Role::Agent { .. } => {
-                return Err(Error::Forbidden(
-                    "agent keys cannot approve or deny requests".into(),
+                return Err(Error::forbidden(
+                    "agent keys cannot approve or deny requests",
                 ));
             }
             Role::Executor { .. } => return Err(executor_only()),
@@ -170,8 +170,8 @@ impl Principal {
             .as_ref()
             .and_then(|t| t.on_behalf_of.as_deref());
         if requester.is_some() && requester == self.person() && !request.rules.allow_self_approval {
-            return Err(Error::Forbidden(
-                "you are the person this request acts for; someone else must decide it".into(),
+            return Err(Error::forbidden(
+                "you are the person this request acts for; someone else must decide it",
             ));
         }
         if reviewer_since.is_some_and(|since| since <= now) {
@@ -180,22 +180,22 @@ impl Principal {
         match (&self.role, request.kind) {
             (Role::Admin, RequestKind::Ciba) => Ok(()),
             (Role::Admin, RequestKind::Tool) if admins_can_decide => Ok(()),
-            (Role::Admin, RequestKind::Tool) => Err(Error::Forbidden(
-                "tenant admins may not decide tool-call approvals here (guard setting admins_can_decide)".into(),
+            (Role::Admin, RequestKind::Tool) => Err(Error::forbidden(
+                "tenant admins may not decide tool-call approvals here (guard setting admins_can_decide)",
             )),
-            (Role::Admin, RequestKind::Oidc) => Err(Error::Forbidden(
-                "an OpenID request is decided only by the user it names: its ID token says that user authenticated".into(),
+            (Role::Admin, RequestKind::Oidc) => Err(Error::forbidden(
+                "an OpenID request is decided only by the user it names: its ID token says that user authenticated",
             )),
             _ => match reviewer_since {
-                Some(since) => Err(Error::Forbidden(format!(
+                Some(since) => Err(Error::forbidden(format!(
                     "you may decide this request from {} (after escalation)",
                     since.to_rfc3339()
                 ))),
-                None if request.kind != RequestKind::Tool => Err(Error::Forbidden(
-                    "this request is addressed to another reviewer".into(),
+                None if request.kind != RequestKind::Tool => Err(Error::forbidden(
+                    "this request is addressed to another reviewer",
                 )),
-                None => Err(Error::Forbidden(
-                    "you are not an eligible reviewer of this request".into(),
+                None => Err(Error::forbidden(
+                    "you are not an eligible reviewer of this request",
                 )),
             },
         }
@@ -208,8 +208,8 @@ impl Principal {
     pub fn may_vote(&self, request: &ApprovalRequest, verdict: Verdict) -> Result<()> {
         let quorum = request.rules.required_approvals > 1;
         if verdict == Verdict::Approve && quorum && self.person().is_none() {
-            return Err(Error::Forbidden(
-                "this request needs approvals from several people; an admin key names no person, so sign in or use a reviewer key".into(),
+            return Err(Error::forbidden(
+                "this request needs approvals from several people; an admin key names no person, so sign in or use a reviewer key",
             ));
         }
         Ok(())
@@ -220,8 +220,8 @@ impl Principal {
         match &self.role {
             Role::Admin => Ok(None),
             Role::Reviewer { user_id } => Ok(Some(user_id)),
-            Role::Agent { .. } => Err(Error::Forbidden(
-                "agent keys cannot read or decide approval requests".into(),
+            Role::Agent { .. } => Err(Error::forbidden(
+                "agent keys cannot read or decide approval requests",
             )),
             Role::Executor { .. } => Err(executor_only()),
         }

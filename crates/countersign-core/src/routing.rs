@@ -74,7 +74,7 @@ pub fn validate_rules(rules: &[RoutingRule], group_exists: impl Fn(&str) -> bool
     for (i, rule) in rules.iter().enumerate() {
         if let Some(p) = &rule.condition.tool_pattern {
             Glob::new(p).map_err(|e| {
-                Error::invalid_with(
+                Error::coded(
                     countersign_proto::ErrorCode::InvalidPattern,
                     format!("routing_rules[{i}].condition.tool_pattern: {e}"),
                 )

@@ -44,7 +44,7 @@ pub fn visible_text(field: &str, value: &str, allowed: &[char]) -> Result<()> {
         .find(|(_, c)| is_hidden(*c) && !allowed.contains(c))
     {
         None => Ok(()),
-        Some((at, c)) => Err(Error::invalid_with(
+        Some((at, c)) => Err(Error::coded(
             ErrorCode::InvalidText,
             format!(
                 "`{field}` must not contain control, bidirectional or invisible formatting characters (found U+{:04X} at character {})",

@@ -105,7 +105,7 @@ pub async fn invite(
         }
     };
     if user.disabled {
-        return Err(Error::invalid_with(
+        return Err(Error::coded(
             ErrorCode::Disabled,
             format!("the user {email} is disabled; invitations go to active users only"),
         ));
@@ -140,10 +140,7 @@ pub async fn sign_in_link(
     }
     .ok_or_else(|| Error::NotFound("no such user".into()))?;
     if user.disabled {
-        return Err(Error::invalid_with(
-            ErrorCode::Disabled,
-            "the user is disabled",
-        ));
+        return Err(Error::coded(ErrorCode::Disabled, "the user is disabled"));
     }
     issue(state, caller.actor(), user, LinkKind::SignIn).await
 }
@@ -452,7 +449,7 @@ pub async fn finish_passkey_sign_in(
         .store
         .find_passkey(&credential_id)
         .await?
-        .ok_or_else(|| Error::Unauthorized("unknown passkey".into()))?;
+        .ok_or_else(|| Error::unauthorized("unknown passkey"))?;
     let result = webauthn
         .finish_passkey_authentication(credential, &authentication)
         .map_err(webauthn_error)?;
@@ -463,7 +460,7 @@ pub async fn finish_passkey_sign_in(
         .get_user(&record.tenant_id, &record.user_id)
         .await?
         .filter(|u| !u.disabled)
-        .ok_or_else(|| Error::Unauthorized("this account is disabled".into()))?;
+        .ok_or_else(|| Error::unauthorized("this account is disabled"))?;
     let proof = SessionProof::Passkey {
         credential_id,
         credential: serde_json::to_string(&passkey).map_err(Error::internal)?,

@@ -46,23 +46,23 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Erro
     let header = parts
         .headers
         .get(AUTHORIZATION)
-        .ok_or_else(|| Error::Unauthorized("missing `Authorization: Bearer <api key>`".into()))?;
+        .ok_or_else(|| Error::unauthorized("missing `Authorization: Bearer <api key>`"))?;
     let value = header
         .to_str()
-        .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
+        .map_err(|_| Error::unauthorized("malformed Authorization header"))?;
     let key = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
-            Error::Unauthorized("the Authorization header must be `Bearer <api key>`".into())
+            Error::unauthorized("the Authorization header must be `Bearer <api key>`")
         })?;
     let principal = state
         .store
         .authenticate(&secret::hash_secret(key))
         .await?
-        .ok_or_else(|| Error::Unauthorized("unknown, revoked or disabled API key".into()))?;
+        .ok_or_else(|| Error::unauthorized("unknown, revoked or disabled API key"))?;
     state.throttle.check_key(&principal.key_id)?;
     record_tenant(&principal.tenant_id);
     Ok(principal)

@@ -15,7 +15,7 @@ pub const ROOT_TENANT: &str = "default";
 pub fn require_root_admin(caller: &Principal, what: &str) -> Result<()> {
     caller.require_admin()?;
     if caller.tenant_id != ROOT_TENANT {
-        return Err(Error::Forbidden(format!(
+        return Err(Error::forbidden(format!(
             "only admins of the `{ROOT_TENANT}` tenant {what}"
         )));
     }

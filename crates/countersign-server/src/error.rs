@@ -128,7 +128,7 @@ fn has_json_content_type(req: &Request) -> bool {
 }
 
 fn unsupported_media_type() -> Error {
-    Error::invalid_with(
+    Error::coded(
         ErrorCode::UnsupportedMediaType,
         "the body must be JSON with `Content-Type: application/json`",
     )
@@ -142,7 +142,7 @@ async fn body_bytes<S: Send + Sync>(
         .await
         .map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError(Error::invalid_with(
+                ApiError(Error::coded(
                     ErrorCode::PayloadTooLarge,
                     "the request body is larger than the server accepts",
                 ))
@@ -156,20 +156,20 @@ async fn body_bytes<S: Send + Sync>(
 /// `3.0`, so a whole number written with a fraction is read as the integer it is.
 fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut value = serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| {
-        ApiError(Error::invalid_with(
+        ApiError(Error::coded(
             ErrorCode::InvalidJson,
             format!("invalid JSON body: {e}"),
         ))
     })?;
     if !value.is_object() {
-        return Err(ApiError(Error::invalid_with(
+        return Err(ApiError(Error::coded(
             ErrorCode::InvalidBody,
             "the body must be a JSON object",
         )));
     }
     integral_floats_as_integers(&mut value);
     serde_json::from_value(value).map_err(|e| {
-        ApiError(Error::invalid_with(
+        ApiError(Error::coded(
             ErrorCode::InvalidBody,
             format!("invalid JSON body: {e}"),
         ))

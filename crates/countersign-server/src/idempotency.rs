@@ -44,13 +44,13 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<IdempotencyKey>> {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(Error::invalid_with(
+        return Err(Error::coded(
             ErrorCode::InvalidIdempotencyKey,
             "send one `Idempotency-Key` header",
         ));
     }
     let text = value.to_str().map_err(|_| {
-        Error::invalid_with(
+        Error::coded(
             ErrorCode::InvalidIdempotencyKey,
             "the `Idempotency-Key` header must be printable ASCII",
         )

@@ -51,7 +51,7 @@ pub async fn authorize(
     {
         Some(user) if !user.disabled => {}
         _ => {
-            return Err(Error::invalid_with(
+            return Err(Error::coded(
                 ErrorCode::UnknownUserId,
                 format!(
                     "`userId` {:?} is not an active reviewer of this tenant",
@@ -97,8 +97,8 @@ pub async fn poll(
     };
     let mut request = Face::Ciba.check(find(state, &caller.tenant_id, &by).await?)?;
     if request.agent_id != agent_id {
-        return Err(Error::Forbidden(
-            "only the agent that asked can poll this request".into(),
+        return Err(Error::forbidden(
+            "only the agent that asked can poll this request",
         ));
     }
     // A resource that cannot be granted is refused before any waiting.

@@ -127,7 +127,7 @@ async fn spend_proof(
         } => {
             let values = args![credential, now, credential_id, &s.tenant_id, &s.user_id];
             if tx.exec(sql::REPLACE_PASSKEY_CREDENTIAL, values).await? != 1 {
-                return Err(Error::Unauthorized("unknown passkey".into()));
+                return Err(Error::unauthorized("unknown passkey"));
             }
         }
     }
@@ -286,7 +286,7 @@ pub trait DashboardStore: Db {
             let s = &new.session;
             match user_in(tx, &s.tenant_id, &s.user_id).await? {
                 Some(u) if !u.disabled => {}
-                _ => return Err(Error::Unauthorized("this account is disabled".into())),
+                _ => return Err(Error::unauthorized("this account is disabled")),
             }
             spend_proof(tx, s, &proof, &actor).await?;
             let values = args![

@@ -444,7 +444,7 @@ pub trait NotificationStore: Db {
                 .await?
                 == 0
             {
-                return Err(Error::invalid_with(
+                return Err(Error::coded(
                     countersign_proto::ErrorCode::DeliveryPending,
                     "only a finished delivery can be sent again; this one is still pending",
                 ));

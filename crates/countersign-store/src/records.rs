@@ -10,7 +10,7 @@ pub fn no_ciba_request() -> Error {
 }
 
 pub fn already_voted() -> Error {
-    Error::Invalid {
+    Error::Conflict {
         code: ErrorCode::AlreadyVoted,
         message: "you already decided this request".into(),
     }

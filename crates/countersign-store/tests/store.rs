@@ -681,7 +681,7 @@ async fn dashboard_passkeys_ceremonies_sessions_and_counts() {
                 admin.clone(),
             )
             .await,
-        Err(Error::Unauthorized(_))
+        Err(Error::Unauthorized { .. })
     ));
     assert_eq!(f.store.list_sessions("t", &f.user).await.unwrap().len(), 1);
     f.store

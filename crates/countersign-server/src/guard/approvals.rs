@@ -21,8 +21,8 @@ pub async fn cancel(state: &AppState, caller: &Principal, id: &str) -> Result<Ap
         Role::Agent { agent_id } if *agent_id == request.agent_id => {}
         Role::Agent { .. } => return Err(Error::NotFound("no such approval request".into())),
         Role::Reviewer { .. } => {
-            return Err(Error::Forbidden(
-                "only the requesting agent or an admin cancels".into(),
+            return Err(Error::forbidden(
+                "only the requesting agent or an admin cancels",
             ));
         }
         Role::Executor { .. } => return Err(executor_only()),
@@ -57,7 +57,7 @@ pub async fn grant(
     let audience = service::grant_audience(state, &request, resource).await?;
     let status = request.status_at(state.clock.now());
     if status != ApprovalStatus::Approved {
-        return Err(Error::Invalid {
+        return Err(Error::Conflict {
             code: ErrorCode::NotApproved,
             message: format!(
                 "the approval is {}; only approved calls can be redeemed",
@@ -122,8 +122,8 @@ pub async fn history(state: &AppState, caller: &Principal, query: HistoryQuery) 
         Role::Admin => {}
         Role::Reviewer { user_id } => filter.user_id = Some(user_id.clone()),
         Role::Agent { .. } => {
-            return Err(Error::Forbidden(
-                "agent keys cannot read the approval history".into(),
+            return Err(Error::forbidden(
+                "agent keys cannot read the approval history",
             ));
         }
         Role::Executor { .. } => return Err(executor_only()),

@@ -143,7 +143,7 @@ pub async fn save_group(
 pub async fn delete_group(state: &AppState, caller: &Principal, id: &str) -> Result<()> {
     caller.require_admin()?;
     let tenant = &caller.tenant_id;
-    let in_use = |what: String| Error::Invalid {
+    let in_use = |what: String| Error::Conflict {
         code: ErrorCode::InUse,
         message: format!("approval group {id:?} is still used by {what}"),
     };

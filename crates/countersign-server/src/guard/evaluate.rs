@@ -124,7 +124,7 @@ pub async fn check_tool(
         .store
         .get_agent(&caller.tenant_id, agent_id)
         .await?
-        .ok_or_else(|| Error::Unauthorized("this agent no longer exists".into()))?;
+        .ok_or_else(|| Error::unauthorized("this agent no longer exists"))?;
     let config = config(state, &caller.tenant_id).await?;
     let e = evaluate_call(
         state,

@@ -159,7 +159,7 @@ async fn check_groups<'a>(
     let groups = state.store.list_groups(tenant_id).await?;
     for id in ids {
         if !groups.iter().any(|g| g.id == *id) {
-            return Err(Error::invalid_with(
+            return Err(Error::coded(
                 countersign_proto::ErrorCode::UnknownReference,
                 format!("approval group {id:?} does not exist in this tenant"),
             ));
@@ -313,15 +313,14 @@ fn subject(caller: &Principal, user_id: Option<&str>) -> Result<String> {
         (Some(id), _, Some(own)) if id == own => Ok(id.to_string()),
         (None, _, Some(own)) => Ok(own.clone()),
         (None, Role::Reviewer { user_id }, None) => Ok(user_id.clone()),
-        (_, Role::Agent { .. }, _) => Err(Error::Forbidden(
-            "agent keys have no notification preferences".into(),
+        (_, Role::Agent { .. }, _) => Err(Error::forbidden(
+            "agent keys have no notification preferences",
         )),
-        (None, _, None) => Err(Error::Forbidden(
-            "this key belongs to no person; name the user (admin keys use /v1/admin/users/{id}/notification-preferences)"
-                .into(),
+        (None, _, None) => Err(Error::forbidden(
+            "this key belongs to no person; name the user (admin keys use /v1/admin/users/{id}/notification-preferences)",
         )),
-        (Some(_), _, _) => Err(Error::Forbidden(
-            "only admins change other people's preferences".into(),
+        (Some(_), _, _) => Err(Error::forbidden(
+            "only admins change other people's preferences",
         )),
     }
 }

@@ -164,9 +164,8 @@ pub fn check_registration(
     target: &str,
     rules: &OutboundSettings,
 ) -> countersign_core::Result<()> {
-    check_target(target, rules).map_err(|why| {
-        Error::invalid_with(ErrorCode::EndpointNotAllowed, format!("`{field}`: {why}"))
-    })
+    check_target(target, rules)
+        .map_err(|why| Error::coded(ErrorCode::EndpointNotAllowed, format!("`{field}`: {why}")))
 }
 
 #[cfg(test)]

@@ -285,7 +285,7 @@ pub async fn subscribe(
     let user_id = caller
         .user_id
         .clone()
-        .ok_or_else(|| Error::Forbidden("only people subscribe devices".into()))?;
+        .ok_or_else(|| Error::forbidden("only people subscribe devices"))?;
     check_endpoint(state, &input.endpoint)?;
     device_keys(&input.p256dh, &input.auth)?;
     let existing = devices(state, &caller.tenant_id, &user_id).await?;

@@ -230,7 +230,7 @@ pub async fn redeliver(
         .filter(belongs)
         .ok_or_else(no_such_delivery)?;
     if endpoint.disabled_at.is_some() {
-        return Err(Error::invalid_with(
+        return Err(Error::coded(
             countersign_proto::ErrorCode::Disabled,
             "the endpoint is disabled; enable it first (PATCH with `disabled: false`)",
         ));

@@ -21,7 +21,7 @@ pub const AUTH_PARAMS: &[&str] = &[
 ];
 
 fn invalid_client(message: impl Into<String>) -> Error {
-    Error::invalid_with(ErrorCode::InvalidClient, message)
+    Error::coded(ErrorCode::InvalidClient, message)
 }
 
 enum Presented {

@@ -22,7 +22,7 @@ impl FormParams {
                     .eq_ignore_ascii_case("application/x-www-form-urlencoded")
             });
         if !is_form {
-            return Err(Error::invalid_with(
+            return Err(Error::coded(
                 ErrorCode::UnsupportedMediaType,
                 "the body must be `application/x-www-form-urlencoded`",
             ));

@@ -121,7 +121,7 @@ pub async fn verify_client_jwt(
     token: &str,
     rules: ClientJwtRules<'_>,
 ) -> Result<Map<String, Value>> {
-    let fail = |m: String| Error::invalid_with(rules.code, format!("the {} {m}", rules.what));
+    let fail = |m: String| Error::coded(rules.code, format!("the {} {m}", rules.what));
     let (alg, kid) = header_alg(token).map_err(fail)?;
     if let Some(registered) = rules.registered_alg
         && registered != alg_name(alg)

@@ -96,7 +96,7 @@ impl Oidc {
     /// Checks RFC 9396 `authorization_details`: a non-empty array of objects whose `type` is
     /// configured and which match that type's schema.
     pub fn check_authorization_details(&self, value: &Value) -> Result<Vec<Value>> {
-        let invalid = |m: String| Error::invalid_with(ErrorCode::InvalidAuthorizationDetails, m);
+        let invalid = |m: String| Error::coded(ErrorCode::InvalidAuthorizationDetails, m);
         let Value::Array(items) = value else {
             return Err(invalid(
                 "`authorization_details` must be a JSON array".into(),

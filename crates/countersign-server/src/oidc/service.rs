@@ -139,7 +139,7 @@ async fn bc_params(state: &AppState, client: &OidcClient, form: &FormParams) -> 
 
 fn parse_details(raw: &str) -> Result<Value> {
     serde_json::from_str(raw).map_err(|e| {
-        Error::invalid_with(
+        Error::coded(
             ErrorCode::InvalidAuthorizationDetails,
             format!("`authorization_details` is not JSON: {e}"),
         )
@@ -149,7 +149,7 @@ fn parse_details(raw: &str) -> Result<Value> {
 /// The user a hint names, if they are an active reviewer of the client's tenant.
 async fn resolve_user(state: &AppState, client: &OidcClient, params: &BcParams) -> Result<String> {
     let unknown = |what: &str| {
-        Error::invalid_with(
+        Error::coded(
             ErrorCode::UnknownUserId,
             format!("{what} does not name an active user of this tenant"),
         )
@@ -196,7 +196,7 @@ pub async fn bc_authorize(
 ) -> Result<Answer<BcResponse>> {
     let client = authenticate(state, form, authorization).await?;
     if !client.grant_types.iter().any(|g| g == CIBA_GRANT) {
-        return Err(Error::invalid_with(
+        return Err(Error::coded(
             ErrorCode::UnauthorizedClient,
             format!("this client is not registered for the {CIBA_GRANT} grant"),
         ));
@@ -230,7 +230,7 @@ pub async fn bc_authorize(
             .await?;
         if stored.as_deref() != Some(secret::hash_secret(given).as_str()) {
             state.throttle.record_failure(&guesses);
-            return Err(Error::invalid_with(
+            return Err(Error::coded(
                 ErrorCode::InvalidUserCode,
                 "the `user_code` is not this user's",
             ));
@@ -287,7 +287,7 @@ pub async fn bc_authorize(
 }
 
 fn token_error(code: ErrorCode, message: impl Into<String>) -> Error {
-    Error::invalid_with(code, message)
+    Error::coded(code, message)
 }
 
 /// `POST /oidc/token` with the CIBA grant.

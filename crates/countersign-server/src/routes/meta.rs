@@ -80,8 +80,8 @@ fn check_scraper(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
     if same && !presented.is_empty() {
         Ok(())
     } else {
-        Err(Error::Unauthorized(
-            "`/metrics` needs `Authorization: Bearer <metrics.token>`".into(),
+        Err(Error::unauthorized(
+            "`/metrics` needs `Authorization: Bearer <metrics.token>`",
         ))
     }
 }

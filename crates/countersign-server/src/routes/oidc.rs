@@ -94,7 +94,7 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<(FormParams, Option<String>
         .get(AUTHORIZATION)
         .map(|v| {
             v.to_str().map(str::to_string).map_err(|_| {
-                Error::invalid_with(ErrorCode::InvalidClient, "malformed Authorization header")
+                Error::coded(ErrorCode::InvalidClient, "malformed Authorization header")
             })
         })
         .transpose()?;

@@ -62,7 +62,7 @@ pub async fn interactivity(
         .await?
         .filter(|c| !c.signing_secret.is_empty())
         .ok_or_else(|| {
-            Error::invalid_with(
+            Error::coded(
                 ErrorCode::InvalidSignature,
                 "this tenant does not accept Slack requests",
             )

@@ -351,7 +351,7 @@ pub async fn create_policy(
             )
             .await
         }
-        Err(e @ Error::Invalid { .. }) | Err(e @ Error::AlreadyExists(_)) => {
+        Err(e @ (Error::Invalid { .. } | Error::Conflict { .. } | Error::AlreadyExists(_))) => {
             page(
                 &state,
                 &posted.viewer,
@@ -448,14 +448,16 @@ pub async fn try_policies(
             risk: format!("{:.2}", d.risk_score),
             threats: d.threats_detected.join(", "),
         },
-        Err(e @ Error::Invalid { .. }) | Err(e @ Error::NotFound(_)) => TryFragment {
-            error: Some(e.to_string()),
-            action: String::new(),
-            message: String::new(),
-            policy: String::new(),
-            risk: String::new(),
-            threats: String::new(),
-        },
+        Err(e @ (Error::Invalid { .. } | Error::Conflict { .. } | Error::NotFound(_))) => {
+            TryFragment {
+                error: Some(e.to_string()),
+                action: String::new(),
+                message: String::new(),
+                policy: String::new(),
+                risk: String::new(),
+                threats: String::new(),
+            }
+        }
         Err(e) => return Err(e.into()),
     };
     if posted.htmx {
@@ -697,7 +699,12 @@ async fn after_change(
             )
             .await
         }
-        Err(e @ (Error::Invalid { .. } | Error::NotFound(_) | Error::AlreadyExists(_))) => {
+        Err(
+            e @ (Error::Invalid { .. }
+            | Error::Conflict { .. }
+            | Error::NotFound(_)
+            | Error::AlreadyExists(_)),
+        ) => {
             page(
                 state,
                 viewer,

@@ -465,7 +465,7 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
 }
 
 fn csrf_failed(message: &str) -> Error {
-    Error::invalid_with(countersign_proto::ErrorCode::CsrfFailed, message)
+    Error::coded(countersign_proto::ErrorCode::CsrfFailed, message)
 }
 
 /// The anti-forgery token of a form, before the form's own fields.
@@ -515,7 +515,7 @@ where
             .into());
         }
         let form: T = serde_json::from_value(envelope.form).map_err(|e| {
-            Error::invalid_with(
+            Error::coded(
                 countersign_proto::ErrorCode::InvalidBody,
                 format!("the form is incomplete: {e}"),
             )
@@ -559,7 +559,7 @@ where
         check_origin(state, &parts.headers)?;
         let viewer = match Viewer::from_request_parts(&mut parts, state).await {
             Ok(v) => v,
-            Err(_) => return Err(Error::Unauthorized("sign in first".into()).into()),
+            Err(_) => return Err(Error::unauthorized("sign in first").into()),
         };
         let token = parts
             .headers
@@ -660,9 +660,12 @@ pub async fn decision_outcome(
             .await?;
             (current, ("warn", settled_words(status)))
         }
-        Err(e @ (Error::AlreadyExists(_) | Error::Forbidden(_) | Error::Invalid { .. })) => {
-            (request, ("error", e.to_string()))
-        }
+        Err(
+            e @ (Error::AlreadyExists(_)
+            | Error::Forbidden { .. }
+            | Error::Invalid { .. }
+            | Error::Conflict { .. }),
+        ) => (request, ("error", e.to_string())),
         Err(e) => return Err(e),
     })
 }

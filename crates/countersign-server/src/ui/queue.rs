@@ -308,7 +308,7 @@ async fn may_decide(
 ) -> Result<bool, Error> {
     match service::may_decide(state, principal, request).await {
         Ok(()) => Ok(true),
-        Err(Error::Forbidden(_)) => Ok(false),
+        Err(Error::Forbidden { .. }) => Ok(false),
         Err(other) => Err(other),
     }
 }

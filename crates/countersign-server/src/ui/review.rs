@@ -83,7 +83,7 @@ fn verdict_word(raw: Option<&str>) -> String {
 }
 
 fn unusable() -> Error {
-    Error::invalid_with(
+    Error::coded(
         countersign_proto::ErrorCode::LinkUnusable,
         "this review link is not valid; open the request from the dashboard instead",
     )
@@ -309,8 +309,8 @@ pub async fn review_decide(
     if needs_sign_in(&state, &request).await? {
         let viewer = session_viewer(&state, &headers).await?;
         if viewer.is_none_or(|v| v.user.id != user.id) {
-            return Err(Error::Forbidden(
-                "this request's risk is high: sign in to the dashboard to decide it".into(),
+            return Err(Error::forbidden(
+                "this request's risk is high: sign in to the dashboard to decide it",
             )
             .into());
         }

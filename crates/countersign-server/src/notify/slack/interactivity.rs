@@ -26,7 +26,7 @@ pub fn verify_signature(
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let refused = |why: &str| Error::invalid_with(ErrorCode::InvalidSignature, why.to_string());
+    let refused = |why: &str| Error::coded(ErrorCode::InvalidSignature, why.to_string());
     let timestamp = timestamp
         .map(str::trim)
         .ok_or_else(|| refused("the request has no X-Slack-Request-Timestamp"))?;
@@ -182,11 +182,14 @@ pub async fn decide_click(
             };
             ClickAnswer::Ephemeral(words)
         }
-        Err(e @ (Error::Forbidden(_) | Error::Invalid { .. } | Error::NotFound(_))) => {
-            ClickAnswer::Ephemeral(format!(
-                "You cannot decide this request: {e}. Nothing changed."
-            ))
-        }
+        Err(
+            e @ (Error::Forbidden { .. }
+            | Error::Invalid { .. }
+            | Error::Conflict { .. }
+            | Error::NotFound(_)),
+        ) => ClickAnswer::Ephemeral(format!(
+            "You cannot decide this request: {e}. Nothing changed."
+        )),
         Err(e) => {
             tracing::warn!(error = %e, "a Slack decision failed");
             reply(

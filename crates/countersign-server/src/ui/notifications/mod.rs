@@ -483,7 +483,12 @@ async fn after_change(
 ) -> Result<Response, UiError> {
     match result {
         Ok(()) => Ok(see_other(&format!("{PAGE}?done={channel}#{channel}"))),
-        Err(e @ (Error::Invalid { .. } | Error::NotFound(_) | Error::AlreadyExists(_))) => {
+        Err(
+            e @ (Error::Invalid { .. }
+            | Error::Conflict { .. }
+            | Error::NotFound(_)
+            | Error::AlreadyExists(_)),
+        ) => {
             let status =
                 StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             page(state, viewer, on_error(Notice::error(&e)), status).await
@@ -695,7 +700,7 @@ pub async fn test_channel(
     .await
     {
         Ok(sent) => sent,
-        Err(e @ Error::Invalid { .. }) => {
+        Err(e @ (Error::Invalid { .. } | Error::Conflict { .. })) => {
             shown.email = Notice::error(&e);
             return page(&state, &posted.viewer, shown, StatusCode::BAD_REQUEST).await;
         }

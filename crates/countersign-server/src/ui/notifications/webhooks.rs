@@ -123,7 +123,10 @@ pub(super) async fn webhook_refused(
     shown: impl FnOnce(Option<Notice>) -> Shown,
 ) -> Result<Response, UiError> {
     match e {
-        Error::Invalid { .. } | Error::NotFound(_) | Error::AlreadyExists(_) => {
+        Error::Invalid { .. }
+        | Error::Conflict { .. }
+        | Error::NotFound(_)
+        | Error::AlreadyExists(_) => {
             let status =
                 StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::BAD_REQUEST);
             page(state, viewer, shown(Notice::error(&e)), status).await
