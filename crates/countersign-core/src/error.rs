@@ -207,4 +207,28 @@ mod tests {
             "internal error: no key"
         );
     }
+
+    #[test]
+    fn a_precise_code_picks_the_variant_of_its_status() {
+        let variant = |code| match Error::coded(code, "x") {
+            Error::Unauthorized { .. } => 401,
+            Error::Forbidden { .. } => 403,
+            Error::Conflict { .. } => 409,
+            Error::Invalid { .. } => 400,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(variant(ErrorCode::InvalidClient), 401);
+        assert_eq!(variant(ErrorCode::InvalidSignature), 401);
+        assert_eq!(variant(ErrorCode::CsrfFailed), 403);
+        assert_eq!(variant(ErrorCode::AlreadyVoted), 409);
+        assert_eq!(variant(ErrorCode::IdempotencyKeyInUse), 409);
+        assert_eq!(variant(ErrorCode::InvalidNumber), 400);
+        for code in [
+            ErrorCode::InvalidClient,
+            ErrorCode::InUse,
+            ErrorCode::InvalidBody,
+        ] {
+            assert_eq!(Error::coded(code, "x").code(), code);
+        }
+    }
 }
