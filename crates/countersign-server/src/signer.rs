@@ -7,17 +7,24 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use countersign_core::audit::Actor;
 use countersign_core::{Clock, Error, Result};
 use countersign_store::{SigningKeyRecord, Store};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
+/// The active key, parsed once: parsing PKCS#8 derives the public key, which costs as much
+/// as a signature.
 struct ActiveKey {
     kid: String,
     alg: Algorithm,
-    encoding: EncodingKey,
+    pair: KeyPairOf,
+}
+
+enum KeyPairOf {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
 }
 
 /// Signs tokens with the active key and publishes every key's public half.
@@ -116,11 +123,26 @@ impl Signer {
             // The active key first: clients that take the first key get the right one.
             if key.active {
                 published.insert(0, jwk);
-                let (alg, encoding) = match key.alg.as_str() {
-                    "ES256" => (Algorithm::ES256, EncodingKey::from_ec_der(&key.private_der)),
-                    _ => (Algorithm::EdDSA, EncodingKey::from_ed_der(&key.private_der)),
+                let (alg, pair) = match key.alg.as_str() {
+                    "ES256" => (
+                        Algorithm::ES256,
+                        KeyPairOf::Es256(
+                            EcdsaKeyPair::from_pkcs8(
+                                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                                &key.private_der,
+                            )
+                            .map_err(|e| Error::internal_msg(format!("bad ES256 key: {e}")))?,
+                        ),
+                    ),
+                    _ => (
+                        Algorithm::EdDSA,
+                        KeyPairOf::EdDsa(
+                            Ed25519KeyPair::from_pkcs8(&key.private_der)
+                                .map_err(|e| Error::internal_msg(format!("bad EdDSA key: {e}")))?,
+                        ),
+                    ),
                 };
-                active = Some(ActiveKey { kid, alg, encoding });
+                active = Some(ActiveKey { kid, alg, pair });
             } else {
                 published.push(jwk);
             }
@@ -132,21 +154,37 @@ impl Signer {
         })
     }
 
+    /// Signs an access token (`typ: at+jwt`, RFC 9068).
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String> {
-        let mut header = Header::new(self.active.alg);
-        header.kid = Some(self.active.kid.clone());
-        header.typ = Some("at+jwt".into());
-        jsonwebtoken::encode(&header, claims, &self.active.encoding)
-            .map_err(|e| Error::internal_msg(format!("signing failed: {e}")))
+        self.sign_jwt("at+jwt", claims)
     }
 
     /// Signs an ID token (`typ: JWT`, OpenID Connect Core).
     pub fn sign_id_token<T: Serialize>(&self, claims: &T) -> Result<String> {
+        self.sign_jwt("JWT", claims)
+    }
+
+    /// A JWS in compact form (RFC 7515): the header and claims as base64url JSON, signed with
+    /// the active key (ES256 as the fixed-width `r || s` that JWS wants).
+    fn sign_jwt<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String> {
         let mut header = Header::new(self.active.alg);
         header.kid = Some(self.active.kid.clone());
-        header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, claims, &self.active.encoding)
-            .map_err(|e| Error::internal_msg(format!("signing failed: {e}")))
+        header.typ = Some(typ.into());
+        let part = |json: Vec<u8>| URL_SAFE_NO_PAD.encode(json);
+        let message = format!(
+            "{}.{}",
+            part(serde_json::to_vec(&header).map_err(Error::internal)?),
+            part(serde_json::to_vec(claims).map_err(Error::internal)?)
+        );
+        let signature = match &self.active.pair {
+            KeyPairOf::Es256(pair) => pair
+                .sign(&SystemRandom::new(), message.as_bytes())
+                .map_err(|_| Error::internal_msg("signing failed"))?
+                .as_ref()
+                .to_vec(),
+            KeyPairOf::EdDsa(pair) => pair.sign(message.as_bytes()).as_ref().to_vec(),
+        };
+        Ok(format!("{message}.{}", part(signature)))
     }
 
     pub fn jwks(&self) -> &Value {
