@@ -204,6 +204,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         notifier: Arc::new(notifier),
         conditions: Arc::new(crate::conditions::ConditionRunner::new(&settings_limits)),
         throttle: Arc::new(crate::throttle::Throttle::new(&settings_limits)),
+        principals: Arc::default(),
         mcp: Arc::new(mcp_gateway),
     };
     let demo = if state.settings.demo {

@@ -58,11 +58,20 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Erro
         .ok_or_else(|| {
             Error::unauthorized("the Authorization header must be `Bearer <api key>`")
         })?;
-    let principal = state
-        .store
-        .authenticate(&secret::hash_secret(key))
-        .await?
-        .ok_or_else(|| Error::unauthorized("unknown, revoked or disabled API key"))?;
+    let key_hash = secret::hash_secret(key);
+    let principal = match state.principals.get(&key_hash) {
+        Some(principal) => principal,
+        None => {
+            let generation = state.principals.generation();
+            let principal = state
+                .store
+                .authenticate(&key_hash)
+                .await?
+                .ok_or_else(|| Error::unauthorized("unknown, revoked or disabled API key"))?;
+            state.principals.remember(&key_hash, &principal, generation);
+            principal
+        }
+    };
     state.throttle.check_key(&principal.key_id)?;
     record_tenant(&principal.tenant_id);
     Ok(principal)

@@ -52,10 +52,12 @@ pub async fn user(state: &AppState, caller: &Principal, id: &str) -> Result<User
 pub async fn disable_user(state: &AppState, caller: &Principal, id: &str) -> Result<User> {
     caller.require_admin()?;
     let now = state.clock.now();
-    state
+    let user = state
         .store
         .disable_user(&caller.tenant_id, id, caller.actor(), now)
-        .await
+        .await?;
+    state.principals.forget_all();
+    Ok(user)
 }
 
 pub async fn create_agent(
@@ -86,10 +88,12 @@ pub async fn agent(state: &AppState, caller: &Principal, id: &str) -> Result<Age
 pub async fn disable_agent(state: &AppState, caller: &Principal, id: &str) -> Result<Agent> {
     caller.require_admin()?;
     let now = state.clock.now();
-    state
+    let agent = state
         .store
         .disable_agent(&caller.tenant_id, id, caller.actor(), now)
-        .await
+        .await?;
+    state.principals.forget_all();
+    Ok(agent)
 }
 
 /// What a new API key is for.
@@ -135,10 +139,12 @@ pub async fn api_keys(state: &AppState, caller: &Principal) -> Result<Vec<ApiKey
 pub async fn revoke_api_key(state: &AppState, caller: &Principal, id: &str) -> Result<ApiKey> {
     caller.require_admin()?;
     let now = state.clock.now();
-    state
+    let key = state
         .store
         .revoke_api_key(&caller.tenant_id, id, caller.actor(), now)
-        .await
+        .await?;
+    state.principals.forget_all();
+    Ok(key)
 }
 
 /// Creates another tenant together with its first admin key.

@@ -17,6 +17,7 @@ pub mod mcp_servers;
 pub mod notify;
 mod oidc;
 mod openapi;
+pub mod principals;
 mod routes;
 pub mod service;
 pub mod settings;

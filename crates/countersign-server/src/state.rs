@@ -47,4 +47,6 @@ pub struct AppState {
     pub conditions: Arc<crate::conditions::ConditionRunner>,
     /// Rate limits per API key and per client address, and failure budgets for secrets.
     pub throttle: Arc<crate::throttle::Throttle>,
+    /// API keys already checked, for a moment.
+    pub principals: Arc<crate::principals::Principals>,
 }

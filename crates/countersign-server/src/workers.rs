@@ -80,9 +80,11 @@ async fn follow_changes(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(Change::Request(id)) => announce(&state, Committed::Remote(&id)),
             Ok(Change::SigningKeys) => reload_keys(&state).await,
             Ok(Change::Guard(tenant)) => state.guard.invalidate(&tenant),
+            Ok(Change::Keys) => state.principals.forget_all(),
             Ok(Change::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                 announce(&state, Committed::Resync);
                 state.guard.clear();
+                state.principals.forget_all();
                 reload_keys(&state).await;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -252,6 +252,7 @@ pub trait DirectoryStore: Db {
             if revoked == 1 {
                 tx.append_audit(audit_records::api_key_revoked(&tenant_id, &id, &actor, at))
                     .await?;
+                tx.hint("a").await?;
             }
             tx.one(&api_key_by_id(), args![&tenant_id, &id], rows::api_key)
                 .await?

@@ -224,6 +224,8 @@ pub enum Change {
     SigningKeys,
     /// A tenant's guard configuration (policies, groups, settings) changed.
     Guard(String),
+    /// An API key was revoked or its owner disabled: forget the keys already checked.
+    Keys,
     /// Hints may have been lost (the listener reconnected): re-read everything waited on.
     Resync,
 }

@@ -215,6 +215,8 @@ pub async fn mark_disabled(
     if tx.exec(&sql, args![tenant_id, id]).await? == 1 {
         tx.append_audit(audit_records::disabled(table, tenant_id, id, actor, at))
             .await?;
+        // Their keys stop working: replicas forget the keys they checked.
+        tx.hint("a").await?;
     }
     Ok(())
 }

@@ -223,10 +223,7 @@ pub async fn disable_user(
     if id == posted.viewer.user.id {
         return Err(Error::invalid("you cannot disable yourself; ask another admin").into());
     }
-    state
-        .store
-        .disable_user(&p.tenant_id, &id, p.actor(), state.clock.now())
-        .await?;
+    directory::disable_user(&state, p, &id).await?;
     Ok(see_other("/ui/admin/users"))
 }
 
@@ -376,10 +373,7 @@ pub async fn disable_agent(
     posted: Posted<Empty>,
 ) -> Result<Response, UiError> {
     let p = admin(&posted.viewer)?;
-    state
-        .store
-        .disable_agent(&p.tenant_id, &id, p.actor(), state.clock.now())
-        .await?;
+    directory::disable_agent(&state, p, &id).await?;
     Ok(see_other("/ui/admin/agents"))
 }
 
@@ -389,10 +383,7 @@ pub async fn revoke_key(
     posted: Posted<Empty>,
 ) -> Result<Response, UiError> {
     let p = admin(&posted.viewer)?;
-    state
-        .store
-        .revoke_api_key(&p.tenant_id, &id, p.actor(), state.clock.now())
-        .await?;
+    directory::revoke_api_key(&state, p, &id).await?;
     Ok(see_other("/ui/admin/agents"))
 }
 

@@ -143,6 +143,7 @@ async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
                         Some(("r", id)) => Change::Request(id.to_string()),
                         Some(("g", tenant)) => Change::Guard(tenant.to_string()),
                         _ if n.payload() == "k" => Change::SigningKeys,
+                        _ if n.payload() == "a" => Change::Keys,
                         _ => Change::Resync,
                     };
                     let _ = changes.send(change);
