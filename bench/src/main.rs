@@ -6,17 +6,18 @@
 //! budget, and the server is killed when the driver ends, on success or on error.
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use clap::Parser;
+use countersign_bench::server::{Backend, BackendArgs, Group, Servers, Spec};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
@@ -29,15 +30,17 @@ use tokio::net::TcpStream;
 
 /// Longest any single HTTP exchange may take (long-polls wait at most 10 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest the server may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a setup loop (request pools, latency samples, memory fill) may run.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "countersign-bench",
-    about = "Bounded loopback load driver for Countersign"
+    about = "Bounded loopback load driver for Countersign",
+    long_about = "Bounded loopback load driver for Countersign.\n\nWith `--backends postgres` \
+        the phases also run on two replicas on one database: the workers' connections \
+        alternate between them, the latency phase long-polls on one and approves on the \
+        other, and the memory phase runs on one replica only."
 )]
 struct Opts {
     /// The server binary to start (`countersign serve`).
@@ -77,6 +80,11 @@ struct Opts {
     /// Where the servers' temporary data directories are made (default: the system temp dir).
     #[arg(long)]
     data_dir_parent: Option<PathBuf>,
+    /// Milliseconds the memory phase lets the server settle before each reading.
+    #[arg(long, default_value_t = 1_000)]
+    settle_ms: u64,
+    #[command(flatten)]
+    backends: BackendArgs,
     /// Extra environment for the server, `NAME=VALUE` (repeatable), e.g.
     /// `COUNTERSIGN_DATABASE__SYNCHRONOUS=normal` to compare settings.
     #[arg(long, value_parser = parse_env)]
@@ -143,20 +151,8 @@ fn main() -> Result<()> {
 // The server child process
 
 struct Server {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-    log: PathBuf,
+    servers: Servers,
     admin: HeaderValue,
-    // Dropped after the child is killed (fields drop in order, after `Drop::drop`).
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn random_key() -> String {
@@ -165,97 +161,51 @@ fn random_key() -> String {
     format!("bench_admin_{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 impl Server {
-    async fn start(opts: &Opts) -> Result<Server> {
-        let dir = match &opts.data_dir_parent {
-            Some(parent) => tempfile::Builder::new()
-                .prefix("countersign-bench-")
-                .tempdir_in(parent)?,
-            None => tempfile::Builder::new()
-                .prefix("countersign-bench-")
-                .tempdir()?,
-        };
+    async fn start(opts: &Opts, group: Group, postgres: Option<&str>) -> Result<Server> {
         let key = random_key();
-        let port = free_port()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(&opts.server_bin)
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", &key)
+        let mut env = vec![
             // The same random secret lets the driver scrape `/metrics`.
-            .env("COUNTERSIGN_METRICS__TOKEN", &key)
-            .env("COUNTERSIGN_LOG__LEVEL", "warn")
-            // One agent key drives the whole load and fills the memory phase with pending
-            // requests: the per-key rate and the pending cap would measure themselves.
-            .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
-            .env("COUNTERSIGN_LIMITS__MAX_PENDING_PER_AGENT", "0")
-            .env_remove("RUST_LOG")
-            .envs(opts.server_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("cannot start {}", opts.server_bin.display()))?;
-        let pid = child.id();
-        let mut server = Server {
-            child,
-            pid,
-            addr,
-            log,
+            ("COUNTERSIGN_METRICS__TOKEN".to_string(), key.clone()),
+        ];
+        env.extend(opts.server_env.iter().cloned());
+        let servers = Servers::start(Spec {
+            bin: &opts.server_bin,
+            group,
+            postgres_base: postgres,
+            admin_key: &key,
+            env,
+            dir_parent: opts.data_dir_parent.as_deref(),
+        })
+        .await?;
+        Ok(Server {
+            servers,
             admin: HeaderValue::from_str(&format!("Bearer {key}"))?,
-            dir,
-        };
-        server.wait_ready().await?;
-        Ok(server)
+        })
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "the server exited with {status} before it was ready:\n{}",
-                    tail(&self.log, 20)
-                );
-            }
-            if let Ok(mut conn) = Conn::open(self.addr).await
-                && let Ok((StatusCode::OK, _)) = conn.send(Method::GET, "/readyz", None, None).await
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!(
-            "the server was not ready within {READY_TIMEOUT:?}:\n{}",
-            tail(&self.log, 20)
-        )
+    fn addr(&self) -> SocketAddr {
+        self.servers.first().addr
     }
 
-    /// CPU time (user + system) the server has used so far.
+    /// CPU time (user + system) the server processes have used so far.
     fn cpu(&self, ticks: f64) -> Result<Duration> {
-        process_cpu(&format!("/proc/{}/stat", self.pid), ticks)
+        let mut total = Duration::ZERO;
+        for r in &self.servers.replicas {
+            total += process_cpu(&format!("/proc/{}/stat", r.pid), ticks)?;
+        }
+        Ok(total)
     }
 
     /// Bytes of the files in the server's data directory.
     fn data_bytes(&self) -> Result<u64> {
         let mut total = 0;
-        for entry in std::fs::read_dir(self.dir.path().join("data"))? {
+        let dir = &self.servers.first().data_dir;
+        if !dir.exists() {
+            // On PostgreSQL the server may keep nothing on its own disk.
+            return Ok(0);
+        }
+        for entry in std::fs::read_dir(dir)? {
             let meta = entry?.metadata()?;
             if meta.is_file() {
                 total += meta.len();
@@ -265,14 +215,15 @@ impl Server {
     }
 
     fn memory(&self) -> Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let pid = self.servers.first().pid;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let field = |name: &str| -> Result<u64> {
             status
                 .lines()
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
                 .map(|kb| kb * 1024)
-                .ok_or_else(|| anyhow!("no {name} in /proc/{}/status", self.pid))
+                .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
         };
         Ok(Memory {
             rss: field("VmRSS:")?,
@@ -450,14 +401,15 @@ struct Token {
 
 /// The principals and prepared bodies the phases share.
 struct Ctx {
-    addr: SocketAddr,
+    /// Every replica; workers' connections alternate between them.
+    addrs: Vec<SocketAddr>,
     agent: HeaderValue,
     reviewer: HeaderValue,
     authorize_body: Bytes,
 }
 
 async fn setup(server: &Server) -> Result<Ctx> {
-    let mut conn = Conn::open(server.addr).await?;
+    let mut conn = Conn::open(server.addr()).await?;
     let admin = &server.admin;
     let post = |v: serde_json::Value| -> Result<Bytes> { Ok(Bytes::from(serde_json::to_vec(&v)?)) };
     let user: Created = serde_json::from_slice(
@@ -512,7 +464,7 @@ async fn setup(server: &Server) -> Result<Ctx> {
         "context": {"amount": 500, "currency": "USD", "recipient": "Acme Corp"},
     }))?;
     Ok(Ctx {
-        addr: server.addr,
+        addrs: server.servers.addrs(),
         agent: bearer(&agent_key.key)?,
         reviewer: bearer(&reviewer_key.key)?,
         authorize_body,
@@ -659,10 +611,11 @@ async fn worker(plan: Arc<Plan>, mut conn: Conn, first_index: usize) -> WorkerOu
     out
 }
 
-async fn open_conns(addr: SocketAddr, n: usize) -> Result<Vec<Conn>> {
+/// `n` connections, round-robin over the replicas.
+async fn open_conns(addrs: &[SocketAddr], n: usize) -> Result<Vec<Conn>> {
     let mut conns = Vec::with_capacity(n);
-    for _ in 0..n {
-        conns.push(Conn::open(addr).await?);
+    for i in 0..n {
+        conns.push(Conn::open(addrs[i % addrs.len()]).await?);
     }
     Ok(conns)
 }
@@ -680,7 +633,7 @@ struct Run<'a> {
 
 async fn timed_run(server: &Server, ctx: &Arc<Ctx>, run: Run<'_>, ticks: f64) -> Result<RunResult> {
     let concurrency = run.concurrency;
-    let conns = open_conns(ctx.addr, concurrency).await?;
+    let conns = open_conns(&ctx.addrs, concurrency).await?;
     let server_cpu0 = server.cpu(ticks)?;
     let driver_cpu0 = process_cpu("/proc/self/stat", ticks)?;
     let machine_cpu0 = machine_busy(ticks)?;
@@ -738,7 +691,7 @@ async fn create_pending(
     keep_ids: bool,
 ) -> Result<(Vec<String>, Duration)> {
     let concurrency = concurrency.min(count).max(1);
-    let conns = open_conns(ctx.addr, concurrency).await?;
+    let conns = open_conns(&ctx.addrs, concurrency).await?;
     let issued = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + SETUP_TIMEOUT;
     let start = Instant::now();
@@ -786,9 +739,11 @@ struct LatencyResult {
 }
 
 async fn latency_phase(ctx: &Ctx, samples: usize, park: Duration) -> Result<LatencyResult> {
-    let mut setup = Conn::open(ctx.addr).await?;
-    let mut poller = Conn::open(ctx.addr).await?;
-    let mut reviewer = Conn::open(ctx.addr).await?;
+    // With replicas, the agent long-polls on the first and the reviewer approves on the last.
+    let (first, last) = (ctx.addrs[0], ctx.addrs[ctx.addrs.len() - 1]);
+    let mut setup = Conn::open(first).await?;
+    let mut poller = Conn::open(first).await?;
+    let mut reviewer = Conn::open(last).await?;
     let mut result = LatencyResult {
         wake: Vec::with_capacity(samples),
         approve: Vec::with_capacity(samples),
@@ -879,23 +834,23 @@ async fn pending_metric(addr: SocketAddr, token: &HeaderValue) -> Result<Option<
     }))
 }
 
-async fn memory_phase(opts: &Opts) -> Result<MemoryResult> {
+async fn memory_phase(opts: &Opts, group: Group, postgres: Option<&str>) -> Result<MemoryResult> {
     // A fresh server, so earlier phases' allocations and rows do not blur the difference.
-    let server = Server::start(opts).await?;
+    let server = Server::start(opts, group, postgres).await?;
     let ctx = Arc::new(setup(&server).await?);
     // Warm up at the same concurrency first, so connection buffers and allocator arenas that
     // do not depend on the number of pending requests are in the baseline.
     let warmup = (opts.pending_count / 20).clamp(1, 5_000);
     create_pending(&ctx, warmup, opts.memory_concurrency, false).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(opts.settle_ms)).await;
     let before = server.memory()?;
     let disk_before = server.data_bytes()?;
     let (_, fill) =
         create_pending(&ctx, opts.pending_count, opts.memory_concurrency, false).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(opts.settle_ms)).await;
     let after = server.memory()?;
     let disk_after = server.data_bytes()?;
-    let pending_metric = pending_metric(server.addr, &server.admin)
+    let pending_metric = pending_metric(server.addr(), &server.admin)
         .await
         .unwrap_or(None);
     Ok(MemoryResult {
@@ -993,7 +948,7 @@ fn command_line() -> String {
     line
 }
 
-fn run_row(out: &mut String, r: &RunResult) -> Result<()> {
+fn run_row(out: &mut String, group: Group, r: &RunResult) -> Result<()> {
     let secs = r.elapsed.as_secs_f64();
     let per_op = |cpu: Duration| {
         if r.ok == 0 {
@@ -1004,7 +959,7 @@ fn run_row(out: &mut String, r: &RunResult) -> Result<()> {
     };
     writeln!(
         out,
-        "| {} | {} | {} | {:.0} {}/s | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
+        "| {} | {group} | {} | {} | {:.0} {}/s | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
         r.name,
         r.concurrency,
         r.ok,
@@ -1026,25 +981,37 @@ fn run_row(out: &mut String, r: &RunResult) -> Result<()> {
     Ok(())
 }
 
-async fn run(opts: &Opts) -> Result<String> {
-    let ticks = clock_ticks();
+/// What one server group measured.
+struct GroupResult {
+    group: Group,
+    runs: Vec<RunResult>,
+    latency: Option<LatencyResult>,
+    memory: Option<MemoryResult>,
+}
+
+async fn run_group(
+    opts: &Opts,
+    group: Group,
+    postgres: Option<&str>,
+    ticks: f64,
+    notes: &mut Vec<String>,
+) -> Result<GroupResult> {
     let duration = Duration::from_secs_f64(opts.duration);
     let top = opts.concurrency.iter().copied().max().unwrap_or(64);
     let wants = |p: Phase| opts.phases.contains(&p);
     let mut runs: Vec<RunResult> = Vec::new();
     let mut latency = None;
-    let mut notes = Vec::new();
 
     if [Phase::Authorize, Phase::Poll, Phase::Flow, Phase::Latency]
         .iter()
         .any(|p| wants(*p))
     {
-        let mut server = Server::start(opts).await?;
+        let mut server = Server::start(opts, group, postgres).await?;
         let ctx = Arc::new(setup(&server).await?);
         let none = Arc::new(Vec::new());
         if wants(Phase::Authorize) {
             for &c in &opts.concurrency {
-                eprintln!("authorize at concurrency {c} for {duration:?}");
+                eprintln!("{group}: authorize at concurrency {c} for {duration:?}");
                 runs.push(
                     timed_run(
                         &server,
@@ -1065,7 +1032,10 @@ async fn run(opts: &Opts) -> Result<String> {
             }
         }
         if wants(Phase::Poll) {
-            eprintln!("creating {} pending requests to poll", opts.poll_pool);
+            eprintln!(
+                "{group}: creating {} pending requests to poll",
+                opts.poll_pool
+            );
             let (pool, _) = create_pending(&ctx, opts.poll_pool, top, true).await?;
             ensure!(
                 pool.len() == opts.poll_pool,
@@ -1073,7 +1043,7 @@ async fn run(opts: &Opts) -> Result<String> {
                 pool.len(),
                 opts.poll_pool
             );
-            eprintln!("poll at concurrency {top} for {duration:?}");
+            eprintln!("{group}: poll at concurrency {top} for {duration:?}");
             runs.push(
                 timed_run(
                     &server,
@@ -1093,7 +1063,7 @@ async fn run(opts: &Opts) -> Result<String> {
             );
         }
         if wants(Phase::Flow) {
-            eprintln!("complete flows at concurrency {top} for {duration:?}");
+            eprintln!("{group}: complete flows at concurrency {top} for {duration:?}");
             runs.push(
                 timed_run(
                     &server,
@@ -1113,7 +1083,10 @@ async fn run(opts: &Opts) -> Result<String> {
             );
         }
         if wants(Phase::Latency) {
-            eprintln!("approve -> agent latency, {} samples", opts.latency_samples);
+            eprintln!(
+                "{group}: approve -> agent latency, {} samples",
+                opts.latency_samples
+            );
             latency = Some(
                 latency_phase(
                     &ctx,
@@ -1123,92 +1096,137 @@ async fn run(opts: &Opts) -> Result<String> {
                 .await?,
             );
         }
-        if let Ok(Some(status)) = server.child.try_wait() {
-            notes.push(format!("the server exited early: {status}"));
+        for r in &mut server.servers.replicas {
+            if let Some(status) = r.exited() {
+                notes.push(format!("{group}: a server exited early: {status}"));
+            }
         }
-        let log = tail(&server.log, 10);
+        let log = server.servers.log_tail(10);
         if !log.trim().is_empty() {
-            notes.push(format!("server log (last lines):\n```\n{log}\n```"));
+            notes.push(format!(
+                "{group}: server log (last lines):\n```\n{}\n```",
+                log.trim_end()
+            ));
         }
     }
-    let memory = if wants(Phase::Memory) {
+    // Memory per pending request is one process's: measured with one replica only.
+    let memory = if wants(Phase::Memory) && group.replicas == 1 {
         eprintln!(
-            "memory: {} pending requests at concurrency {}",
+            "{group}: memory: {} pending requests at concurrency {}",
             opts.pending_count, opts.memory_concurrency
         );
-        Some(memory_phase(opts).await?)
+        Some(memory_phase(opts, group, postgres).await?)
     } else {
         None
     };
+    Ok(GroupResult {
+        group,
+        runs,
+        latency,
+        memory,
+    })
+}
+
+async fn run(opts: &Opts) -> Result<String> {
+    let ticks = clock_ticks();
+    let postgres = opts.backends.postgres_base()?;
+    let mut notes = Vec::new();
+    let mut results = Vec::new();
+    for group in opts.backends.groups(true) {
+        results.push(run_group(opts, group, postgres.as_deref(), ticks, &mut notes).await?);
+    }
 
     let mut out = String::new();
     writeln!(out, "## Countersign load test\n")?;
     writeln!(out, "Command:\n\n```\n{}\n```\n", command_line())?;
     writeln!(out, "Machine (server and driver share it):\n")?;
     writeln!(out, "{}", machine_info(opts))?;
+    // The same phase of every backend on adjacent rows.
+    let mut runs: Vec<(Group, &RunResult)> = results
+        .iter()
+        .flat_map(|g| g.runs.iter().map(move |r| (g.group, r)))
+        .collect();
+    runs.sort_by(|a, b| (&a.1.name, a.1.concurrency).cmp(&(&b.1.name, b.1.concurrency)));
     if !runs.is_empty() {
         writeln!(
             out,
-            "| phase | conc. | ok | rate | p50 ms | p99 ms | max ms | errors | server cores | driver cores | other cores | server CPU µs/op | driver CPU µs/op |"
+            "| phase | backend | conc. | ok | rate | p50 ms | p99 ms | max ms | errors | server cores | driver cores | other cores | server CPU µs/op | driver CPU µs/op |"
         )?;
         writeln!(
             out,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         )?;
-        for r in &runs {
-            run_row(&mut out, r)?;
+        for (group, r) in &runs {
+            run_row(&mut out, *group, r)?;
         }
         writeln!(out)?;
-        for r in &runs {
+        for (group, r) in &runs {
             if let Some(e) = &r.first_error {
                 notes.push(format!(
-                    "{} at concurrency {}: first error: {e}",
+                    "{group}: {} at concurrency {}: first error: {e}",
                     r.name, r.concurrency
                 ));
             }
         }
     }
-    if let Some(l) = &latency {
+    if results.iter().any(|g| g.latency.is_some()) {
         writeln!(
             out,
-            "| 4. approve -> agent | samples | p50 ms | p99 ms | max ms | errors |"
+            "| 4. approve -> agent | backend | samples | p50 ms | p99 ms | max ms | errors |"
         )?;
-        writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
-        for (name, v) in [
-            ("approve sent -> long-poll answered", &l.wake),
-            ("approve round trip", &l.approve),
-        ] {
-            writeln!(
-                out,
-                "| {name} | {} | {:.2} | {:.2} | {:.2} | {} |",
-                v.len(),
-                percentile(v, 0.50),
-                percentile(v, 0.99),
-                max_ms(v),
-                l.errors
-            )?;
+        writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")?;
+        for name in ["approve sent -> long-poll answered", "approve round trip"] {
+            for g in &results {
+                let Some(l) = &g.latency else { continue };
+                let v = if name.starts_with("approve sent") {
+                    &l.wake
+                } else {
+                    &l.approve
+                };
+                writeln!(
+                    out,
+                    "| {name} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                    g.group,
+                    v.len(),
+                    percentile(v, 0.50),
+                    percentile(v, 0.99),
+                    max_ms(v),
+                    l.errors
+                )?;
+            }
         }
         writeln!(out)?;
-        if let Some(e) = &l.first_error {
-            notes.push(format!("approve -> agent: first error: {e}"));
+        for g in &results {
+            if let Some(e) = g.latency.as_ref().and_then(|l| l.first_error.as_ref()) {
+                notes.push(format!("{}: approve -> agent: first error: {e}", g.group));
+            }
         }
     }
-    if let Some(m) = &memory {
+    if results.iter().any(|g| g.memory.is_some()) {
+        writeln!(
+            out,
+            "| 5. memory | backend | pending created | VmRSS before | VmRSS after | bytes / pending (VmRSS) | anon | file | shmem | disk bytes / pending | fill rate |"
+        )?;
+        writeln!(
+            out,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        )?;
+    }
+    for g in &results {
+        let Some(m) = &g.memory else { continue };
         let delta = m.after.rss as i64 - m.before.rss as i64;
         let per = delta as f64 / m.created as f64;
         let d = |a: u64, b: u64| (a as i64 - b as i64) as f64 / m.created as f64;
+        // On PostgreSQL the rows are in the database server, not the data directory.
+        let disk = match g.group.backend {
+            Backend::Sqlite => format!("{:.0}", d(m.disk_after, m.disk_before)),
+            Backend::Postgres => "—".to_string(),
+        };
         writeln!(
             out,
-            "| 5. memory | pending created | VmRSS before | VmRSS after | bytes / pending (VmRSS) | anon | file | shmem | disk bytes / pending | fill rate |"
-        )?;
-        writeln!(
-            out,
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        )?;
-        writeln!(
-            out,
-            "| fresh server, after {} warm-up requests | {} | {:.1} MiB | {:.1} MiB | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} req/s |",
+            "| fresh server, after {} warm-up requests | {} | {} | {:.1} MiB | {:.1} MiB | {:.0} | {:.0} | {:.0} | {:.0} | {disk} | {:.0} req/s |",
             m.warmup,
+            g.group,
             m.created,
             m.before.rss as f64 / 1048576.0,
             m.after.rss as f64 / 1048576.0,
@@ -1216,15 +1234,17 @@ async fn run(opts: &Opts) -> Result<String> {
             d(m.after.anon, m.before.anon),
             d(m.after.file, m.before.file),
             d(m.after.shmem, m.before.shmem),
-            d(m.disk_after, m.disk_before),
             m.created as f64 / m.fill.as_secs_f64(),
         )?;
-        writeln!(out)?;
         if let Some(p) = m.pending_metric {
             notes.push(format!(
-                "memory: the server's countersign_approval_requests_pending gauge read {p} after the fill"
+                "{}: memory: the server's countersign_approval_requests_pending gauge read {p} after the fill",
+                g.group
             ));
         }
+    }
+    if results.iter().any(|g| g.memory.is_some()) {
+        writeln!(out)?;
     }
     if !notes.is_empty() {
         writeln!(out, "Notes:\n")?;

@@ -1,8 +1,10 @@
 //! Bounded loopback benchmark of the OpenID Connect CIBA provider, next to its peer, the npm
 //! package `oidc-provider` (CIBA enabled, in memory), in the same run on the same machine.
 //!
-//! It starts `countersign serve` (durable SQLite) and `node bench/oidc-provider/server.mjs`
-//! as child processes on 127.0.0.1, and measures at a fixed concurrency: backchannel
+//! It starts `countersign serve` (durable SQLite; with `--backends postgres` also PostgreSQL
+//! with one replica and with two, the workers alternating between them) and
+//! `node bench/oidc-provider/server.mjs` as child processes on 127.0.0.1, and measures at a
+//! fixed concurrency: backchannel
 //! authentication requests/s, token-endpoint polls/s (pending requests), complete poll-mode
 //! flows/s (bc-authorize, approve, redeem), and for Countersign complete ping-mode flows/s
 //! with the approve → client-notified latency. Every loop stops at a deadline and a request
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
+use countersign_bench::server::{BackendArgs, Group, Servers, Spec};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -52,6 +55,8 @@ struct Opts {
     /// Leave out the oidc-provider peer.
     #[arg(long)]
     no_peer: bool,
+    #[command(flatten)]
+    backends: BackendArgs,
 }
 
 /// A child process killed on drop.
@@ -62,12 +67,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str) -> Result<()> {
@@ -156,20 +155,35 @@ where
     total
 }
 
+/// Builds the approval of a request, given the base to send it to and its auth_req_id.
+type Approve = Arc<dyn Fn(&str, String) -> reqwest::RequestBuilder + Send + Sync>;
+
 /// A CIBA provider under test: where it is and how its client and reviewer act.
 #[derive(Clone)]
 struct Target {
-    name: &'static str,
+    name: String,
+    /// oidc-provider rather than Countersign.
+    peer: bool,
+    /// Where this worker sends its requests: one of `bases`.
     base: String,
+    /// Every replica; workers alternate between them.
+    bases: Vec<String>,
     http: reqwest::Client,
     client_id: String,
     secret: String,
     login_hint: String,
-    /// Approves a request, given its auth_req_id.
-    approve: Arc<dyn Fn(String) -> reqwest::RequestBuilder + Send + Sync>,
+    /// Approves a request, given the base to send it to and its auth_req_id.
+    approve: Approve,
 }
 
 impl Target {
+    /// The target as worker `worker` sees it: on its replica.
+    fn on(&self, worker: usize) -> Target {
+        let mut t = self.clone();
+        t.base = self.bases[worker % self.bases.len()].clone();
+        t
+    }
+
     async fn bc_authorize(&self, extra: &[(&str, &str)]) -> Result<String> {
         let mut form = vec![
             ("scope", "openid"),
@@ -194,7 +208,7 @@ impl Target {
     }
 
     fn bc_path(&self) -> String {
-        if self.name == "oidc-provider" {
+        if self.peer {
             "/backchannel".into()
         } else {
             "/oidc/bc-authorize".into()
@@ -202,7 +216,7 @@ impl Target {
     }
 
     fn token_path(&self) -> String {
-        if self.name == "oidc-provider" {
+        if self.peer {
             "/token".into()
         } else {
             "/oidc/token".into()
@@ -222,7 +236,9 @@ impl Target {
     }
 
     async fn approve(&self, auth_req_id: &str) -> Result<()> {
-        let r = (self.approve)(auth_req_id.to_string()).send().await?;
+        let r = (self.approve)(&self.base, auth_req_id.to_string())
+            .send()
+            .await?;
         ensure!(r.status().is_success(), "approve answered {}", r.status());
         Ok(())
     }
@@ -275,8 +291,8 @@ async fn admin_post(
 }
 
 struct Countersign {
-    _child: Guard,
-    _dir: tempfile::TempDir,
+    group: Group,
+    _servers: Servers,
     poll: Target,
     ping: Target,
 }
@@ -285,32 +301,27 @@ async fn start_countersign(
     opts: &Opts,
     http: &reqwest::Client,
     receiver: SocketAddr,
+    group: Group,
+    postgres: Option<&str>,
 ) -> Result<Countersign> {
-    let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let child = Command::new(&opts.server_bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-        .env("COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true")
-        .env("COUNTERSIGN_OUTBOUND__ALLOW_HTTP", "true")
-        .env("COUNTERSIGN_LOG__LEVEL", "warn")
-        // One driver on one address is the whole load: rate limits would measure themselves.
-        .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
-        .env("COUNTERSIGN_LIMITS__PER_IP_PER_SECOND", "0")
-        .env("COUNTERSIGN_LIMITS__MAX_PENDING_PER_AGENT", "0")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot start {} (cargo build --release -p countersign)",
-                opts.server_bin.display()
-            )
-        })?;
-    let child = Guard(child);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(http, &format!("{base}/readyz")).await?;
+    let servers = Servers::start(Spec {
+        bin: &opts.server_bin,
+        group,
+        postgres_base: postgres,
+        admin_key: ADMIN_KEY,
+        env: vec![
+            (
+                "COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS".into(),
+                "true".into(),
+            ),
+            ("COUNTERSIGN_OUTBOUND__ALLOW_HTTP".into(), "true".into()),
+        ],
+        dir_parent: None,
+    })
+    .await
+    .with_context(|| format!("{group} (cargo build --release -p countersign)"))?;
+    let base = servers.first().base();
+    let bases = servers.bases();
     let user = admin_post(
         http,
         &base,
@@ -348,12 +359,13 @@ async fn start_countersign(
                 json!(format!("http://{receiver}/cb"));
         }
         let client = admin_post(http, &base, ADMIN_KEY, "/v1/admin/oidc-clients", body).await?;
-        let approve_base = base.clone();
         let approve_http = http.clone();
         let reviewer_key = reviewer_key.clone();
         targets.push(Target {
-            name: "countersign",
+            name: format!("countersign ({group})"),
+            peer: false,
             base: base.clone(),
+            bases: bases.clone(),
             http: http.clone(),
             client_id: agent_id,
             secret: client["client_secret"]
@@ -361,9 +373,9 @@ async fn start_countersign(
                 .unwrap_or_default()
                 .to_string(),
             login_hint: user_id.clone(),
-            approve: Arc::new(move |id| {
+            approve: Arc::new(move |base, id| {
                 approve_http
-                    .post(format!("{approve_base}/ciba/approve"))
+                    .post(format!("{base}/ciba/approve"))
                     .bearer_auth(&reviewer_key)
                     .json(&json!({"authReqId": id}))
             }),
@@ -372,8 +384,8 @@ async fn start_countersign(
     let ping = targets.pop().ok_or_else(|| anyhow!("no ping client"))?;
     let poll = targets.pop().ok_or_else(|| anyhow!("no poll client"))?;
     Ok(Countersign {
-        _child: child,
-        _dir: dir,
+        group,
+        _servers: servers,
         poll,
         ping,
     })
@@ -385,7 +397,7 @@ async fn start_peer(opts: &Opts, http: &reqwest::Client) -> Result<(Guard, Targe
         "run `npm ci` in {} first",
         opts.peer_dir.display()
     );
-    let port = free_port()?;
+    let port = countersign_bench::server::free_port()?;
     let child = Command::new("node")
         .arg("server.mjs")
         .current_dir(&opts.peer_dir)
@@ -398,26 +410,27 @@ async fn start_peer(opts: &Opts, http: &reqwest::Client) -> Result<(Guard, Targe
     let child = Guard(child);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(http, &format!("{base}/.well-known/openid-configuration")).await?;
-    let approve_base = base.clone();
     let approve_http = http.clone();
     Ok((
         child,
         Target {
-            name: "oidc-provider",
-            base,
+            name: "oidc-provider".into(),
+            peer: true,
+            base: base.clone(),
+            bases: vec![base],
             http: http.clone(),
             client_id: "bench-poll".into(),
             secret: PEER_SECRET.into(),
             login_hint: "user-1".into(),
-            approve: Arc::new(move |id| {
-                approve_http.post(format!("{approve_base}/bench/approve/{id}"))
+            approve: Arc::new(move |base, id| {
+                approve_http.post(format!("{base}/bench/approve/{id}"))
             }),
         },
     ))
 }
 
 struct Row {
-    target: &'static str,
+    target: String,
     bc_per_s: f64,
     polls_per_s: f64,
     poll_flows_per_s: f64,
@@ -429,8 +442,8 @@ async fn bc_phase(t: &Target, opts: &Opts) -> Stats {
     run_phase(
         opts.concurrency,
         Duration::from_secs_f64(opts.duration),
-        move |_| {
-            let t = tt.clone();
+        move |worker| {
+            let t = tt.on(worker);
             async move { t.bc_authorize(&[]).await.map(|_| None) }
         },
     )
@@ -449,7 +462,7 @@ async fn poll_phase(t: &Target, opts: &Opts) -> Result<Stats> {
         opts.concurrency,
         Duration::from_secs_f64(opts.duration),
         move |worker| {
-            let t = tt.clone();
+            let t = tt.on(worker);
             let ids = ids.clone();
             async move {
                 let (status, body) = t.token(&ids[worker]).await?;
@@ -471,8 +484,8 @@ async fn flow_phase(t: &Target, opts: &Opts) -> Stats {
     run_phase(
         opts.concurrency,
         Duration::from_secs_f64(opts.duration),
-        move |_| {
-            let t = tt.clone();
+        move |worker| {
+            let t = tt.on(worker);
             async move {
                 let started = Instant::now();
                 let id = t.bc_authorize(&[]).await?;
@@ -508,7 +521,7 @@ async fn measure_poll_targets(targets: &[Target], opts: &Opts) -> Result<Vec<Row
         .iter()
         .enumerate()
         .map(|(i, t)| Row {
-            target: t.name,
+            target: t.name.clone(),
             bc_per_s: bc[i].rate(),
             polls_per_s: polls[i].rate(),
             poll_flows_per_s: flows[i].rate(),
@@ -522,8 +535,8 @@ async fn measure_ping(t: &Target, waiters: Waiters, opts: &Opts, concurrency: us
     run_phase(
         concurrency,
         Duration::from_secs_f64(opts.duration),
-        move |_| {
-            let t = tt.clone();
+        move |worker| {
+            let t = tt.on(worker);
             let waiters = waiters.clone();
             async move {
                 let id = t
@@ -551,26 +564,34 @@ async fn measure_ping(t: &Target, waiters: Waiters, opts: &Opts, concurrency: us
 #[tokio::main]
 async fn main() -> Result<()> {
     let opts = Opts::parse();
+    let postgres = opts.backends.postgres_base()?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.concurrency * 2)
         .timeout(Duration::from_secs(30))
         .build()?;
     let waiters: Waiters = Arc::default();
     let receiver = ping_receiver(waiters.clone()).await?;
-    let ours = start_countersign(&opts, &http, receiver).await?;
+    let mut ours = Vec::new();
+    for group in opts.backends.groups(true) {
+        ours.push(start_countersign(&opts, &http, receiver, group, postgres.as_deref()).await?);
+    }
     let peer = if opts.no_peer {
         None
     } else {
         Some(start_peer(&opts, &http).await?)
     };
-    let mut targets = vec![ours.poll.clone()];
+    let mut targets: Vec<Target> = ours.iter().map(|c| c.poll.clone()).collect();
     if let Some((_, target)) = &peer {
         targets.push(target.clone());
     }
     let rows = measure_poll_targets(&targets, &opts).await?;
     drop(peer);
-    let mut ping = measure_ping(&ours.ping, waiters.clone(), &opts, opts.concurrency).await;
-    let mut light = measure_ping(&ours.ping, waiters, &opts, opts.light_concurrency).await;
+    let mut pings = Vec::new();
+    for c in &ours {
+        let ping = measure_ping(&c.ping, waiters.clone(), &opts, opts.concurrency).await;
+        let light = measure_ping(&c.ping, waiters.clone(), &opts, opts.light_concurrency).await;
+        pings.push((c.group, ping, light));
+    }
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -589,32 +610,32 @@ async fn main() -> Result<()> {
         );
     }
     println!(
-        "\nCountersign ping mode at concurrency {}: {:.0} complete flows/s (bc-authorize, approve, ping received, redeem); approve → client notified p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} flows, {} errors).",
-        opts.concurrency,
-        ping.rate(),
-        ping.percentile_ms(0.50),
-        ping.percentile_ms(0.99),
-        ping.percentile_ms(1.0),
-        ping.ok,
-        ping.errors
+        "\nCountersign ping mode (bc-authorize, approve, ping received, redeem):\n\n| backend | concurrency | flows/s | approve → notified p50 ms | p99 ms | max ms | flows | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
-    println!(
-        "\nCountersign ping mode at concurrency {}: {:.0} flows/s; approve → client notified p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} flows, {} errors).",
-        opts.light_concurrency,
-        light.rate(),
-        light.percentile_ms(0.50),
-        light.percentile_ms(0.99),
-        light.percentile_ms(1.0),
-        light.ok,
-        light.errors
-    );
-    if let [ours, peer] = rows.as_slice() {
-        println!(
-            "\nCountersign / oidc-provider: bc-authorize {:.1}×, polls {:.1}×, complete poll flows {:.1}×.",
-            ours.bc_per_s / peer.bc_per_s,
-            ours.polls_per_s / peer.polls_per_s,
-            ours.poll_flows_per_s / peer.poll_flows_per_s
-        );
+    for (group, ping, light) in &mut pings {
+        for (concurrency, s) in [(opts.concurrency, ping), (opts.light_concurrency, light)] {
+            println!(
+                "| {group} | {concurrency} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                s.rate(),
+                s.percentile_ms(0.50),
+                s.percentile_ms(0.99),
+                s.percentile_ms(1.0),
+                s.ok,
+                s.errors
+            );
+        }
+    }
+    if let Some(peer) = rows.iter().find(|r| r.target == "oidc-provider") {
+        println!();
+        for ours in rows.iter().filter(|r| r.target != "oidc-provider") {
+            println!(
+                "{} / oidc-provider: bc-authorize {:.1}×, polls {:.1}×, complete poll flows {:.1}×.",
+                ours.target,
+                ours.bc_per_s / peer.bc_per_s,
+                ours.polls_per_s / peer.polls_per_s,
+                ours.poll_flows_per_s / peer.poll_flows_per_s
+            );
+        }
     }
     Ok(())
 }

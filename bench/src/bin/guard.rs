@@ -2,16 +2,18 @@
 //! require_approval decisions at a fixed concurrency, with 10 and with 1,000 policies in the
 //! tenant, so the cost of policy evaluation as the policy count grows shows in one run.
 //!
-//! It starts `countersign serve` (durable SQLite) as a child process on 127.0.0.1; every phase
-//! stops at a deadline and a request budget; the child is killed when the driver ends.
+//! It starts `countersign serve` as child processes on 127.0.0.1, once per backend (durable
+//! SQLite; PostgreSQL with one replica and with two, the workers alternating between them);
+//! every phase stops at a deadline and a request budget; the children are killed when the
+//! driver ends.
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use countersign_bench::server::{BackendArgs, Group, Servers, Spec};
 use serde_json::{Value, json};
 
 const ADMIN_KEY: &str = "csk_bench-admin-key-0123456789-abcdefghijklmnop";
@@ -30,15 +32,12 @@ struct Opts {
     duration: f64,
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-}
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    /// Policy counts of the tenant, in increasing order (at least 2: the allow and the
+    /// require_approval policy; the rest are block policies with a condition).
+    #[arg(long, value_delimiter = ',', default_value = "10,1000")]
+    policies: Vec<usize>,
+    #[command(flatten)]
+    backends: BackendArgs,
 }
 
 struct Stats {
@@ -70,7 +69,7 @@ async fn post(http: &reqwest::Client, url: &str, key: &str, body: &Value) -> Res
 
 async fn run_phase(
     http: &reqwest::Client,
-    url: Arc<str>,
+    urls: Arc<Vec<String>>,
     key: Arc<str>,
     tool: &'static str,
     expect: &'static str,
@@ -81,8 +80,9 @@ async fn run_phase(
     let start = Instant::now();
     let workers: Vec<_> = (0..opts.concurrency)
         .map(|w| {
-            let (http, url, key, counter) =
-                (http.clone(), url.clone(), key.clone(), counter.clone());
+            let (http, key, counter) = (http.clone(), key.clone(), counter.clone());
+            // The workers alternate between the replicas.
+            let url = urls[w % urls.len()].clone();
             tokio::spawn(async move {
                 let mut micros = Vec::new();
                 let mut errors = 0u64;
@@ -121,42 +121,50 @@ async fn run_phase(
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() -> Result<()> {
-    let opts = Opts::parse();
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(&opts.server_bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-        .env("COUNTERSIGN_LOG__LEVEL", "warn")
-        // One driver on one address is the whole load: rate limits would measure themselves.
-        .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
-        .env("COUNTERSIGN_LIMITS__PER_IP_PER_SECOND", "0")
-        .env("COUNTERSIGN_LIMITS__MAX_PENDING_PER_AGENT", "0")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", opts.server_bin.display()))?;
-    let _server = Guard(child);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(opts.concurrency)
-        .build()?;
-    let ready = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{base}/readyz")).send().await.is_err() {
-        if Instant::now() > ready {
-            bail!("the server did not start");
+/// Waits until every replica answers `tool` with `expect`: the policies set up on the first
+/// have reached the others.
+async fn settle(
+    http: &reqwest::Client,
+    urls: &[String],
+    key: &str,
+    tool: &str,
+    expect: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = json!({"session_id": "settle", "tool_call": {"name": tool, "arguments": {"n": 0}}});
+    for url in urls {
+        loop {
+            if let Ok(v) = post(http, url, key, &body).await
+                && v["action"] == expect
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{url} did not answer {expect} for {tool} within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// One server group: set up, then every policy count and decision. Rows of the report.
+async fn measure(
+    opts: &Opts,
+    group: Group,
+    postgres: Option<&str>,
+    http: &reqwest::Client,
+) -> Result<Vec<(usize, usize, String)>> {
+    let servers = Servers::start(Spec {
+        bin: &opts.server_bin,
+        group,
+        postgres_base: postgres,
+        admin_key: ADMIN_KEY,
+        env: Vec::new(),
+        dir_parent: None,
+    })
+    .await?;
+    let base = servers.first().base();
     let admin = |path: &str, body: Value| {
         let http = http.clone();
         let url = format!("{base}{path}");
@@ -194,31 +202,75 @@ async fn main() -> Result<()> {
         json!({"name": "reads", "tool_pattern": "search_*", "action": "allow"}),
     )
     .await?;
-    let url: Arc<str> = format!("{base}/v1/guard/default/tool").into();
-    let mut report = String::from(
-        "| policies | decision | concurrency | decisions | rate /s | p50 ms | p99 ms | errors |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    let urls: Arc<Vec<String>> = Arc::new(
+        servers
+            .bases()
+            .iter()
+            .map(|b| format!("{b}/v1/guard/default/tool"))
+            .collect(),
     );
+    let mut rows = Vec::new();
     let mut count = 2;
-    for target in [10, 1000] {
+    for &target in &opts.policies {
         while count < target {
             admin("/v1/guard/default/policies", policy(count)).await?;
             count += 1;
         }
-        for (tool, expect) in [
+        // The last policy added decides its probe on every replica once it is loaded there.
+        if count > 2 {
+            let probe = format!("family_{}_probe", count - 1);
+            settle(http, &urls, &key, &probe, "block").await?;
+        } else {
+            settle(http, &urls, &key, "search_docs", "allow").await?;
+        }
+        for (i, (tool, expect)) in [
             ("search_docs", "allow"),
             ("payment_refund", "require_approval"),
-        ] {
-            let s = run_phase(&http, url.clone(), key.clone(), tool, expect, &opts).await;
-            report.push_str(&format!(
-                "| {target} | {expect} | {} | {} | {:.0} | {:.2} | {:.2} | {} |\n",
-                opts.concurrency,
-                s.ops,
-                s.ops as f64 / s.elapsed.as_secs_f64(),
-                s.percentile_ms(0.5),
-                s.percentile_ms(0.99),
-                s.errors
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            eprintln!("{group}: {count} policies, {expect}");
+            let s = run_phase(http, urls.clone(), key.clone(), tool, expect, opts).await;
+            rows.push((
+                target,
+                i,
+                format!(
+                    "| {target} | {expect} | {group} | {} | {} | {:.0} | {:.2} | {:.2} | {} |\n",
+                    opts.concurrency,
+                    s.ops,
+                    s.ops as f64 / s.elapsed.as_secs_f64(),
+                    s.percentile_ms(0.5),
+                    s.percentile_ms(0.99),
+                    s.errors
+                ),
             ));
         }
+    }
+    Ok(rows)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> Result<()> {
+    let opts = Opts::parse();
+    if opts.policies.is_empty() || opts.policies.iter().any(|&p| p < 2) {
+        bail!("--policies needs counts of at least 2");
+    }
+    let postgres = opts.backends.postgres_base()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency)
+        .build()?;
+    let mut rows = Vec::new();
+    for group in opts.backends.groups(true) {
+        rows.extend(measure(&opts, group, postgres.as_deref(), &http).await?);
+    }
+    // The same policy count and decision of every backend on adjacent rows.
+    rows.sort_by_key(|(policies, decision, _)| (*policies, *decision));
+    let mut report = String::from(
+        "| policies | decision | backend | concurrency | decisions | rate /s | p50 ms | p99 ms | errors |\n| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for (_, _, row) in rows {
+        report.push_str(&row);
     }
     println!("{report}");
     Ok(())

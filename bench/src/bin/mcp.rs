@@ -6,15 +6,19 @@
 //! The upstream is this same program started with `--upstream` (an rmcp stdio server with one
 //! read-only `echo` tool), so both paths pay the same upstream cost. A third series times the
 //! guard's `POST /tool` alone, the bound of what `wrap` adds.
+//!
+//! The calls are sequential, one client at a time, so there is no load to spread over
+//! replicas: with `--backends postgres` it measures one replica on PostgreSQL only.
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use countersign_bench::server::{BackendArgs, Group, Servers, Spec};
 use rmcp::ServiceExt;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
@@ -29,7 +33,10 @@ const ADMIN_KEY: &str = "csk_bench-admin-key-0123456789-abcdefghijklmnop";
 #[derive(Parser, Debug)]
 #[command(
     name = "countersign-bench-mcp",
-    about = "Loopback benchmark of the latency `countersign mcp wrap` adds"
+    about = "Loopback benchmark of the latency `countersign mcp wrap` adds",
+    long_about = "Loopback benchmark of the latency `countersign mcp wrap` adds.\n\nThe calls \
+        are sequential, so there is no load to spread over replicas: with `--backends postgres` \
+        it measures one replica on PostgreSQL (no `PostgreSQL x2`)."
 )]
 struct Opts {
     #[arg(long, default_value = "target/release/countersign")]
@@ -40,6 +47,11 @@ struct Opts {
     /// Calls per block; the paths alternate block by block.
     #[arg(long, default_value_t = 500)]
     block: usize,
+    /// Calls on each path (and guard checks) before the measured ones.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    #[command(flatten)]
+    backends: BackendArgs,
     /// Run as the upstream MCP server on stdin/stdout (used by the driver itself).
     #[arg(long, hide = true)]
     upstream: bool,
@@ -76,15 +88,6 @@ impl rmcp::ServerHandler for Echo {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
     let res = http
         .post(url)
@@ -101,35 +104,22 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> 
 }
 
 /// Start `countersign serve` with an agent key and a tenant whose policies allow `echo`.
-async fn start_server(bin: &PathBuf, dir: &std::path::Path) -> Result<(Killed, String, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-        .env("COUNTERSIGN_LOG__LEVEL", "warn")
-        .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
-        .env("COUNTERSIGN_LIMITS__PER_IP_PER_SECOND", "0")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let server = Killed(child);
+async fn start_server(
+    opts: &Opts,
+    group: Group,
+    postgres: Option<&str>,
+) -> Result<(Servers, String, String)> {
+    let server = Servers::start(Spec {
+        bin: &opts.server_bin,
+        group,
+        postgres_base: postgres,
+        admin_key: ADMIN_KEY,
+        env: Vec::new(),
+        dir_parent: None,
+    })
+    .await?;
+    let base = server.first().base();
     let http = reqwest::Client::new();
-    let ready = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{base}/readyz")).send().await.is_err() {
-        if Instant::now() > ready {
-            bail!("the server did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let agent = post(
         &http,
         &format!("{base}/v1/admin/agents"),
@@ -222,8 +212,37 @@ async fn main() -> Result<()> {
         running.waiting().await?;
         return Ok(());
     }
-    let dir = tempfile::tempdir()?;
-    let (_server, base, key) = start_server(&opts.server_bin, dir.path()).await?;
+    let postgres = opts.backends.postgres_base()?;
+    let mut rows = Vec::new();
+    for group in opts.backends.groups(false) {
+        let (elapsed, lines) = measure(&opts, group, postgres.as_deref()).await?;
+        println!(
+            "{group}: {} calls on each path, interleaved in blocks of {}, sequential, {:.1} s",
+            opts.calls,
+            opts.block.max(1),
+            elapsed.as_secs_f64()
+        );
+        rows.push(lines);
+    }
+    println!(
+        "\n| path | backend | p50 ms | p90 ms | p99 ms | max ms |\n| --- | --- | ---: | ---: | ---: | ---: |"
+    );
+    // The same path of every backend on adjacent rows.
+    for path in 0..4 {
+        for lines in &rows {
+            println!("{}", lines[path]);
+        }
+    }
+    Ok(())
+}
+
+/// One backend: the three series, as report rows (direct, wrapped, added, guard alone).
+async fn measure(
+    opts: &Opts,
+    group: Group,
+    postgres: Option<&str>,
+) -> Result<(Duration, Vec<String>)> {
+    let (_server, base, key) = start_server(opts, group, postgres).await?;
     let me = std::env::current_exe()?;
     let direct = connect(me.as_os_str(), &["--upstream".as_ref()]).await?;
     let server_bin = opts.server_bin.as_os_str();
@@ -245,10 +264,10 @@ async fn main() -> Result<()> {
     )
     .await?;
     // Warm both paths (connections, caches, the tool list the proxy learns annotations from).
-    calls(&direct, 200, 0).await?;
-    calls(&wrapped, 200, 0).await?;
+    calls(&direct, opts.warmup, 0).await?;
+    calls(&wrapped, opts.warmup, 0).await?;
     let block = opts.block.max(1);
-    guard_checks(&base, &key, 200, 0).await?;
+    guard_checks(&base, &key, opts.warmup, 0).await?;
     let (mut d, mut w, mut g) = (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
     while d.len() < opts.calls {
@@ -261,35 +280,30 @@ async fn main() -> Result<()> {
     d.sort_unstable();
     w.sort_unstable();
     g.sort_unstable();
-    println!(
-        "{} calls on each path, interleaved in blocks of {block}, sequential, {:.1} s\n",
-        opts.calls,
-        elapsed.as_secs_f64()
-    );
-    println!("| path | p50 ms | p90 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |");
+    let mut lines = Vec::new();
     for (name, v) in [("direct", &d), ("through `mcp wrap`", &w)] {
-        println!(
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+        lines.push(format!(
+            "| {name} | {group} | {:.3} | {:.3} | {:.3} | {:.3} |",
             percentile_ms(v, 0.5),
             percentile_ms(v, 0.9),
             percentile_ms(v, 0.99),
             percentile_ms(v, 1.0)
-        );
+        ));
     }
-    println!(
-        "| added by `wrap` | {:.3} | {:.3} | {:.3} | |",
+    lines.push(format!(
+        "| added by `wrap` | {group} | {:.3} | {:.3} | {:.3} | |",
         percentile_ms(&w, 0.5) - percentile_ms(&d, 0.5),
         percentile_ms(&w, 0.9) - percentile_ms(&d, 0.9),
         percentile_ms(&w, 0.99) - percentile_ms(&d, 0.99)
-    );
-    println!(
-        "| of which the guard's answer (`POST /tool` alone) | {:.3} | {:.3} | {:.3} | {:.3} |",
+    ));
+    lines.push(format!(
+        "| of which the guard's answer (`POST /tool` alone) | {group} | {:.3} | {:.3} | {:.3} | {:.3} |",
         percentile_ms(&g, 0.5),
         percentile_ms(&g, 0.9),
         percentile_ms(&g, 0.99),
         percentile_ms(&g, 1.0)
-    );
+    ));
     let _ = direct.cancel().await;
     let _ = wrapped.cancel().await;
-    Ok(())
+    Ok((elapsed, lines))
 }

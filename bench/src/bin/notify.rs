@@ -8,11 +8,11 @@
 //! at a time; for each channel, the time from the call's answer (request accepted) to its
 //! first delivery arriving at the receiver.
 //!
-//! It starts `countersign serve` (durable SQLite) as a child process on 127.0.0.1; every wait
-//! stops at a deadline; the child is killed when the driver ends.
+//! It starts `countersign serve` as child processes on 127.0.0.1, once per backend (durable
+//! SQLite; PostgreSQL with one replica and with two, the callers alternating between them);
+//! every wait stops at a deadline; the children are killed when the driver ends.
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing;
 use clap::Parser;
+use countersign_bench::server::{BackendArgs, Group, Servers, Spec};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -50,15 +51,21 @@ struct Opts {
     /// Pause between latency samples, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pause_ms: u64,
+    #[command(flatten)]
+    backends: BackendArgs,
 }
 
-struct Guard(Child);
+/// Where the receivers listen.
+struct Receivers {
+    arrivals: Arc<Arrivals>,
+    smtp_port: u16,
+    base: String,
+}
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// What one server group measured: the throughput row and each channel's latency row.
+struct Measured {
+    throughput: String,
+    latency: Vec<(Channel, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -213,6 +220,7 @@ async fn wait_for_total(arrivals: &Arrivals, total: usize) -> Result<()> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let opts = Opts::parse();
+    let postgres = opts.backends.postgres_base()?;
     let arrivals = Arc::new(Arrivals::default());
     let smtp = TcpListener::bind("127.0.0.1:0").await?;
     let smtp_port = smtp.local_addr()?.port();
@@ -227,54 +235,77 @@ async fn main() -> Result<()> {
     tokio::spawn(async move {
         let _ = axum::serve(http_listener, receivers).await;
     });
+    let receivers = Receivers {
+        arrivals,
+        smtp_port,
+        base: receivers_base,
+    };
+    let mut measured = Vec::new();
+    for group in opts.backends.groups(true) {
+        let m = measure(&opts, group, postgres.as_deref(), &receivers).await?;
+        measured.push(m);
+    }
+    println!(
+        "| phase | backend | requests | deliveries | errors | requests accepted in | all delivered in | deliveries/s |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for m in &measured {
+        println!("{}", m.throughput);
+    }
+    println!(
+        "\n| 2. accepted -> first delivery | backend | samples | p50 ms | p99 ms | max ms |\n| --- | --- | ---: | ---: | ---: | ---: |"
+    );
+    for channel in [Channel::Webhook, Channel::Slack, Channel::Email] {
+        for m in &measured {
+            for (c, row) in &m.latency {
+                if *c == channel {
+                    println!("{row}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
 
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(&opts.server_bin)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("COUNTERSIGN_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-        .env("COUNTERSIGN_LOG__LEVEL", "warn")
-        // One driver on one address is the whole load: rate limits would measure themselves.
-        .env("COUNTERSIGN_LIMITS__PER_KEY_PER_SECOND", "0")
-        .env("COUNTERSIGN_LIMITS__PER_IP_PER_SECOND", "0")
-        .env("COUNTERSIGN_LIMITS__MAX_PENDING_PER_AGENT", "0")
-        .env(
-            "COUNTERSIGN_NOTIFICATIONS__EMAIL__SMTP_URL",
-            format!("smtp://127.0.0.1:{smtp_port}"),
-        )
-        .env(
-            "COUNTERSIGN_NOTIFICATIONS__EMAIL__FROM",
-            "Countersign <countersign@example.com>",
-        )
-        .env(
-            "COUNTERSIGN_NOTIFICATIONS__SLACK__API_BASE_URL",
-            format!("{receivers_base}/slack"),
-        )
-        .env("COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS", "true")
-        .env("COUNTERSIGN_OUTBOUND__ALLOW_HTTP", "true")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", opts.server_bin.display()))?;
-    let _server = Guard(child);
+/// One server group: set up the tenant, then both phases.
+async fn measure(
+    opts: &Opts,
+    group: Group,
+    postgres: Option<&str>,
+    receivers: &Receivers,
+) -> Result<Measured> {
+    let arrivals = &receivers.arrivals;
+    let receivers_base = &receivers.base;
+    let servers = Servers::start(Spec {
+        bin: &opts.server_bin,
+        group,
+        postgres_base: postgres,
+        admin_key: ADMIN_KEY,
+        env: vec![
+            (
+                "COUNTERSIGN_NOTIFICATIONS__EMAIL__SMTP_URL".into(),
+                format!("smtp://127.0.0.1:{}", receivers.smtp_port),
+            ),
+            (
+                "COUNTERSIGN_NOTIFICATIONS__EMAIL__FROM".into(),
+                "Countersign <countersign@example.com>".into(),
+            ),
+            (
+                "COUNTERSIGN_NOTIFICATIONS__SLACK__API_BASE_URL".into(),
+                format!("{receivers_base}/slack"),
+            ),
+            (
+                "COUNTERSIGN_OUTBOUND__ALLOW_PRIVATE_NETWORKS".into(),
+                "true".into(),
+            ),
+            ("COUNTERSIGN_OUTBOUND__ALLOW_HTTP".into(), "true".into()),
+        ],
+        dir_parent: None,
+    })
+    .await?;
+    let base = servers.first().base();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.concurrency)
         .build()?;
-    let ready = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{base}/readyz")).send().await.is_err() {
-        if Instant::now() > ready {
-            bail!("the server did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let admin = |method: reqwest::Method, path: &str, body: Value| {
         let http = http.clone();
         let url = format!("{base}{path}");
@@ -351,18 +382,32 @@ async fn main() -> Result<()> {
     )
     .await?;
     let key: Arc<str> = key["key"].as_str().context("no key")?.into();
-    let tool_url: Arc<str> = format!("{base}/v1/guard/default/tool").into();
+    // The callers alternate between the replicas.
+    let tool_urls: Vec<Arc<str>> = servers
+        .bases()
+        .iter()
+        .map(|b| format!("{b}/v1/guard/default/tool").into())
+        .collect();
+    if tool_urls.len() > 1 {
+        // The tenant's configuration, written on the first replica, reaches the others.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let baseline = arrivals.total();
     let call = |n: usize| json!({"session_id": "bench", "tool_call": {"name": "payment_refund", "arguments": {"amount": 5, "n": n}}});
 
     // 1. Throughput.
     let per_request = PEOPLE * 3;
-    let total = opts.requests * per_request;
+    let total = baseline + opts.requests * per_request;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let workers: Vec<_> = (0..opts.concurrency)
-        .map(|_| {
-            let (http, url, key, next) =
-                (http.clone(), tool_url.clone(), key.clone(), next.clone());
+        .map(|w| {
+            let (http, url, key, next) = (
+                http.clone(),
+                tool_urls[w % tool_urls.len()].clone(),
+                key.clone(),
+                next.clone(),
+            );
             let requests = opts.requests;
             tokio::spawn(async move {
                 let mut errors = 0usize;
@@ -384,35 +429,33 @@ async fn main() -> Result<()> {
         errors += w.await.unwrap_or(1);
     }
     let accepted_in = start.elapsed();
-    wait_for_total(&arrivals, total).await?;
+    wait_for_total(arrivals, total).await?;
     let delivered_in = arrivals
         .last()
         .map(|t| t - start)
         .unwrap_or_else(|| start.elapsed());
-    println!(
-        "| phase | requests | deliveries | errors | requests accepted in | all delivered in | deliveries/s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-    );
-    println!(
-        "| 1. fan-out, concurrency {} | {} | {} | {errors} | {:.2} s | {:.2} s | {:.0} |\n",
+    let delivered = arrivals.total() - baseline;
+    let throughput = format!(
+        "| 1. fan-out, concurrency {} | {group} | {} | {delivered} | {errors} | {:.2} s | {:.2} s | {:.0} |",
         opts.concurrency,
         opts.requests,
-        arrivals.total(),
         accepted_in.as_secs_f64(),
         delivered_in.as_secs_f64(),
-        arrivals.total() as f64 / delivered_in.as_secs_f64(),
+        delivered as f64 / delivered_in.as_secs_f64(),
     );
 
     // 2. Latency under light load: one call at a time.
     let mut samples: HashMap<Channel, Vec<f64>> = HashMap::new();
     let already = arrivals.total();
     for i in 0..opts.samples {
-        let answer = post(&http, &tool_url, &key, &call(opts.requests + i)).await?;
+        let url = &tool_urls[i % tool_urls.len()];
+        let answer = post(&http, url, &key, &call(opts.requests + i)).await?;
         let accepted = Instant::now();
         let id = answer["approval_id"]
             .as_str()
             .context("no approval id")?
             .to_string();
-        wait_for_total(&arrivals, already + (i + 1) * per_request).await?;
+        wait_for_total(arrivals, already + (i + 1) * per_request).await?;
         for channel in [Channel::Email, Channel::Slack, Channel::Webhook] {
             if let Some(t) = arrivals.first(&id, channel) {
                 let ms = t.saturating_duration_since(accepted).as_secs_f64() * 1000.0;
@@ -421,19 +464,23 @@ async fn main() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(opts.pause_ms)).await;
     }
-    println!(
-        "| 2. accepted -> first delivery | samples | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |"
-    );
+    let mut latency = Vec::new();
     for channel in [Channel::Webhook, Channel::Slack, Channel::Email] {
         let mut v = samples.remove(&channel).unwrap_or_default();
         v.sort_by(f64::total_cmp);
-        println!(
-            "| {channel:?} | {} | {:.2} | {:.2} | {:.2} |",
-            v.len(),
-            percentile_ms(&v, 0.5),
-            percentile_ms(&v, 0.99),
-            v.last().copied().unwrap_or(f64::NAN)
-        );
+        latency.push((
+            channel,
+            format!(
+                "| {channel:?} | {group} | {} | {:.2} | {:.2} | {:.2} |",
+                v.len(),
+                percentile_ms(&v, 0.5),
+                percentile_ms(&v, 0.99),
+                v.last().copied().unwrap_or(f64::NAN)
+            ),
+        ));
     }
-    Ok(())
+    Ok(Measured {
+        throughput,
+        latency,
+    })
 }

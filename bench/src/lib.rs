@@ -1,0 +1,2 @@
+//! What the benchmark drivers share: starting the servers they measure.
+pub mod server;
