@@ -158,6 +158,13 @@ where
 /// Builds the approval of a request, given the base to send it to and its auth_req_id.
 type Approve = Arc<dyn Fn(&str, String) -> reqwest::RequestBuilder + Send + Sync>;
 
+/// A person asked, with their reviewer key.
+#[derive(Clone)]
+struct Reviewer {
+    user_id: String,
+    key: String,
+}
+
 /// A CIBA provider under test: where it is and how its client and reviewer act.
 #[derive(Clone)]
 struct Target {
@@ -172,8 +179,15 @@ struct Target {
     client_id: String,
     secret: String,
     login_hint: String,
-    /// Approves a request, given the base to send it to and its auth_req_id.
+    /// Approves a request, given the base to send it to and its id (the peer's auth_req_id,
+    /// Countersign's approval id).
     approve: Approve,
+    /// Countersign: one reviewer per flow worker, each asked by that worker alone, who finds
+    /// the request in their pending list as a person would (the peer's bench route approves
+    /// by auth_req_id).
+    reviewers: Vec<Reviewer>,
+    /// The reviewer of this worker's flows.
+    reviewer: Option<Reviewer>,
 }
 
 impl Target {
@@ -182,6 +196,36 @@ impl Target {
         let mut t = self.clone();
         t.base = self.bases[worker % self.bases.len()].clone();
         t
+    }
+
+    /// The target as flow worker `worker` sees it: on its replica, asking its own reviewer.
+    fn flow_on(&self, worker: usize) -> Target {
+        let mut t = self.on(worker);
+        if let Some(r) = self.reviewers.get(worker % self.reviewers.len().max(1)) {
+            t.login_hint = r.user_id.clone();
+            t.reviewer = Some(r.clone());
+        }
+        t
+    }
+
+    /// The id the reviewer approves: Countersign's reviewer reads their one pending request.
+    async fn find(&self, auth_req_id: &str) -> Result<String> {
+        let Some(reviewer) = &self.reviewer else {
+            return Ok(auth_req_id.to_string());
+        };
+        let r = self
+            .http
+            .get(format!("{}/v1/approvals?status=pending&limit=1", self.base))
+            .bearer_auth(&reviewer.key)
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        ensure!(status.is_success(), "pending list {status}: {body}");
+        body["approvals"][0]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("the reviewer has nothing pending: {body}"))
     }
 
     async fn bc_authorize(&self, extra: &[(&str, &str)]) -> Result<String> {
@@ -235,10 +279,16 @@ impl Target {
         Ok((status, r.json().await?))
     }
 
-    async fn approve(&self, auth_req_id: &str) -> Result<()> {
-        let r = (self.approve)(&self.base, auth_req_id.to_string())
-            .send()
-            .await?;
+    async fn approve(&self, id: &str) -> Result<()> {
+        let request = match &self.reviewer {
+            Some(r) => self
+                .http
+                .post(format!("{}/v1/approvals/{id}/approve", self.base))
+                .bearer_auth(&r.key)
+                .json(&json!({})),
+            None => (self.approve)(&self.base, id.to_string()),
+        };
+        let r = request.send().await?;
         ensure!(r.status().is_success(), "approve answered {}", r.status());
         Ok(())
     }
@@ -342,6 +392,30 @@ async fn start_countersign(
         .as_str()
         .unwrap_or_default()
         .to_string();
+    let mut reviewers = Vec::new();
+    for i in 0..opts.concurrency.max(opts.light_concurrency) {
+        let user = admin_post(
+            http,
+            &base,
+            ADMIN_KEY,
+            "/v1/admin/users",
+            json!({"email": format!("flow{i}@example.com"), "name": format!("Flow {i}")}),
+        )
+        .await?;
+        let user_id = user["id"].as_str().unwrap_or_default().to_string();
+        let key = admin_post(
+            http,
+            &base,
+            ADMIN_KEY,
+            "/v1/admin/api-keys",
+            json!({"role": "reviewer", "user_id": user_id}),
+        )
+        .await?["key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        reviewers.push(Reviewer { user_id, key });
+    }
     let mut targets = Vec::new();
     for (name, mode) in [("bench-poll", "poll"), ("bench-ping", "ping")] {
         let agent = admin_post(
@@ -360,7 +434,6 @@ async fn start_countersign(
         }
         let client = admin_post(http, &base, ADMIN_KEY, "/v1/admin/oidc-clients", body).await?;
         let approve_http = http.clone();
-        let reviewer_key = reviewer_key.clone();
         targets.push(Target {
             name: format!("countersign ({group})"),
             peer: false,
@@ -373,12 +446,18 @@ async fn start_countersign(
                 .unwrap_or_default()
                 .to_string(),
             login_hint: user_id.clone(),
-            approve: Arc::new(move |base, id| {
-                approve_http
-                    .post(format!("{base}/ciba/approve"))
-                    .bearer_auth(&reviewer_key)
-                    .json(&json!({"authReqId": id}))
-            }),
+            // The flow worker's reviewer approves what they found in their list.
+            approve: {
+                let reviewer_key = reviewer_key.clone();
+                Arc::new(move |base, id| {
+                    approve_http
+                        .post(format!("{base}/v1/approvals/{id}/approve"))
+                        .bearer_auth(&reviewer_key)
+                        .json(&json!({}))
+                })
+            },
+            reviewers: reviewers.clone(),
+            reviewer: None,
         });
     }
     let ping = targets.pop().ok_or_else(|| anyhow!("no ping client"))?;
@@ -425,6 +504,8 @@ async fn start_peer(opts: &Opts, http: &reqwest::Client) -> Result<(Guard, Targe
             approve: Arc::new(move |base, id| {
                 approve_http.post(format!("{base}/bench/approve/{id}"))
             }),
+            reviewers: Vec::new(),
+            reviewer: None,
         },
     ))
 }
@@ -485,11 +566,11 @@ async fn flow_phase(t: &Target, opts: &Opts) -> Stats {
         opts.concurrency,
         Duration::from_secs_f64(opts.duration),
         move |worker| {
-            let t = tt.on(worker);
+            let t = tt.flow_on(worker);
             async move {
                 let started = Instant::now();
                 let id = t.bc_authorize(&[]).await?;
-                t.approve(&id).await?;
+                t.approve(&t.find(&id).await?).await?;
                 let (status, body) = t.token(&id).await?;
                 ensure!(
                     status == 200 && body["access_token"].is_string(),
@@ -536,7 +617,7 @@ async fn measure_ping(t: &Target, waiters: Waiters, opts: &Opts, concurrency: us
         concurrency,
         Duration::from_secs_f64(opts.duration),
         move |worker| {
-            let t = tt.on(worker);
+            let t = tt.flow_on(worker);
             let waiters = waiters.clone();
             async move {
                 let id = t
@@ -547,8 +628,9 @@ async fn measure_ping(t: &Target, waiters: Waiters, opts: &Opts, concurrency: us
                     .lock()
                     .map_err(|_| anyhow!("poisoned"))?
                     .insert(id.clone(), tx);
+                let approval = t.find(&id).await?;
                 let approved_at = Instant::now();
-                t.approve(&id).await?;
+                t.approve(&approval).await?;
                 let notified_at = tokio::time::timeout(Duration::from_secs(10), rx)
                     .await
                     .map_err(|_| anyhow!("no ping within 10 s"))??;
