@@ -11,89 +11,18 @@
 /// A dialect's schema migrations, by version; both dialects have the same versions.
 macro_rules! migrations {
     ($dialect:literal) => {
-        &[
-            (
-                1,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0001_init.sql"
-                )),
-            ),
-            (
-                2,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0002_guard.sql"
-                )),
-            ),
-            (
-                3,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0003_oidc.sql"
-                )),
-            ),
-            (
-                4,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0004_dashboard.sql"
-                )),
-            ),
-            (
-                5,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0005_notifications.sql"
-                )),
-            ),
-            (
-                6,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0006_grants.sql"
-                )),
-            ),
-            (
-                7,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0007_idempotency.sql"
-                )),
-            ),
-            (
-                8,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0008_pending_per_agent.sql"
-                )),
-            ),
-            (
-                9,
-                include_str!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/migrations/",
-                    $dialect,
-                    "/0009_mcp.sql"
-                )),
-            ),
-        ]
+        migrations!(@files $dialect;
+            1 "0001_init", 2 "0002_guard", 3 "0003_oidc", 4 "0004_dashboard",
+            5 "0005_notifications", 6 "0006_grants", 7 "0007_idempotency",
+            8 "0008_pending_per_agent", 9 "0009_mcp", 10 "0010_reviewer_queue")
+    };
+    (@files $dialect:literal; $($version:literal $file:literal),*) => {
+        &[$((
+            $version,
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"), "/migrations/", $dialect, "/", $file, ".sql"
+            )),
+        )),*]
     };
 }
 

@@ -30,10 +30,34 @@ pub fn requests(columns: &str, tenant_id: &str, filter: &RequestFilter) -> (Stri
     let now = filter.now.timestamp_millis();
     let mut args = vec![Arg::Text(tenant_id.to_string())];
     let tenant = placeholder(1);
-    let mut sql = format!("SELECT {columns} FROM approval_requests WHERE tenant_id = {tenant}");
     let mut arg = |a: Arg| {
         args.push(a);
         placeholder(args.len())
+    };
+    // A reviewer's queue is read from their own reviewer rows, newest first by index, so it
+    // costs the same however many requests others have pending.
+    let (mut sql, order) = match &filter.user_id {
+        None => (
+            format!("SELECT {columns} FROM approval_requests WHERE tenant_id = {tenant}"),
+            "id",
+        ),
+        Some(user) => {
+            let u = arg(Arg::Text(user.clone()));
+            let n = arg(Arg::Int(now));
+            let qualified = columns
+                .split(',')
+                .map(|c| format!("approval_requests.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (
+                format!(
+                    "SELECT {qualified} FROM approval_reviewers r CROSS JOIN approval_requests \
+                     WHERE r.user_id = {u} AND r.since <= {n} AND approval_requests.id = r.approval_id \
+                     AND approval_requests.tenant_id = {tenant}"
+                ),
+                "r.approval_id",
+            )
+        }
     };
     match filter.status {
         Some(ApprovalStatus::Pending) => {
@@ -54,14 +78,6 @@ pub fn requests(columns: &str, tenant_id: &str, filter: &RequestFilter) -> (Stri
         }
         Some(status) => sql.push_str(&format!(" AND status = '{}'", status.as_str())),
         None => {}
-    }
-    if let Some(user) = &filter.user_id {
-        let u = arg(Arg::Text(user.clone()));
-        let n = arg(Arg::Int(now));
-        sql.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM approval_reviewers r WHERE r.approval_id = approval_requests.id \
-             AND r.user_id = {u} AND r.since <= {n})"
-        ));
     }
     if let Some(kind) = filter.kind {
         sql.push_str(&format!(" AND kind = '{}'", kind.as_str()));
@@ -87,9 +103,9 @@ pub fn requests(columns: &str, tenant_id: &str, filter: &RequestFilter) -> (Stri
     }
     if let Some(id) = &filter.before_id {
         let p = arg(Arg::Text(id.clone()));
-        sql.push_str(&format!(" AND id < {p}"));
+        sql.push_str(&format!(" AND {order} < {p}"));
     }
     let p = arg(Arg::Int(i64::from(filter.limit.clamp(1, 500)) + 1));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {p}"));
+    sql.push_str(&format!(" ORDER BY {order} DESC LIMIT {p}"));
     (sql, args)
 }
