@@ -347,6 +347,32 @@ struct Countersign {
     ping: Target,
 }
 
+/// A new user of the tenant with a reviewer key.
+async fn add_reviewer(http: &reqwest::Client, base: &str, name: &str) -> Result<Reviewer> {
+    let email = format!("{name}@example.com");
+    let user = admin_post(
+        http,
+        base,
+        ADMIN_KEY,
+        "/v1/admin/users",
+        json!({"email": email, "name": name}),
+    )
+    .await?;
+    let user_id = user["id"].as_str().unwrap_or_default().to_string();
+    let key = admin_post(
+        http,
+        base,
+        ADMIN_KEY,
+        "/v1/admin/api-keys",
+        json!({"role": "reviewer", "user_id": user_id}),
+    )
+    .await?["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Reviewer { user_id, key })
+}
+
 async fn start_countersign(
     opts: &Opts,
     http: &reqwest::Client,
@@ -372,49 +398,13 @@ async fn start_countersign(
     .with_context(|| format!("{group} (cargo build --release -p countersign)"))?;
     let base = servers.first().base();
     let bases = servers.bases();
-    let user = admin_post(
-        http,
-        &base,
-        ADMIN_KEY,
-        "/v1/admin/users",
-        json!({"email": "reviewer@example.com", "name": "Reviewer"}),
-    )
-    .await?;
-    let user_id = user["id"].as_str().unwrap_or_default().to_string();
-    let reviewer_key = admin_post(
-        http,
-        &base,
-        ADMIN_KEY,
-        "/v1/admin/api-keys",
-        json!({"role": "reviewer", "user_id": user_id}),
-    )
-    .await?["key"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    // The reviewer of the load phases (bc-authorize, polls), whose queue grows; the flows ask
+    // reviewers of their own.
+    let load = add_reviewer(http, &base, "reviewer").await?;
+    let (user_id, reviewer_key) = (load.user_id, load.key);
     let mut reviewers = Vec::new();
     for i in 0..opts.concurrency.max(opts.light_concurrency) {
-        let user = admin_post(
-            http,
-            &base,
-            ADMIN_KEY,
-            "/v1/admin/users",
-            json!({"email": format!("flow{i}@example.com"), "name": format!("Flow {i}")}),
-        )
-        .await?;
-        let user_id = user["id"].as_str().unwrap_or_default().to_string();
-        let key = admin_post(
-            http,
-            &base,
-            ADMIN_KEY,
-            "/v1/admin/api-keys",
-            json!({"role": "reviewer", "user_id": user_id}),
-        )
-        .await?["key"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        reviewers.push(Reviewer { user_id, key });
+        reviewers.push(add_reviewer(http, &base, &format!("flow{i}")).await?);
     }
     let mut targets = Vec::new();
     for (name, mode) in [("bench-poll", "poll"), ("bench-ping", "ping")] {
