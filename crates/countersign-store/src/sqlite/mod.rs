@@ -76,6 +76,8 @@ struct Inner {
     /// SQLite store, so claims need not reach the disk: a crash forgets them and the rows
     /// are simply delivered again.
     outbox_leases: Mutex<std::collections::HashMap<i64, i64>>,
+    /// Dropped with the store, which ends the checkpointer.
+    _stop_checkpoints: mpsc::Sender<()>,
 }
 
 /// A unit of work run by the writer thread inside the shared transaction.
@@ -179,6 +181,19 @@ pub fn migration_versions() -> Vec<i64> {
     MIGRATIONS.iter().map(|(v, _)| *v).collect()
 }
 
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copies committed WAL frames into the database file (PASSIVE: never blocks the writer or
+/// readers) until the store is dropped.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
+    }
+}
+
 fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>, max_batch: usize) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -256,7 +271,8 @@ impl SqliteStore {
         };
         writer
             .execute_batch(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
+                 PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;"
             ))
             .map_err(db_error)?;
         migrate(&writer)?;
@@ -264,6 +280,18 @@ impl SqliteStore {
             .map(|_| open_connection(&options.path, true).map(Mutex::new))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db_error)?;
+        // Checkpoints run on their own thread, so no commit waits for one. The sub-journals of
+        // the writer's per-job savepoints live in memory (temp_store): they only ever undo a
+        // job inside its open transaction, so they need no file.
+        let checkpointer = open_connection(&options.path, false).map_err(db_error)?;
+        checkpointer
+            .execute_batch(&format!("PRAGMA synchronous = {sync};"))
+            .map_err(db_error)?;
+        let (stop_checkpoints, stopped) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("countersign-sqlite-checkpointer".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(|e| Error::internal_msg(format!("cannot start the checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let max_batch = options.max_batch.max(1);
         std::thread::Builder::new()
@@ -277,6 +305,7 @@ impl SqliteStore {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 outbox_leases: Mutex::new(std::collections::HashMap::new()),
+                _stop_checkpoints: stop_checkpoints,
             }),
         })
     }
