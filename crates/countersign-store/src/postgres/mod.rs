@@ -10,7 +10,7 @@ use chrono::Utc;
 use countersign_core::audit::{self, AuditRecord, ChainedEvent, GENESIS_HASH};
 use countersign_core::{Error, Result};
 use errors::{ms, pg_error};
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -19,6 +19,9 @@ use crate::Change;
 use crate::sql;
 
 const MIGRATIONS: &[(i64, &str)] = migrations!("postgres");
+
+/// Prepared statements kept per connection: more than the store has.
+const STATEMENT_CACHE: usize = 1024;
 
 /// The channel replicas tell each other about changes on.
 const CHANNEL: &str = "countersign_changes";
@@ -232,10 +235,17 @@ async fn append_audit(conn: &mut PgConnection, record: AuditRecord) -> Result<Ch
 
 impl PgStore {
     pub async fn open(options: PostgresOptions) -> Result<PgStore> {
+        let connect = options
+            .url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?
+            // Every statement the store runs stays prepared on each connection (sqlx keeps
+            // 100 by default, fewer than the store has, so they were parsed again and again).
+            .statement_cache_capacity(STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
-            .connect(&options.url)
+            .connect_with(connect)
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
         migrate(&pool).await?;
