@@ -90,7 +90,7 @@ async fn insert_passkey(tx: &mut dyn Tx, p: &PasskeyRecord, actor: &Actor) -> Re
     tx.exec(sql::INSERT_PASSKEY, values)
         .await
         .map_err(|e| renamed_conflict(e, "this passkey is already registered"))?;
-    tx.append_audit(audit_records::passkey_registered(p, actor))
+    tx.audit(audit_records::passkey_registered(p, actor))
         .await?;
     Ok(())
 }
@@ -112,7 +112,7 @@ async fn spend_proof(
             if tx.exec(sql::SPEND_LOGIN_LINK, values).await? != 1 {
                 return Err(dashboard::link_unusable());
             }
-            tx.append_audit(audit_records::login_link_used(s, *kind, actor))
+            tx.audit(audit_records::login_link_used(s, *kind, actor))
                 .await?;
             if let Some(p) = new_passkey {
                 if p.user_id != s.user_id || p.tenant_id != s.tenant_id {
@@ -178,7 +178,7 @@ pub trait DashboardStore: Db {
             if tx.exec(sql::SET_USER_ADMIN, values).await? == 1 {
                 let record =
                     audit_records::user_admin_changed(&tenant_id, &id, is_admin, &actor, at);
-                tx.append_audit(record).await?;
+                tx.audit(record).await?;
             }
             user_in(tx, &tenant_id, &id)
                 .await?
@@ -210,7 +210,7 @@ pub trait DashboardStore: Db {
                 l.expires_at
             ];
             tx.exec(sql::INSERT_LOGIN_LINK, values).await?;
-            tx.append_audit(audit_records::login_link_created(l, &actor))
+            tx.audit(audit_records::login_link_created(l, &actor))
                 .await?;
             Ok(new.link)
         })
@@ -259,7 +259,7 @@ pub trait DashboardStore: Db {
                 .await?
                 == 1
             {
-                tx.append_audit(audit_records::login_link_revoked(
+                tx.audit(audit_records::login_link_revoked(
                     &tenant_id, &id, &actor, at,
                 ))
                 .await?;
@@ -300,8 +300,7 @@ pub trait DashboardStore: Db {
                 s.expires_at
             ];
             tx.exec(sql::INSERT_SESSION, values).await?;
-            tx.append_audit(audit_records::session_created(s, &actor))
-                .await?;
+            tx.audit(audit_records::session_created(s, &actor)).await?;
             Ok(())
         })
     }
@@ -361,7 +360,7 @@ pub trait DashboardStore: Db {
             if tx.exec(sql::REVOKE_SESSION, values).await? != 1 {
                 return Ok(false);
             }
-            tx.append_audit(audit_records::session_revoked(
+            tx.audit(audit_records::session_revoked(
                 &tenant_id, &id, &user_id, &actor, at,
             ))
             .await?;
@@ -429,7 +428,7 @@ pub trait DashboardStore: Db {
             if tx.exec(sql::DELETE_PASSKEY, values).await? != 1 {
                 return Ok(false);
             }
-            tx.append_audit(audit_records::passkey_removed(
+            tx.audit(audit_records::passkey_removed(
                 &tenant_id, &id, &user_id, &actor, at,
             ))
             .await?;

@@ -303,8 +303,12 @@ pub trait Tx: Send {
     async fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64>;
     /// Runs a query, handing each row to `each` in order.
     async fn each(&mut self, sql: &str, args: &[Arg<'_>], each: &mut EachRow<'_>) -> Result<()>;
-    /// Appends an audit event at the end of its tenant's chain.
+    /// Appends an audit event at the end of its tenant's chain now, and answers it.
     async fn append_audit(&mut self, record: AuditRecord) -> Result<ChainedEvent>;
+    /// Records a change's audit event, in the same transaction. PostgreSQL appends a
+    /// transaction's events last, just before it commits, so that the tenant's chain head is
+    /// locked for as short a time as possible; SQLite's single writer appends at once.
+    async fn audit(&mut self, record: AuditRecord) -> Result<()>;
     /// Tells other replicas, once this transaction commits, that something changed
     /// (`r:<id>`, `g:<tenant>`, `k`). One process owns a SQLite store: nobody to tell.
     async fn hint(&mut self, payload: &str) -> Result<()>;

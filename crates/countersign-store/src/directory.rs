@@ -67,10 +67,10 @@ pub trait DirectoryStore: Db {
             tx.exec(sql::INSERT_TENANT, values).await.map_err(|e| {
                 renamed_conflict(e, &format!("tenant {:?} already exists", tenant.id))
             })?;
-            tx.append_audit(audit_records::tenant_created(&tenant, &actor))
+            tx.audit(audit_records::tenant_created(&tenant, &actor))
                 .await?;
             insert_api_key(tx, &admin_key.record).await?;
-            tx.append_audit(audit_records::api_key_created(&admin_key.record, &actor))
+            tx.audit(audit_records::api_key_created(&admin_key.record, &actor))
                 .await?;
             Ok(())
         })
@@ -103,8 +103,7 @@ pub trait DirectoryStore: Db {
                     &format!("a user with email {:?} already exists", user.email),
                 )
             })?;
-            tx.append_audit(audit_records::user_created(&user, &actor))
-                .await?;
+            tx.audit(audit_records::user_created(&user, &actor)).await?;
             Ok(user)
         })
     }
@@ -161,7 +160,7 @@ pub trait DirectoryStore: Db {
                     &format!("an agent named {:?} already exists", agent.name),
                 )
             })?;
-            tx.append_audit(audit_records::agent_created(&agent, &actor))
+            tx.audit(audit_records::agent_created(&agent, &actor))
                 .await?;
             Ok(agent)
         })
@@ -220,7 +219,7 @@ pub trait DirectoryStore: Db {
                 }
             }
             insert_api_key(tx, &key).await?;
-            tx.append_audit(audit_records::api_key_created(&key, &actor))
+            tx.audit(audit_records::api_key_created(&key, &actor))
                 .await?;
             Ok(key)
         })
@@ -250,7 +249,7 @@ pub trait DirectoryStore: Db {
                 .exec(sql::REVOKE_API_KEY, args![&tenant_id, &id, at])
                 .await?;
             if revoked == 1 {
-                tx.append_audit(audit_records::api_key_revoked(&tenant_id, &id, &actor, at))
+                tx.audit(audit_records::api_key_revoked(&tenant_id, &id, &actor, at))
                     .await?;
                 tx.hint("a").await?;
             }

@@ -107,7 +107,7 @@ pub trait GuardStore: Db {
             let details = json!({"name": p.name, "tool_pattern": p.tool_pattern,
                 "action": p.action.as_str(), "priority": p.priority,
                 "is_active": p.is_active, "condition": p.condition});
-            tx.append_audit(audit_records::config(
+            tx.audit(audit_records::config(
                 &p.tenant_id,
                 p.updated_at,
                 &actor,
@@ -134,7 +134,7 @@ pub trait GuardStore: Db {
             if tx.exec(sql::DELETE_POLICY, args![&tenant_id, &id]).await? == 0 {
                 return Err(not_found("policy"));
             }
-            tx.append_audit(audit_records::config(
+            tx.audit(audit_records::config(
                 &tenant_id,
                 at,
                 &actor,
@@ -217,7 +217,7 @@ pub trait GuardStore: Db {
                 .collect();
             let details = json!({"name": g.name,
                 "escalation_minutes": g.escalation_minutes, "members": members});
-            tx.append_audit(audit_records::config(
+            tx.audit(audit_records::config(
                 &g.tenant_id,
                 g.updated_at,
                 &actor,
@@ -249,7 +249,7 @@ pub trait GuardStore: Db {
             if tx.exec(sql::DELETE_GROUP, key).await? == 0 {
                 return Err(not_found("approval group"));
             }
-            tx.append_audit(audit_records::config(
+            tx.audit(audit_records::config(
                 &tenant_id,
                 at,
                 &actor,
@@ -299,7 +299,7 @@ pub trait GuardStore: Db {
                 ("guard.routing_updated", &routing_json)
             };
             let details = serde_json::from_str(details).map_err(Error::internal)?;
-            tx.append_audit(audit_records::config(
+            tx.audit(audit_records::config(
                 &tenant_id, at, &actor, action, &tenant_id, details,
             ))
             .await?;

@@ -30,7 +30,7 @@ pub trait McpStore: Db {
                 s.updated_at
             ];
             tx.exec(&sql::insert_mcp_server(), values).await?;
-            tx.append_audit(audit_records::mcp_server(&s, "mcp_server.created", &actor))
+            tx.audit(audit_records::mcp_server(&s, "mcp_server.created", &actor))
                 .await?;
             Ok(())
         })
@@ -65,7 +65,7 @@ pub trait McpStore: Db {
             if tx.exec(sql::UPDATE_MCP_SERVER, values).await? == 0 {
                 return Ok(false);
             }
-            tx.append_audit(audit_records::mcp_server(&s, "mcp_server.updated", &actor))
+            tx.audit(audit_records::mcp_server(&s, "mcp_server.updated", &actor))
                 .await?;
             Ok(true)
         })
@@ -92,7 +92,7 @@ pub trait McpStore: Db {
             )
             .await?;
             s.updated_at = at;
-            tx.append_audit(audit_records::mcp_server(&s, "mcp_server.deleted", &actor))
+            tx.audit(audit_records::mcp_server(&s, "mcp_server.deleted", &actor))
                 .await?;
             Ok(true)
         })

@@ -113,7 +113,7 @@ pub trait NotificationStore: Db {
             if changed > 0 {
                 let record =
                     audit_records::channel(&tenant_id, &channel, config.is_some(), &actor, at);
-                tx.append_audit(record).await?;
+                tx.audit(record).await?;
             }
             Ok(())
         })
@@ -173,8 +173,7 @@ pub trait NotificationStore: Db {
                 Error::AlreadyExists(_) => records::slack_id_taken(),
                 other => other,
             })?;
-            tx.append_audit(audit_records::preferences(&prefs, &actor))
-                .await?;
+            tx.audit(audit_records::preferences(&prefs, &actor)).await?;
             Ok(prefs)
         })
     }
@@ -226,7 +225,7 @@ pub trait NotificationStore: Db {
                 e.updated_at,
             ];
             tx.exec(&sql, values).await?;
-            tx.append_audit(audit_records::webhook(e, "webhook.created", &actor))
+            tx.audit(audit_records::webhook(e, "webhook.created", &actor))
                 .await?;
             Ok(endpoint)
         })
@@ -275,8 +274,7 @@ pub trait NotificationStore: Db {
             if tx.exec(sql::UPDATE_WEBHOOK, values).await? == 0 {
                 return Err(not_found("webhook endpoint"));
             }
-            tx.append_audit(audit_records::webhook(e, &action, &actor))
-                .await?;
+            tx.audit(audit_records::webhook(e, &action, &actor)).await?;
             webhook_in(tx, &e.tenant_id, &e.id)
                 .await?
                 .ok_or_else(|| not_found("webhook endpoint"))
@@ -301,7 +299,7 @@ pub trait NotificationStore: Db {
             tx.exec(sql::FAIL_DELETED_WEBHOOK_DELIVERIES, args![&id])
                 .await?;
             endpoint.updated_at = at;
-            tx.append_audit(audit_records::webhook(&endpoint, "webhook.deleted", &actor))
+            tx.audit(audit_records::webhook(&endpoint, "webhook.deleted", &actor))
                 .await?;
             Ok(())
         })
@@ -330,7 +328,7 @@ pub trait NotificationStore: Db {
                 sub.created_at,
             ];
             tx.exec(&sql, values).await?;
-            tx.append_audit(audit_records::push_subscription_created(&sub, &actor))
+            tx.audit(audit_records::push_subscription_created(&sub, &actor))
                 .await?;
             Ok(())
         })

@@ -149,7 +149,7 @@ pub trait OidcStore: Db {
                     &format!("agent {:?} is already an OpenID client", client.client_id),
                 )
             })?;
-            tx.append_audit(audit_records::oidc_client_created(&client, &actor))
+            tx.audit(audit_records::oidc_client_created(&client, &actor))
                 .await?;
             Ok(client)
         })
@@ -214,7 +214,7 @@ pub trait OidcStore: Db {
             if tx.exec(sql::DELETE_OIDC_CLIENT, key).await? == 0 {
                 return Err(Error::NotFound("no such OpenID client".into()));
             }
-            tx.append_audit(audit_records::oidc_client_deleted(
+            tx.audit(audit_records::oidc_client_deleted(
                 &tenant_id, &client_id, &actor, at,
             ))
             .await?;
@@ -349,7 +349,7 @@ pub trait OidcStore: Db {
             }
             let values = args![&user_id, &tenant_id, &code_hash, at];
             tx.exec(sql::UPSERT_USER_CODE, values).await?;
-            tx.append_audit(audit_records::user_code_set(
+            tx.audit(audit_records::user_code_set(
                 &tenant_id, &user_id, &actor, at,
             ))
             .await?;
@@ -458,7 +458,7 @@ pub trait OidcStore: Db {
             )
             .await?;
             insert_signing_key(tx, &key).await?;
-            tx.append_audit(audit_records::signing_key_rotated(&tenant_id, &key, &actor))
+            tx.audit(audit_records::signing_key_rotated(&tenant_id, &key, &actor))
                 .await?;
             tx.hint("k").await?;
             Ok(())

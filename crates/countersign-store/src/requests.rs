@@ -253,7 +253,7 @@ pub trait RequestStore: Db {
             }
             let required = current.rules.required_approvals;
             let record = audit_records::decision(&tenant_id, &id, d, outcome, approvals, required);
-            tx.append_audit(record).await?;
+            tx.audit(record).await?;
             hint_request(tx, &id).await?;
             request_in(tx, &tenant_id, &id)
                 .await?
@@ -300,7 +300,7 @@ pub trait RequestStore: Db {
                     status: request.status_at(at),
                 });
             }
-            tx.append_audit(audit_records::request_cancelled(
+            tx.audit(audit_records::request_cancelled(
                 &tenant_id, &id, &actor, at,
             ))
             .await?;
@@ -327,7 +327,7 @@ pub trait RequestStore: Db {
                 let steps = request.rules.escalation_plan.iter().enumerate();
                 for (level, step) in steps.take(to as usize).skip(from as usize) {
                     let level = level as u32 + 1;
-                    tx.append_audit(audit_records::escalation(&request, level, step, now))
+                    tx.audit(audit_records::escalation(&request, level, step, now))
                         .await?;
                 }
                 let levels = json!({"from_level": from, "to_level": to});
@@ -355,7 +355,7 @@ pub trait RequestStore: Db {
             let issued = tx.exec(sql::MARK_TOKEN_ISSUED, values).await? == 1;
             if issued {
                 let record = audit_records::token_issued(&tenant_id, &id, &jti, &actor, at);
-                tx.append_audit(record).await?;
+                tx.audit(record).await?;
             }
             Ok(issued)
         })
@@ -381,8 +381,7 @@ pub trait RequestStore: Db {
             ];
             let inserted = tx.exec(sql::INSERT_ENDED_GRANT, values).await? == 1;
             if inserted {
-                tx.append_audit(audit_records::grant_ended(e, &actor))
-                    .await?;
+                tx.audit(audit_records::grant_ended(e, &actor)).await?;
             }
             Ok(inserted)
         })
@@ -419,8 +418,7 @@ pub trait RequestStore: Db {
                 request.status = status;
                 request.decided_at = Some(request.expires_at);
                 request.decided_by = decided_by.map(str::to_string);
-                tx.append_audit(audit_records::timeout(&request, now))
-                    .await?;
+                tx.audit(audit_records::timeout(&request, now)).await?;
                 enqueue_callbacks(tx, &request.id, request.status.as_str(), now).await?;
                 hint_request(tx, &request.id).await?;
                 let tenant_id = request.tenant_id.clone();

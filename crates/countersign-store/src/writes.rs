@@ -82,8 +82,7 @@ pub async fn insert_request_with_plan(
         tx.exec(sql::INSERT_REVIEWER, args![&r.id, user_id, *since])
             .await?;
     }
-    tx.append_audit(audit_records::request_created(r, actor))
-        .await?;
+    tx.audit(audit_records::request_created(r, actor)).await?;
     enqueue_notification(tx, &r.id, "requested", None, r.created_at).await
 }
 
@@ -213,7 +212,7 @@ pub async fn mark_disabled(
         "UPDATE {table} SET disabled = TRUE WHERE tenant_id = ?1 AND id = ?2 AND NOT disabled"
     );
     if tx.exec(&sql, args![tenant_id, id]).await? == 1 {
-        tx.append_audit(audit_records::disabled(table, tenant_id, id, actor, at))
+        tx.audit(audit_records::disabled(table, tenant_id, id, actor, at))
             .await?;
         // Their keys stop working: replicas forget the keys they checked.
         tx.hint("a").await?;

@@ -57,6 +57,9 @@ impl Row for PgRow {
 /// A transaction, or for reads a pooled connection.
 pub struct PgTx<C> {
     pub conn: C,
+    /// Audit events to append just before the transaction commits; `None` outside a
+    /// transaction, where each is appended at once.
+    pub deferred: Option<Vec<AuditRecord>>,
 }
 
 impl<C> PgTx<C> {
@@ -97,25 +100,59 @@ impl<C: DerefMut<Target = PgConnection> + Send> Tx for PgTx<C> {
         super::append_audit(&mut self.conn, record).await
     }
 
+    async fn audit(&mut self, record: AuditRecord) -> Result<()> {
+        match &mut self.deferred {
+            Some(deferred) => deferred.push(record),
+            None => {
+                super::append_audit(&mut self.conn, record).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn hint(&mut self, payload: &str) -> Result<()> {
         super::notify(&mut self.conn, payload).await
     }
+}
+
+/// Appends a transaction's audit events, last: the tenant's chain head stays locked only
+/// from here to the commit.
+async fn append_deferred(ptx: &mut PgTx<&mut PgConnection>) -> Result<()> {
+    for record in ptx.deferred.take().unwrap_or_default() {
+        super::append_audit(&mut *ptx.conn, record).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl Db for PgStore {
     async fn reader(&self) -> Result<Box<dyn Tx + '_>> {
         let conn = self.pool.acquire().await.map_err(pg_error)?;
-        Ok(Box::new(PgTx { conn }))
+        Ok(Box::new(PgTx {
+            conn,
+            deferred: None,
+        }))
     }
 
     async fn run_erased(&self, commit: Commit, op: ErasedOp) -> AnyResult {
         if commit == Commit::EachStatement {
             let conn = self.pool.acquire().await.map_err(pg_error)?;
-            return op(&mut PgTx { conn }).await;
+            return op(&mut PgTx {
+                conn,
+                deferred: None,
+            })
+            .await;
         }
         let mut tx = self.begin().await?;
-        match op(&mut PgTx { conn: &mut *tx }).await {
+        let mut ptx = PgTx {
+            conn: &mut *tx,
+            deferred: Some(Vec::new()),
+        };
+        let done = match op(&mut ptx).await {
+            Ok(out) => append_deferred(&mut ptx).await.map(|()| out),
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(out) => {
                 tx.commit().await.map_err(pg_error)?;
                 Ok(out)

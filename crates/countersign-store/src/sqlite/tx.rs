@@ -80,6 +80,10 @@ impl<C: DerefMut<Target = Connection> + Send> Tx for SqliteTx<C> {
         super::append_audit(&self.conn, record)
     }
 
+    async fn audit(&mut self, record: AuditRecord) -> Result<()> {
+        super::append_audit(&self.conn, record).map(|_| ())
+    }
+
     async fn hint(&mut self, _payload: &str) -> Result<()> {
         Ok(())
     }
