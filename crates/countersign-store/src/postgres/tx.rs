@@ -37,8 +37,8 @@ impl Row for PgRow {
         if raw.is_null() {
             return Ok(Value::Null);
         }
-        let kind = raw.type_info().name().to_owned();
-        Ok(match kind.as_str() {
+        let info = raw.type_info();
+        Ok(match info.name() {
             "INT8" => Value::Int(self.try_get(idx).map_err(pg_error)?),
             "INT4" => Value::Int(i64::from(self.try_get::<i32, _>(idx).map_err(pg_error)?)),
             "INT2" => Value::Int(i64::from(self.try_get::<i16, _>(idx).map_err(pg_error)?)),
