@@ -3,7 +3,7 @@
 //! configuration again.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use countersign_core::audit::Actor;
+use countersign_core::audit::{Actor, AuditRecord};
 use countersign_core::policy::Policy;
 use countersign_core::routing::Group;
 use countersign_core::{Error, Result};
@@ -21,8 +21,12 @@ const UPDATE_POLICY: &str = "UPDATE policies SET name = ?3, description = ?4, to
      WHERE id = ?1 AND tenant_id = ?2";
 
 /// The hint that a tenant's guard configuration changed.
-fn changed(tenant_id: &str) -> String {
-    format!("g:{tenant_id}")
+/// Records a change of a tenant's guard configuration, and tells other replicas to read it
+/// again.
+async fn config_changed(tx: &mut dyn Tx, record: AuditRecord) -> Result<()> {
+    let hint = format!("g:{}", record.tenant_id);
+    tx.audit(record).await?;
+    tx.hint(&hint).await
 }
 
 fn stored_settings(row: &dyn Row) -> Result<(String, String)> {
@@ -107,16 +111,11 @@ pub trait GuardStore: Db {
             let details = json!({"name": p.name, "tool_pattern": p.tool_pattern,
                 "action": p.action.as_str(), "priority": p.priority,
                 "is_active": p.is_active, "condition": p.condition});
-            tx.audit(audit_records::config(
-                &p.tenant_id,
-                p.updated_at,
-                &actor,
-                action,
-                &p.id,
-                details,
-            ))
+            config_changed(
+                tx,
+                audit_records::config(&p.tenant_id, p.updated_at, &actor, action, &p.id, details),
+            )
             .await?;
-            tx.hint(&changed(&p.tenant_id)).await?;
             Ok(policy)
         })
     }
@@ -134,16 +133,11 @@ pub trait GuardStore: Db {
             if tx.exec(sql::DELETE_POLICY, args![&tenant_id, &id]).await? == 0 {
                 return Err(not_found("policy"));
             }
-            tx.audit(audit_records::config(
-                &tenant_id,
-                at,
-                &actor,
-                "policy.deleted",
-                &id,
-                json!({}),
-            ))
-            .await?;
-            tx.hint(&changed(&tenant_id)).await
+            config_changed(
+                tx,
+                audit_records::config(&tenant_id, at, &actor, "policy.deleted", &id, json!({})),
+            )
+            .await
         })
     }
 
@@ -217,16 +211,11 @@ pub trait GuardStore: Db {
                 .collect();
             let details = json!({"name": g.name,
                 "escalation_minutes": g.escalation_minutes, "members": members});
-            tx.audit(audit_records::config(
-                &g.tenant_id,
-                g.updated_at,
-                &actor,
-                action,
-                &g.id,
-                details,
-            ))
+            config_changed(
+                tx,
+                audit_records::config(&g.tenant_id, g.updated_at, &actor, action, &g.id, details),
+            )
             .await?;
-            tx.hint(&changed(&g.tenant_id)).await?;
             group_in(tx, &g.tenant_id, &g.id)
                 .await?
                 .ok_or_else(|| not_found("approval group"))
@@ -249,16 +238,18 @@ pub trait GuardStore: Db {
             if tx.exec(sql::DELETE_GROUP, key).await? == 0 {
                 return Err(not_found("approval group"));
             }
-            tx.audit(audit_records::config(
-                &tenant_id,
-                at,
-                &actor,
-                "approval_group.deleted",
-                &id,
-                json!({}),
-            ))
-            .await?;
-            tx.hint(&changed(&tenant_id)).await
+            config_changed(
+                tx,
+                audit_records::config(
+                    &tenant_id,
+                    at,
+                    &actor,
+                    "approval_group.deleted",
+                    &id,
+                    json!({}),
+                ),
+            )
+            .await
         })
     }
 
@@ -299,11 +290,11 @@ pub trait GuardStore: Db {
                 ("guard.routing_updated", &routing_json)
             };
             let details = serde_json::from_str(details).map_err(Error::internal)?;
-            tx.audit(audit_records::config(
-                &tenant_id, at, &actor, action, &tenant_id, details,
-            ))
+            config_changed(
+                tx,
+                audit_records::config(&tenant_id, at, &actor, action, &tenant_id, details),
+            )
             .await?;
-            tx.hint(&changed(&tenant_id)).await?;
             Ok((settings, routing))
         })
     }
