@@ -12,7 +12,7 @@ use countersign_proto::ApprovalStatus;
 
 use crate::db::{Db, Row, Tx, Value};
 use crate::rows::{link, passkey, session};
-use crate::sql::{self, LINK_COLUMNS, PASSKEY_COLUMNS, SESSION_COLUMNS, USER_COLUMNS};
+use crate::sql::{self, LINK_COLUMNS, PASSKEY_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, prefixed};
 use crate::writes::{not_found, renamed_conflict};
 use crate::{audit_records, listing, rows};
 
@@ -26,15 +26,6 @@ impl Row for Shifted<'_> {
     fn value(&self, idx: usize) -> Result<Value> {
         self.row.value(idx + self.by)
     }
-}
-
-/// A column list with each column prefixed by a table alias.
-fn prefixed(columns: &str, alias: &str) -> String {
-    columns
-        .split(", ")
-        .map(|c| format!("{alias}.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Columns: the link's, then the user's.

@@ -44,11 +44,7 @@ pub fn requests(columns: &str, tenant_id: &str, filter: &RequestFilter) -> (Stri
         Some(user) => {
             let u = arg(Arg::Text(user.clone()));
             let n = arg(Arg::Int(now));
-            let qualified = columns
-                .split(',')
-                .map(|c| format!("approval_requests.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let qualified = crate::sql::prefixed(columns, "approval_requests");
             (
                 format!(
                     "SELECT {qualified} FROM approval_reviewers r CROSS JOIN approval_requests \

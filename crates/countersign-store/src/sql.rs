@@ -19,6 +19,15 @@ pub fn pg(sql: &str) -> String {
     out
 }
 
+/// A column list with each column qualified by a table or its alias (`a.id, a.name`).
+pub fn prefixed(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 // ----- column lists, in the order the row readers expect -----
 
 pub const TENANT_COLUMNS: &str = "id, name, created_at";
