@@ -24,7 +24,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use countersign_core::idempotency::{self, IdempotencyKey, StoredAnswer};
-use countersign_core::{Error, Result, canonical};
+use countersign_core::{Error, Principal, Result, canonical};
 use countersign_proto::ErrorCode;
 use serde::Serialize;
 use serde_json::Value;
@@ -140,6 +140,22 @@ impl Retry {
             fingerprint: idempotency::fingerprint(operation, canonical_body),
             key,
         }
+    }
+
+    /// The retry of an agent's call to `operation`, when it came with a key.
+    pub fn for_agent(
+        key: Option<IdempotencyKey>,
+        caller: &Principal,
+        agent_id: &str,
+        operation: &str,
+        input: &impl Serialize,
+    ) -> Result<Option<Retry>> {
+        let owner = format!("agent:{agent_id}");
+        key.map(|key| {
+            let body = canonical_body(input)?;
+            Ok(Retry::new(key, &caller.tenant_id, owner, operation, &body))
+        })
+        .transpose()
     }
 
     /// The answer of an earlier call with this key, if there was one; a key used for another

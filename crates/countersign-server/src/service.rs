@@ -26,16 +26,7 @@ pub async fn authorize(
     key: Option<IdempotencyKey>,
 ) -> Result<Answer<AuthorizeResponse>> {
     let agent_id = caller.require_agent()?;
-    let retry = match key {
-        Some(key) => Some(Retry::new(
-            key,
-            &caller.tenant_id,
-            format!("agent:{agent_id}"),
-            "POST /ciba/authorize",
-            &idempotency::canonical_body(&input)?,
-        )),
-        None => None,
-    };
+    let retry = Retry::for_agent(key, caller, agent_id, "POST /ciba/authorize", &input)?;
     if let Some(retry) = &retry
         && let Some(replay) = retry.earlier(state).await?
     {

@@ -98,16 +98,13 @@ pub async fn check_tool(
     key: Option<IdempotencyKey>,
 ) -> Result<Answer<ToolDecision>> {
     let agent_id = caller.require_agent()?;
-    let retry = match key {
-        Some(key) => Some(Retry::new(
-            key,
-            &caller.tenant_id,
-            format!("agent:{agent_id}"),
-            "POST /v1/guard/{proxyId}/tool",
-            &idempotency::canonical_body(&input)?,
-        )),
-        None => None,
-    };
+    let retry = Retry::for_agent(
+        key,
+        caller,
+        agent_id,
+        "POST /v1/guard/{proxyId}/tool",
+        &input,
+    )?;
     if let Some(retry) = &retry
         && let Some(replay) = retry.earlier(state).await?
     {
