@@ -798,3 +798,57 @@ async fn each_face_acts_only_on_its_own_requests() {
     alice.approve(&oidc_id, None).await.unwrap();
     assert_eq!(code(agent.ciba_token(&oidc_req, None).await), "not_found");
 }
+
+/// A reviewer's queue is read from their own reviewer rows: it holds only what they may
+/// decide, newest first, page after page, however many requests others have pending.
+#[tokio::test]
+async fn a_reviewers_queue_pages_through_their_own_requests_only() {
+    let app = spawn_app().await;
+    let (alice_id, alice) = app.reviewer("alice@company.com").await;
+    let (bob_id, _) = app.reviewer("bob@company.com").await;
+    let (_, agent) = app.agent("bot").await;
+    for _ in 0..5 {
+        agent.ciba_authorize(&payment(&alice_id)).await.unwrap();
+        agent.ciba_authorize(&payment(&bob_id)).await.unwrap();
+        agent.ciba_authorize(&payment(&bob_id)).await.unwrap();
+    }
+    let page = |cursor: Option<String>| {
+        let alice = &alice;
+        async move {
+            alice
+                .list_approvals(&countersign_client::ApprovalFilter {
+                    status: Some("pending".into()),
+                    cursor,
+                    limit: Some(2),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let list = page(cursor).await;
+        assert!(list.approvals.len() <= 2);
+        seen.extend(list.approvals.iter().map(|a| a.id.clone()));
+        cursor = list.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        5,
+        "alice's five requests, none of bob's ten: {seen:?}"
+    );
+    let mut newest_first = seen.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, newest_first);
+    for id in &seen {
+        let view = alice.get_approval(id).await.unwrap();
+        assert_eq!(view.user_id.as_deref(), Some(alice_id.as_str()));
+    }
+    // Decided requests leave the pending queue.
+    alice.approve(&seen[0], None).await.unwrap();
+    assert_eq!(page(None).await.approvals[0].id, seen[1]);
+}

@@ -601,3 +601,36 @@ async fn a_block_policy_saved_on_one_replica_stops_calls_on_another() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_revoked_on_one_replica_stops_working_on_another_at_once() {
+    use countersign_proto::admin::KeyRole;
+    let c = cluster(2, None).await;
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    let (user, _) = a.reviewer("alice@example.com").await;
+    let (_, agent) = a.agent("bot").await;
+    let agent_on_b = on(b, &agent);
+    // Replica b checks the key and remembers it.
+    agent_on_b.ciba_authorize(&payment(&user)).await.unwrap();
+    let key_id = a
+        .admin
+        .list_api_keys()
+        .await
+        .unwrap()
+        .api_keys
+        .into_iter()
+        .find(|k| k.role == KeyRole::Agent)
+        .unwrap()
+        .id;
+    a.admin.revoke_api_key(&key_id).await.unwrap();
+    // The change hint makes b forget it well before its 2 s memory would run out.
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    loop {
+        match agent_on_b.ciba_authorize(&payment(&user)).await {
+            Err(e) if e.status() == Some(401) => break,
+            Ok(_) => assert!(Instant::now() < deadline, "replica b still accepts the key"),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
