@@ -4,7 +4,7 @@ use countersign_core::Result;
 use countersign_core::oidc::{OutboxItem, OutboxOutcome};
 
 use super::PgStore;
-use crate::db::Db;
+use crate::db::{Commit, run};
 use crate::oidc::{OUTBOX_ITEM_COLUMNS, finish_outbox_row};
 use crate::rows::outbox_item;
 use crate::{OidcStore, OutboxClaim};
@@ -21,14 +21,22 @@ impl OidcStore for PgStore {
               AND (channel = 'notify') = ?4 ORDER BY next_attempt_at LIMIT ?3 FOR UPDATE SKIP LOCKED) \
              RETURNING {OUTBOX_ITEM_COLUMNS}"
         );
-        let c = claim;
-        let values = args![c.now, c.lease_until, c.limit, c.rows.changes()];
-        self.reader().await?.all(&sql, values, outbox_item).await
+        run(self, Commit::EachStatement, move |tx| {
+            Box::pin(async move {
+                let c = claim;
+                let values = args![c.now, c.lease_until, c.limit, c.rows.changes()];
+                tx.all(&sql, values, outbox_item).await
+            })
+        })
+        .await
     }
 
     /// The claim already counted the attempt.
     #[tracing::instrument(skip_all, err(level = "warn"), fields(id = %id))]
     async fn finish_outbox(&self, id: i64, outcome: OutboxOutcome) -> Result<()> {
-        finish_outbox_row(&mut *self.reader().await?, id, outcome, 0).await
+        run(self, Commit::EachStatement, move |tx| {
+            Box::pin(async move { finish_outbox_row(tx, id, outcome, 0).await })
+        })
+        .await
     }
 }
