@@ -136,6 +136,46 @@ async fn concurrent_writers_keep_each_tenant_chain_linear() {
     assert!(v.checked >= 40);
 }
 
+/// Each PostgreSQL replica remembers the chain heads it wrote; appends from two replicas to
+/// one chain keep finding the other's head moved and must still link up.
+#[tokio::test]
+async fn replicas_appending_to_one_chain_keep_it_linear() {
+    let f = fixture().await;
+    if matches!(f.config, StoreConfig::Sqlite(_)) {
+        return;
+    }
+    let other = Store::open(f.config.clone()).await.unwrap();
+    let before = verify_chain(&f.store).await.checked;
+    let now = SystemClock.now();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = if i % 2 == 0 {
+            f.store.clone()
+        } else {
+            other.clone()
+        };
+        let event = countersign_core::audit::AuditRecord::new(
+            "t",
+            now,
+            &Actor::system("test"),
+            "test.event",
+            &format!("s{i}"),
+            serde_json::json!({"i": i}),
+        );
+        tasks.push(tokio::spawn(async move {
+            // Two appends in a row from one replica take the remembered head.
+            store.append_audit(event.clone()).await?;
+            store.append_audit(event).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let v = verify_chain(&f.store).await;
+    assert!(v.first_broken.is_none(), "{:?}", v.first_broken);
+    assert_eq!(v.checked, before + 120);
+}
+
 async fn verify_chain(store: &Store) -> ChainVerifier {
     let mut v = ChainVerifier::default();
     for e in store.list_audit("t", 0, 100_000).await.unwrap() {

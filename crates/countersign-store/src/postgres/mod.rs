@@ -1,17 +1,18 @@
 //! The PostgreSQL backend, for several replicas on one database.
+mod chain;
 mod errors;
 mod notify;
 mod oidc;
 mod tx;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use countersign_core::audit::{self, AuditRecord, ChainedEvent, GENESIS_HASH};
 use countersign_core::{Error, Result};
-use errors::{ms, pg_error};
+use errors::pg_error;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -50,6 +51,7 @@ impl PostgresOptions {
 #[derive(Debug)]
 pub struct PgStore {
     pool: PgPool,
+    chains: Arc<chain::Chains>,
     changes: broadcast::Sender<Change>,
     listener: JoinHandle<()>,
 }
@@ -174,65 +176,6 @@ async fn notify(conn: &mut PgConnection, payload: &str) -> Result<()> {
     Ok(())
 }
 
-/// Appends an audit event at the end of its tenant's chain. The head row lock makes
-/// concurrent appends (from any replica) wait for each other, so the chain stays linear.
-async fn append_audit(conn: &mut PgConnection, record: AuditRecord) -> Result<ChainedEvent> {
-    let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
-        .bind(&record.tenant_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(pg_error)?;
-    let (seq, hash): (i64, String) = match head {
-        Some(row) => (
-            row.try_get(0).map_err(pg_error)?,
-            row.try_get(1).map_err(pg_error)?,
-        ),
-        None => {
-            sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING")
-                .bind(&record.tenant_id)
-                .bind(GENESIS_HASH)
-                .execute(&mut *conn)
-                .await
-                .map_err(pg_error)?;
-            let row =
-                sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
-                    .bind(&record.tenant_id)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(pg_error)?;
-            (
-                row.try_get(0).map_err(pg_error)?,
-                row.try_get(1).map_err(pg_error)?,
-            )
-        }
-    };
-    let previous = (seq > 0).then_some((seq, hash));
-    let event = audit::chain(record, previous)?;
-    let details = serde_json::to_string(&event.record.details).map_err(Error::internal)?;
-    sqlx::query(&sql::pg(sql::INSERT_AUDIT_EVENT))
-        .bind(&event.record.tenant_id)
-        .bind(event.seq)
-        .bind(ms(event.record.at))
-        .bind(&event.record.actor_type)
-        .bind(&event.record.actor_id)
-        .bind(&event.record.action)
-        .bind(&event.record.subject)
-        .bind(details)
-        .bind(&event.prev_hash)
-        .bind(&event.hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
-    sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1")
-        .bind(&event.record.tenant_id)
-        .bind(event.seq)
-        .bind(&event.hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(pg_error)?;
-    Ok(event)
-}
-
 impl PgStore {
     pub async fn open(options: PostgresOptions) -> Result<PgStore> {
         let connect = options
@@ -244,6 +187,17 @@ impl PgStore {
             .statement_cache_capacity(STATEMENT_CACHE);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
+            // A connection used within the last second is alive; pinging it on every
+            // checkout cost each request another round trip.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(connect)
             .await
@@ -253,6 +207,7 @@ impl PgStore {
         let listener = tokio::spawn(listen(pool.clone(), changes.clone()));
         Ok(PgStore {
             pool,
+            chains: Arc::default(),
             changes,
             listener,
         })

@@ -1,14 +1,16 @@
 //! PostgreSQL's side of the operations written once for both backends.
 use std::ops::DerefMut;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use countersign_core::Result;
 use countersign_core::audit::{AuditRecord, ChainedEvent};
+use countersign_core::{Error, Result};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row as _, TypeInfo, ValueRef};
 
 use super::PgStore;
+use super::chain::Chains;
 use super::errors::pg_error;
 use crate::db::{AnyResult, Arg, Commit, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, bad};
 use crate::sql;
@@ -60,6 +62,7 @@ pub struct PgTx<C> {
     /// Audit events to append just before the transaction commits; `None` outside a
     /// transaction, where each is appended at once.
     pub deferred: Option<Vec<AuditRecord>>,
+    pub chains: Arc<Chains>,
 }
 
 impl<C> PgTx<C> {
@@ -97,14 +100,18 @@ impl<C: DerefMut<Target = PgConnection> + Send> Tx for PgTx<C> {
     }
 
     async fn append_audit(&mut self, record: AuditRecord) -> Result<ChainedEvent> {
-        super::append_audit(&mut self.conn, record).await
+        let events = self.chains.append(&mut self.conn, vec![record]).await?;
+        events
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::internal_msg("an audit append returned no event"))
     }
 
     async fn audit(&mut self, record: AuditRecord) -> Result<()> {
         match &mut self.deferred {
             Some(deferred) => deferred.push(record),
             None => {
-                super::append_audit(&mut self.conn, record).await?;
+                self.chains.append(&mut self.conn, vec![record]).await?;
             }
         }
         Ok(())
@@ -118,8 +125,9 @@ impl<C: DerefMut<Target = PgConnection> + Send> Tx for PgTx<C> {
 /// Appends a transaction's audit events, last: the tenant's chain head stays locked only
 /// from here to the commit.
 async fn append_deferred(ptx: &mut PgTx<&mut PgConnection>) -> Result<()> {
-    for record in ptx.deferred.take().unwrap_or_default() {
-        super::append_audit(&mut *ptx.conn, record).await?;
+    let records = ptx.deferred.take().unwrap_or_default();
+    if !records.is_empty() {
+        ptx.chains.append(&mut *ptx.conn, records).await?;
     }
     Ok(())
 }
@@ -131,6 +139,7 @@ impl Db for PgStore {
         Ok(Box::new(PgTx {
             conn,
             deferred: None,
+            chains: self.chains.clone(),
         }))
     }
 
@@ -140,6 +149,7 @@ impl Db for PgStore {
             return op(&mut PgTx {
                 conn,
                 deferred: None,
+                chains: self.chains.clone(),
             })
             .await;
         }
@@ -147,6 +157,7 @@ impl Db for PgStore {
         let mut ptx = PgTx {
             conn: &mut *tx,
             deferred: Some(Vec::new()),
+            chains: self.chains.clone(),
         };
         let done = match op(&mut ptx).await {
             Ok(out) => append_deferred(&mut ptx).await.map(|()| out),
