@@ -48,10 +48,20 @@ impl PostgresOptions {
     }
 }
 
+/// What this store's connections share.
+#[derive(Debug)]
+pub struct Replica {
+    /// The audit-chain heads this replica wrote last.
+    chains: chain::Chains,
+    /// Marks this replica's change hints, so its listener skips its own (the change was
+    /// announced here when it committed).
+    origin: String,
+}
+
 #[derive(Debug)]
 pub struct PgStore {
     pool: PgPool,
-    chains: Arc<chain::Chains>,
+    replica: Arc<Replica>,
     changes: broadcast::Sender<Change>,
     listener: JoinHandle<()>,
 }
@@ -121,7 +131,7 @@ async fn apply_migrations(conn: &mut PgConnection) -> Result<()> {
 
 /// Forwards NOTIFY hints; after a lost connection it says `Resync`, because hints sent
 /// meanwhile are gone and waiters must read the truth again.
-async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
+async fn listen(pool: PgPool, changes: broadcast::Sender<Change>, origin: String) {
     let mut reconnecting = false;
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -144,11 +154,16 @@ async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
         loop {
             match listener.try_recv().await {
                 Ok(Some(n)) => {
-                    let change = match n.payload().split_once(':') {
+                    let payload = match n.payload().split_once('|') {
+                        Some((from, _)) if from == origin => continue,
+                        Some((_, payload)) => payload,
+                        None => n.payload(),
+                    };
+                    let change = match payload.split_once(':') {
                         Some(("r", id)) => Change::Request(id.to_string()),
                         Some(("g", tenant)) => Change::Guard(tenant.to_string()),
-                        _ if n.payload() == "k" => Change::SigningKeys,
-                        _ if n.payload() == "a" => Change::Keys,
+                        _ if payload == "k" => Change::SigningKeys,
+                        _ if payload == "a" => Change::Keys,
                         _ => Change::Resync,
                     };
                     let _ = changes.send(change);
@@ -166,9 +181,11 @@ async fn listen(pool: PgPool, changes: broadcast::Sender<Change>) {
     }
 }
 
-async fn notify(conn: &mut PgConnection, payload: &str) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
+/// Sends a change hint as `origin|payload`.
+async fn notify(conn: &mut PgConnection, origin: &str, payload: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2 || '|' || $3)")
         .bind(CHANNEL)
+        .bind(origin)
         .bind(payload)
         .execute(conn)
         .await
@@ -204,10 +221,18 @@ impl PgStore {
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
         migrate(&pool).await?;
         let (changes, _) = broadcast::channel(4096);
-        let listener = tokio::spawn(listen(pool.clone(), changes.clone()));
+        let replica = Arc::new(Replica {
+            chains: chain::Chains::default(),
+            origin: countersign_core::ids::new_id("replica"),
+        });
+        let listener = tokio::spawn(listen(
+            pool.clone(),
+            changes.clone(),
+            replica.origin.clone(),
+        ));
         Ok(PgStore {
             pool,
-            chains: Arc::default(),
+            replica,
             changes,
             listener,
         })

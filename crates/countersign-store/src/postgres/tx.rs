@@ -10,7 +10,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row as _, TypeInfo, ValueRef};
 
 use super::PgStore;
-use super::chain::Chains;
+use super::Replica;
 use super::errors::pg_error;
 use crate::db::{AnyResult, Arg, Commit, Db, Dialect, EachRow, ErasedOp, Row, Tx, Value, bad};
 use crate::sql;
@@ -62,7 +62,7 @@ pub struct PgTx<C> {
     /// Audit events to append just before the transaction commits; `None` outside a
     /// transaction, where each is appended at once.
     pub deferred: Option<Vec<AuditRecord>>,
-    pub chains: Arc<Chains>,
+    pub replica: Arc<Replica>,
 }
 
 impl<C> PgTx<C> {
@@ -100,7 +100,11 @@ impl<C: DerefMut<Target = PgConnection> + Send> Tx for PgTx<C> {
     }
 
     async fn append_audit(&mut self, record: AuditRecord) -> Result<ChainedEvent> {
-        let events = self.chains.append(&mut self.conn, vec![record]).await?;
+        let events = self
+            .replica
+            .chains
+            .append(&mut self.conn, vec![record])
+            .await?;
         events
             .into_iter()
             .next()
@@ -111,14 +115,17 @@ impl<C: DerefMut<Target = PgConnection> + Send> Tx for PgTx<C> {
         match &mut self.deferred {
             Some(deferred) => deferred.push(record),
             None => {
-                self.chains.append(&mut self.conn, vec![record]).await?;
+                self.replica
+                    .chains
+                    .append(&mut self.conn, vec![record])
+                    .await?;
             }
         }
         Ok(())
     }
 
     async fn hint(&mut self, payload: &str) -> Result<()> {
-        super::notify(&mut self.conn, payload).await
+        super::notify(&mut self.conn, &self.replica.origin, payload).await
     }
 }
 
@@ -127,7 +134,7 @@ impl<C: DerefMut<Target = PgConnection> + Send> Tx for PgTx<C> {
 async fn append_deferred(ptx: &mut PgTx<&mut PgConnection>) -> Result<()> {
     let records = ptx.deferred.take().unwrap_or_default();
     if !records.is_empty() {
-        ptx.chains.append(&mut *ptx.conn, records).await?;
+        ptx.replica.chains.append(&mut *ptx.conn, records).await?;
     }
     Ok(())
 }
@@ -139,7 +146,7 @@ impl Db for PgStore {
         Ok(Box::new(PgTx {
             conn,
             deferred: None,
-            chains: self.chains.clone(),
+            replica: self.replica.clone(),
         }))
     }
 
@@ -149,7 +156,7 @@ impl Db for PgStore {
             return op(&mut PgTx {
                 conn,
                 deferred: None,
-                chains: self.chains.clone(),
+                replica: self.replica.clone(),
             })
             .await;
         }
@@ -157,7 +164,7 @@ impl Db for PgStore {
         let mut ptx = PgTx {
             conn: &mut *tx,
             deferred: Some(Vec::new()),
-            chains: self.chains.clone(),
+            replica: self.replica.clone(),
         };
         let done = match op(&mut ptx).await {
             Ok(out) => append_deferred(&mut ptx).await.map(|()| out),
