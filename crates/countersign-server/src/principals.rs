@@ -1,33 +1,76 @@
-//! API keys already checked, remembered for a moment so that a request costs no database
-//! lookup. Disabling a user or an agent, or revoking a key, forgets them all: at once on this
-//! replica, and on the others as soon as the store's change hint arrives. Should hints be lost
-//! (a listener reconnecting says so and forgets too), an entry still lives no longer than
-//! `FRESH_FOR`.
+//! API keys already checked, and the agents the guard reads, remembered for a moment so that
+//! a request costs no database lookup. Disabling a user or an agent, or revoking a key,
+//! forgets them all: at once on this replica, and on the others as soon as the store's change
+//! hint arrives. Should hints be lost (a listener reconnecting says so and forgets too), an
+//! entry still lives no longer than `FRESH_FOR`.
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use countersign_core::Principal;
-use parking_lot::RwLock;
+use countersign_core::directory::Agent;
+use parking_lot::{RwLock, RwLockWriteGuard};
 
-/// How long a checked key is trusted without asking the store again.
+/// How long a checked key (or an agent read) is trusted without asking the store again.
 const FRESH_FOR: Duration = Duration::from_secs(2);
-/// Most keys remembered; past that the memory starts over.
+/// Most entries remembered of each kind; past that the memory starts over.
 const MOST: usize = 10_000;
 
+/// Keys' principals and agents, remembered together: the changes that must forget one
+/// (revoking a key, disabling its owner) forget both.
 #[derive(Debug, Default)]
 pub struct Principals {
-    entries: RwLock<HashMap<String, (Principal, Instant)>>,
+    keys: Memory<String, Principal>,
+    /// By agent id (ids are unique across tenants; the tenant is checked on reading).
+    /// Agents never change but to be disabled.
+    agents: Memory<String, Agent>,
     /// Moves on at every forgetting, so that a lookup a change overtook is not remembered.
     generation: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Memory<K, V>(RwLock<HashMap<K, (V, Instant)>>);
+
+impl<K, V> Default for Memory<K, V> {
+    fn default() -> Self {
+        Memory(RwLock::new(HashMap::new()))
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> Memory<K, V> {
+    fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let entries = self.0.read();
+        let (value, at) = entries.get(key)?;
+        (at.elapsed() < FRESH_FOR).then(|| value.clone())
+    }
+
+    /// Remembers `value` unless a forgetting happened since `generation` (checked under
+    /// the lock that forgetting takes too).
+    fn remember(&self, key: K, value: &V, generation: u64, now: &AtomicU64) {
+        let mut entries = self.0.write();
+        if now.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= MOST {
+            entries.clear();
+        }
+        entries.insert(key, (value.clone(), Instant::now()));
+    }
+
+    fn lock(&self) -> RwLockWriteGuard<'_, HashMap<K, (V, Instant)>> {
+        self.0.write()
+    }
 }
 
 impl Principals {
     /// The remembered principal of a key hash, while fresh.
     pub fn get(&self, key_hash: &str) -> Option<Principal> {
-        let entries = self.entries.read();
-        let (principal, at) = entries.get(key_hash)?;
-        (at.elapsed() < FRESH_FOR).then(|| principal.clone())
+        self.keys.get(key_hash)
     }
 
     /// Where forgetting stands; take it before asking the store.
@@ -37,21 +80,35 @@ impl Principals {
 
     /// Remembers what the store said, unless something was forgotten since `generation`.
     pub fn remember(&self, key_hash: &str, principal: &Principal, generation: u64) {
-        let mut entries = self.entries.write();
-        if self.generation.load(Ordering::Acquire) != generation {
-            return;
-        }
-        if entries.len() >= MOST {
-            entries.clear();
-        }
-        entries.insert(key_hash.to_string(), (principal.clone(), Instant::now()));
+        self.keys.remember(
+            key_hash.to_string(),
+            principal,
+            generation,
+            &self.generation,
+        );
     }
 
-    /// Forgets every key: one was revoked, or its owner disabled.
+    /// The remembered agent, while fresh.
+    pub fn agent(&self, tenant_id: &str, agent_id: &str) -> Option<Agent> {
+        self.agents
+            .get(agent_id)
+            .filter(|agent| agent.tenant_id == tenant_id)
+    }
+
+    /// Remembers an agent the store returned, unless something was forgotten since
+    /// `generation`.
+    pub fn remember_agent(&self, agent: &Agent, generation: u64) {
+        self.agents
+            .remember(agent.id.clone(), agent, generation, &self.generation);
+    }
+
+    /// Forgets every key and agent: a key was revoked, or its owner disabled.
     pub fn forget_all(&self) {
-        let mut entries = self.entries.write();
+        let mut keys = self.keys.lock();
+        let mut agents = self.agents.lock();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.clear();
+        keys.clear();
+        agents.clear();
     }
 }
 
@@ -81,5 +138,27 @@ mod tests {
         assert_eq!(principals.get("h").map(|p| p.key_id), Some("k1".into()));
         principals.forget_all();
         assert!(principals.get("h").is_none());
+    }
+
+    #[test]
+    fn an_agent_is_remembered_for_its_own_tenant_until_a_forgetting() {
+        let principals = Principals::default();
+        let agent = Agent {
+            id: "agt_1".into(),
+            tenant_id: "t".into(),
+            name: "bot".into(),
+            trust_level: countersign_proto::TrustLevel::Standard,
+            disabled: false,
+            created_at: chrono::Utc::now(),
+        };
+        let seen = principals.generation();
+        principals.remember_agent(&agent, seen);
+        assert_eq!(principals.agent("t", "agt_1"), Some(agent.clone()));
+        assert_eq!(principals.agent("other", "agt_1"), None);
+        principals.forget_all();
+        assert_eq!(principals.agent("t", "agt_1"), None);
+        // A read that a disabling overtook is not remembered.
+        principals.remember_agent(&agent, seen);
+        assert_eq!(principals.agent("t", "agt_1"), None);
     }
 }

@@ -117,9 +117,7 @@ pub async fn check_tool(
     if let Some(reason) = &input.reason {
         validate::multiline_text("reason", reason, 2_000)?;
     }
-    let agent = state
-        .store
-        .get_agent(&caller.tenant_id, agent_id)
+    let agent = agent(state, &caller.tenant_id, agent_id)
         .await?
         .ok_or_else(|| Error::unauthorized("this agent no longer exists"))?;
     let config = config(state, &caller.tenant_id).await?;
@@ -322,6 +320,19 @@ async fn found_pending(
     Ok(Answer::Fresh(answer))
 }
 
+/// An agent as the store has it, remembered for a moment (every guard call reads its agent).
+async fn agent(state: &AppState, tenant_id: &str, agent_id: &str) -> Result<Option<Agent>> {
+    if let Some(agent) = state.principals.agent(tenant_id, agent_id) {
+        return Ok(Some(agent));
+    }
+    let generation = state.principals.generation();
+    let agent = state.store.get_agent(tenant_id, agent_id).await?;
+    if let Some(agent) = &agent {
+        state.principals.remember_agent(agent, generation);
+    }
+    Ok(agent)
+}
+
 /// `POST /policies/evaluate`: what `POST /tool` would answer, creating nothing.
 pub async fn dry_run(
     state: &AppState,
@@ -330,9 +341,7 @@ pub async fn dry_run(
 ) -> Result<ToolDecision> {
     caller.require_admin()?;
     let agent = match &input.agent_id {
-        Some(id) => state
-            .store
-            .get_agent(&caller.tenant_id, id)
+        Some(id) => agent(state, &caller.tenant_id, id)
             .await?
             .ok_or_else(|| unknown(format!("agent {id:?} does not exist in this tenant")))?,
         None => Agent {
