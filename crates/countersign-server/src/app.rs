@@ -186,7 +186,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
     let webauthn = crate::accounts::relying_party(&issuer)?.map(Arc::new);
     let settings_limits = settings.limits.clone();
     let mcp_gateway = crate::mcp_gateway::Gateway::new(&settings.outbound, stopping.clone())?;
-    let state = AppState {
+    let state = AppState::new(crate::state::Shared {
         store,
         clock,
         signer: Arc::new(signer),
@@ -206,7 +206,7 @@ pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyh
         throttle: Arc::new(crate::throttle::Throttle::new(&settings_limits)),
         principals: Arc::default(),
         mcp: Arc::new(mcp_gateway),
-    };
+    });
     let demo = if state.settings.demo {
         Some(demo(&state).await?)
     } else {

@@ -13,9 +13,27 @@ use crate::settings::Settings;
 use crate::signer::Signers;
 use crate::waiters::Waiters;
 
-/// What every handler and worker shares.
+/// What every handler and worker shares: one pointer, so that handing it to a request (axum
+/// clones the state for each) costs one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub signer: Arc<Signers>,
