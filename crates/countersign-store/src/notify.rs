@@ -11,7 +11,7 @@ use countersign_core::notify::{
 use countersign_core::{Error, Result};
 use serde_json::Value;
 
-use crate::db::{Db, Tx};
+use crate::db::{Arg, Db, ToArg, Tx};
 use crate::records::{self, DELIVERY_COLUMNS, PREFERENCE_COLUMNS, PUSH_COLUMNS, WEBHOOK_COLUMNS};
 use crate::rows::{delivery, preferences, push, review_token, webhook};
 use crate::writes::{json_text, not_found};
@@ -26,6 +26,10 @@ async fn webhook_in(tx: &mut dyn Tx, tenant_id: &str, id: &str) -> Result<Option
 /// The writes of a fan-out, in one transaction: for each `notify` row of the batch, its
 /// deliveries (those an earlier run added are skipped), its review-link tokens, and the row
 /// removed.
+/// Most notification rows one statement deletes: a handful of statement shapes, each prepared
+/// once per connection.
+const DELETE_CHUNK: usize = 32;
+
 pub(crate) async fn fan_out_rows<D: Db + ?Sized>(
     db: &D,
     batch: Vec<FanOut>,
@@ -60,9 +64,15 @@ pub(crate) async fn fan_out_rows<D: Db + ?Sized>(
                 ];
                 tx.exec(sql::INSERT_REVIEW_TOKEN, values).await?;
             }
-            // Done: the row has become its deliveries, so it goes (the outbox keeps only
-            // what is still to be sent or worth showing).
-            tx.exec(sql::DELETE_NOTIFY_JOB, args![notify.id]).await?;
+        }
+        // Done: each row has become its deliveries, so it goes (the outbox keeps only what is
+        // still to be sent or worth showing). A statement per chunk, not per row: on
+        // PostgreSQL each statement is a round trip.
+        let ids: Vec<i64> = batch.iter().map(|f| f.notify.id).collect();
+        for chunk in ids.chunks(DELETE_CHUNK) {
+            let values: Vec<Arg<'_>> = chunk.iter().map(|id| id.to_arg()).collect();
+            tx.exec(&sql::delete_notify_jobs(chunk.len()), &values)
+                .await?;
         }
         Ok(())
     })

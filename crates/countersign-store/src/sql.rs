@@ -176,7 +176,14 @@ pub const REVIEWERS: &str =
     "SELECT user_id, since FROM approval_reviewers WHERE approval_id = ?1 ORDER BY since, user_id";
 pub const INSERT_REVIEW_TOKEN: &str = "INSERT INTO review_tokens (token_hash, tenant_id, approval_id, user_id, expires_at, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token_hash) DO NOTHING";
-pub const DELETE_NOTIFY_JOB: &str = "DELETE FROM outbox WHERE id = ?1 AND channel = 'notify'";
+/// Deletes `n` fanned-out notification rows, ids `?1` to `?n`.
+pub fn delete_notify_jobs(n: usize) -> String {
+    let ids: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+    format!(
+        "DELETE FROM outbox WHERE channel = 'notify' AND id IN ({})",
+        ids.join(", ")
+    )
+}
 pub const RETRY_DELIVERY: &str = "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?3, last_error = NULL \
      WHERE id = ?1 AND tenant_id = ?2 AND channel <> 'notify' AND state <> 'pending'";
 

@@ -819,6 +819,31 @@ mod notifications {
         }
     }
 
+    /// A fan-out batch deletes its rows in chunks of statements; none may be left to fan
+    /// out twice, across a chunk boundary too.
+    #[tokio::test]
+    async fn a_fan_out_batch_removes_every_row_it_fanned_out() {
+        let f = fixture().await;
+        let now = SystemClock.now();
+        for _ in 0..40 {
+            create(&f, 300, now).await;
+        }
+        let claim = |at| OutboxClaim::new(OutboxRows::Changes, at, at, 100);
+        let claimed = f.store.claim_outbox(claim(now)).await.unwrap();
+        assert_eq!(claimed.len(), 40);
+        let batch = claimed
+            .into_iter()
+            .map(|row| notify::FanOut {
+                notify: row,
+                deliveries: Vec::new(),
+                tokens: Vec::new(),
+            })
+            .collect();
+        f.store.fan_out(batch, now).await.unwrap();
+        let later = now + chrono::Duration::hours(1);
+        assert!(f.store.claim_outbox(claim(later)).await.unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn a_change_is_fanned_out_once_whatever_happens() {
         let f = fixture().await;
