@@ -18,13 +18,59 @@ use std::sync::Arc;
 /// as a signature.
 struct ActiveKey {
     kid: String,
-    alg: Algorithm,
     pair: KeyPairOf,
 }
 
 enum KeyPairOf {
     Es256(EcdsaKeyPair),
     EdDsa(Ed25519KeyPair),
+}
+
+impl KeyPairOf {
+    fn parse(alg: &str, der: &[u8]) -> Result<KeyPairOf> {
+        match alg {
+            "ES256" => EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .map(KeyPairOf::Es256)
+                .map_err(|e| Error::internal_msg(format!("bad ES256 key: {e}"))),
+            "EdDSA" => Ed25519KeyPair::from_pkcs8(der)
+                .map(KeyPairOf::EdDsa)
+                .map_err(|e| Error::internal_msg(format!("bad EdDSA key: {e}"))),
+            other => Err(Error::internal_msg(format!(
+                "unsupported signing algorithm {other}"
+            ))),
+        }
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            KeyPairOf::Es256(_) => Algorithm::ES256,
+            KeyPairOf::EdDsa(_) => Algorithm::EdDSA,
+        }
+    }
+
+    /// The public half as a JWK (without `kid`, `use` and `alg`).
+    fn public_jwk(&self) -> Result<Value> {
+        match self {
+            KeyPairOf::Es256(pair) => {
+                // Uncompressed point: 0x04 || x || y.
+                let point = pair.public_key().as_ref();
+                if point.len() != 65 {
+                    return Err(Error::internal_msg("unexpected P-256 public key length"));
+                }
+                Ok(json!({
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+                    "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+                }))
+            }
+            KeyPairOf::EdDsa(pair) => Ok(json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            })),
+        }
+    }
 }
 
 /// Signs tokens with the active key and publishes every key's public half.
@@ -38,38 +84,6 @@ impl std::fmt::Debug for Signer {
         f.debug_struct("Signer")
             .field("kid", &self.active.kid)
             .finish()
-    }
-}
-
-fn public_jwk(alg: &str, der: &[u8]) -> Result<Value> {
-    match alg {
-        "ES256" => {
-            let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                .map_err(|e| Error::internal_msg(format!("bad ES256 key: {e}")))?;
-            // Uncompressed point: 0x04 || x || y.
-            let point = pair.public_key().as_ref();
-            if point.len() != 65 {
-                return Err(Error::internal_msg("unexpected P-256 public key length"));
-            }
-            Ok(json!({
-                "kty": "EC",
-                "crv": "P-256",
-                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-                "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-            }))
-        }
-        "EdDSA" => {
-            let pair = Ed25519KeyPair::from_pkcs8(der)
-                .map_err(|e| Error::internal_msg(format!("bad EdDSA key: {e}")))?;
-            Ok(json!({
-                "kty": "OKP",
-                "crv": "Ed25519",
-                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
-            }))
-        }
-        other => Err(Error::internal_msg(format!(
-            "unsupported signing algorithm {other}"
-        ))),
     }
 }
 
@@ -100,7 +114,7 @@ impl Signer {
     pub fn new_key(algorithm: &str, clock: &dyn Clock) -> Result<SigningKeyRecord> {
         let der = generate(algorithm)?;
         Ok(SigningKeyRecord {
-            kid: thumbprint(&public_jwk(algorithm, &der)?)?,
+            kid: thumbprint(&KeyPairOf::parse(algorithm, &der)?.public_jwk()?)?,
             alg: algorithm.to_string(),
             private_der: der,
             created_at: clock.now(),
@@ -113,7 +127,8 @@ impl Signer {
         let mut published = Vec::new();
         let mut active = None;
         for key in keys {
-            let mut jwk = public_jwk(&key.alg, &key.private_der)?;
+            let pair = KeyPairOf::parse(&key.alg, &key.private_der)?;
+            let mut jwk = pair.public_jwk()?;
             let kid = thumbprint(&jwk)?;
             if let Value::Object(map) = &mut jwk {
                 map.insert("kid".into(), json!(kid));
@@ -123,26 +138,7 @@ impl Signer {
             // The active key first: clients that take the first key get the right one.
             if key.active {
                 published.insert(0, jwk);
-                let (alg, pair) = match key.alg.as_str() {
-                    "ES256" => (
-                        Algorithm::ES256,
-                        KeyPairOf::Es256(
-                            EcdsaKeyPair::from_pkcs8(
-                                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                                &key.private_der,
-                            )
-                            .map_err(|e| Error::internal_msg(format!("bad ES256 key: {e}")))?,
-                        ),
-                    ),
-                    _ => (
-                        Algorithm::EdDSA,
-                        KeyPairOf::EdDsa(
-                            Ed25519KeyPair::from_pkcs8(&key.private_der)
-                                .map_err(|e| Error::internal_msg(format!("bad EdDSA key: {e}")))?,
-                        ),
-                    ),
-                };
-                active = Some(ActiveKey { kid, alg, pair });
+                active = Some(ActiveKey { kid, pair });
             } else {
                 published.push(jwk);
             }
@@ -167,7 +163,7 @@ impl Signer {
     /// A JWS in compact form (RFC 7515): the header and claims as base64url JSON, signed with
     /// the active key (ES256 as the fixed-width `r || s` that JWS wants).
     fn sign_jwt<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String> {
-        let mut header = Header::new(self.active.alg);
+        let mut header = Header::new(self.active.pair.algorithm());
         header.kid = Some(self.active.kid.clone());
         header.typ = Some(typ.into());
         let part = |json: Vec<u8>| URL_SAFE_NO_PAD.encode(json);
@@ -192,9 +188,9 @@ impl Signer {
     }
 
     pub fn algorithm(&self) -> &'static str {
-        match self.active.alg {
-            Algorithm::ES256 => "ES256",
-            _ => "EdDSA",
+        match self.active.pair {
+            KeyPairOf::Es256(_) => "ES256",
+            KeyPairOf::EdDsa(_) => "EdDSA",
         }
     }
 }
