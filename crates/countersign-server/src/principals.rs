@@ -51,9 +51,9 @@ impl<K: Hash + Eq, V: Clone> Memory<K, V> {
 
     /// Remembers `value` unless a forgetting happened since `generation` (checked under
     /// the lock that forgetting takes too).
-    fn remember(&self, key: K, value: &V, generation: u64, now: &AtomicU64) {
+    fn remember(&self, key: K, value: &V, generation: u64, current: &AtomicU64) {
         let mut entries = self.0.write();
-        if now.load(Ordering::Acquire) != generation {
+        if current.load(Ordering::Acquire) != generation {
             return;
         }
         if entries.len() >= MOST {

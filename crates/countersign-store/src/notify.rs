@@ -23,13 +23,13 @@ async fn webhook_in(tx: &mut dyn Tx, tenant_id: &str, id: &str) -> Result<Option
     tx.one(&sql, args![tenant_id, id], webhook).await
 }
 
-/// The writes of a fan-out, in one transaction: for each `notify` row of the batch, its
-/// deliveries (those an earlier run added are skipped), its review-link tokens, and the row
-/// removed.
 /// Most notification rows one statement deletes: a handful of statement shapes, each prepared
 /// once per connection.
 const DELETE_CHUNK: usize = 32;
 
+/// The writes of a fan-out, in one transaction: for each `notify` row of the batch, its
+/// deliveries (those an earlier run added are skipped), its review-link tokens, and the row
+/// removed.
 pub(crate) async fn fan_out_rows<D: Db + ?Sized>(
     db: &D,
     batch: Vec<FanOut>,

@@ -163,8 +163,8 @@ async fn replicas_appending_to_one_chain_keep_it_linear() {
             serde_json::json!({"i": i}),
         );
         tasks.push(tokio::spawn(async move {
-            // Appends in a row from one replica take the remembered head; a change commits
-            // with its event in one round trip, or falls back when the other moved the head.
+            // Appends in a row from one replica take the remembered head; a change appends
+            // its event in one statement, or falls back when the other replica moved the head.
             store.append_audit(event.clone()).await?;
             store
                 .create_user(

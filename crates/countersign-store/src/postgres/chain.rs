@@ -6,10 +6,10 @@
 //! locked until the transaction ends, so a second append waits in PostgreSQL for the first to
 //! commit and then finds the head it expected; if the first rolled back, or another replica
 //! moved the head, the statement changes nothing and the append falls back to reading the
-//! head under `FOR UPDATE`. A remembered head that never committed costs only that
-//! fallback. Appends of one replica to one tenant take turns in memory (a
-//! stripe lock held for the one statement) rather than all queueing on the row lock, which
-//! PostgreSQL serves expensively when many wait.
+//! head under `FOR UPDATE`. A remembered head that never committed costs only that fallback.
+//! Appends of one replica to one tenant take turns in memory (a stripe lock held for the one
+//! statement) rather than all queueing on the row lock, which PostgreSQL serves expensively
+//! when many wait.
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
